@@ -1,0 +1,7 @@
+"""`python -m cunet` runs the command line."""
+
+import sys
+
+from cunet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,100 @@
+"""The `cunet` command line.
+
+Thin by design: every command lives in a module of `cunet.commands`, builds a config, calls one library function and
+prints the result. Commands are discovered from that package, so adding a command never edits this file. Command
+modules import only click at the top (the library is imported inside the command), which keeps `cunet --help`
+fast and working without torch, ONNX Runtime or TensorRT.
+
+A `CunetError` becomes one line on stderr and exit code 1; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import click
+
+import cunet
+from cunet import commands
+from cunet.errors import CunetError
+
+__all__ = ["main", "cli"]
+
+
+def _discover() -> dict[str, click.Command]:
+    found: dict[str, click.Command] = {}
+    for info in pkgutil.iter_modules(commands.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        for attr in getattr(module, "__all__", []):
+            cmd = getattr(module, attr)
+            if isinstance(cmd, click.Command):
+                found[cmd.name] = cmd
+    return found
+
+
+class _Group(click.Group):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._loaded = False
+
+    def _load(self) -> None:
+        if not self._loaded:
+            for name, cmd in _discover().items():
+                self.add_command(cmd, name)
+            self._loaded = True
+
+    def list_commands(self, ctx):
+        self._load()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx, name):
+        self._load()
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(cunet.__version__, prog_name="cunet")
+def cli() -> None:
+    """Train, compile and evaluate CU-Net landmark localizers.
+
+    \b
+    The pipeline, one command per arrow:
+      cunet data synth  → a dataset in 300-W / MPII format
+      cunet train       → RUN/best.pt
+      cunet export      → model.onnx          (FP32, dynamic batch, self-describing metadata)
+      cunet quantize    → model.int8.onnx     (explicit Q/DQ: TensorRT-ready or CPU-fast)
+      cunet compile     → model.engine        (TensorRT, on a GPU machine)
+      cunet evaluate    → NME / PCKh of any .pt, .onnx or .engine
+      cunet profile     → latency percentiles, throughput, memory
+
+    Start with `cunet demo`: it runs all of the above on built-in synthetic data.
+    """
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `cunet` console script; returns the exit code."""
+    try:
+        cli.main(args=argv, prog_name="cunet", standalone_mode=False)
+    except CunetError as e:
+        click.echo(f"error: {e}", err=True)
+        return 1
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""What every command shares: JSON on stdout, tables and progress on stderr."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any, Sequence
+
+import click
+
+__all__ = ["emit_json", "print_table", "console", "json_option"]
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout and nothing else there.")
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return _clean(obj.item())
+    return obj
+
+
+def emit_json(obj: Any) -> None:
+    """Print `obj` as one JSON object on stdout (NaN/inf become null so strict parsers accept it)."""
+    sys.stdout.write(json.dumps(_clean(obj), indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def console():
+    """A rich console on stderr: tables and progress never mix with `--json` output."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Print a table to stderr."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for i, c in enumerate(columns):
+        table.add_column(c, justify="left" if i == 0 else "right")
+    for r in rows:
+        table.add_row(*[_fmt(v) for v in r])
+    console().print(table)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "—"
+        return f"{v:,.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return str(v)

@@ -1,0 +1,1 @@
+"""Compilation: ONNX export, INT8 quantization recipes and TensorRT engines."""

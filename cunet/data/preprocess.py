@@ -1,0 +1,126 @@
+"""The one definition of how an image becomes a network input, shared by training, export metadata and every runtime.
+
+Coordinates everywhere in cunet are 0-based pixel coordinates with pixel centres on integers (file formats that are
+1-based, like 300-W `.pts` and the MPII JSON, are converted by their readers and writers).
+
+A crop is a square of side `size` pixels centred on `center`, optionally rotated, resampled to `out_size`. Its affine
+maps original-image points to crop points; `invert_affine` maps network predictions back to the original image in
+floating point (the original code truncated to integers, which biases NME).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "MEAN",
+    "STD",
+    "Box",
+    "crop_affine",
+    "invert_affine",
+    "apply_affine",
+    "warp",
+    "to_input",
+    "box_from_points",
+    "box_from_xyxy",
+    "box_from_center_scale",
+]
+
+#: RGB mean and std on the 0..1 scale (ImageNet statistics): what the exported ONNX metadata records.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+#: The crop is this much larger than the tight landmark box (faces) so the jaw and brows are never cut off.
+FACE_BOX_MARGIN = 1.25
+#: MPII person scale is person height / 200 px; common loaders enlarge it by 1.25 and move the centre down 15 * scale.
+MPII_SCALE_PX = 200.0
+MPII_SCALE_MARGIN = 1.25
+MPII_CENTER_SHIFT = 15.0
+
+
+@dataclass(frozen=True)
+class Box:
+    """A square crop region: centre (x, y) in pixels and side length in pixels."""
+
+    cx: float
+    cy: float
+    size: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.cx) and math.isfinite(self.cy) and math.isfinite(self.size) and self.size > 0):
+            raise ValueError(f"invalid crop box {self}")
+
+
+def box_from_points(points: np.ndarray, visible: np.ndarray | None = None, margin: float = FACE_BOX_MARGIN) -> Box:
+    """The square box around the (visible) points, enlarged by `margin`. points: [K, 2]."""
+    pts = np.asarray(points, dtype=np.float64)
+    if visible is not None:
+        pts = pts[np.asarray(visible, dtype=bool)]
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    if len(pts) == 0:
+        raise ValueError("no finite visible points to build a box from")
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    side = float(max(hi - lo)) * margin
+    return Box(float((lo[0] + hi[0]) / 2), float((lo[1] + hi[1]) / 2), max(side, 1.0))
+
+
+def box_from_xyxy(x1: float, y1: float, x2: float, y2: float, margin: float = FACE_BOX_MARGIN) -> Box:
+    """A square box around a detector box [x1, y1, x2, y2], enlarged by `margin`."""
+    return Box((x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1) * margin)
+
+
+def box_from_center_scale(center: tuple[float, float], scale: float) -> Box:
+    """The crop common MPII loaders use: centre moved down 15 * scale, side 200 * scale * 1.25 (0-based centre)."""
+    return Box(center[0], center[1] + MPII_CENTER_SHIFT * scale, scale * MPII_SCALE_PX * MPII_SCALE_MARGIN)
+
+
+def crop_affine(box: Box, out_size: int, rotation_deg: float = 0.0, flip: bool = False) -> np.ndarray:
+    """The 2x3 affine mapping original-image pixels to a `out_size` crop of `box`, rotated counter-clockwise.
+
+    Pixel centres map to pixel centres: the box centre lands on (out_size - 1) / 2.
+    """
+    s = out_size / box.size
+    a = math.radians(rotation_deg)
+    cos, sin = math.cos(a) * s, math.sin(a) * s
+    # Rotate+scale about the box centre, then move it to the crop centre.
+    m = np.array([[cos, sin, 0.0], [-sin, cos, 0.0]], dtype=np.float64)
+    c = (out_size - 1) / 2.0
+    m[:, 2] = np.array([c, c]) - m[:, :2] @ np.array([box.cx, box.cy])
+    if flip:
+        m = np.array([[-1.0, 0.0, out_size - 1.0], [0.0, 1.0, 0.0]]) @ np.vstack([m, [0.0, 0.0, 1.0]])
+    return m
+
+
+def invert_affine(m: np.ndarray) -> np.ndarray:
+    """Inverse of a 2x3 affine (or a stack [..., 2, 3])."""
+    m = np.asarray(m, dtype=np.float64)
+    full = np.zeros(m.shape[:-2] + (3, 3))
+    full[..., :2, :] = m
+    full[..., 2, 2] = 1.0
+    return np.linalg.inv(full)[..., :2, :]
+
+
+def apply_affine(points: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Apply a 2x3 affine to points [..., K, 2] (m: [2, 3] or [..., 2, 3] matching the leading dims)."""
+    pts = np.asarray(points, dtype=np.float64)
+    m = np.asarray(m, dtype=np.float64)
+    return pts @ np.swapaxes(m[..., :, :2], -1, -2) + m[..., None, :, 2]
+
+
+def warp(image: np.ndarray, m: np.ndarray, out_size: int) -> np.ndarray:
+    """Resample `image` (H, W, 3 uint8) through affine `m` into an out_size x out_size crop (bilinear, black border)."""
+    import cv2
+
+    return cv2.warpAffine(
+        image, m.astype(np.float64), (out_size, out_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )
+
+
+def to_input(crops: np.ndarray, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD) -> np.ndarray:
+    """BGR uint8 crops [N, H, W, 3] (as OpenCV reads them) → normalised RGB float32 [N, 3, H, W]."""
+    x = np.asarray(crops)[..., ::-1].astype(np.float32) / 255.0
+    x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))

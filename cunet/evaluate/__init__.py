@@ -1,0 +1,1 @@
+"""Evaluation: metrics (pure numpy), accuracy runs, latency/memory profiling and reports."""

@@ -1,0 +1,82 @@
+"""Atomic writes: every artifact cunet produces (checkpoints, ONNX models, engines, caches, reports) goes through here.
+
+A file is written to a temporary sibling, flushed and fsynced, then renamed over the target. A process killed
+mid-write leaves the previous file intact and at worst a stray `.tmp-*` file that the next write ignores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+__all__ = ["atomic_write", "write_bytes", "write_text", "write_json"]
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside `path`; on a clean exit it replaces `path` atomically.
+
+    Args:
+        path: the final destination. Its parent directories are created.
+        mode: "wb" or "w" (text, UTF-8).
+
+    Yields:
+        The open temporary file. If the block raises, the temporary file is removed and `path` is untouched.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write supports 'w' and 'wb', not {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; not every filesystem allows opening a directory, which is harmless.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Atomically write `data` to `path`."""
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Atomically write `text` (UTF-8) to `path`."""
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write `obj` as indented JSON (NaN is written as null, as strict JSON readers expect)."""
+    write_text(path, json.dumps(_nan_to_none(obj), indent=2) + "\n")
+
+
+def _nan_to_none(obj: Any) -> Any:
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    return obj

@@ -1,0 +1,1 @@
+"""Training: the CU-Net trainer, its checkpoints and its loop."""

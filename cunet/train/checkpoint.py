@@ -1,0 +1,80 @@
+"""Checkpoints: one `.pt` file holding everything needed to resume training or to export the model.
+
+Layout (a plain dict, loadable with `torch.load(weights_only=True)`):
+    format: "cunet-checkpoint", format_version: 1, cunet_version
+    task: "face" | "pose", config: CUNetConfig.to_dict()
+    model: state_dict
+    and, for resuming: optimizer, scheduler, epoch, step, best_metric, rng, args (the training arguments)
+Written atomically through `cunet.io`, so a run killed mid-save keeps its previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import cunet
+from cunet.errors import CunetError
+from cunet.io import write_bytes
+from cunet.model import CUNet, CUNetConfig
+
+__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "model_from_checkpoint"]
+
+FORMAT = "cunet-checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | os.PathLike, model: CUNet, task: str, **state: Any) -> None:
+    """Atomically write `model` (its config and weights), the task and any resume `state` to `path`."""
+    ckpt = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "cunet_version": cunet.__version__,
+        "task": task,
+        "config": model.cfg.to_dict(),
+        "model": model.state_dict(),
+        **state,
+    }
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate a checkpoint; anything that is not a cunet checkpoint is a one-line `CunetError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CunetError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for truncated/foreign files; all mean "not readable"
+        raise CunetError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CunetError(f"{path}: not a cunet checkpoint (no '{FORMAT}' header)")
+    if ckpt.get("format_version", 0) > FORMAT_VERSION:
+        raise CunetError(
+            f"{path}: checkpoint format {ckpt['format_version']} is newer than this cunet understands "
+            f"({FORMAT_VERSION}); upgrade cunet"
+        )
+    for key in ("task", "config", "model"):
+        if key not in ckpt:
+            raise CunetError(f"{path}: checkpoint lacks '{key}'")
+    return ckpt
+
+
+def model_from_checkpoint(path: str | os.PathLike, **config_overrides: Any) -> tuple[CUNet, dict[str, Any]]:
+    """Build the model a checkpoint describes and load its weights; returns (model in eval mode, checkpoint dict)."""
+    ckpt = load_checkpoint(path)
+    cfg = CUNetConfig.from_dict({**ckpt["config"], **config_overrides})
+    model = CUNet(cfg)
+    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    if missing or unexpected:
+        raise CunetError(
+            f"{path}: weights do not fit the checkpoint's own config "
+            f"({len(missing)} missing, {len(unexpected)} unexpected, e.g. {(missing or unexpected)[0]})"
+        )
+    return model.eval(), ckpt
