@@ -1,0 +1,235 @@
+"""Calibration inputs: real images through the exact inference preprocessing recorded in the model's metadata.
+
+Calibration ranges are only as good as their inputs: an image cropped or normalised differently from inference
+gives ranges for activations the deployed model never sees. So the crop, size, mean and std come from the ONNX
+model's "cunet" metadata (what `cunet export` wrote), and the crop/affine/normalisation code is
+`cunet.data.preprocess`, the same functions every runtime uses.
+
+Two kinds of data folders are accepted: a dataset root in one of cunet's formats (annotated: 300-W `.pts` beside
+the images, or MPII `train.json`), whose training split gives the crops, or a plain folder of images, each used as a
+whole-image crop (a square box around the image centre with side max(H, W), as the runtime does without a box).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from cunet.data.preprocess import Box, crop_affine, to_input, warp
+from cunet.errors import CunetError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "PreprocessSpec",
+    "CalibrationInputs",
+    "ArrayDataReader",
+    "read_preprocess_spec",
+    "CalibrationSelection",
+    "select_calibration_images",
+    "inputs_from_arrays",
+]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """What calibration needs from a model: its input name and the preprocessing recorded at export."""
+
+    input_name: str
+    input_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    task: str | None
+
+
+def read_preprocess_spec(model_path: str | os.PathLike) -> PreprocessSpec:
+    """The input name and preprocessing (size, mean, std) of an exported cunet ONNX model.
+
+    Raises:
+        CunetError: the file is not a readable ONNX model, or it lacks the "cunet" metadata `cunet export` writes.
+    """
+    import onnx
+
+    path = Path(model_path)
+    if not path.is_file():
+        raise CunetError(f"{path}: no such model file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf raises several types for truncated/foreign files
+        raise CunetError(f"{path}: not a readable ONNX model ({type(e).__name__})") from e
+    props = {p.key: p.value for p in model.metadata_props}
+    if "cunet" not in props:
+        raise CunetError(f"{path}: no 'cunet' metadata (export the model with `cunet export`)")
+    try:
+        meta = json.loads(props["cunet"])
+        spec = PreprocessSpec(
+            input_name=model.graph.input[0].name,
+            input_size=int(meta["input_size"]),
+            mean=tuple(float(v) for v in meta["mean"]),
+            std=tuple(float(v) for v in meta["std"]),
+            task=meta.get("task"),
+        )
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise CunetError(f"{path}: malformed 'cunet' metadata ({type(e).__name__}: {e})") from e
+    return spec
+
+
+@dataclass(frozen=True)
+class CalibrationInputs:
+    """Preprocessed calibration batches and a fingerprint of where they came from.
+
+    Attributes:
+        input_name: the model input the arrays feed.
+        arrays: [N, 3, S, S] float32 network inputs, one per calibration image.
+        fingerprint: sha256 over the selected files (relative path, size, mtime, crop box) or over the array bytes.
+        sources: the selected image files (empty for in-memory arrays).
+    """
+
+    input_name: str
+    arrays: np.ndarray
+    fingerprint: str
+    sources: tuple[str, ...] = ()
+
+    def reader(self, batch: int = 1) -> "ArrayDataReader":
+        """A fresh ONNX Runtime CalibrationDataReader over these inputs."""
+        return ArrayDataReader(self.input_name, self.arrays, batch)
+
+
+class ArrayDataReader:
+    """ONNX Runtime's CalibrationDataReader protocol over preprocessed inputs: `get_next() -> dict | None`.
+
+    Args:
+        input_name: the model input name.
+        arrays: [N, 3, S, S] float32.
+        batch: images per `get_next` call.
+    """
+
+    def __init__(self, input_name: str, arrays: np.ndarray, batch: int = 1) -> None:
+        self.input_name = input_name
+        self.arrays = arrays
+        self.batch = max(1, int(batch))
+        self._pos = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._pos >= len(self.arrays):
+            return None
+        x = self.arrays[self._pos : self._pos + self.batch]
+        self._pos += self.batch
+        return {self.input_name: x}
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        while (item := self.get_next()) is not None:
+            yield item
+
+    def __len__(self) -> int:
+        return -(-len(self.arrays) // self.batch)
+
+    def rewind(self) -> None:
+        """Start again from the first batch."""
+        self._pos = 0
+
+
+def _spread(n_total: int, n: int) -> list[int]:
+    # Evenly spaced, deterministic picks cover the whole (sorted) set instead of its first folder only.
+    if n >= n_total:
+        return list(range(n_total))
+    return sorted({int(i) for i in np.linspace(0, n_total - 1, n).round()})
+
+
+def _is_dataset(root: Path) -> bool:
+    return (root / "train.json").is_file() or any(root.rglob("*.pts"))
+
+
+def _whole_image_box(image: np.ndarray) -> Box:
+    h, w = image.shape[:2]
+    return Box((w - 1) / 2.0, (h - 1) / 2.0, float(max(h, w)))
+
+
+def _read_image(path: Path) -> np.ndarray:
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise CunetError(f"{path}: unreadable image")
+    return image
+
+
+def _collect(root: Path, task: str | None) -> list[tuple[Path, Box | None]]:
+    if _is_dataset(root):
+        from cunet.data.dataset import load_samples
+
+        if task is None:
+            raise CunetError(f"{root}: annotated dataset but the model's metadata names no task")
+        samples = load_samples(root, task, split="train").samples
+        return [(Path(s.image), s.box) for s in sorted(samples, key=lambda s: s.key)]
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return [(p, None) for p in files]
+
+
+@dataclass(frozen=True)
+class CalibrationSelection:
+    """The image files chosen for calibration and their fingerprint, known before any pixel is decoded.
+
+    Attributes:
+        spec: the model's preprocessing.
+        items: (image path, crop box or None for the whole image), in a deterministic order.
+        fingerprint: sha256 over each file's path relative to the data root, size, mtime and crop box.
+    """
+
+    spec: PreprocessSpec
+    items: tuple[tuple[Path, Box | None], ...]
+    fingerprint: str
+
+    def load(self) -> "CalibrationInputs":
+        """Decode and preprocess the selected images (crop, resize, normalise exactly as at inference)."""
+        size = self.spec.input_size
+        arrays = []
+        for path, box in self.items:
+            image = _read_image(path)
+            m = crop_affine(box or _whole_image_box(image), size)
+            arrays.append(to_input(warp(image, m, size)[None], self.spec.mean, self.spec.std)[0])
+        return CalibrationInputs(
+            self.spec.input_name, np.stack(arrays), self.fingerprint, tuple(str(p) for p, _ in self.items)
+        )
+
+
+def select_calibration_images(data: str | os.PathLike, spec: PreprocessSpec, samples: int) -> CalibrationSelection:
+    """Select up to `samples` images under `data`, evenly spread over the sorted set.
+
+    Args:
+        data: a dataset root (300-W / MPII layout; the training split is used) or a folder of images.
+        spec: the model's preprocessing (`read_preprocess_spec`).
+        samples: how many images to use (fewer when the folder has fewer).
+    """
+    root = Path(data)
+    if not root.is_dir():
+        raise CunetError(f"{root}: calibration data folder does not exist")
+    if samples < 1:
+        raise CunetError(f"calibration needs at least 1 sample, got {samples}")
+    items = _collect(root, spec.task)
+    if not items:
+        raise CunetError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) to calibrate with")
+    chosen = tuple(items[i] for i in _spread(len(items), samples))
+    digest = hashlib.sha256()
+    for path, box in chosen:
+        st = path.stat()
+        where = "whole" if box is None else f"{box.cx:.6g},{box.cy:.6g},{box.size:.6g}"
+        digest.update(f"{os.path.relpath(path, root)}|{st.st_size}|{st.st_mtime_ns}|{where}\n".encode())
+    return CalibrationSelection(spec, chosen, digest.hexdigest())
+
+
+def inputs_from_arrays(input_name: str, arrays: Sequence[np.ndarray] | np.ndarray) -> CalibrationInputs:
+    """Calibration inputs from already preprocessed arrays [N, 3, S, S]; fingerprinted by content."""
+    x = np.ascontiguousarray(np.asarray(arrays, dtype=np.float32))
+    if x.ndim != 4 or len(x) == 0:
+        raise CunetError(f"calibration arrays must be [N, C, H, W] with N >= 1, got shape {x.shape}")
+    digest = hashlib.sha256(str(x.shape).encode())
+    digest.update(x.tobytes())
+    return CalibrationInputs(input_name, x, digest.hexdigest())
