@@ -1,0 +1,230 @@
+"""ONNX export: a checkpoint becomes ONE self-describing `.onnx` file with a dynamic batch.
+
+Exporter choice: torch's dynamo exporter (`torch.onnx.export(dynamo=True)`, the default since torch 2.9) traces every
+CU-Net variant (coupling orders, refinement, memory-efficient blocks) into a clean graph of Conv / BatchNormalization /
+Relu / Concat / MaxPool / Resize, half the nodes of the deprecated TorchScript exporter's graph before simplification.
+It is slower (seconds instead of one) but it is the exporter torch maintains, so we use it and nothing else.
+The weights are serialised into the one file ourselves, so no `.onnx.data` sidecar is ever written.
+
+Steps: export (input "image" [N,3,S,S] float32 → output "heatmaps" [N,K,S/4,S/4], N dynamic) → onnxslim → the
+"cunet" metadata (`cunet.runtime.meta`) → verification with ONNX Runtime against PyTorch on a random batch of 2 →
+one atomic write. A model that fails verification is not written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from cunet.errors import CunetError
+from cunet.io import write_bytes
+from cunet.runtime.meta import ModelMeta, read_onnx_meta, write_onnx_meta
+
+__all__ = ["ExportReport", "export_onnx", "read_onnx_meta", "write_onnx_meta", "ModelMeta", "INPUT_NAME", "OUTPUT_NAME"]
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "heatmaps"
+MIN_OPSET = 17  # the oldest opset the quantizer and TensorRT 10/11 paths are meant for
+#: ORT and PyTorch use different convolution kernels; FP32 heatmaps (values within about [-1, 2]) of a correct
+#: export agree to ~1e-5, so 1e-3 flags a wrong graph, not rounding.
+VERIFY_ATOL = 1e-3
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What `export_onnx` produced.
+
+    Attributes:
+        path: the written `.onnx` file.
+        opset: the default-domain opset of the model.
+        exporter: the torch exporter used ("dynamo").
+        simplified: whether onnxslim ran.
+        nodes_exported: graph nodes straight out of the exporter.
+        nodes: graph nodes in the written model.
+        max_abs_error: max |ORT - PyTorch| over the heatmaps of a random batch of 2 (None if not verified).
+        file_bytes: size of the written file.
+        seconds: wall time of the whole export.
+        meta: the metadata stored in the model.
+    """
+
+    path: Path
+    opset: int
+    exporter: str
+    simplified: bool
+    nodes_exported: int
+    nodes: int
+    max_abs_error: float | None
+    file_bytes: int
+    seconds: float
+    meta: ModelMeta
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (the metadata without its bulky name list)."""
+        meta = self.meta.to_dict()
+        meta.pop("landmark_names")
+        meta.pop("flip_pairs")
+        return {
+            "path": str(self.path),
+            "opset": self.opset,
+            "exporter": self.exporter,
+            "simplified": self.simplified,
+            "nodes_exported": self.nodes_exported,
+            "nodes": self.nodes,
+            "max_abs_error": self.max_abs_error,
+            "file_bytes": self.file_bytes,
+            "seconds": self.seconds,
+            "meta": meta,
+        }
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    # The dynamo exporter logs optional-op registration notes and prints conversion notes on stdout; `--json` owns
+    # stdout, so both go to stderr and routine warnings are dropped. Real failures still raise.
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _load(checkpoint_or_model: Any, task: str | None) -> tuple[Any, ModelMeta]:
+    from cunet.model import CUNet
+    from cunet.train.checkpoint import model_from_checkpoint
+
+    if isinstance(checkpoint_or_model, CUNet):
+        if task is None:
+            raise ValueError("export_onnx needs task= when given a model instead of a checkpoint")
+        ckpt = {"task": task, "config": checkpoint_or_model.cfg.to_dict()}
+        return checkpoint_or_model, ModelMeta.from_checkpoint(ckpt)
+    path = Path(checkpoint_or_model)
+    model, ckpt = model_from_checkpoint(path)
+    return model, ModelMeta.from_checkpoint(ckpt, source_sha256=_sha256(path))
+
+
+def _export(model: Any, size: int, opset: int) -> Any:
+    import torch
+
+    batch = torch.export.Dim("batch", min=1)
+    example = torch.randn(2, model.cfg.in_chans, size, size)
+    with _quiet_exporter():
+        program = torch.onnx.export(
+            model,
+            (example,),
+            None,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes={"images": {0: batch}},
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+    proto = program.model_proto
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    proto.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    return proto
+
+
+def _verify(model: Any, data: bytes, size: int) -> float:
+    import onnxruntime as ort
+    import torch
+
+    x = np.random.default_rng(0).standard_normal((2, model.cfg.in_chans, size, size)).astype(np.float32)
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(x)).numpy()
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: x})
+    if out.shape != ref.shape:
+        raise CunetError(f"exported model gives heatmaps {out.shape}, PyTorch {ref.shape}")
+    return float(np.max(np.abs(out - ref)))
+
+
+def export_onnx(
+    checkpoint_or_model: str | os.PathLike | Any,
+    out_path: str | os.PathLike,
+    opset: int = 18,
+    simplify: bool = True,
+    verify: bool = True,
+    task: str | None = None,
+) -> ExportReport:
+    """Export a checkpoint (or an in-memory `CUNet`) to one FP32 ONNX file with a dynamic batch and metadata.
+
+    Args:
+        checkpoint_or_model: a `.pt` checkpoint path, or a `CUNet` (then `task` is required).
+        out_path: the `.onnx` file to write (atomically; parent folders are created).
+        opset: default-domain opset, at least 17.
+        simplify: run onnxslim (constant folding, dead-node removal).
+        verify: compare ONNX Runtime with PyTorch on a random batch of 2 [2,3,S,S]; a disagreement above
+            `VERIFY_ATOL` is an error and nothing is written.
+        task: "face" or "pose", only when a model is given.
+
+    Returns:
+        An `ExportReport`; `max_abs_error` is the verification error.
+
+    Raises:
+        CunetError: unreadable checkpoint, opset below 17, or failed verification.
+    """
+    import onnx
+
+    start = time.perf_counter()
+    if opset < MIN_OPSET:
+        raise CunetError(f"opset {opset} is too old; cunet exports opset {MIN_OPSET} or newer")
+    model, meta = _load(checkpoint_or_model, task)
+    was_training = model.training
+    model.eval()
+    try:
+        proto = _export(model, meta.input_size, opset)
+        nodes_exported = len(proto.graph.node)
+        if simplify:
+            import onnxslim
+
+            with _quiet_exporter():
+                proto = onnxslim.slim(proto)
+        write_onnx_meta(proto, meta)
+        proto.producer_name = "cunet"
+        onnx.checker.check_model(proto)
+        data = proto.SerializeToString()
+        error = _verify(model, data, meta.input_size) if verify else None
+    finally:
+        model.train(was_training)
+    if error is not None and not error <= VERIFY_ATOL:
+        raise CunetError(f"{out_path}: ONNX Runtime and PyTorch disagree by {error:.3g} (> {VERIFY_ATOL}); not written")
+    write_bytes(out_path, data)
+    real_opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    return ExportReport(
+        path=Path(out_path),
+        opset=real_opset,
+        exporter="dynamo",
+        simplified=simplify,
+        nodes_exported=nodes_exported,
+        nodes=len(proto.graph.node),
+        max_abs_error=error,
+        file_bytes=len(data),
+        seconds=time.perf_counter() - start,
+        meta=meta,
+    )

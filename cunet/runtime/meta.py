@@ -1,0 +1,252 @@
+"""`ModelMeta`: what a compiled model must carry so any runtime can use it without the checkpoint.
+
+An exported ONNX model holds ONE `metadata_props` entry, key "cunet", whose value is a JSON object: the task, the
+landmark names and flip pairs, the input size, heatmap stride, normalisation (mean/std, RGB, NCHW), the CU-Net
+config, the training heatmap sigma, the source checkpoint's sha256 and the numeric precision. Preprocessing and
+decoding are driven only by this record, so a `.onnx` or `.engine` file is self-describing. A TensorRT engine cannot
+hold metadata, so the same JSON object lives under the "cunet" key of `manifest.json` beside the engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import cunet
+from cunet.errors import CunetError
+
+__all__ = [
+    "META_KEY",
+    "META_FORMAT_VERSION",
+    "ModelMeta",
+    "read_onnx_meta",
+    "write_onnx_meta",
+    "meta_from_onnx_proto",
+    "read_engine_meta",
+    "engine_manifest_path",
+]
+
+#: The one `metadata_props` key cunet writes.
+META_KEY = "cunet"
+META_FORMAT_VERSION = 1
+TASKS = ("face", "pose")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """The self-description of a compiled CU-Net (the JSON stored under the "cunet" metadata key).
+
+    Attributes:
+        task: "face" or "pose".
+        num_landmarks: K, the number of heatmaps.
+        landmark_names: K names, in heatmap order.
+        flip_pairs: 0-based (left, right) index pairs swapped by a horizontal flip.
+        input_size: S, the square input side in pixels.
+        heatmap_stride: input pixels per heatmap pixel (heatmaps are S / stride square).
+        mean, std: per-channel RGB normalisation on the 0..1 scale.
+        color: channel order of the network input ("RGB").
+        layout: tensor layout of the network input ("NCHW").
+        config: `CUNetConfig.to_dict()` of the network.
+        cunet_version: the cunet version that wrote the record.
+        source_sha256: sha256 of the source checkpoint file, None when exported from an in-memory model.
+        sigma: training heatmap sigma in heatmap pixels, None when the checkpoint did not record it.
+        precision: "fp32", "fp16" or "int8".
+        format_version: version of this record's layout.
+    """
+
+    task: str
+    num_landmarks: int
+    landmark_names: tuple[str, ...]
+    flip_pairs: tuple[tuple[int, int], ...]
+    input_size: int
+    heatmap_stride: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    config: dict[str, Any] = field(hash=False)
+    cunet_version: str = cunet.__version__
+    source_sha256: str | None = None
+    sigma: float | None = None
+    precision: str = "fp32"
+    color: str = "RGB"
+    layout: str = "NCHW"
+    format_version: int = META_FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise CunetError(f"invalid cunet model metadata: {msg}")
+
+        need(self.task in TASKS, f"task must be one of {TASKS}, got {self.task!r}")
+        need(len(self.landmark_names) == self.num_landmarks, f"{len(self.landmark_names)} names for {self.num_landmarks} landmarks")
+        need(
+            all(0 <= a < self.num_landmarks and 0 <= b < self.num_landmarks for a, b in self.flip_pairs),
+            f"flip pairs outside 0..{self.num_landmarks - 1}",
+        )
+        need(self.heatmap_stride >= 1 and self.input_size % self.heatmap_stride == 0, "input size not a multiple of the stride")
+        need(len(self.mean) == 3 and len(self.std) == 3 and min(self.std) > 0, "mean/std need 3 values, std positive")
+        need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        need(self.color == "RGB" and self.layout == "NCHW", f"unsupported input {self.color}/{self.layout}")
+        need(
+            self.format_version <= META_FORMAT_VERSION,
+            f"format {self.format_version} is newer than this cunet understands ({META_FORMAT_VERSION}); upgrade cunet",
+        )
+
+    @property
+    def heatmap_size(self) -> int:
+        """Side of the square heatmaps, S / stride."""
+        return self.input_size // self.heatmap_stride
+
+    @property
+    def flip_permutation(self) -> np.ndarray:
+        """Index array [K] such that `points[perm]` (or `heatmaps[:, perm]`) swaps left and right."""
+        perm = np.arange(self.num_landmarks)
+        for a, b in self.flip_pairs:
+            perm[a], perm[b] = b, a
+        return perm
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any], source_sha256: str | None = None, precision: str = "fp32") -> "ModelMeta":
+        """The metadata of a loaded checkpoint dict (see `cunet.train.checkpoint`).
+
+        Landmark names and flip pairs come from the task's `LandmarkSpec`; mean/std from `cunet.data.preprocess`;
+        sigma from the training arguments (`ckpt["args"]["sigma"]`) when they were saved.
+        """
+        from cunet.data.preprocess import MEAN, STD
+        from cunet.data.spec import get_spec
+        from cunet.model.config import CUNetConfig
+
+        cfg = CUNetConfig.from_dict(ckpt["config"])
+        spec = get_spec(ckpt["task"])
+        if len(spec.names) != cfg.num_landmarks:
+            raise CunetError(
+                f"checkpoint predicts {cfg.num_landmarks} landmarks but the {ckpt['task']} spec has {len(spec.names)}"
+            )
+        args = ckpt.get("args")
+        sigma = args.get("sigma") if isinstance(args, dict) else None
+        return cls(
+            task=ckpt["task"],
+            num_landmarks=cfg.num_landmarks,
+            landmark_names=tuple(spec.names),
+            flip_pairs=tuple((int(a), int(b)) for a, b in spec.flip_pairs),
+            input_size=cfg.input_size,
+            heatmap_stride=cfg.heatmap_stride,
+            mean=tuple(float(v) for v in MEAN),
+            std=tuple(float(v) for v in STD),
+            config=cfg.to_dict(),
+            source_sha256=source_sha256,
+            sigma=None if sigma is None else float(sigma),
+            precision=precision,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        d = dataclasses.asdict(self)
+        d["landmark_names"] = list(self.landmark_names)
+        d["flip_pairs"] = [list(p) for p in self.flip_pairs]
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    def to_json(self) -> str:
+        """The compact JSON stored in the model."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelMeta":
+        """Rebuild from `to_dict()` output; missing or unknown keys are a `CunetError`."""
+        if not isinstance(d, dict):
+            raise CunetError("invalid cunet model metadata: not a JSON object")
+        names = {f.name for f in dataclasses.fields(cls)}
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name != "config"}
+        required.add("config")
+        if d.get("format_version", 1) > META_FORMAT_VERSION:
+            raise CunetError(
+                f"cunet model metadata format {d['format_version']} is newer than this cunet understands; upgrade cunet"
+            )
+        missing, unknown = sorted(required - set(d)), sorted(set(d) - names)
+        if missing or unknown:
+            raise CunetError(f"invalid cunet model metadata: missing {missing}, unknown {unknown}")
+        try:
+            return cls(
+                **{
+                    **d,
+                    "landmark_names": tuple(str(n) for n in d["landmark_names"]),
+                    "flip_pairs": tuple((int(a), int(b)) for a, b in d["flip_pairs"]),
+                    "mean": tuple(float(v) for v in d["mean"]),
+                    "std": tuple(float(v) for v in d["std"]),
+                    "config": dict(d["config"]),
+                }
+            )
+        except (TypeError, ValueError) as e:
+            raise CunetError(f"invalid cunet model metadata: {e}") from e
+
+
+def write_onnx_meta(model_proto: Any, meta: ModelMeta) -> None:
+    """Set the "cunet" `metadata_props` entry of an `onnx.ModelProto` in place (replacing any earlier one)."""
+    kept = [p for p in model_proto.metadata_props if p.key != META_KEY]
+    del model_proto.metadata_props[:]
+    model_proto.metadata_props.extend(kept)
+    entry = model_proto.metadata_props.add()
+    entry.key, entry.value = META_KEY, meta.to_json()
+
+
+def meta_from_onnx_proto(model_proto: Any, where: str = "ONNX model") -> ModelMeta:
+    """The `ModelMeta` stored in an `onnx.ModelProto`; `where` names the source in error messages."""
+    for p in model_proto.metadata_props:
+        if p.key == META_KEY:
+            try:
+                d = json.loads(p.value)
+            except json.JSONDecodeError as e:
+                raise CunetError(f"{where}: the '{META_KEY}' metadata is not valid JSON ({e.msg})") from e
+            try:
+                return ModelMeta.from_dict(d)
+            except CunetError as e:
+                raise CunetError(f"{where}: {e}") from e
+    raise CunetError(f"{where}: no '{META_KEY}' metadata; export the model with `cunet export`")
+
+
+def read_onnx_meta(path: str | os.PathLike) -> ModelMeta:
+    """Read the `ModelMeta` of an ONNX file (weights are not loaded).
+
+    Raises:
+        CunetError: the file is missing, truncated, not ONNX, or an ONNX model without cunet metadata.
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CunetError(f"{path}: no such ONNX file")
+    try:
+        proto = onnx.load_model(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError) as e:
+        raise CunetError(f"{path}: not a readable ONNX model ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})") from e
+    return meta_from_onnx_proto(proto, str(path))
+
+
+def engine_manifest_path(engine_path: str | os.PathLike) -> Path:
+    """Where the metadata of a TensorRT engine lives: `manifest.json` in the engine's folder."""
+    return Path(engine_path).with_name("manifest.json")
+
+
+def read_engine_meta(engine_path: str | os.PathLike) -> ModelMeta:
+    """The `ModelMeta` of a TensorRT engine, read from the "cunet" object of its `manifest.json`."""
+    manifest = engine_manifest_path(engine_path)
+    if not manifest.is_file():
+        raise CunetError(f"{engine_path}: no {manifest.name} beside the engine (it holds the model metadata)")
+    try:
+        d = json.loads(manifest.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CunetError(f"{manifest}: not valid JSON ({e})") from e
+    if not isinstance(d, dict) or META_KEY not in d:
+        raise CunetError(f"{manifest}: no '{META_KEY}' object")
+    try:
+        return ModelMeta.from_dict(d[META_KEY])
+    except CunetError as e:
+        raise CunetError(f"{manifest}: {e}") from e
