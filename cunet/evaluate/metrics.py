@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cunet.data.spec import FACE_68, POSE_MPII_16
 from cunet.errors import CunetError
 
 __all__ = [
@@ -37,26 +38,15 @@ __all__ = [
     "pckh_auc",
 ]
 
-#: MPII Human Pose joint order (0-based), as in the MPII annotation and the common PyTorch JSON.
-MPII_JOINTS = (
-    "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax",
-    "upper_neck", "head_top", "r_wrist", "r_elbow", "r_shoulder", "l_shoulder", "l_elbow", "l_wrist",
-)  # fmt: skip
-#: The groups of the MPII results table; "head" is head-top and upper-neck.
-MPII_GROUPS: dict[str, tuple[int, ...]] = {
-    "head": (8, 9),
-    "shoulder": (12, 13),
-    "elbow": (11, 14),
-    "wrist": (10, 15),
-    "hip": (2, 3),
-    "knee": (1, 4),
-    "ankle": (0, 5),
-}
+#: MPII Human Pose joint order (0-based) and the groups of the MPII results table ("head" = head-top + upper-neck),
+#: from the one landmark spec of the project.
+MPII_JOINTS: tuple[str, ...] = POSE_MPII_16.names
+MPII_GROUPS: dict[str, tuple[int, ...]] = dict(POSE_MPII_16.groups)
 #: Pelvis and thorax: left out of the headline PCKh by the official MPII evaluation.
 MPII_EXCLUDED = (6, 7)
 
-#: Outer eye corners and the two eyes of the 68-point 300-W markup (0-based).
-_OUTER_EYE_CORNERS = (36, 45)
+#: Outer eye corners (36, 45) and the two eyes of the 68-point 300-W markup (0-based).
+_OUTER_EYE_CORNERS: tuple[int, ...] = FACE_68.norm_points
 _RIGHT_EYE = slice(36, 42)
 _LEFT_EYE = slice(42, 48)
 #: Official MPII head size: 0.6 x the head-box diagonal.

@@ -1,0 +1,217 @@
+"""Scoring prediction folders/files in the dataset formats, and the `cunet metrics` command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from cunet.cli import main
+from cunet.errors import CunetError
+from cunet.evaluate import metrics as M
+from cunet.evaluate.scoring import score_face, score_pose, summarize_face, summarize_pose
+
+FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+FACE_KEYS = {"nme", "auc@0.08", "auc@0.10", "fr@0.08", "fr@0.10", "n", "norm"}
+POSE_KEYS = {"pckh@0.5", "pckh@0.1", "per_joint", "per_group", "pckh_auc", "n", "joints"}
+
+
+def _write_pts(path: Path, points: np.ndarray) -> None:
+    """A 300-W file written by hand (1-based), independent of cunet's writer."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"{x + 1:.6f} {y + 1:.6f}" for x, y in points]
+    path.write_text("version: 1\nn_points:  %d\n{\n%s\n}" % (len(points), "\n".join(lines)))
+
+
+def _face(iod: float, seed: int) -> np.ndarray:
+    pts = np.random.default_rng(seed).uniform(50, 150, size=(68, 2))
+    pts[36], pts[45] = (40.0, 60.0), (40.0 + iod, 60.0)
+    return pts
+
+
+def _face_folder(root: Path, shift=(0.0, 0.0), iods=(100.0, 50.0)) -> None:
+    for i, (rel, iod) in enumerate(zip(["a/x.pts", "b/c/y.pts"], iods)):
+        _write_pts(root / rel, _face(iod, i) + np.asarray(shift))
+
+
+def test_folder_against_itself_is_perfect(tmp_path):
+    _face_folder(tmp_path / "gt")
+    r = score_face(tmp_path / "gt", tmp_path / "gt")
+    assert set(r) == FACE_KEYS
+    assert r["nme"] == pytest.approx(0, abs=1e-6) and r["auc@0.08"] == pytest.approx(1, abs=1e-6)
+    assert r["fr@0.10"] == 0 and r["n"] == 2 and r["norm"] == "inter-ocular"
+
+
+def test_shift_by_3_4_px_recovers_nme_exactly(tmp_path):
+    _face_folder(tmp_path / "gt")
+    _face_folder(tmp_path / "pred", shift=(3.0, 4.0))
+    r = score_face(tmp_path / "gt", tmp_path / "pred")
+    # 5 px error on every point: 5/100 and 5/50 → mean 7.5 %; AUC@0.08 = mean(1 - 0.05/0.08, 1 - 0.10/0.08 → 0)
+    # = 0.1875; FR@0.08 = 1 of 2 images; FR@0.10: 0.10 is not > 0.10 → 0
+    # (the .pts files carry 6 decimals, hence the tolerance of 1e-5 on the percentages)
+    assert r["nme"] == pytest.approx(7.5, abs=1e-5)
+    assert r["auc@0.08"] == pytest.approx(0.1875, abs=1e-6)
+    assert r["fr@0.08"] == 50.0
+    assert r["fr@0.10"] == 0.0
+    # the box normaliser is a different policy on the same files: a different, positive NME
+    r = score_face(tmp_path / "gt", tmp_path / "pred", norm="box")
+    assert r["norm"] == "box" and r["nme"] > 0
+
+
+def test_missing_extra_and_mismatched_files_are_clear_errors(tmp_path):
+    _face_folder(tmp_path / "gt")
+    _face_folder(tmp_path / "pred")
+    (tmp_path / "pred" / "b" / "c" / "y.pts").unlink()
+    with pytest.raises(CunetError, match=r"no prediction for 1 .*b/c/y\.pts"):
+        score_face(tmp_path / "gt", tmp_path / "pred")
+    _face_folder(tmp_path / "pred")
+    _write_pts(tmp_path / "pred" / "z.pts", _face(80, 3))
+    with pytest.raises(CunetError, match=r"without ground truth: z\.pts"):
+        score_face(tmp_path / "gt", tmp_path / "pred")
+    (tmp_path / "pred" / "z.pts").unlink()
+    _write_pts(tmp_path / "pred" / "a" / "x.pts", _face(80, 3)[:5])
+    with pytest.raises(CunetError, match=r"x\.pts: 5 points but the ground truth .*x\.pts has 68"):
+        score_face(tmp_path / "gt", tmp_path / "pred")
+    with pytest.raises(CunetError, match="unknown normaliser"):
+        score_face(tmp_path / "gt", tmp_path / "gt", norm="eyes")
+
+
+def test_zero_normaliser_names_the_ground_truth_file(tmp_path):
+    _face_folder(tmp_path / "gt", iods=(100.0, 0.0))
+    with pytest.raises(CunetError, match=r"y\.pts: the inter-ocular normaliser is 0"):
+        score_face(tmp_path / "gt", tmp_path / "gt")
+
+
+def _face_dataset(root: Path) -> None:
+    image = np.zeros((200, 200, 3), np.uint8)
+    for rel, iod in [("test/common/c1", 100.0), ("test/common/c2", 50.0), ("test/challenging/h1", 40.0),
+                     ("train/t1", 60.0)]:
+        _write_pts(root / f"{rel}.pts", _face(iod, len(rel)))
+        cv2.imwrite(str(root / f"{rel}.png"), image)
+
+
+def test_dataset_root_reports_subsets_and_ignores_train(tmp_path):
+    _face_dataset(tmp_path / "data")
+    pred = tmp_path / "pred"
+    for rel in ["test/common/c1", "test/common/c2", "test/challenging/h1"]:
+        pts = np.loadtxt(tmp_path / "data" / f"{rel}.pts", skiprows=3, max_rows=68) - 1
+        _write_pts(pred / f"{rel}.pts", pts + [3.0, 4.0])
+    r = score_face(tmp_path / "data", pred)
+    # errors 5/100, 5/50 (common) and 5/40 (challenging): 7.5 %, 12.5 %, full (5 + 10 + 12.5) / 3 = 9.1667 %
+    assert set(r["subsets"]) == {"common", "challenging", "full"}
+    assert r["subsets"]["common"]["nme"] == pytest.approx(7.5, abs=1e-5)
+    assert r["subsets"]["challenging"]["nme"] == pytest.approx(12.5, abs=1e-5)
+    assert r["nme"] == pytest.approx(27.5 / 3, abs=1e-5) and r["n"] == 3
+    assert r["subsets"]["full"] == {k: v for k, v in r.items() if k not in ("subsets", "norm")}
+    one = score_face(tmp_path / "data", pred, subset="challenging")
+    assert one["n"] == 1 and "subsets" not in one  # other subsets' predictions may stay in the folder
+
+
+def test_summaries_convert_fractions_to_the_documented_units():
+    r = summarize_face(np.array([0.02, 0.06, 0.12]), ("a", "a", "b"))
+    # NME mean 0.0667 → 6.667 %, AUC@0.08 = 1/3 (fraction), FR@0.08 = 1/3 → 33.3 %
+    assert r["nme"] == pytest.approx(20 / 3) and r["auc@0.08"] == pytest.approx(1 / 3)
+    assert r["fr@0.08"] == pytest.approx(100 / 3) and r["subsets"]["b"]["n"] == 1
+
+
+def _pose_records(n: int = 3) -> list[dict]:
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(n):
+        joints = rng.integers(100, 300, size=(16, 2)).astype(float)  # integers: the 15 px boundary stays exact
+        vis = [1] * 16
+        if i == 0:
+            joints[6], vis[6] = (-1, -1), 0
+        records.append({"image": f"im{i % 2}.jpg", "center": [200.0, 200.0], "scale": 1.5,
+                        "joints": joints.tolist(), "joints_vis": vis, "headbox": [150.0, 50.0, 180.0, 90.0]})
+    return records
+
+
+def _dump(path: Path, records: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(records))
+    return path
+
+
+def test_pose_against_itself_and_shifted(tmp_path):
+    gt = _dump(tmp_path / "data" / "valid.json", _pose_records())
+    r = score_pose(gt, gt)
+    assert set(r) == POSE_KEYS and r["n"] == 3 and r["joints"] == 3 * 14
+    assert r["pckh@0.5"] == 100 and r["pckh@0.1"] == 100 and r["pckh_auc"] == 100
+    assert r["per_joint"]["r_ankle"] == 100 and r["per_group"]["head"] == 100
+    # head box 30 × 40 → head size 30; a (9, 12) = 15 px shift is exactly 0.5 head sizes: correct at 0.5, not 0.1
+    shifted = _pose_records()
+    for rec in shifted:
+        rec["joints"] = [[x + 9, y + 12] for x, y in rec["joints"]]
+    pred = _dump(tmp_path / "pred" / "valid.json", shifted)
+    r = score_pose(tmp_path / "data", tmp_path / "pred")  # dataset root and prediction folder
+    assert r["pckh@0.5"] == 100 and r["pckh@0.1"] == 0
+    # AUC over 0, 0.05, ..., 0.5: only the last threshold counts → 1/11
+    assert r["pckh_auc"] == pytest.approx(100 / 11)
+    assert score_pose(gt, pred) == r
+
+
+def test_pose_summary_matches_metric_functions():
+    gt = np.random.default_rng(1).uniform(0, 100, (4, 16, 2))
+    pred = gt + np.random.default_rng(2).normal(0, 6, gt.shape)
+    mask = np.ones((4, 16), bool)
+    hb = np.tile([0.0, 0.0, 30.0, 40.0], (4, 1))
+    r = summarize_pose(pred, gt, mask, hb)
+    assert r["pckh@0.5"] == pytest.approx(100 * M.pckh(pred, gt, mask, hb).mean)
+    assert r["pckh@0.1"] == pytest.approx(100 * M.pckh(pred, gt, mask, hb, 0.1).mean)
+
+
+def test_pose_mismatches_and_missing_headbox_are_errors(tmp_path):
+    gt = _dump(tmp_path / "gt.json", _pose_records())
+    with pytest.raises(CunetError, match="2 records but the ground truth"):
+        score_pose(gt, _dump(tmp_path / "short.json", _pose_records(2)))
+    swapped = _pose_records()
+    swapped[1]["image"] = "other.jpg"
+    with pytest.raises(CunetError, match="record 1 is for image 'other.jpg'"):
+        score_pose(gt, _dump(tmp_path / "swapped.json", swapped))
+    nohead = _pose_records()
+    del nohead[2]["headbox"]
+    with pytest.raises(CunetError, match="record 2 .*PCKh needs head boxes"):
+        score_pose(_dump(tmp_path / "nohead.json", nohead), gt)
+
+
+def test_cli_json_face_and_pose(tmp_path, capsys):
+    _face_folder(tmp_path / "gt")
+    _face_folder(tmp_path / "pred", shift=(3.0, 4.0))
+    plot = tmp_path / "ced.png"
+    assert main(["metrics", "--task", "face", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"),
+                 "--json", "--plot", str(plot)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == FACE_KEYS and out["nme"] == pytest.approx(7.5, abs=1e-5)
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    gt = _dump(tmp_path / "valid.json", _pose_records())
+    assert main(["metrics", "--task", "pose", "--gt", str(gt), "--pred", str(gt), "--json"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert set(out) == POSE_KEYS and out["pckh@0.5"] == 100
+    assert set(out["per_joint"]) == set(M.MPII_JOINTS)
+    assert main(["metrics", "--task", "pose", "--gt", str(gt), "--pred", str(gt)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and "PCKh@0.5" in captured.err
+
+
+def test_cli_error_is_one_line_exit_1(tmp_path):
+    _face_folder(tmp_path / "gt")
+    (tmp_path / "pred").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "cunet", "metrics", "--task", "face", "--gt", str(tmp_path / "gt"),
+                           "--pred", str(tmp_path / "pred"), "--json"], capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "no prediction for 2" in proc.stderr
+
+
+def test_real_mpii_fixture_without_headboxes_says_pckh_needs_them():
+    gt = FIXTURES / "mpii" / "test_mpii.json"
+    if not gt.exists():
+        pytest.skip("shared fixtures not present")
+    with pytest.raises(CunetError, match="PCKh needs head boxes"):
+        score_pose(gt, gt)
