@@ -28,7 +28,9 @@ from cunet.evaluate import metrics
 
 __all__ = [
     "NORMS",
+    "POSE_SPLIT_FILES",
     "FaceErrors",
+    "per_image_nme",
     "face_errors",
     "summarize_face",
     "summarize_pose",
@@ -45,8 +47,8 @@ NORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 #: 300-W reporting thresholds (fractions of the normaliser) for AUC and failure rate.
 FACE_THRESHOLDS = (0.08, 0.10)
-#: The file of a pose dataset root that holds the "test" split (DESIGN.md: train.json and valid.json).
-_POSE_TEST_JSON = "valid.json"
+#: The file of a pose dataset root that holds each split (DESIGN.md: train.json and valid.json).
+POSE_SPLIT_FILES = {"train": "train.json", "test": "valid.json", "valid": "valid.json"}
 _FULL = "full"
 _MAX_NAMED = 3
 
@@ -113,6 +115,33 @@ def _face_gt(gt_root: Path, subset: str | None) -> tuple[list[str], list[Path | 
             [np.isfinite(p).all(axis=1) for p in points], [None] * len(files))
 
 
+def per_image_nme(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, norm: str = "inter-ocular",
+                  names: list[str] | None = None) -> np.ndarray:
+    """Per-image NME with a named normaliser computed from the annotated ground-truth points.
+
+    Args:
+        pred: [N, K, 2] predictions; gt: [N, K, 2] ground truth; mask: [N, K] annotated.
+        norm: a key of `NORMS`.
+        names: [N] file names used in error messages (default "image i").
+
+    Returns:
+        [N] NME as fractions of each image's normaliser.
+
+    Raises:
+        CunetError: an unknown normaliser, or an image whose normaliser is zero or not finite (names its file).
+    """
+    norm_fn = _norm_fn(norm)
+    gt = np.asarray(gt, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    normaliser = norm_fn(np.where(mask[..., None], gt, np.nan))
+    bad = np.flatnonzero(mask.any(axis=1) & ~(np.isfinite(normaliser) & (normaliser > 0)))
+    if len(bad):
+        i = int(bad[0])
+        raise CunetError(f"{names[i] if names else f'image {i}'}: the {norm} normaliser is {normaliser[i]:g}; "
+                         "it must be a positive finite number")
+    return metrics.nme_per_image(pred, gt, mask, normaliser)
+
+
 def face_errors(gt_root: str | Path, pred_root: str | Path, norm: str = "inter-ocular",
                 subset: str | None = None) -> FaceErrors:
     """Read ground truth and predictions and compute every image's normalised error.
@@ -131,7 +160,7 @@ def face_errors(gt_root: str | Path, pred_root: str | Path, norm: str = "inter-o
         CunetError: missing or extra prediction files, point-count mismatches, unreadable files, a bad normaliser.
     """
     gt_root, pred_root = Path(gt_root), Path(pred_root)
-    norm_fn = _norm_fn(norm)
+    _norm_fn(norm)  # an unknown normaliser fails before any file is read
     if not gt_root.is_dir():
         raise CunetError(f"{gt_root}: ground-truth folder not found")
     if not pred_root.is_dir():
@@ -155,15 +184,8 @@ def face_errors(gt_root: str | Path, pred_root: str | Path, norm: str = "inter-o
         preds.append(p)
     if len({len(g) for g in gt_points}) > 1:
         raise CunetError(f"{gt_root}: ground-truth files have different point counts")
-    gt_arr, pred_arr = np.stack(gt_points), np.stack(preds)
-    mask = np.stack(masks)
-    normaliser = norm_fn(np.where(mask[..., None], gt_arr, np.nan))
-    bad = np.flatnonzero(mask.any(axis=1) & ~(np.isfinite(normaliser) & (normaliser > 0)))
-    if len(bad):
-        i = int(bad[0])
-        raise CunetError(f"{gt_files[i] or gt_root / rels[i]}: the {norm} normaliser is {normaliser[i]:g}; "
-                         "it must be a positive finite number")
-    errors = metrics.nme_per_image(pred_arr, gt_arr, mask, normaliser)
+    names = [str(gt_file or gt_root / rel) for rel, gt_file in zip(rels, gt_files)]
+    errors = per_image_nme(np.stack(preds), np.stack(gt_points), np.stack(masks), norm, names)
     return FaceErrors(tuple(rels), errors, tuple(subsets), norm)
 
 
@@ -235,13 +257,17 @@ def summarize_pose(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, headboxes
     }
 
 
-def load_pose_gt(gt: str | Path) -> tuple[Path, list]:
-    """The ground-truth JSON file and its records: `gt` is an MPII JSON or a pose dataset root ("test" split)."""
+def load_pose_gt(gt: str | Path, split: str = "test") -> tuple[Path, list]:
+    """The ground-truth JSON file and its records: `gt` is an MPII JSON or a pose dataset root (then the split's
+    file: `valid.json` for "test"/"valid", `train.json` for "train", in the root or in `annot/`)."""
     from cunet.data.formats import read_mpii_json
 
     gt = Path(gt)
     if gt.is_dir():
-        candidates = (gt / _POSE_TEST_JSON, gt / "annot" / _POSE_TEST_JSON)  # the layouts `load_samples` accepts
+        name = POSE_SPLIT_FILES.get(split)
+        if name is None:
+            raise CunetError(f"unknown split {split!r}: choose one of {', '.join(POSE_SPLIT_FILES)}")
+        candidates = (gt / name, gt / "annot" / name)  # the layouts `load_samples` accepts
         gt = next((c for c in candidates if c.is_file()), candidates[0])
     if not gt.is_file():
         raise CunetError(f"{gt}: ground-truth JSON not found")
