@@ -81,7 +81,7 @@ def _check_args(out: Path, task: str, n: int, difficulty: float, image_size: int
     if out.exists() and not out.is_dir():
         raise CunetError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise CunetError(f"{out}: folder is not empty; choose a new folder or overwrite it")
+        raise CunetError(f"{out}: folder is not empty; choose a new folder or allow overwriting (--overwrite)")
 
 
 def _remove_previous(out: Path, task: str) -> None:
@@ -164,6 +164,8 @@ def render_examples(out_png: str | os.PathLike, task: str, n: int = 6, seed: int
                     image_size: int = 256) -> None:
     """Draw a grid of `n` synthetic examples with their landmarks (dots; the skeleton for poses) into a PNG.
 
+    The PNG has a 256-colour palette so that pictures for the docs stay small (~110 KB for 6 faces at 256 px).
+
     Args:
         out_png: the PNG to write (atomically).
         task: "face" or "pose".
@@ -191,7 +193,18 @@ def render_examples(out_png: str | os.PathLike, task: str, n: int = 6, seed: int
     blank = np.zeros_like(tiles[0])
     tiles += [blank] * (math.ceil(n / cols) * cols - n)
     grid = np.vstack([np.hstack(tiles[r * cols:(r + 1) * cols]) for r in range(len(tiles) // cols)])
-    _encode_png(Path(out_png), grid)
+    write_bytes(out_png, _palette_png(grid))
+
+
+def _palette_png(image: np.ndarray) -> bytes:
+    """A 256-colour PNG of a BGR image: about a fifth of the size of a true-colour one, for pictures in docs."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image[..., ::-1])).quantize(256).save(buf, "PNG", optimize=True)
+    return buf.getvalue()
 
 
 def _overlay(image: np.ndarray, sets: list[tuple[np.ndarray, np.ndarray]],
