@@ -67,7 +67,7 @@ def capsule(img: np.ndarray, a: np.ndarray, b: np.ndarray, radius: float, color:
 
 
 def catmull_rom(points: np.ndarray, closed: bool = False, samples: int = 8) -> np.ndarray:
-    """A smooth curve through every control point (centripetal-free uniform Catmull-Rom).
+    """A smooth curve through every control point (uniform Catmull-Rom spline).
 
     Args:
         points: control points [K, 2]; the curve passes exactly through each of them.
@@ -87,7 +87,8 @@ def catmull_rom(points: np.ndarray, closed: bool = False, samples: int = 8) -> n
     out = []
     for i in range(len(ext) - 3):
         p0, p1, p2, p3 = ext[i], ext[i + 1], ext[i + 2], ext[i + 3]
-        out.append(0.5 * (2 * p1 + (p2 - p0) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t2 + (3 * p1 - p0 - 3 * p2 + p3) * t3))
+        a, b, c = p2 - p0, 2 * p0 - 5 * p1 + 4 * p2 - p3, 3 * p1 - p0 - 3 * p2 + p3
+        out.append(0.5 * (2 * p1 + a * t + b * t2 + c * t3))
     curve = np.concatenate(out)
     return curve if closed else np.concatenate([curve, p[-1:]])
 

@@ -16,8 +16,18 @@ import math
 
 import numpy as np
 
-from cunet.data.synth_draw import Color, catmull_rom, disc, fill, finish, occlude, random_color, shade, stroke
-from cunet.data.synth_draw import background
+from cunet.data.synth_draw import (
+    Color,
+    background,
+    catmull_rom,
+    disc,
+    fill,
+    finish,
+    occlude,
+    random_color,
+    shade,
+    stroke,
+)
 
 __all__ = ["NUM_FACE_POINTS", "FACE_RANGES", "face_ranges", "make_face"]
 
@@ -73,7 +83,7 @@ class _Face:
         self.points = pts
 
     def _outline(self, phi: np.ndarray) -> np.ndarray:
-        """Points of the face ellipse (z = 0, its silhouette) at angles phi from the chin; an open mouth drops the chin."""
+        """Face-ellipse points (z = 0: the silhouette) at angles phi from the chin; an open mouth drops the chin."""
         y = self.b * np.cos(phi)
         y = y + 0.6 * self.mouth_open * np.clip(np.cos(phi), 0, None) ** 2
         return np.column_stack([np.sin(phi), y, np.zeros_like(phi)])
