@@ -1,0 +1,64 @@
+"""`cunet evaluate`: accuracy of a `.pt`, `.onnx` or `.engine` model on a dataset split (NME / PCKh)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cunet.commands._common import console, emit_json, json_option
+
+__all__ = ["evaluate"]
+
+_BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt"]
+
+
+@click.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--data", "data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="Dataset folder (300-W layout or train/ test/ for faces; train.json / valid.json for pose).")
+@click.option("--task", type=click.Choice(["face", "pose"]), help="Default: the model's own task.")
+@click.option("--backend", type=click.Choice(_BACKENDS), default="auto", show_default=True,
+              help="Runtime; auto picks by file type (ONNX: TensorRT EP > CUDA EP > CPU when available).")
+@click.option("--split", type=click.Choice(["test", "valid", "train"]), default="test", show_default=True)
+@click.option("--subset", help="Faces: one test subset (common, challenging, ...); default: all (full).")
+@click.option("--flip", is_flag=True, help="Flip test: average with the mirrored crop (twice the inference).")
+@click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True, help="Images per inference call.")
+@click.option("--norm", type=click.Choice(["inter-ocular", "inter-pupil", "box"]), default="inter-ocular",
+              show_default=True, help="Face NME normaliser.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU inference threads (default: the runtime's).")
+@click.option("--save-predictions", type=click.Path(file_okay=False, path_type=Path),
+              help="Write predictions in the dataset format (faces: .pts per image; pose: an MPII JSON).")
+@click.option("--plot-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write ced.png (faces) or pckh.png (pose) here.")
+@json_option
+def evaluate(model, data, task, backend, split, subset, flip, batch, norm, threads, save_predictions, plot_dir,
+             as_json):
+    """Predict every sample of a dataset split with MODEL and score it.
+
+    \b
+    Faces: NME (%), AUC@0.08/0.10, failure rate (%), per 300-W subset. Pose: PCKh@0.5/0.1 (%).
+      cunet evaluate runs/face/best.pt --data data/300w
+      cunet evaluate model.int8.onnx --data data/300w --backend ort-cpu --subset challenging --json
+      cunet evaluate model.onnx --data data/mpii --flip --plot-dir report/
+    \b
+    --save-predictions DIR writes the predictions so any tool can score them again:
+      cunet evaluate model.onnx --data data/300w --save-predictions preds/
+      cunet metrics --task face --gt data/300w --pred preds/      # the same numbers
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from cunet.commands.metrics import print_result
+    from cunet.evaluate.accuracy import evaluate as run
+
+    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console(), transient=True) as bar:
+        job = bar.add_task(f"evaluating {model.name}", total=None)
+        result = run(model, data, task=task, backend=backend, split=split, subset=subset, flip=flip, batch=batch,
+                     save_predictions=save_predictions, plot_dir=plot_dir, norm=norm, threads=threads,
+                     progress=lambda done, total: bar.update(job, completed=done, total=total))
+    if as_json:
+        emit_json(result)
+        return
+    print_result(result["task"], result)
+    console().print(f"{result['model']} on {result['backend']} ({result['provider']}), flip={result['flip']}")

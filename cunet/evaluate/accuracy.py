@@ -1,0 +1,155 @@
+"""Accuracy of a model file (`.pt`, `.onnx`, `.engine`) on a dataset split: predict, score, optionally save and plot.
+
+One `Predictor` runs over the split's samples (cropped from each sample's box exactly as training did), and the
+predictions are scored with the same code as `cunet metrics`. With `save_predictions`, the predictions are written
+in the dataset's format (faces: `.pts` at the images' relative paths; pose: an MPII JSON with the ground truth's
+records and the predicted joints) and the numbers are computed from the files as written, so
+`cunet metrics --gt DATA --pred DIR` reproduces them exactly.
+
+The ground truth must be clean: a benchmark number from a silently shortened test set would be wrong, so any file
+`load_samples` reports as a problem stops the evaluation (run `cunet data check` for the full list).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from cunet.errors import CunetError
+from cunet.evaluate import scoring
+
+__all__ = ["evaluate"]
+
+#: Called after each batch with (images done, images in total); the CLI draws a progress bar with it.
+Progress = Callable[[int, int], None]
+
+
+def _predict_all(predictor, samples: list, flip: bool, batch: int, progress: Progress | None) -> np.ndarray:
+    from cunet.data.dataset import read_image
+
+    out = np.empty((len(samples), predictor.meta.num_landmarks, 2), dtype=np.float64)
+    for start in range(0, len(samples), batch):
+        chunk = samples[start : start + batch]
+        images = [read_image(s.image) for s in chunk]
+        out[start : start + len(chunk)] = predictor.predict(images, [s.box for s in chunk], flip=flip)
+        if progress is not None:
+            progress(start + len(chunk), len(samples))
+    return out
+
+
+def _face_errors(samples: list, pred: np.ndarray, norm: str, save: Path | None) -> np.ndarray:
+    if save is not None:
+        from cunet.data.formats import read_pts, write_pts
+
+        files = [save / Path(s.key).with_suffix(".pts") for s in samples]
+        for f, p in zip(files, pred):
+            write_pts(f, p)
+        pred = np.stack([read_pts(f) for f in files])  # score what the files hold, as `cunet metrics` will
+    gt = np.stack([s.points for s in samples])
+    mask = np.stack([s.visible for s in samples])
+    return scoring.per_image_nme(pred, gt, mask, norm, [s.key for s in samples])
+
+
+def _score_poses(data_root: Path, split: str, pred: np.ndarray, save: Path | None) -> dict:
+    gt_file, records = scoring.load_pose_gt(data_root, split)  # the records `samples` came from, in file order
+    for i, r in enumerate(records):
+        if r.headbox is None:
+            raise CunetError(f"{gt_file}: record {i} ({r.image}) has no headbox; PCKh needs head boxes")
+    if save is not None:
+        from cunet.data.formats import read_mpii_json, write_mpii_json
+
+        out = save / gt_file.name
+        write_mpii_json(out, [
+            dataclasses.replace(r, joints=p, visible=np.ones(len(p), dtype=bool)) for r, p in zip(records, pred)
+        ])
+        pred = np.stack([r.joints for r in read_mpii_json(out)])  # score what the file holds
+    return scoring.summarize_pose(
+        pred,
+        np.stack([r.joints for r in records]),
+        np.stack([r.visible for r in records]),
+        np.stack([np.asarray(r.headbox, dtype=np.float64) for r in records]),
+    )
+
+
+def evaluate(
+    model_path: str | Path,
+    data_root: str | Path,
+    task: str | None = None,
+    backend: str = "auto",
+    split: str = "test",
+    subset: str | None = None,
+    flip: bool = False,
+    batch: int = 16,
+    save_predictions: str | Path | None = None,
+    plot_dir: str | Path | None = None,
+    norm: str = "inter-ocular",
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Run a model over a dataset split and score it.
+
+    Args:
+        model_path: a `.pt` checkpoint, `.onnx` model or `.engine` (see `cunet.runtime.open_predictor`).
+        data_root: a dataset folder (DESIGN.md layouts).
+        task: "face" or "pose"; None takes the model's own task from its metadata.
+        backend: "auto", "torch", "ort-cpu", "ort-cuda", "ort-trt" or "tensorrt".
+        split: dataset split ("test", "valid" or "train").
+        subset: faces: one test subset ("common", "challenging", ...); None or "full" for all.
+        flip: flip test (average with the mirrored crop's heatmaps).
+        batch: images per inference call.
+        save_predictions: folder to write the predictions to in the dataset's format.
+        plot_dir: folder for `ced.png` (faces) or `pckh.png` (pose).
+        norm: face NME normaliser (a key of `scoring.NORMS`).
+        threads: CPU threads for inference (None: the runtime's default).
+        progress: called as progress(done, total) after each batch.
+
+    Returns:
+        The `cunet metrics` JSON of the task, plus "model", "task", "backend", "provider" (what really ran) and
+        "flip".
+
+    Raises:
+        CunetError: unreadable model or data, a model for another task or landmark count, ground-truth problems,
+            missing head boxes (pose), a backend this machine cannot run.
+    """
+    from cunet.data.dataset import load_samples
+    from cunet.runtime import open_predictor
+
+    if batch < 1:
+        raise CunetError(f"batch must be at least 1, got {batch}")
+    data_root = Path(data_root)
+    save = Path(save_predictions) if save_predictions is not None else None
+    with open_predictor(model_path, backend=backend, threads=threads) as predictor:
+        meta = predictor.meta
+        task = task or meta.task
+        if task != meta.task:
+            raise CunetError(f"{model_path}: a {meta.task} model cannot be evaluated on {task} data")
+        loaded = load_samples(data_root, task, split, subset)
+        if loaded.problems:
+            p = loaded.problems[0]
+            raise CunetError(f"{p.file}: {p.problem} ({len(loaded.problems)} problem(s); see `cunet data check`)")
+        samples = loaded.samples
+        if len(samples[0].points) != meta.num_landmarks:
+            raise CunetError(f"{model_path}: predicts {meta.num_landmarks} landmarks but {data_root} has "
+                             f"{len(samples[0].points)}")
+        pred = _predict_all(predictor, samples, flip, batch, progress)
+        ran = {"model": str(model_path), "task": task, "backend": predictor.backend,
+               "provider": predictor.provider, "flip": flip}
+    name = Path(model_path).name
+    if task == "face":
+        errors = _face_errors(samples, pred, norm, save)
+        subsets = tuple(s.subset for s in samples) if subset in (None, "full") else None
+        result = scoring.summarize_face(errors, subsets, norm)
+        if plot_dir is not None:
+            from cunet.evaluate.plots import plot_ced
+
+            plot_ced({name: errors}, Path(plot_dir) / "ced.png", title=f"CED ({norm} NME)")
+    else:
+        result = _score_poses(data_root, split, pred, save)
+        if plot_dir is not None:
+            from cunet.evaluate.plots import plot_pckh
+
+            plot_pckh({name: {k: v / 100 for k, v in result["per_joint"].items()}}, Path(plot_dir) / "pckh.png")
+    return {**result, **ran}
