@@ -337,6 +337,8 @@ def load_samples(
     root = Path(root)
     spec = get_spec(task)
     split = _normalise_split(split)
+    if split == "train" and subset not in (None, "full"):
+        raise CunetError(f"subsets apply to the test split only (got split 'train', subset {subset!r})")
     if not root.is_dir():
         raise CunetError(f"{root}: dataset folder does not exist")
     if spec.task == "face":
@@ -371,7 +373,8 @@ def dataset_parts(root: str | os.PathLike, task: str) -> list[tuple[str, str | N
         parts: list[tuple[str, str | None]] = [(s, None) for s in _POSE_FILES if _pose_json(root, s) is not None]
         layout = "train.json / valid.json"
     elif _is_300w(root):
-        subsets = sorted({s for d, sp, s in _300W_PARTS if sp == "test" and (root / d).is_dir()}, key=str)
+        found = [s for d, sp, s in _300W_PARTS if sp == "test" and (root / d).is_dir()]
+        subsets = list(dict.fromkeys(found))  # common, challenging, 300w-private: the order of the literature
         train = any((root / d).is_dir() for d, sp, _ in _300W_PARTS if sp == "train")
         parts = ([("train", None)] if train else []) + [("test", s) for s in subsets]
         layout = "the 300-W layout"

@@ -56,7 +56,8 @@ def test_not_a_dataset_is_one_line_error_exit_1(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "cunet", "data", "check", str(tmp_path), "--task", "pose", "--json"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and proc.stdout == ""
-    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path}: not a pose dataset (expected train.json / valid.json)"]
+    expected = f"error: {tmp_path}: not a pose dataset (expected train.json / valid.json)"
+    assert proc.stderr.strip().splitlines() == [expected]
 
 
 def test_synth_then_check_is_clean(tmp_path):

@@ -41,22 +41,25 @@ def tree_300w(tmp_path):
 
 def test_300w_layout_maps_folders_to_splits_and_subsets(tree_300w):
     train = load_samples(tree_300w, "face", "train")
-    assert [s.key for s in train.samples] == ["afw/134_1.jpg", "helen/trainset/100_1.jpg", "lfpw/trainset/image_0001.png"]
+    keys = [s.key for s in train.samples]
+    assert keys == ["afw/134_1.jpg", "helen/trainset/100_1.jpg", "lfpw/trainset/image_0001.png"]
     assert not train.problems and all(s.subset is None for s in train.samples)
     full = load_samples(tree_300w, "face", "test")
     assert {(s.key, s.subset) for s in full.samples} == {
         ("helen/testset/200_1.jpg", "common"), ("lfpw/testset/image_0002.png", "common"),
         ("ibug/image_003_1.jpg", "challenging"),
     }
-    assert [s.key for s in load_samples(tree_300w, "face", "test", subset="full").samples] == [s.key for s in full.samples]
+    same = load_samples(tree_300w, "face", "test", subset="full").samples
+    assert [s.key for s in same] == [s.key for s in full.samples]
     assert len(load_samples(tree_300w, "face", "test", subset="common").samples) == 2
-    assert [s.key for s in load_samples(tree_300w, "face", "valid", subset="challenging").samples] == ["ibug/image_003_1.jpg"]
+    challenging = load_samples(tree_300w, "face", "valid", subset="challenging").samples
+    assert [s.key for s in challenging] == ["ibug/image_003_1.jpg"]
     private = load_samples(tree_300w, "face", "test", subset="300w-private").samples
     assert [s.key for s in private] == ["300W/01_Indoor/indoor_001.png", "300W/02_Outdoor/outdoor_001.png"]
     with pytest.raises(CunetError, match="no 300-W test subset 'hard'"):
         load_samples(tree_300w, "face", "test", subset="hard")
     assert dataset_parts(tree_300w, "face") == [
-        ("train", None), ("test", "300w-private"), ("test", "challenging"), ("test", "common")
+        ("train", None), ("test", "common"), ("test", "challenging"), ("test", "300w-private")
     ]
 
 
@@ -76,7 +79,8 @@ def test_generic_layout_with_subset_folders(tmp_path):
     _face(tmp_path / "test", "e")
     assert [s.key for s in load_samples(tmp_path, "face").samples] == ["train/a.png", "train/nested/b.png"]
     test = load_samples(tmp_path, "face", "test").samples
-    assert [(s.key, s.subset) for s in test] == [("test/e.png", None), ("test/easy/c.png", "easy"), ("test/hard/d.png", "hard")]
+    expected = [("test/e.png", None), ("test/easy/c.png", "easy"), ("test/hard/d.png", "hard")]
+    assert [(s.key, s.subset) for s in test] == expected
     assert [s.key for s in load_samples(tmp_path, "face", "test", "hard").samples] == ["test/hard/d.png"]
     with pytest.raises(CunetError, match=r"no test subset folder test/nope \(found: easy, hard\)"):
         load_samples(tmp_path, "face", "test", "nope")
@@ -100,7 +104,9 @@ def test_bad_files_become_problems_and_good_samples_still_load(tmp_path):
     (tmp_path / "train" / "notes.txt").write_text("ignored")
 
     quick = load_samples(tmp_path, "face", "train")
-    assert sorted(s.key for s in quick.samples) == ["train/corrupt.png", "train/far.png", "train/good.png", "train/truncated.jpg"]
+    # Without check_images only the annotations and the images' existence are checked.
+    expected = ["train/corrupt.png", "train/far.png", "train/good.png", "train/truncated.jpg"]
+    assert sorted(s.key for s in quick.samples) == expected
     checked = load_samples(tmp_path, "face", "train", check_images=True)
     assert [s.key for s in checked.samples] == ["train/good.png"]
     problems = {Path(p.file).name: p.problem for p in checked.problems}
@@ -125,6 +131,8 @@ def test_empty_or_missing_dataset_is_an_error(tmp_path):
     with pytest.raises(CunetError, match="no usable face samples in split 'train'"):
         load_samples(tmp_path, "face")
     assert load_samples(tmp_path, "face", allow_empty=True).samples == []
+    with pytest.raises(CunetError, match="subsets apply to the test split only"):
+        load_samples(tmp_path, "face", "train", "common")
     with pytest.raises(CunetError, match="unknown split"):
         load_samples(tmp_path, "face", "dev")
     with pytest.raises(CunetError, match="unknown task"):
