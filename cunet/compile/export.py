@@ -35,8 +35,9 @@ __all__ = ["ExportReport", "export_onnx", "read_onnx_meta", "write_onnx_meta", "
 INPUT_NAME = "image"
 OUTPUT_NAME = "heatmaps"
 MIN_OPSET = 17  # the oldest opset the quantizer and TensorRT 10/11 paths are meant for
-#: ORT and PyTorch use different convolution kernels; FP32 heatmaps (values within about [-1, 2]) of a correct
-#: export agree to ~1e-5, so 1e-3 flags a wrong graph, not rounding.
+#: ORT and PyTorch use different convolution kernels, so FP32 outputs differ by accumulated rounding: ~1e-5 of the
+#: output's magnitude for a correct export. The check allows 1e-3 x max(1, max |heatmap|) (1e-3 absolute for a
+#: trained model, whose heatmaps lie within about [-0.5, 1.5]): rounding passes, a wrong graph does not.
 VERIFY_ATOL = 1e-3
 
 
@@ -148,7 +149,7 @@ def _export(model: Any, size: int, opset: int) -> Any:
     return proto
 
 
-def _verify(model: Any, data: bytes, size: int) -> float:
+def _verify(model: Any, data: bytes, size: int) -> tuple[float, float]:
     import onnxruntime as ort
     import torch
 
@@ -161,7 +162,7 @@ def _verify(model: Any, data: bytes, size: int) -> float:
     (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: x})
     if out.shape != ref.shape:
         raise CunetError(f"exported model gives heatmaps {out.shape}, PyTorch {ref.shape}")
-    return float(np.max(np.abs(out - ref)))
+    return float(np.max(np.abs(out - ref))), max(1.0, float(np.max(np.abs(ref))))
 
 
 def export_onnx(
@@ -180,7 +181,7 @@ def export_onnx(
         opset: default-domain opset, at least 17.
         simplify: run onnxslim (constant folding, dead-node removal).
         verify: compare ONNX Runtime with PyTorch on a random batch of 2 [2,3,S,S]; a disagreement above
-            `VERIFY_ATOL` is an error and nothing is written.
+            `VERIFY_ATOL` x max(1, max |heatmap|) is an error and nothing is written.
         task: "face" or "pose", only when a model is given.
 
     Returns:
@@ -209,11 +210,13 @@ def export_onnx(
         proto.producer_name = "cunet"
         onnx.checker.check_model(proto)
         data = proto.SerializeToString()
-        error = _verify(model, data, meta.input_size) if verify else None
+        error, scale = _verify(model, data, meta.input_size) if verify else (None, 1.0)
     finally:
         model.train(was_training)
-    if error is not None and not error <= VERIFY_ATOL:
-        raise CunetError(f"{out_path}: ONNX Runtime and PyTorch disagree by {error:.3g} (> {VERIFY_ATOL}); not written")
+    if error is not None and not error <= VERIFY_ATOL * scale:
+        raise CunetError(
+            f"{out_path}: ONNX Runtime and PyTorch disagree by {error:.3g} (> {VERIFY_ATOL * scale:.3g}); not written"
+        )
     write_bytes(out_path, data)
     real_opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     return ExportReport(

@@ -1,0 +1,289 @@
+"""`Predictor`: images in, landmarks in original-image pixels out, the same way on every backend.
+
+One runner interface (Polygraphy's `BaseRunner` idea): `open_predictor` picks a backend from the file type
+(`.pt` → PyTorch, `.onnx` → ONNX Runtime, `.engine` → TensorRT), the Predictor is a context manager that allocates
+in `open` and frees in `close`, and every backend shares the preprocessing (crop, warp, normalise — strictly from the
+model's metadata through `cunet.data.preprocess`) and the decoding (`cunet.data.decode`). The three stages are public
+(`preprocess`, `predict_heatmaps`, `postprocess`) so profiling can time them apart and calibration can feed raw
+batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from cunet.data.preprocess import Box, crop_affine, to_input, warp
+from cunet.errors import CunetError
+from cunet.runtime.base import BACKENDS, Backend, cuda_device_available
+from cunet.runtime.meta import ModelMeta, read_engine_meta, read_onnx_meta
+
+__all__ = ["Predictor", "open_predictor", "available_backends", "whole_image_box", "DEFAULT_DECODE"]
+
+#: DARK decoding (the best of argmax / quarter-pixel / DARK on sub-pixel Gaussian peaks, see cunet.data.decode).
+DEFAULT_DECODE = "dark"
+TORCH_SUFFIXES = (".pt", ".pth")
+ONNX_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".engine", ".plan")
+
+
+def whole_image_box(image: np.ndarray) -> Box:
+    """The square box around the image centre with side max(H, W) (pixel centres on integers)."""
+    h, w = image.shape[:2]
+    return Box((w - 1) / 2.0, (h - 1) / 2.0, float(max(h, w)))
+
+
+class Predictor:
+    """Landmark prediction with one model on one backend.
+
+    Use it as a context manager (or call `open` / `close`):
+
+        with open_predictor("model.onnx", backend="ort-cpu") as p:
+            points = p.predict([cv2.imread("face.jpg")])        # [1, K, 2], 0-based original pixels
+
+    Attributes:
+        meta: the model's `ModelMeta` (task, input size, normalisation, flip pairs ...).
+        path: the model file.
+        backend: the backend name ("torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt" or "auto").
+        decode_method: the `cunet.data.decode` method ("dark", "quarter" or "argmax").
+    """
+
+    def __init__(self, path: Path, meta: ModelMeta, backend: Backend, decode_method: str = DEFAULT_DECODE) -> None:
+        self.path = Path(path)
+        self.meta = meta
+        self.decode_method = decode_method
+        self._backend = backend
+        self._open = False
+
+    @property
+    def backend(self) -> str:
+        return self._backend.name
+
+    @property
+    def provider(self) -> str | None:
+        """What really runs (after `open`): an ONNX Runtime provider, "torch-cpu", "tensorrt-cuda:0" ..."""
+        return self._backend.provider
+
+    @property
+    def device_ms(self) -> float | None:
+        """Device time of the last backend call measured with CUDA events (None on CPU backends)."""
+        return self._backend.device_ms
+
+    def open(self) -> "Predictor":
+        """Allocate the backend (session, engine, device memory). Idempotent."""
+        if not self._open:
+            self._backend.open()
+            self._open = True
+        return self
+
+    def close(self) -> None:
+        """Free what `open` allocated. Idempotent."""
+        if self._open:
+            self._backend.close()
+            self._open = False
+
+    def __enter__(self) -> "Predictor":
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Predictor({str(self.path)!r}, backend={self.backend!r}, provider={self.provider!r})"
+
+    # ------------------------------------------------------------------------------------------------ the stages
+
+    def preprocess(
+        self, images: Sequence[np.ndarray], boxes: Sequence[Box | None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Crop, warp and normalise images exactly as the model was trained.
+
+        Args:
+            images: N BGR uint8 arrays [H, W, 3] (as `cv2.imread` returns them), sizes may differ.
+            boxes: N crop boxes in original pixels, or None (or a None entry) for the whole image.
+
+        Returns:
+            (x [N, 3, S, S] float32 network input, affines [N, 2, 3] original → input-crop pixels).
+        """
+        if boxes is not None and len(boxes) != len(images):
+            raise CunetError(f"{len(images)} images but {len(boxes)} boxes")
+        s = self.meta.input_size
+        crops = np.empty((len(images), s, s, 3), dtype=np.uint8)
+        affines = np.empty((len(images), 2, 3), dtype=np.float64)
+        for i, image in enumerate(images):
+            if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
+                got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+                raise CunetError(f"image {i}: expected a BGR uint8 array [H, W, 3], got {got}")
+            box = boxes[i] if boxes is not None and boxes[i] is not None else whole_image_box(image)
+            affines[i] = crop_affine(box, s)
+            crops[i] = warp(image, affines[i], s)
+        return to_input(crops, self.meta.mean, self.meta.std), affines
+
+    def predict_heatmaps(self, x: np.ndarray) -> np.ndarray:
+        """Raw inference: x [N, 3, S, S] float32 → heatmaps [N, K, S/4, S/4] float32 (split to fit the backend)."""
+        if not self._open:
+            raise RuntimeError("Predictor is closed: use `with open_predictor(...) as p:` or call p.open()")
+        s = self.meta.input_size
+        if x.ndim != 4 or x.shape[1:] != (3, s, s):
+            raise CunetError(f"{self.path}: input must be [N, 3, {s}, {s}], got {list(x.shape)}")
+        step = self._backend.max_batch or max(len(x), 1)
+        if len(x) <= step:
+            return self._backend.infer(x)
+        return np.concatenate([self._backend.infer(x[i : i + step]) for i in range(0, len(x), step)])
+
+    def postprocess(self, heatmaps: np.ndarray, affines: np.ndarray) -> np.ndarray:
+        """Decode heatmaps [N, K, h, w] and map them through the inverse crop affines [N, 2, 3] → [N, K, 2] floats."""
+        from cunet.data.decode import decode, heatmap_to_image
+
+        coords, _ = decode(heatmaps, method=self.decode_method)
+        return heatmap_to_image(coords, affines, self.meta.heatmap_stride)
+
+    # -------------------------------------------------------------------------------------------------- the API
+
+    def predict(
+        self, images: Sequence[np.ndarray], boxes: Sequence[Box | None] | None = None, flip: bool = False
+    ) -> np.ndarray:
+        """Landmarks of each image in its original pixel coordinates (0-based, float).
+
+        Args:
+            images: N BGR uint8 arrays [H, W, 3].
+            boxes: N crop boxes (a face or person box from a detector, see `cunet.data.preprocess.box_from_*`), or
+                None for the square box around the whole image (side max(H, W)).
+            flip: also run the mirrored crop and average the heatmaps (flip test); doubles inference.
+
+        Returns:
+            [N, K, 2] float64 (x, y) per landmark.
+        """
+        if len(images) == 0:
+            return np.zeros((0, self.meta.num_landmarks, 2))
+        x, affines = self.preprocess(images, boxes)
+        if not flip:
+            return self.postprocess(self.predict_heatmaps(x), affines)
+        from cunet.data.decode import flip_back, merge_flip
+
+        # Mirroring the normalised input is crop_affine(flip=True) exactly: column c becomes S - 1 - c.
+        both = self.predict_heatmaps(np.concatenate([x, np.ascontiguousarray(x[..., ::-1])]))
+        n = len(x)
+        merged = merge_flip(both[:n], flip_back(both[n:], self.meta.flip_permutation))
+        return self.postprocess(merged, affines)
+
+
+# ---------------------------------------------------------------------------------------------------- factories
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _cuda_index(device: str | None) -> int:
+    if device in (None, "cuda"):
+        return 0
+    if device.startswith("cuda:") and device[5:].isdigit():
+        return int(device[5:])
+    raise CunetError(f"device {device!r} is not a CUDA device (use cuda or cuda:N)")
+
+
+def open_predictor(
+    model_path: str | os.PathLike,
+    backend: str = "auto",
+    threads: int | None = None,
+    device: str | None = None,
+    decode_method: str = DEFAULT_DECODE,
+) -> Predictor:
+    """A (not yet opened) Predictor for a `.pt`, `.onnx` or `.engine` file.
+
+    Args:
+        model_path: checkpoint (`.pt`), ONNX model (`.onnx`) or TensorRT engine (`.engine`, metadata in the
+            `manifest.json` beside it).
+        backend: "auto" (by file type; for ONNX the TensorRT EP > CUDA EP > CPU, whichever this onnxruntime offers),
+            "torch", "ort-cpu", "ort-cuda", "ort-trt" or "tensorrt".
+        threads: CPU threads for inference (None: the runtime's default).
+        device: "cpu", "cuda" or "cuda:N" (torch backend: default CUDA when available, else CPU; GPU backends:
+            which CUDA device).
+        decode_method: "dark", "quarter" or "argmax".
+
+    Raises:
+        CunetError: missing or unreadable file, a backend that does not run this file type, or a backend this
+            machine cannot run (no CUDA device, no GPU build of onnxruntime, no TensorRT) — one line, no crash.
+    """
+    path = Path(model_path)
+    if backend != "auto" and backend not in BACKENDS:
+        raise CunetError(f"unknown backend {backend!r}; choose auto, {', '.join(BACKENDS)}")
+    if threads is not None and threads < 1:
+        raise CunetError(f"threads must be at least 1, got {threads}")
+    if not path.is_file():
+        raise CunetError(f"{path}: no such model file")
+    suffix = path.suffix.lower()
+    if suffix in TORCH_SUFFIXES:
+        return _open_torch(path, backend, threads, device, decode_method)
+    if suffix in ONNX_SUFFIXES:
+        if backend == "tensorrt":
+            raise CunetError(f"{path}: the tensorrt backend runs .engine files; build one with `cunet compile` or use ort-trt")
+        if backend == "torch":
+            raise CunetError(f"{path}: the torch backend runs .pt checkpoints; use auto, ort-cpu, ort-cuda or ort-trt")
+        from cunet.runtime.ort_backend import OrtBackend
+
+        meta = read_onnx_meta(path)
+        ort_backend = OrtBackend(path, backend, threads, _cuda_index(device) if backend != "ort-cpu" else 0, meta.precision)
+        return Predictor(path, meta, ort_backend, decode_method)
+    if suffix in ENGINE_SUFFIXES:
+        if backend not in ("auto", "tensorrt"):
+            raise CunetError(f"{path}: a TensorRT engine runs only on the tensorrt backend, not {backend}")
+        from cunet.runtime.trt_backend import TensorRTBackend, require_cuda
+
+        require_cuda(path)
+        meta = read_engine_meta(path)
+        return Predictor(path, meta, TensorRTBackend(path, f"cuda:{_cuda_index(device)}"), decode_method)
+    raise CunetError(f"{path}: unknown model type {suffix or '(no suffix)'}; expected .pt, .onnx or .engine")
+
+
+def _open_torch(path: Path, backend: str, threads: int | None, device: str | None, decode_method: str) -> Predictor:
+    if backend not in ("auto", "torch"):
+        raise CunetError(f"{path}: a .pt checkpoint runs on the torch backend; export it first for {backend}")
+    from cunet.runtime.torch_backend import TorchBackend
+    from cunet.train.checkpoint import model_from_checkpoint
+
+    if device is None:
+        device = "cuda" if cuda_device_available() else "cpu"
+    elif device != "cpu":
+        _cuda_index(device)
+        if not cuda_device_available():
+            raise CunetError(f"{path}: device {device} asked for, but no CUDA device is visible")
+    model, ckpt = model_from_checkpoint(path)
+    meta = ModelMeta.from_checkpoint(ckpt, source_sha256=_file_sha256(path))
+    return Predictor(path, meta, TorchBackend(model, device, threads), decode_method)
+
+
+def available_backends(model_path: str | os.PathLike | None = None) -> list[str]:
+    """The backends this machine can run (for a given model file: those that run its file type).
+
+    Never imports TensorRT: "tensorrt" is listed when a CUDA device is visible and the package is installed.
+    """
+    import importlib.util
+
+    from cunet.runtime.ort_backend import ORT_PROVIDERS, ort_available_providers
+
+    found: list[str] = []
+    if importlib.util.find_spec("torch") is not None:
+        found.append("torch")
+    providers = ort_available_providers()
+    cuda = cuda_device_available()
+    for name in ("ort-cpu", "ort-cuda", "ort-trt"):
+        primary = ORT_PROVIDERS[name][0]
+        if primary in providers and (name == "ort-cpu" or cuda):
+            found.append(name)
+    if cuda and importlib.util.find_spec("tensorrt") is not None:
+        found.append("tensorrt")
+    if model_path is not None:
+        suffix = Path(model_path).suffix.lower()
+        kinds = {"torch": TORCH_SUFFIXES, "tensorrt": ENGINE_SUFFIXES}
+        found = [b for b in found if suffix in kinds.get(b, ONNX_SUFFIXES)]
+    return found
