@@ -1,0 +1,74 @@
+"""`cunet profile`: latency percentiles, throughput and memory of a .pt, .onnx or .engine model on one backend."""
+
+from __future__ import annotations
+
+import click
+
+from cunet.commands._common import console, emit_json, json_option, print_table
+
+__all__ = ["profile"]
+
+BACKEND_CHOICES = ("auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt")
+
+
+def _batches(ctx, param, value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers like 1,8, got {value!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter(f"batch sizes must be positive, got {value!r}")
+    return sizes
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
+              help="Runtime (auto: by file type; ONNX prefers TensorRT EP > CUDA EP > CPU).")
+@click.option("--batch", "batch", default="1", show_default=True, callback=_batches,
+              help="Comma-separated batch sizes, each profiled separately.")
+@click.option("--warmup", default=10, show_default=True, type=int, help="Untimed calls per batch size.")
+@click.option("--iters", default=50, show_default=True, type=int, help="Timed calls per batch size.")
+@click.option("--threads", type=int, help="CPU inference threads (default: the runtime's own).")
+@click.option("--device", help="cpu, cuda or cuda:N (torch default: CUDA when available).")
+@json_option
+def profile(model, backend, batch, warmup, iters, threads, device, as_json):
+    """Time MODEL's whole predict path (crop → inference → decode) on random 640x480 frames.
+
+    \b
+    Reports p50/p90/p99/mean/std latency in ms (total and per stage), images/s, peak host RSS, and on CUDA
+    the device memory and CUDA-event inference time, plus an environment block (CPU, library versions) so
+    reports from two machines or backends can be compared. Machines are noisy: compare ratios within a run.
+
+    \b
+    Examples:
+      cunet profile face.onnx
+      cunet profile face.onnx --backend ort-cpu --batch 1,8 --threads 2 --json
+      cunet profile runs/face/best.pt --iters 20
+    """
+    from cunet.evaluate.profile import profile as run_profile
+
+    report = run_profile(model, backend=backend, batch_sizes=batch, warmup=warmup, iters=iters, threads=threads,
+                         device=device)
+    if as_json:
+        emit_json(report)
+        return
+    results = report["results"]
+    total = [r["latency_ms"]["total"] for r in results]
+    rows = [(f"total {k} (ms)", *[t[k] for t in total]) for k in ("p50", "p90", "p99", "mean", "std")]
+    rows += [(f"{stage} p50 (ms)", *[r["latency_ms"][stage]["p50"] for r in results])
+             for stage in ("preprocess", "inference", "decode")]
+    rows.append(("images / s", *[r["throughput_ips"] for r in results]))
+    rows.append(("peak RSS (MB)", *[r["peak_rss_mb"] for r in results]))
+    if any(r["device_inference_ms"] for r in results):
+        rows.append(("device inference p50 (ms)", *[(r["device_inference_ms"] or {}).get("p50") for r in results]))
+        rows.append(("device memory (MB)", *[r["device_memory_mb"] for r in results]))
+    env = report["environment"]
+    print_table(
+        f"{report['model']} · {report['backend']} ({report['provider']})",
+        ["", *[f"batch {r['batch']}" for r in results]],
+        rows,
+    )
+    console().print(
+        f"{env['device']} · {env['cpu']} · {env['cpus_usable']} CPUs usable · threads {report['threads'] or 'default'}"
+    )

@@ -1,0 +1,234 @@
+"""Latency, throughput and memory of one model on one backend, as a JSON-ready dict two machines can compare.
+
+The timed path is the Predictor's own (`preprocess` → `predict_heatmaps` → `postprocess`), so the numbers are what
+an application sees, split by stage to show where time goes. Inputs are fixed-seed random 640x480 BGR frames
+(preprocessing cost depends on the frame size, inference and decoding do not depend on content). Timing uses
+`time.perf_counter_ns` with the garbage collector paused; on CUDA backends the device time of inference comes from
+CUDA events. Peak host memory is the kernel's high-water mark (VmHWM), reset per batch size where Linux allows it.
+These machines are noisy: compare ratios measured in one run, never absolute times across runs.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from cunet.errors import CunetError
+
+__all__ = ["profile", "latency_stats", "environment", "peak_rss_mb"]
+
+#: A VGA frame: a typical camera/detector input the crop is taken from.
+DEFAULT_IMAGE_SIZE = (480, 640)
+STAGES = ("total", "preprocess", "inference", "decode")
+
+
+def latency_stats(samples_ns: Sequence[int] | np.ndarray) -> dict[str, float]:
+    """p50 / p90 / p99 / mean / std / min / max in milliseconds of durations given in nanoseconds."""
+    ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    return {
+        "p50": float(p50),
+        "p90": float(p90),
+        "p99": float(p99),
+        "mean": float(ms.mean()),
+        "std": float(ms.std()),
+        "min": float(ms.min()),
+        "max": float(ms.max()),
+    }
+
+
+def _proc_status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MB (10^6 bytes): VmHWM, or getrusage's ru_maxrss elsewhere."""
+    kb = _proc_status_kb("VmHWM")
+    if kb is None:
+        import resource
+
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
+    return kb * 1024 / 1e6
+
+
+def _reset_peak_rss() -> bool:
+    # Writing "5" to clear_refs resets VmHWM to the current RSS (Linux >= 4.0); not allowed everywhere.
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _version(*dists: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for d in dists:
+        try:
+            return version(d)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "processor\t: arm")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: str = "cpu") -> dict[str, Any]:
+    """What two reports need in common to be comparable (no hostname, no user): hardware and library versions.
+
+    Versions come from package metadata, so TensorRT is never imported here.
+    """
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {
+        "device": device,
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": usable,
+        "os": f"{platform.system()} {platform.release()}",
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "cunet": _version("cunet"),
+        "numpy": _version("numpy"),
+        "opencv": _version("opencv-python-headless", "opencv-python", "opencv-contrib-python"),
+        "onnxruntime": _version("onnxruntime", "onnxruntime-gpu"),
+        "torch": _version("torch"),
+        "tensorrt": _version("tensorrt", "tensorrt-cu12", "tensorrt-cu13"),
+    }
+
+
+def _cuda_info(provider: str | None) -> tuple[str, bool]:
+    on_cuda = provider is not None and ("cuda" in provider.lower() or "tensorrt" in provider.lower())
+    if not on_cuda:
+        return "cpu", False
+    import torch
+
+    return f"cuda ({torch.cuda.get_device_name()})", True
+
+
+def _device_memory_mb() -> float:
+    import torch
+
+    free, total = torch.cuda.mem_get_info()
+    return (total - free) / 1e6
+
+
+def profile(
+    model_path: str | os.PathLike,
+    backend: str = "auto",
+    batch_sizes: Sequence[int] = (1,),
+    warmup: int = 10,
+    iters: int = 50,
+    threads: int | None = None,
+    device: str | None = None,
+    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Time the whole predict path and its stages for each batch size.
+
+    Args:
+        model_path: `.pt`, `.onnx` or `.engine`.
+        backend: as `cunet.runtime.open_predictor`.
+        batch_sizes: images per `predict` call, each profiled separately.
+        warmup: untimed calls per batch size (allocations, kernel selection, TensorRT EP engine builds).
+        iters: timed calls per batch size.
+        threads: CPU inference threads (None: the runtime's default).
+        device: as `open_predictor`.
+        image_size: (H, W) of the random BGR frames.
+        seed: seed of the random frames.
+
+    Returns:
+        {"model", "model_bytes", "format", "task", "precision", "input_size", "num_landmarks", "backend",
+        "provider", "threads", "warmup", "iters", "image_size", "results": [{"batch", "latency_ms": {stage: stats},
+        "device_inference_ms": stats | None, "throughput_ips", "peak_rss_mb", "peak_rss_reset", "device_memory_mb"}],
+        "environment"}, where stage is total / preprocess / inference / decode and stats has p50, p90, p99, mean,
+        std, min, max in milliseconds.
+    """
+    from cunet.runtime import open_predictor
+
+    if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
+        raise CunetError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
+    if iters < 1 or warmup < 0:
+        raise CunetError(f"need iters >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
+    path = Path(model_path)
+    rng = np.random.default_rng(seed)
+    results = []
+    with open_predictor(path, backend=backend, threads=threads, device=device) as p:
+        device_name, on_cuda = _cuda_info(p.provider)
+        for b in (int(v) for v in batch_sizes):
+            images = [rng.integers(0, 256, (*image_size, 3), dtype=np.uint8) for _ in range(b)]
+            for _ in range(warmup):
+                p.predict(images)
+            reset = _reset_peak_rss()
+            times = np.zeros((iters, 4), dtype=np.int64)
+            device_ms: list[float] = []
+            gc.collect()
+            gc.disable()
+            try:
+                for i in range(iters):
+                    t0 = time.perf_counter_ns()
+                    x, affines = p.preprocess(images)
+                    t1 = time.perf_counter_ns()
+                    heatmaps = p.predict_heatmaps(x)
+                    t2 = time.perf_counter_ns()
+                    p.postprocess(heatmaps, affines)
+                    t3 = time.perf_counter_ns()
+                    times[i] = (t3 - t0, t1 - t0, t2 - t1, t3 - t2)
+                    if p.device_ms is not None:
+                        device_ms.append(p.device_ms)
+            finally:
+                gc.enable()
+            latency = {stage: latency_stats(times[:, j]) for j, stage in enumerate(STAGES)}
+            results.append(
+                {
+                    "batch": b,
+                    "latency_ms": latency,
+                    "device_inference_ms": latency_stats(np.asarray(device_ms) * 1e6) if device_ms else None,
+                    "throughput_ips": b * 1000.0 / latency["total"]["mean"],
+                    "peak_rss_mb": peak_rss_mb(),
+                    "peak_rss_reset": reset,
+                    "device_memory_mb": _device_memory_mb() if on_cuda else None,
+                }
+            )
+        return {
+            "model": str(path),
+            "model_bytes": path.stat().st_size,
+            "format": path.suffix.lstrip(".").lower(),
+            "task": p.meta.task,
+            "precision": p.meta.precision,
+            "input_size": p.meta.input_size,
+            "num_landmarks": p.meta.num_landmarks,
+            "backend": p.backend,
+            "provider": p.provider,
+            "threads": threads,
+            "warmup": warmup,
+            "iters": iters,
+            "image_size": list(image_size),
+            "results": results,
+            "environment": environment(device_name),
+        }
