@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from cunet.data.decode import DEFAULT_METHOD, DecodeMethod, decode, flip_back, heatmap_to_image, merge_flip
 from cunet.data.preprocess import Box, crop_affine, to_input, warp
 from cunet.errors import CunetError
 from cunet.runtime.base import BACKENDS, Backend, cuda_device_available
@@ -25,7 +26,7 @@ from cunet.runtime.meta import ModelMeta, read_engine_meta, read_onnx_meta
 __all__ = ["Predictor", "open_predictor", "available_backends", "whole_image_box", "DEFAULT_DECODE"]
 
 #: DARK decoding (the best of argmax / quarter-pixel / DARK on sub-pixel Gaussian peaks, see cunet.data.decode).
-DEFAULT_DECODE = "dark"
+DEFAULT_DECODE = DEFAULT_METHOD.value
 TORCH_SUFFIXES = (".pt", ".pth")
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan")
@@ -53,6 +54,8 @@ class Predictor:
     """
 
     def __init__(self, path: Path, meta: ModelMeta, backend: Backend, decode_method: str = DEFAULT_DECODE) -> None:
+        if decode_method not in {m.value for m in DecodeMethod}:
+            raise CunetError(f"unknown decode method {decode_method!r}; choose {', '.join(m.value for m in DecodeMethod)}")
         self.path = Path(path)
         self.meta = meta
         self.decode_method = decode_method
@@ -136,10 +139,11 @@ class Predictor:
         return np.concatenate([self._backend.infer(x[i : i + step]) for i in range(0, len(x), step)])
 
     def postprocess(self, heatmaps: np.ndarray, affines: np.ndarray) -> np.ndarray:
-        """Decode heatmaps [N, K, h, w] and map them through the inverse crop affines [N, 2, 3] → [N, K, 2] floats."""
-        from cunet.data.decode import decode, heatmap_to_image
+        """Decode heatmaps [N, K, h, w] and map them through the inverse crop affines [N, 2, 3] → [N, K, 2] floats.
 
-        coords, _ = decode(heatmaps, method=self.decode_method)
+        DARK smooths with the training sigma recorded in the metadata (the decoder's default when it is unknown).
+        """
+        coords, _ = decode(heatmaps, method=self.decode_method, sigma=self.meta.sigma)
         return heatmap_to_image(coords, affines, self.meta.heatmap_stride)
 
     # -------------------------------------------------------------------------------------------------- the API
@@ -163,8 +167,6 @@ class Predictor:
         x, affines = self.preprocess(images, boxes)
         if not flip:
             return self.postprocess(self.predict_heatmaps(x), affines)
-        from cunet.data.decode import flip_back, merge_flip
-
         # Mirroring the normalised input is crop_affine(flip=True) exactly: column c becomes S - 1 - c.
         both = self.predict_heatmaps(np.concatenate([x, np.ascontiguousarray(x[..., ::-1])]))
         n = len(x)

@@ -1,0 +1,87 @@
+"""`profile` / `cunet profile`: the report's keys and internal consistency, never timing thresholds (machines are
+noisy). Uses a tiny checkpoint on the torch backend, so no export is needed."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cunet.errors import CunetError
+from cunet.evaluate.profile import environment, latency_stats, peak_rss_mb, profile
+from cunet.model import CUNet, CUNetConfig
+from cunet.train.checkpoint import save_checkpoint
+
+TINY = CUNetConfig(layers=1, order=0, channels=16, growth=8, input_size=64, num_landmarks=68)
+STAGES = {"total", "preprocess", "inference", "decode"}
+STATS = {"p50", "p90", "p99", "mean", "std", "min", "max"}
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("profile") / "tiny.pt"
+    torch.manual_seed(0)
+    save_checkpoint(path, CUNet(TINY), task="face")
+    return path
+
+
+def check_report(report, batches):
+    assert report["backend"] == "torch" and report["provider"] == "torch-cpu" and report["format"] == "pt"
+    assert report["task"] == "face" and report["precision"] == "fp32" and report["model_bytes"] > 0
+    assert [r["batch"] for r in report["results"]] == list(batches)
+    for r in report["results"]:
+        assert set(r["latency_ms"]) == STAGES
+        for stats in r["latency_ms"].values():
+            assert set(stats) == STATS
+            assert 0 <= stats["min"] <= stats["p50"] <= stats["p90"] <= stats["p99"] <= stats["max"]
+        assert r["throughput_ips"] > 0 and r["peak_rss_mb"] > 0
+        assert r["device_inference_ms"] is None and r["device_memory_mb"] is None
+    env = report["environment"]
+    assert {"device", "cpu", "python", "numpy", "torch", "onnxruntime", "tensorrt", "cpu_count"} <= set(env)
+    assert env["device"] == "cpu" and env["torch"] and "hostname" not in json.dumps(env)
+
+
+def test_profile_report(ckpt):
+    report = profile(ckpt, backend="torch", batch_sizes=(1, 2), warmup=1, iters=5, threads=1, device="cpu")
+    check_report(report, (1, 2))
+    assert report["threads"] == 1 and report["iters"] == 5 and report["image_size"] == [480, 640]
+
+
+def test_cli_json_is_one_object(ckpt):
+    proc = subprocess.run(
+        [sys.executable, "-m", "cunet", "profile", str(ckpt), "--batch", "1,3", "--warmup", "1", "--iters", "3",
+         "--device", "cpu", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    check_report(json.loads(proc.stdout), (1, 3))
+
+
+def test_cli_table_goes_to_stderr_and_bad_input_is_one_line(ckpt, tmp_path):
+    from click.testing import CliRunner
+
+    from cunet.cli import cli
+
+    result = CliRunner().invoke(cli, ["profile", str(ckpt), "--warmup", "0", "--iters", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "total p99 (ms)" in result.stderr and "images / s" in result.stderr and result.stdout == ""
+    proc = subprocess.run(
+        [sys.executable, "-m", "cunet", "profile", str(tmp_path / "nope.onnx")], capture_output=True, text=True
+    )
+    assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0 and "no such model file" in proc.stderr
+
+
+def test_argument_validation(ckpt):
+    with pytest.raises(CunetError, match="batch sizes"):
+        profile(ckpt, batch_sizes=(0,))
+    with pytest.raises(CunetError, match="iters"):
+        profile(ckpt, iters=0)
+
+
+def test_helpers():
+    stats = latency_stats([1_000_000, 2_000_000, 3_000_000, 4_000_000])  # ns → ms
+    assert stats["p50"] == 2.5 and stats["mean"] == 2.5 and stats["min"] == 1.0 and stats["max"] == 4.0
+    assert stats["std"] == pytest.approx(1.118033988749895)
+    assert peak_rss_mb() > 1
+    assert environment()["device"] == "cpu"
