@@ -42,7 +42,7 @@ def write_images(folder: Path, n: int = 6, seed: int = 0, constant: bool = False
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for i in range(n):
-        img = np.full((80, 96, 3), 128, np.uint8) if constant else rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)
+        img = np.full((96, 96, 3), 128, np.uint8) if constant else rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)
         cv2.imwrite(str(folder / f"img{i:02d}.png"), img)
     return folder
 
@@ -55,3 +55,8 @@ def tiny_onnx(tmp_path_factory) -> Path:
 @pytest.fixture()
 def image_dir(tmp_path) -> Path:
     return write_images(tmp_path / "images")
+
+
+@pytest.fixture()
+def blank_dir(tmp_path) -> Path:
+    return write_images(tmp_path / "blank", n=2, constant=True)

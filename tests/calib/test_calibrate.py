@@ -1,0 +1,81 @@
+"""Calibration cache rules, bad calibration data, and two processes sharing one cache entry."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from cunet.calib import calibrate, calibrate_inputs
+from cunet.errors import CunetError
+
+
+def _cal(model, data, cache, **kw):
+    kw.setdefault("samples", 3)
+    return calibrate(model, data, cache_dir=cache, **kw)
+
+
+def test_identical_inputs_hit_and_every_key_change_misses(tiny_onnx, image_dir, tmp_path):
+    cache = tmp_path / "cache"
+    first = _cal(tiny_onnx, image_dir, cache)
+    assert not first.from_cache and Path(first.cache_file).is_file()
+    again = _cal(tiny_onnx, image_dir, cache)
+    assert again.from_cache and again.cache_file == first.cache_file and again == first
+    assert not _cal(tiny_onnx, image_dir, cache, method="percentile").from_cache
+    assert not _cal(tiny_onnx, image_dir, cache, samples=2).from_cache
+    os.utime(image_dir / "img00.png", ns=(1, 1))  # same images, changed mtime: the data key changes
+    assert not _cal(tiny_onnx, image_dir, cache).from_cache
+    other_model = tmp_path / "other.onnx"
+    proto = onnx.load(str(tiny_onnx))
+    proto.doc_string = "retrained"  # same graph, different bytes: a different model hash
+    onnx.save(proto, str(other_model))
+    assert not _cal(other_model, image_dir, cache).from_cache
+
+
+def test_cli_says_when_it_reuses(tiny_onnx, image_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from cunet.cli import cli
+
+    args = ["calibrate", str(tiny_onnx), "--data", str(image_dir), "--samples", "2", "--cache-dir", str(tmp_path), "--json"]
+    first = CliRunner().invoke(cli, args)
+    second = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0 and second.exit_code == 0
+    assert "reusing calibration cache" not in first.stderr
+    assert "reusing calibration cache" in second.stderr
+    assert json.loads(second.stdout)["reused"] is True
+
+
+def test_nan_and_constant_data_are_clear_errors(tiny_onnx, tmp_path):
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    x[0, 0, 0, 0] = np.nan
+    with pytest.raises(CunetError, match="NaN"):
+        calibrate_inputs(tiny_onnx, x, cache_dir=tmp_path)
+    with pytest.raises(CunetError, match="constant"):
+        calibrate_inputs(tiny_onnx, np.ones((2, 3, 64, 64), np.float32), cache_dir=tmp_path)
+
+
+def test_blank_image_folder_is_a_clear_error(tiny_onnx, blank_dir, tmp_path):
+    with pytest.raises(CunetError, match="constant"):
+        calibrate(tiny_onnx, blank_dir, samples=2, cache_dir=tmp_path)
+
+
+def test_two_processes_calibrating_at_once_leave_a_valid_cache(tiny_onnx, image_dir, tmp_path):
+    code = (
+        "import sys, json; from cunet.calib import calibrate; "
+        "r = calibrate(sys.argv[1], sys.argv[2], samples=3, cache_dir=sys.argv[3]); print(json.dumps([r.cache_file, r.from_cache]))"
+    )
+    cmd = [sys.executable, "-c", code, str(tiny_onnx), str(image_dir), str(tmp_path / "c")]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(2)]
+    results = [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert results[0][0] == results[1][0]
+    assert sorted(r[1] for r in results) == [False, True]  # one computed, the other waited and reused
+    doc = json.loads(Path(results[0][0]).read_text())
+    assert doc["ranges"]["tensors"] and doc["key"]["samples"] == 3
