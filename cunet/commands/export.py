@@ -11,7 +11,9 @@ __all__ = ["export"]
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False), help="The .onnx file to write.")
+@click.option(
+    "-o", "--output", "output", required=True, type=click.Path(dir_okay=False), help="The .onnx file to write."
+)
 @click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset (17 or newer).")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxslim (keep the exporter's graph as is).")
 @click.option("--no-verify", is_flag=True, help="Skip the ONNX Runtime vs PyTorch check on a random batch of 2.")

@@ -69,6 +69,5 @@ def profile(model, backend, batch, warmup, iters, threads, device, as_json):
         ["", *[f"batch {r['batch']}" for r in results]],
         rows,
     )
-    console().print(
-        f"{env['device']} · {env['cpu']} · {env['cpus_usable']} CPUs usable · threads {report['threads'] or 'default'}"
-    )
+    threads = report["threads"] or "default"
+    console().print(f"{env['device']} · {env['cpu']} · {env['cpus_usable']} CPUs usable · threads {threads}")

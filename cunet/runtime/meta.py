@@ -84,12 +84,18 @@ class ModelMeta:
                 raise CunetError(f"invalid cunet model metadata: {msg}")
 
         need(self.task in TASKS, f"task must be one of {TASKS}, got {self.task!r}")
-        need(len(self.landmark_names) == self.num_landmarks, f"{len(self.landmark_names)} names for {self.num_landmarks} landmarks")
+        need(
+            len(self.landmark_names) == self.num_landmarks,
+            f"{len(self.landmark_names)} names for {self.num_landmarks} landmarks",
+        )
         need(
             all(0 <= a < self.num_landmarks and 0 <= b < self.num_landmarks for a, b in self.flip_pairs),
             f"flip pairs outside 0..{self.num_landmarks - 1}",
         )
-        need(self.heatmap_stride >= 1 and self.input_size % self.heatmap_stride == 0, "input size not a multiple of the stride")
+        need(
+            self.heatmap_stride >= 1 and self.input_size % self.heatmap_stride == 0,
+            f"input size {self.input_size} is not a multiple of the heatmap stride {self.heatmap_stride}",
+        )
         need(len(self.mean) == 3 and len(self.std) == 3 and min(self.std) > 0, "mean/std need 3 values, std positive")
         need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         need(self.color == "RGB" and self.layout == "NCHW", f"unsupported input {self.color}/{self.layout}")
@@ -112,7 +118,9 @@ class ModelMeta:
         return perm
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict[str, Any], source_sha256: str | None = None, precision: str = "fp32") -> "ModelMeta":
+    def from_checkpoint(
+        cls, ckpt: dict[str, Any], source_sha256: str | None = None, precision: str = "fp32"
+    ) -> "ModelMeta":
         """The metadata of a loaded checkpoint dict (see `cunet.train.checkpoint`).
 
         Landmark names and flip pairs come from the task's `LandmarkSpec`; mean/std from `cunet.data.preprocess`;
@@ -226,7 +234,8 @@ def read_onnx_meta(path: str | os.PathLike) -> ModelMeta:
     try:
         proto = onnx.load_model(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError) as e:
-        raise CunetError(f"{path}: not a readable ONNX model ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})") from e
+        detail = str(e).splitlines()[0][:120] if str(e) else ""
+        raise CunetError(f"{path}: not a readable ONNX model ({type(e).__name__}: {detail})") from e
     return meta_from_onnx_proto(proto, str(path))
 
 

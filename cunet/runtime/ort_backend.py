@@ -105,7 +105,8 @@ class OrtBackend(Backend):
                 str(self._path), opts, providers=[p for p, _ in chain], provider_options=[o for _, o in chain]
             )
         except Exception as e:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types for unusable files
-            raise CunetError(f"{self._path}: ONNX Runtime cannot load it ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from e
+            detail = str(e).splitlines()[0][:160] if str(e) else ""
+            raise CunetError(f"{self._path}: ONNX Runtime cannot load it ({type(e).__name__}: {detail})") from e
         got = session.get_providers()
         if self.name != "auto" and got[0] != self._chain[0]:
             raise CunetError(

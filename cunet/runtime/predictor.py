@@ -55,7 +55,8 @@ class Predictor:
 
     def __init__(self, path: Path, meta: ModelMeta, backend: Backend, decode_method: str = DEFAULT_DECODE) -> None:
         if decode_method not in {m.value for m in DecodeMethod}:
-            raise CunetError(f"unknown decode method {decode_method!r}; choose {', '.join(m.value for m in DecodeMethod)}")
+            choices = ", ".join(m.value for m in DecodeMethod)
+            raise CunetError(f"unknown decode method {decode_method!r}; choose {choices}")
         self.path = Path(path)
         self.meta = meta
         self.decode_method = decode_method
@@ -118,7 +119,8 @@ class Predictor:
         crops = np.empty((len(images), s, s, 3), dtype=np.uint8)
         affines = np.empty((len(images), 2, 3), dtype=np.float64)
         for i, image in enumerate(images):
-            if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
+            ok = isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+            if not ok:
                 got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
                 raise CunetError(f"image {i}: expected a BGR uint8 array [H, W, 3], got {got}")
             box = boxes[i] if boxes is not None and boxes[i] is not None else whole_image_box(image)
@@ -228,13 +230,16 @@ def open_predictor(
         return _open_torch(path, backend, threads, device, decode_method)
     if suffix in ONNX_SUFFIXES:
         if backend == "tensorrt":
-            raise CunetError(f"{path}: the tensorrt backend runs .engine files; build one with `cunet compile` or use ort-trt")
+            raise CunetError(
+                f"{path}: the tensorrt backend runs .engine files; build one with `cunet compile` or use ort-trt"
+            )
         if backend == "torch":
             raise CunetError(f"{path}: the torch backend runs .pt checkpoints; use auto, ort-cpu, ort-cuda or ort-trt")
         from cunet.runtime.ort_backend import OrtBackend
 
         meta = read_onnx_meta(path)
-        ort_backend = OrtBackend(path, backend, threads, _cuda_index(device) if backend != "ort-cpu" else 0, meta.precision)
+        device_id = _cuda_index(device) if backend != "ort-cpu" else 0
+        ort_backend = OrtBackend(path, backend, threads, device_id, meta.precision)
         return Predictor(path, meta, ort_backend, decode_method)
     if suffix in ENGINE_SUFFIXES:
         if backend not in ("auto", "tensorrt"):

@@ -85,11 +85,14 @@ class TensorRTBackend(Backend):
         if self._context is None:
             raise RuntimeError("TensorRTBackend.infer called before open()")
         if not self._min_batch <= len(x) <= self.max_batch:
-            raise CunetError(f"{self._path}: batch {len(x)} outside the engine's profile {self._min_batch}..{self.max_batch}")
+            raise CunetError(
+                f"{self._path}: batch {len(x)} outside the engine's profile {self._min_batch}..{self.max_batch}"
+            )
         with torch.cuda.stream(self._stream):
             inp = torch.from_numpy(np.ascontiguousarray(x)).to(self._device, self._in_dtype, non_blocking=True)
             self._context.set_input_shape(self._in, tuple(inp.shape))
-            out = torch.empty(tuple(self._context.get_tensor_shape(self._out)), dtype=self._out_dtype, device=self._device)
+            out_shape = tuple(self._context.get_tensor_shape(self._out))
+            out = torch.empty(out_shape, dtype=self._out_dtype, device=self._device)
             self._context.set_tensor_address(self._in, inp.data_ptr())
             self._context.set_tensor_address(self._out, out.data_ptr())
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

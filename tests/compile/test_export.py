@@ -4,6 +4,8 @@ The export itself runs once per module, through the real CLI in a subprocess (it
 exporter takes several seconds even for a tiny model).
 """
 
+import dataclasses
+import hashlib
 import json
 import subprocess
 import sys
@@ -81,9 +83,8 @@ def test_metadata_round_trip(exported):
     model = onnx.load(str(out), load_external_data=False)
     assert [p.key for p in model.metadata_props] == [META_KEY]
     meta = read_onnx_meta(out)
-    import hashlib
-
-    expected = ModelMeta.from_checkpoint(load_checkpoint(ckpt), source_sha256=hashlib.sha256(ckpt.read_bytes()).hexdigest())
+    sha = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    expected = ModelMeta.from_checkpoint(load_checkpoint(ckpt), source_sha256=sha)
     assert meta == expected
     assert meta.task == "face" and meta.num_landmarks == 68 and len(meta.landmark_names) == 68
     assert meta.sigma == 1.5 and meta.precision == "fp32" and meta.input_size == 64 and meta.heatmap_stride == 4
@@ -96,8 +97,6 @@ def test_write_onnx_meta_replaces_the_entry(exported):
     _, out, _ = exported
     model = onnx.load(str(out))
     meta = read_onnx_meta(out)
-    import dataclasses
-
     write_onnx_meta(model, dataclasses.replace(meta, precision="int8"))
     assert [p.key for p in model.metadata_props] == [META_KEY]
     assert json.loads(model.metadata_props[0].value)["precision"] == "int8"
