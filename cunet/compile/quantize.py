@@ -85,6 +85,8 @@ def bn_to_depthwise(model):
 
     g = model.graph
     inits = {i.name: i for i in g.initializer}
+    # The TorchScript exporter shares identical parameters (e.g. untrained BN) through Identity nodes.
+    inits.update({n.output[0]: inits[n.input[0]] for n in g.node if n.op_type == "Identity" and n.input[0] in inits})
     nodes = []
     for n in g.node:
         if n.op_type != "BatchNormalization" or len(n.output) != 1 or not all(t in inits for t in n.input[1:5]):
