@@ -48,7 +48,7 @@ def export(checkpoint, output, opset, no_simplify, no_verify, as_json):
             ("opset / exporter", f"{report.opset} / {report.exporter}"),
             ("nodes (exported → written)", f"{report.nodes_exported} → {report.nodes}"),
             ("file size (MB)", round(report.file_bytes / 1e6, 3)),
-            ("max |ORT − PyTorch|", "not verified" if err is None else f"{err:.3g}"),
+            ("max |ORT − PyTorch|", "not verified" if err is None else f"{err:.3g} (allowed {report.tolerance:.3g})"),
             ("seconds", round(report.seconds, 1)),
         ],
     )

@@ -53,6 +53,7 @@ class ExportReport:
         nodes_exported: graph nodes straight out of the exporter.
         nodes: graph nodes in the written model.
         max_abs_error: max |ORT - PyTorch| over the heatmaps of a random batch of 2 (None if not verified).
+        tolerance: what `max_abs_error` was allowed: VERIFY_ATOL x max(1, max |PyTorch heatmap|) (None likewise).
         file_bytes: size of the written file.
         seconds: wall time of the whole export.
         meta: the metadata stored in the model.
@@ -65,6 +66,7 @@ class ExportReport:
     nodes_exported: int
     nodes: int
     max_abs_error: float | None
+    tolerance: float | None
     file_bytes: int
     seconds: float
     meta: ModelMeta
@@ -82,6 +84,7 @@ class ExportReport:
             "nodes_exported": self.nodes_exported,
             "nodes": self.nodes,
             "max_abs_error": self.max_abs_error,
+            "tolerance": self.tolerance,
             "file_bytes": self.file_bytes,
             "seconds": self.seconds,
             "meta": meta,
@@ -227,6 +230,7 @@ def export_onnx(
         nodes_exported=nodes_exported,
         nodes=len(proto.graph.node),
         max_abs_error=error,
+        tolerance=None if error is None else VERIFY_ATOL * scale,
         file_bytes=len(data),
         seconds=time.perf_counter() - start,
         meta=meta,
