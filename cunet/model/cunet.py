@@ -37,20 +37,15 @@ def _concat_bn_relu_conv(norm: nn.BatchNorm2d, conv: nn.Conv2d, update_stats: bo
     the same batch statistics but must not move the running averages a second time.
     """
     x = xs[0] if len(xs) == 1 else torch.cat(xs, 1)
-    if norm.training:
+    if norm.training and norm.track_running_stats:
+        # The recomputation passes the same running-stat tensors (checkpointing requires the same saved tensors)
+        # with momentum 0, which leaves them exactly as they are.
         factor = 0.0
-        if update_stats and norm.track_running_stats:
+        if update_stats:
             norm.num_batches_tracked.add_(1)
             factor = norm.momentum if norm.momentum is not None else 1.0 / float(norm.num_batches_tracked)
         x = F.batch_norm(
-            x,
-            norm.running_mean if update_stats else None,
-            norm.running_var if update_stats else None,
-            norm.weight,
-            norm.bias,
-            training=True,
-            momentum=factor,
-            eps=norm.eps,
+            x, norm.running_mean, norm.running_var, norm.weight, norm.bias, training=True, momentum=factor, eps=norm.eps
         )
     else:
         x = norm(x)

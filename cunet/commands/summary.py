@@ -1,0 +1,63 @@
+"""`cunet summary`: parameters, size and MACs of a named variant or of any (layers, order, landmarks)."""
+
+from __future__ import annotations
+
+import click
+
+from cunet.commands._common import emit_json, json_option, print_table
+
+__all__ = ["summary"]
+
+
+@click.command()
+@click.argument("variant", required=False)
+@click.option("--layers", "--layer_num", "layers", type=int, help="Number of coupled U-Nets (original: --layer_num).")
+@click.option("--order", type=int, help="Coupling order K (0 = stacked U-Nets).")
+@click.option("--landmarks", type=int, help="Heatmaps predicted (68 faces, 16 MPII).")
+@click.option("--loss-num", "--loss_num", "loss_num", type=int, help="Supervised heads (default: every U-Net).")
+@click.option("--input-size", type=int, help="Square input side in pixels (multiple of 64).")
+@click.option("--refine", is_flag=True, default=None, help="Iterative refinement: run the U-Nets twice, shared weights.")
+@json_option
+def summary(variant, layers, order, landmarks, loss_num, input_size, refine, as_json):
+    """Parameters, FP32 size (MB = 10^6 bytes), GMACs and supervised U-Nets of a CU-Net.
+
+    \b
+    Pick a named variant, or describe one with the original repository's options:
+      cunet summary cunet-face-8
+      cunet summary --layers 8 --order 1 --landmarks 16        # 8,009,984 parameters
+      cunet summary --layer_num 4 --order 2 --loss_num 2 --json
+    Options given with a variant override it.
+    """
+    from cunet.model.config import CUNetConfig, get_variant
+    from cunet.model.summary import summarize
+
+    overrides = {
+        k: v
+        for k, v in dict(
+            layers=layers, order=order, num_landmarks=landmarks, loss_num=loss_num, input_size=input_size, refine=refine
+        ).items()
+        if v is not None
+    }
+    if variant:
+        cfg = get_variant(variant, **overrides)
+        name = variant
+    else:
+        if layers is None:
+            raise click.UsageError("give a VARIANT or at least --layers")
+        defaults = {"order": 1, "num_landmarks": 68}
+        cfg = CUNetConfig(**{**defaults, **overrides})
+        name = f"CU-Net L={cfg.layers} K={cfg.order}"
+    s = summarize(cfg)
+    if as_json:
+        emit_json({"name": name, **s})
+        return
+    rows = [
+        ("parameters", s["params"]),
+        ("FP32 size (MB)", round(s["size_mb"], 2)),
+        ("GMACs / image", round(s["gmacs"], 3)),
+        ("input → heatmaps", f"{cfg.input_size}² → {cfg.num_landmarks}×{s['heatmap_size']}²"),
+        ("U-Nets × order", f"{cfg.layers} × {cfg.order}{' (refined twice)' if cfg.refine else ''}"),
+        ("supervised U-Nets", ", ".join(map(str, s["supervised"]))),
+    ]
+    rows += [(f"  params: {k}", v) for k, v in s["breakdown"].items()]
+    print_table(name, ["", "value"], rows)
