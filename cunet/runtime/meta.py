@@ -59,6 +59,7 @@ class ModelMeta:
         sigma: training heatmap sigma in heatmap pixels, None when the checkpoint did not record it.
         precision: "fp32", "fp16" or "int8".
         format_version: version of this record's layout.
+        quant: low-bit weights/inputs of the model (`cunet.model.quant.QuantConfig.to_dict()`), None when none.
     """
 
     task: str
@@ -77,6 +78,7 @@ class ModelMeta:
     color: str = "RGB"
     layout: str = "NCHW"
     format_version: int = META_FORMAT_VERSION
+    quant: dict[str, Any] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -98,6 +100,7 @@ class ModelMeta:
         )
         need(len(self.mean) == 3 and len(self.std) == 3 and min(self.std) > 0, "mean/std need 3 values, std positive")
         need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        need(self.quant is None or isinstance(self.quant, dict), f"quant must be an object or null, got {self.quant!r}")
         need(self.color == "RGB" and self.layout == "NCHW", f"unsupported input {self.color}/{self.layout}")
         need(
             self.format_version <= META_FORMAT_VERSION,
@@ -159,6 +162,8 @@ class ModelMeta:
         d["landmark_names"] = list(self.landmark_names)
         d["flip_pairs"] = [list(p) for p in self.flip_pairs]
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        if d["quant"] is None:  # full-precision records stay exactly as before low-bit models existed
+            del d["quant"]
         return d
 
     def to_json(self) -> str:
