@@ -67,10 +67,20 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def model_from_checkpoint(path: str | os.PathLike, **config_overrides: Any) -> tuple[CUNet, dict[str, Any]]:
-    """Build the model a checkpoint describes and load its weights; returns (model in eval mode, checkpoint dict)."""
+    """Build the model a checkpoint describes and load its weights; returns (model in eval mode, checkpoint dict).
+
+    A checkpoint with a `quant` record (low-bit training) gets the same quantization applied before its weights load.
+    """
     ckpt = load_checkpoint(path)
     cfg = CUNetConfig.from_dict({**ckpt["config"], **config_overrides})
     model = CUNet(cfg)
+    if ckpt.get("quant"):  # a low-bit QAT checkpoint: the same quantized layers (and their buffers) before loading
+        from cunet.model.quant import QuantConfig, apply_quantization
+
+        try:
+            apply_quantization(model, QuantConfig.from_dict(ckpt["quant"]))
+        except CunetError as e:
+            raise CunetError(f"{path}: {e}") from e
     missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     if missing or unexpected:
         raise CunetError(
