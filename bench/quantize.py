@@ -23,21 +23,9 @@ import numpy as np
 
 
 def _export(model, path: Path, task: str) -> Path:
-    # Stand-in until cunet.compile.export.export_onnx lands.
-    import onnx
-    import torch
+    from cunet.compile.export import export_onnx
 
-    from cunet.data.preprocess import MEAN, STD
-
-    size = model.cfg.input_size
-    torch.onnx.export(model, (torch.randn(1, 3, size, size),), str(path), dynamo=False, opset_version=17,
-                      input_names=["image"], output_names=["heatmaps"], dynamic_axes={"image": {0: "N"}, "heatmaps": {0: "N"}})
-    proto = onnx.load(str(path))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = "cunet", json.dumps(
-        {"task": task, "input_size": size, "mean": MEAN, "std": STD, "precision": "fp32", "config": model.cfg.to_dict()}
-    )
-    onnx.save(proto, str(path))
+    export_onnx(model, path, task=task)
     return path
 
 

@@ -13,6 +13,8 @@ one atomic write. A model that fails verification is not written.
 
 from __future__ import annotations
 
+import ast
+
 import contextlib
 import hashlib
 import logging
@@ -147,9 +149,25 @@ def _export(model: Any, size: int, opset: int) -> Any:
             verbose=False,
         )
     proto = program.model_proto
+    _name_by_module(proto)
     proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
     proto.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "N"
     return proto
+
+
+def _name_by_module(proto: Any) -> None:
+    """Name each node after the module it came from (`unets.0.down.1.dense/Conv_12`).
+
+    The dynamo exporter names nodes `node_Conv_471` and keeps the module path only in node metadata, which onnxslim
+    drops; accuracy control (`cunet.compile.quantize.node_groups`) and profiler output need the block in the name.
+    """
+    for i, node in enumerate(proto.graph.node):
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
+        try:
+            path = [s for s in ast.literal_eval(scopes)[:-1] if s] if scopes else []
+        except (ValueError, SyntaxError):
+            path = []
+        node.name = f"{path[-1] if path else 'model'}/{node.op_type}_{i}"
 
 
 def _verify(model: Any, data: bytes, size: int) -> tuple[float, float]:
@@ -199,6 +217,12 @@ def export_onnx(
     if opset < MIN_OPSET:
         raise CunetError(f"opset {opset} is too old; cunet exports opset {MIN_OPSET} or newer")
     model, meta = _load(checkpoint_or_model, task)
+    lowbit = None
+    if getattr(model, "quant_config", None) is not None:  # low-bit QAT model: export its Q/DQ deploy form
+        from cunet.compile.lowbit import LowbitExport
+
+        lowbit = LowbitExport(model, meta)
+        model, meta = lowbit.model, lowbit.meta
     was_training = model.training
     model.eval()
     try:
@@ -209,6 +233,8 @@ def export_onnx(
 
             with _quiet_exporter():
                 proto = onnxslim.slim(proto)
+        if lowbit is not None:
+            proto = lowbit.rewrite(proto)
         write_onnx_meta(proto, meta)
         proto.producer_name = "cunet"
         onnx.checker.check_model(proto)

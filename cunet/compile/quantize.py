@@ -116,7 +116,8 @@ def bn_to_depthwise(model):
     return model
 
 
-_GROUP = re.compile(r"^/?((?:unets\.\d+/(?:down\.\d+|bottom|up\.\d+))|unets\.\d+|bridges\.\d+|heads\.\d+|stem)/")
+# Node names carry the module path: `unets.0.down.1.dense/Conv_12` (cunet export) or `/unets.0/down.1/...` (legacy).
+_GROUP = re.compile(r"^/?((?:unets\.\d+[./](?:down\.\d+|bottom|up\.\d+))|unets\.\d+|bridges\.\d+|heads\.\d+|stem)[./]")
 
 
 def node_groups(model) -> dict[str, list[str]]:
@@ -125,7 +126,7 @@ def node_groups(model) -> dict[str, list[str]]:
     for n in model.graph.node:
         m = _GROUP.match(n.name)
         if m:
-            groups.setdefault(m.group(1), []).append(n.name)
+            groups.setdefault(m.group(1).replace("/", "."), []).append(n.name)
     return groups
 
 

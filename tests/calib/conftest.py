@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,27 +11,14 @@ TINY = dict(layers=1, order=0, channels=16, growth=8, input_size=64, num_landmar
 
 
 def export_tiny(path: Path, seed: int = 0) -> Path:
-    """Export a random-init tiny CU-Net with cunet metadata (stand-in until `cunet.compile.export` lands)."""
-    import onnx
+    """Export a random-init tiny CU-Net through the real exporter (dynamo, onnxslim, cunet metadata)."""
     import torch
 
-    from cunet.data.preprocess import MEAN, STD
+    from cunet.compile.export import export_onnx
     from cunet.model import CUNet, CUNetConfig
 
     torch.manual_seed(seed)
-    cfg = CUNetConfig(**TINY)
-    model = CUNet(cfg).eval()
-    x = torch.randn(1, 3, cfg.input_size, cfg.input_size)
-    torch.onnx.export(
-        model, (x,), str(path), dynamo=False, opset_version=17, input_names=["image"], output_names=["heatmaps"],
-        dynamic_axes={"image": {0: "N"}, "heatmaps": {0: "N"}},
-    )
-    proto = onnx.load(str(path))
-    meta = {"format_version": 1, "task": "face", "input_size": cfg.input_size, "mean": MEAN, "std": STD,
-            "config": cfg.to_dict(), "precision": "fp32", "heatmap_stride": 4}
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = "cunet", json.dumps(meta)
-    onnx.save(proto, str(path))
+    export_onnx(CUNet(CUNetConfig(**TINY)), path, task="face")
     return path
 
 

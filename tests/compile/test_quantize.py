@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from cunet.compile.export import export_onnx
 from cunet.compile.quantize import bn_to_depthwise, quantize
 from cunet.compile.trt_rules import check_trt
 
@@ -21,7 +22,6 @@ def setup(tmp_path_factory):
     """A tiny exported model (BN statistics like a trained net) and smooth calibration images."""
     import cv2
 
-    from cunet.data.preprocess import MEAN, STD
     from cunet.model import CUNet, CUNetConfig
 
     root = tmp_path_factory.mktemp("q")
@@ -33,13 +33,8 @@ def setup(tmp_path_factory):
             m.weight.data *= 0.5
     for head in model.heads.values():  # a trained head's output spans ~1, not the 1e-3 of its init
         torch.nn.init.normal_(head.conv.weight, std=0.3)
-    path = root / "tiny.onnx"  # stand-in until cunet.compile.export lands
-    torch.onnx.export(model, (torch.randn(1, 3, 64, 64),), str(path), dynamo=False, opset_version=17,
-                      input_names=["image"], output_names=["heatmaps"], dynamic_axes={"image": {0: "N"}, "heatmaps": {0: "N"}})
-    proto = onnx.load(str(path))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = "cunet", json.dumps({"task": "face", "input_size": 64, "mean": MEAN, "std": STD, "precision": "fp32"})
-    onnx.save(proto, str(path))
+    path = root / "tiny.onnx"
+    export_onnx(model, path, task="face")
     images = root / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
