@@ -80,3 +80,14 @@ def test_max_drop_is_honoured(setup):
     path, images, root = setup
     report = quantize(path, root / "md.onnx", "cpu", images, samples=6, cache_dir=root / "cache", max_drop=0.0, val_samples=3)
     assert report.drop is not None and report.drop <= 0.0
+
+
+def test_every_exported_node_belongs_to_a_block(setup):
+    """--max-drop keeps whole blocks in float; the exporter must name nodes so every node maps to its block."""
+    from cunet.compile.quantize import node_groups
+
+    path, _, _ = setup
+    model = onnx.load(str(path))
+    groups = node_groups(model)
+    assert sum(map(len, groups.values())) == len(model.graph.node)
+    assert {"stem", "heads.0", "unets.0.bottom", "unets.0.down.0", "unets.0.up.0"} <= set(groups)
