@@ -1,7 +1,10 @@
 """Atomic writes: every artifact cunet produces (checkpoints, ONNX models, engines, caches, reports) goes through here.
 
-A file is written to a temporary sibling, flushed and fsynced, then renamed over the target. A process killed
-mid-write leaves the previous file intact and at worst a stray `.tmp-*` file that the next write ignores.
+A file is written to a temporary sibling, flushed and fsynced, then renamed over the target, and the directory is
+fsynced so the rename itself survives a power cut. A process killed mid-write leaves the previous file intact and at
+worst a stray hidden `.<name>.tmp-*` file that the next write ignores. The temporary file is created with mode 0o666
+(the kernel applies the umask), so the artifact gets the permissions a plain `open(path, "w")` would give it, not
+`tempfile.mkstemp`'s private 0o600 (a model written for a team must be readable by the team).
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -31,7 +34,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise ValueError(f"atomic_write supports 'w' and 'wb', not {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
@@ -43,6 +46,17 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    # O_EXCL with mode 0o666 is what mkstemp does, except that mkstemp forces 0o600; here the umask decides.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp = str(path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def _fsync_dir(directory: Path) -> None:
