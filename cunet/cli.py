@@ -78,7 +78,11 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `cunet` console script; returns the exit code."""
     try:
-        cli.main(args=argv, prog_name="cunet", standalone_mode=False)
+        # Without standalone mode click catches `Exit` itself and returns its code (e.g. `cunet data check` exiting 1
+        # on a bad dataset); command callbacks return None, so an int here can only be that code.
+        code = cli.main(args=argv, prog_name="cunet", standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool):
+            return code
     except CunetError as e:
         click.echo(f"error: {e}", err=True)
         return 1
