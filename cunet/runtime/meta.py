@@ -4,7 +4,7 @@ An exported ONNX model holds ONE `metadata_props` entry, key "cunet", whose valu
 landmark names and flip pairs, the input size, heatmap stride, normalisation (mean/std, RGB, NCHW), the CU-Net
 config, the training heatmap sigma, the source checkpoint's sha256 and the numeric precision. Preprocessing and
 decoding are driven only by this record, so a `.onnx` or `.engine` file is self-describing. A TensorRT engine cannot
-hold metadata, so the same JSON object lives under the "cunet" key of `manifest.json` beside the engine.
+hold metadata, so the same JSON object lives under the "cunet" key of `<engine>.manifest.json` beside the engine.
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ class ModelMeta:
         precision: "fp32", "fp16" or "int8".
         format_version: version of this record's layout.
         quant: low-bit weights/inputs of the model (`cunet.model.quant.QuantConfig.to_dict()`), None when none.
+        recipe: the INT8 recipe of a quantized model ("tensorrt" or "cpu", `cunet.compile.quantize`), else None.
+        float_groups: blocks an INT8 model keeps in float to meet `--max-drop`, None for non-INT8 models.
     """
 
     task: str
@@ -79,6 +81,8 @@ class ModelMeta:
     layout: str = "NCHW"
     format_version: int = META_FORMAT_VERSION
     quant: dict[str, Any] | None = field(default=None, hash=False)
+    recipe: str | None = None
+    float_groups: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -101,6 +105,7 @@ class ModelMeta:
         need(len(self.mean) == 3 and len(self.std) == 3 and min(self.std) > 0, "mean/std need 3 values, std positive")
         need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         need(self.quant is None or isinstance(self.quant, dict), f"quant must be an object or null, got {self.quant!r}")
+        need(self.recipe in (None, "tensorrt", "cpu"), f"recipe must be tensorrt, cpu or null, got {self.recipe!r}")
         need(self.color == "RGB" and self.layout == "NCHW", f"unsupported input {self.color}/{self.layout}")
         need(
             self.format_version <= META_FORMAT_VERSION,
@@ -162,8 +167,11 @@ class ModelMeta:
         d["landmark_names"] = list(self.landmark_names)
         d["flip_pairs"] = [list(p) for p in self.flip_pairs]
         d["mean"], d["std"] = list(self.mean), list(self.std)
-        if d["quant"] is None:  # full-precision records stay exactly as before low-bit models existed
-            del d["quant"]
+        for optional in ("quant", "recipe", "float_groups"):  # absent unless set: FP32 records stay as they were
+            if d[optional] is None:
+                del d[optional]
+        if self.float_groups is not None:
+            d["float_groups"] = list(self.float_groups)
         return d
 
     def to_json(self) -> str:
@@ -194,10 +202,16 @@ class ModelMeta:
                     "mean": tuple(float(v) for v in d["mean"]),
                     "std": tuple(float(v) for v in d["std"]),
                     "config": dict(d["config"]),
+                    **_float_groups(d),
                 }
             )
         except (TypeError, ValueError) as e:
             raise CunetError(f"invalid cunet model metadata: {e}") from e
+
+
+def _float_groups(d: dict[str, Any]) -> dict[str, Any]:
+    groups = d.get("float_groups")
+    return {} if groups is None else {"float_groups": tuple(str(g) for g in groups)}
 
 
 def write_onnx_meta(model_proto: Any, meta: ModelMeta) -> None:
@@ -245,13 +259,18 @@ def read_onnx_meta(path: str | os.PathLike) -> ModelMeta:
 
 
 def engine_manifest_path(engine_path: str | os.PathLike) -> Path:
-    """Where the metadata of a TensorRT engine lives: `manifest.json` in the engine's folder."""
-    return Path(engine_path).with_name("manifest.json")
+    """Where the metadata of a TensorRT engine lives: `<engine file name>.manifest.json` beside it
+    (`cunet.runtime.manifest`); engines from before per-engine manifests used `manifest.json` in their folder."""
+    p = Path(engine_path)
+    return p.with_name(p.name + ".manifest.json")
 
 
 def read_engine_meta(engine_path: str | os.PathLike) -> ModelMeta:
-    """The `ModelMeta` of a TensorRT engine, read from the "cunet" object of its `manifest.json`."""
+    """The `ModelMeta` of a TensorRT engine: the "cunet" object of `<engine>.manifest.json`, or of the older
+    folder-wide `manifest.json` when the engine has no manifest of its own."""
     manifest = engine_manifest_path(engine_path)
+    if not manifest.is_file() and Path(engine_path).with_name("manifest.json").is_file():
+        manifest = Path(engine_path).with_name("manifest.json")
     if not manifest.is_file():
         raise CunetError(f"{engine_path}: no {manifest.name} beside the engine (it holds the model metadata)")
     try:

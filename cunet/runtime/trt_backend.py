@@ -3,6 +3,8 @@
 Written against the documented API (deserialize_cuda_engine, I/O tensors by name, `set_input_shape`,
 `set_tensor_address`, `execute_async_v3`); it needs a GPU machine with TensorRT and is skipped elsewhere. The CUDA
 device is checked BEFORE `import tensorrt`: without a device TensorRT can abort the process instead of raising.
+Before deserialising, the engine's `<engine>.manifest.json` is compared with the running TensorRT version and GPU
+(`cunet.runtime.manifest.check_compatible`): an engine built elsewhere is refused with a message naming the mismatch.
 Batches larger than the engine's optimisation profile allows are split by the Predictor (`max_batch`).
 """
 
@@ -52,8 +54,13 @@ class TensorRTBackend(Backend):
             import tensorrt as trt
         except ImportError as e:
             raise CunetError(f"{self._path}: TensorRT is not installed (pip install 'cunet[gpu]')") from e
+        from cunet.runtime.manifest import check_compatible, current_device, manifest_path, read_manifest
+
         dev = torch.device(self._device)
         torch.cuda.set_device(dev)
+        # Engines that only have the legacy folder-wide manifest.json carry no provenance to check.
+        if manifest_path(self._path).is_file():
+            check_compatible(self._path, read_manifest(self._path), current_device(trt.__version__, dev.index or 0))
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         engine = runtime.deserialize_cuda_engine(self._path.read_bytes())
         if engine is None:
