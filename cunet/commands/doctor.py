@@ -1,0 +1,195 @@
+"""`cunet doctor`: what this machine can really run — torch device, ONNX Runtime providers that load, TensorRT, GPU.
+
+"Available" is not "works": onnxruntime-gpu lists CUDAExecutionProvider on machines without CUDA libraries and
+then silently runs on the CPU. So every offered provider is tried with a one-node model and counts only if the
+session really kept it (`session.get_providers()`). TensorRT is imported (and its ONNX Runtime provider tried) only
+when a CUDA device is visible, because without one it can abort the process instead of raising.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+from typing import Any
+
+import click
+
+from cunet.commands._common import console, emit_json, json_option, print_table
+
+__all__ = ["doctor", "machine_report"]
+
+_GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+def _probe_model() -> bytes:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _ort_providers(cuda: bool) -> dict[str, Any]:
+    try:
+        import numpy as np
+        import onnxruntime as ort
+    except ImportError:
+        return {"installed": False, "version": None, "providers": []}
+    model = _probe_model()
+    found = []
+    for name in ort.get_available_providers():
+        if name == "TensorrtExecutionProvider" and not cuda:
+            found.append({"name": name, "loads": False, "detail": "not tried: no CUDA device (TensorRT needs one)"})
+            continue
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 4  # the fallback is detected below, ORT's own messages would only repeat it
+        try:
+            session = ort.InferenceSession(model, opts, providers=[name])
+            session.run(None, {"x": np.ones((1, 4), np.float32)})
+            got = session.get_providers()
+        except Exception as e:  # ORT raises its own exception types when a provider's libraries are missing
+            found.append({"name": name, "loads": False, "detail": f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"})
+            continue
+        ok = bool(got) and got[0] == name
+        found.append({"name": name, "loads": ok, "detail": "ok" if ok else f"fell back to {got[0] if got else 'none'}"})
+    return {"installed": True, "version": ort.__version__, "providers": found}
+
+
+def _torch_info() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    try:
+        import torch
+    except ImportError:
+        return {"installed": False, "version": None, "device": None}, []
+    cuda = bool(torch.cuda.is_available())
+    gpus = []
+    for i in range(torch.cuda.device_count() if cuda else 0):
+        p = torch.cuda.get_device_properties(i)
+        gpus.append({"index": i, "name": p.name, "compute_capability": f"{p.major}.{p.minor}",
+                     "memory_mb": round(p.total_memory / 1e6)})
+    info = {
+        "installed": True,
+        "version": torch.__version__,
+        "device": "cuda" if cuda else "cpu",
+        "cuda_build": torch.version.cuda,
+        "threads": torch.get_num_threads(),
+    }
+    return info, gpus
+
+
+def _tensorrt_info(cuda: bool) -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return {"installed": False, "version": None, "detail": "not installed (pip install 'cunet[gpu]' on a GPU "
+                                                                "machine)"}
+    if not cuda:
+        dist = None
+        for name in ("tensorrt", "tensorrt-cu13", "tensorrt-cu12"):
+            try:
+                dist = version(name)
+                break
+            except PackageNotFoundError:
+                continue
+        return {"installed": True, "version": dist, "detail": "installed but not imported: no CUDA device"}
+    try:
+        import tensorrt as trt
+    except ImportError as e:  # the PyPI stub package raises when its libraries were never fetched
+        return {"installed": True, "version": None, "detail": f"cannot import: {str(e).splitlines()[0][:160]}"}
+    return {"installed": True, "version": trt.__version__, "detail": "ok"}
+
+
+def _cpu_info() -> dict[str, Any]:
+    from cunet.evaluate.profile import _cpu_model
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {"model": _cpu_model(), "threads": os.cpu_count(), "usable": usable, "machine": platform.machine()}
+
+
+def machine_report() -> dict[str, Any]:
+    """Everything `cunet doctor` reports, as one JSON-ready dict.
+
+    Returns:
+        {"cunet", "python", "os", "cpu": {"model", "threads", "usable", "machine"}, "torch": {"installed",
+        "version", "device", "cuda_build", "threads"}, "gpus": [{"index", "name", "compute_capability",
+        "memory_mb"}], "onnxruntime": {"installed", "version", "providers": [{"name", "loads", "detail"}]},
+        "tensorrt": {"installed", "version", "detail"}, "backends": [cunet backend names this machine runs],
+        "engines": {"can_build": bool, "reason": str | None}}.
+    """
+    import cunet
+    from cunet.compile.tensorrt import unavailable_reason
+    from cunet.runtime import available_backends
+
+    torch_info, gpus = _torch_info()
+    cuda = torch_info.get("device") == "cuda"
+    ort = _ort_providers(cuda)
+    loads = {p["name"] for p in ort["providers"] if p["loads"]}
+    # available_backends lists what is offered; keep only ORT backends whose provider really loaded here.
+    needs = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider",
+             "ort-trt": "TensorrtExecutionProvider"}
+    backends = [b for b in available_backends() if b not in needs or needs[b] in loads]
+    reason = unavailable_reason()
+    trt = _tensorrt_info(cuda)
+    if reason is None and trt["detail"] != "ok":
+        reason = f"TensorRT {trt['detail']}"
+    if reason is not None and "tensorrt" in backends:
+        backends.remove("tensorrt")
+    return {
+        "cunet": cunet.__version__,
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+        "cpu": _cpu_info(),
+        "torch": torch_info,
+        "gpus": gpus,
+        "onnxruntime": ort,
+        "tensorrt": trt,
+        "backends": backends,
+        "engines": {"can_build": reason is None, "reason": reason},
+    }
+
+
+@click.command()
+@json_option
+def doctor(as_json):
+    """Report what this machine can run: torch device, ONNX Runtime providers, TensorRT, GPU, CPU.
+
+    \b
+    Each ONNX Runtime provider is tried with a one-node model and counts only if the session kept it
+    (onnxruntime-gpu lists CUDA even where it then falls back to the CPU). TensorRT is imported only when a
+    CUDA device is visible. `backends` lists the values of --backend that work here.
+    \b
+      cunet doctor
+      cunet doctor --json
+    """
+    report = machine_report()
+    if as_json:
+        emit_json(report)
+        return
+    t, o, trt = report["torch"], report["onnxruntime"], report["tensorrt"]
+    rows = [
+        ("cunet / python", f"{report['cunet']} / {report['python']} ({report['os']})"),
+        ("CPU", f"{report['cpu']['model']} · {report['cpu']['usable']} of {report['cpu']['threads']} threads usable"),
+        ("torch", f"{t['version']} · device {t['device']}" if t["installed"] else "not installed"),
+    ]
+    rows += [(f"GPU {g['index']}", f"{g['name']} · compute capability {g['compute_capability']} · "
+              f"{g['memory_mb']:,} MB") for g in report["gpus"]] or [("GPU", "none visible")]
+    rows.append(("onnxruntime", o["version"] or "not installed"))
+    rows += [(f"  {p['name']}", ("loads" if p["loads"] else "does not load") + ("" if p["loads"] else
+             f": {p['detail']}")) for p in o["providers"]]
+    rows.append(("TensorRT", f"{trt['version'] or '—'} ({trt['detail']})"))
+    rows.append(("backends that run here", ", ".join(report["backends"]) or "none"))
+    engines = report["engines"]
+    rows.append(("TensorRT engines", "can build and run" if engines["can_build"] else f"no: {engines['reason']}"))
+    from rich.markup import escape
+
+    print_table("cunet doctor", ["", "value"], [(k, escape(v)) for k, v in rows])
+    if not engines["can_build"]:
+        console().print("GPU paths (ort-cuda, ort-trt, tensorrt, `cunet compile`) are unavailable on this machine.")

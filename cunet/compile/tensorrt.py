@@ -1,0 +1,340 @@
+"""TensorRT engines from cunet ONNX models, each with a `<engine>.manifest.json` saying where it came from.
+
+Precision comes from the model, not from builder flags, wherever TensorRT allows it:
+
+- TensorRT 11 networks are always strongly typed (the INT8/FP16 builder flags and calibrators are gone): INT8 is
+  built from the Q/DQ model of `cunet quantize --recipe tensorrt`, FP16 from an FP16-typed ONNX model (made here
+  from the FP32 model when an ONNX float16 converter is installed), FP32 from the export itself.
+- TensorRT 10 (the one on Jetson) builds the same models with the STRONGLY_TYPED creation flag; the only weakly
+  typed build is FP16 from an FP32 model, with the FP16 builder flag.
+
+One optimisation profile covers a dynamic batch (`--batch MIN:OPT:MAX`); the workspace pool can be limited and a
+timing cache reused across builds. Everything that can be checked without a GPU is checked first (the model's
+metadata and type, the Q/DQ rules for INT8, the batch profile); TensorRT is imported only after a CUDA device was
+seen, because without one it can abort the process instead of raising. The TensorRT calls follow the documented
+TensorRT 10/11 Python API (Builder, IBuilderConfig, IOptimizationProfile, OnnxParser, ITimingCache) and have not run
+on this project's GPU-less machines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cunet.errors import CunetError
+from cunet.io import write_bytes
+from cunet.runtime.base import cuda_device_available
+from cunet.runtime.manifest import DeviceInfo, EngineManifest, sha256_file, write_manifest
+from cunet.runtime.meta import PRECISIONS, ModelMeta, meta_from_onnx_proto, write_onnx_meta
+
+__all__ = [
+    "BatchProfile",
+    "unavailable_reason",
+    "model_precision",
+    "calibration_sha256",
+    "fp16_converter",
+    "to_fp16_onnx",
+    "inspect_source",
+    "build_manifest",
+    "compile_engine",
+]
+
+_QDQ = ("QuantizeLinear", "DequantizeLinear")
+
+
+@dataclass(frozen=True)
+class BatchProfile:
+    """The batch range of the engine's one optimisation profile: min ≤ opt ≤ max, TensorRT tunes for `opt`."""
+
+    min: int
+    opt: int
+    max: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min <= self.opt <= self.max:
+            raise CunetError(f"batch profile needs 1 <= min <= opt <= max, got {self.min}:{self.opt}:{self.max}")
+
+    @classmethod
+    def parse(cls, spec: str) -> "BatchProfile":
+        """`"1:8:32"` → min 1, opt 8, max 32; a single number `"8"` is a fixed batch (8:8:8).
+
+        Raises:
+            CunetError: anything else (not integers, not 1 or 3 parts, not ordered, below 1).
+        """
+        parts = str(spec).strip().split(":")
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:
+            raise CunetError(f"batch profile {spec!r}: expected MIN:OPT:MAX integers like 1:8:32, or one integer")
+        if len(values) == 1:
+            values *= 3
+        if len(values) != 3:
+            raise CunetError(f"batch profile {spec!r}: expected MIN:OPT:MAX (3 numbers) or one number")
+        return cls(*values)
+
+    def shapes(self, input_size: int, channels: int = 3) -> dict[str, list[int]]:
+        """Input shapes of the profile: {"min", "opt", "max"} → [N, C, S, S]."""
+        return {k: [getattr(self, k), channels, input_size, input_size] for k in ("min", "opt", "max")}
+
+    def __str__(self) -> str:
+        return f"{self.min}:{self.opt}:{self.max}"
+
+
+def unavailable_reason() -> str | None:
+    """Why this machine cannot build or run TensorRT engines, or None when it can. Never imports TensorRT."""
+    missing = []
+    if importlib.util.find_spec("tensorrt") is None:
+        missing.append("TensorRT is not installed (pip install 'cunet[gpu]' on an NVIDIA GPU machine)")
+    if not cuda_device_available():
+        missing.append("no CUDA device is visible")
+    return " and ".join(missing) or None
+
+
+def model_precision(proto: Any) -> str:
+    """What an ONNX model computes in: "int8" (it has Q/DQ nodes), "fp16" (float16 weights) or "fp32"."""
+    from onnx import TensorProto
+
+    if any(n.op_type in _QDQ for n in proto.graph.node):
+        return "int8"
+    if any(t.data_type == TensorProto.FLOAT16 for t in proto.graph.initializer):
+        return "fp16"
+    return "fp32"
+
+
+def calibration_sha256(proto: Any) -> str | None:
+    """A hash of the activation quantization (scale, zero point) of every QuantizeLinear fed by a computed tensor.
+
+    Weight quantizers follow from the weights; activation quantizers are what calibration decided. So the hash
+    names the calibration an INT8 model embodies, whatever its weights. None when the model has no Q/DQ.
+    """
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in proto.graph.initializer}
+    entries = []
+    for n in proto.graph.node:
+        if n.op_type != "QuantizeLinear" or n.input[0] in inits:
+            continue
+        values = [numpy_helper.to_array(inits[t]) for t in n.input[1:3] if t in inits]
+        entries.append((n.input[0], b"".join(np.ascontiguousarray(v).tobytes() for v in values)))
+    if not entries:
+        return None
+    h = hashlib.sha256()
+    for name, blob in sorted(entries):
+        h.update(name.encode() + b"\0" + blob)
+    return h.hexdigest()
+
+
+def fp16_converter() -> Callable[..., Any] | None:
+    """An installed ONNX float32 → float16 converter: onnxconverter-common's, else the copy shipped inside
+    onnxruntime (`onnxruntime.transformers.float16`); None when neither is importable."""
+    for module in ("onnxconverter_common.float16", "onnxruntime.transformers.float16"):
+        try:
+            if importlib.util.find_spec(module) is None:
+                continue
+        except ModuleNotFoundError:  # the parent package itself is missing
+            continue
+        return getattr(importlib.import_module(module), "convert_float_to_float16")
+    return None
+
+
+def to_fp16_onnx(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Write an FP16-typed copy of a cunet FP32 ONNX model (weights and compute in float16, I/O kept float32 so
+    every runtime feeds it like the FP32 model), with its metadata's precision set to "fp16".
+
+    Raises:
+        CunetError: no converter is installed (say which to install), or `src` is not an FP32 cunet model.
+    """
+    import onnx
+
+    convert = fp16_converter()
+    if convert is None:
+        raise CunetError(
+            "an FP16 model needs an FP16-typed ONNX file and no float16 converter is installed: "
+            "pip install onnxconverter-common (or onnxruntime, which ships one)"
+        )
+    proto = onnx.load(str(src))
+    meta = meta_from_onnx_proto(proto, str(src))
+    if model_precision(proto) != "fp32":
+        raise CunetError(f"{src}: FP16 conversion needs the FP32 model, this one is {model_precision(proto)}")
+    half = convert(proto, keep_io_types=True)
+    write_onnx_meta(half, dataclasses.replace(meta, precision="fp16"))
+    write_bytes(dst, half.SerializeToString())
+    return Path(dst)
+
+
+def inspect_source(onnx_path: str | os.PathLike, precision: str) -> tuple[Any, ModelMeta, str]:
+    """Check that an ONNX model can be built at `precision` (no GPU needed); returns (proto, meta, model type).
+
+    Raises:
+        CunetError: unknown precision; missing or non-cunet model; an INT8 build of a model without Q/DQ or with
+            Q/DQ TensorRT rejects; an FP32/FP16 build of a Q/DQ model; an FP32 build of an FP16 model.
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if precision not in PRECISIONS:
+        raise CunetError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
+    path = Path(onnx_path)
+    if not path.is_file():
+        raise CunetError(f"{path}: no such ONNX file")
+    try:
+        proto = onnx.load(str(path))
+    except (DecodeError, ValueError, RuntimeError, OSError) as e:
+        raise CunetError(f"{path}: not a readable ONNX model ({type(e).__name__})") from e
+    meta = meta_from_onnx_proto(proto, str(path))
+    kind = model_precision(proto)
+    if precision == "int8" and kind != "int8":
+        raise CunetError(f"{path}: an INT8 engine needs a Q/DQ model; make one with "
+                         f"`cunet quantize {path.name} --recipe tensorrt --data DIR -o model.int8.onnx`")
+    if kind == "int8" and precision != "int8":
+        raise CunetError(f"{path}: is an INT8 Q/DQ model (TensorRT builds it as INT8); use --precision int8")
+    if kind == "fp16" and precision == "fp32":
+        raise CunetError(f"{path}: is an FP16-typed model; build it with --precision fp16 or compile the FP32 model")
+    if precision == "int8":
+        from cunet.compile.trt_rules import check_trt
+
+        errors = [v for v in check_trt(path) if v.severity == "error"]
+        if errors:
+            raise CunetError(f"{path}: {len(errors)} TensorRT Q/DQ rule violation(s), first: [{errors[0].rule}] "
+                             f"{errors[0].message} (quantize with --recipe tensorrt)")
+    return proto, meta, kind
+
+
+def build_manifest(
+    engine_path: str | os.PathLike,
+    source_path: str | os.PathLike,
+    source_proto: Any,
+    meta: ModelMeta,
+    precision: str,
+    batch: BatchProfile,
+    device: DeviceInfo,
+    strongly_typed: bool,
+    builder_flags: tuple[str, ...] = (),
+    workspace_mb: int | None = None,
+    input_name: str = "image",
+) -> EngineManifest:
+    """The manifest of an engine file already on disk (hashes of the engine and its source, the shapes, the device).
+
+    Args:
+        engine_path: the built engine; source_path / source_proto: the ONNX model it was built from.
+        meta: the source's metadata (its precision is replaced by `precision`).
+        precision, batch, device, strongly_typed, builder_flags, workspace_mb: how it was built.
+        input_name: the network input the profile applies to.
+    """
+    return EngineManifest(
+        engine=Path(engine_path).name,
+        engine_sha256=sha256_file(engine_path),
+        tensorrt_version=device.tensorrt_version,
+        gpu_name=device.gpu_name,
+        compute_capability=device.compute_capability,
+        precision=precision,
+        strongly_typed=strongly_typed,
+        builder_flags=tuple(builder_flags),
+        input_name=input_name,
+        shapes=batch.shapes(meta.input_size),
+        workspace_mb=workspace_mb,
+        source_model=Path(source_path).name,
+        source_sha256=sha256_file(source_path),
+        calibration_sha256=calibration_sha256(source_proto) if precision == "int8" else None,
+        meta=dataclasses.replace(meta, precision=precision),
+    )
+
+
+def compile_engine(
+    onnx_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    precision: str,
+    batch: BatchProfile | str = "1:8:32",
+    workspace_mb: int | None = None,
+    timing_cache: str | os.PathLike | None = None,
+    device: int = 0,
+) -> EngineManifest:
+    """Build a TensorRT engine from a cunet ONNX model and write it with its manifest (both atomically).
+
+    Args:
+        onnx_path: FP32 export, FP16-typed model, or Q/DQ INT8 model (`--recipe tensorrt`).
+        out_path: the `.engine` file; the manifest goes to `<out_path>.manifest.json`.
+        precision: "fp32", "fp16" or "int8" (must agree with the model, see `inspect_source`).
+        batch: the dynamic-batch profile, `BatchProfile` or "MIN:OPT:MAX".
+        workspace_mb: limit of TensorRT's workspace memory pool (None: TensorRT's default, the device memory).
+        timing_cache: a timing cache file, read if present and rewritten after the build (speeds up rebuilds on the
+            same GPU and TensorRT version).
+        device: CUDA device index.
+
+    Returns:
+        The written `EngineManifest`.
+
+    Raises:
+        CunetError: a model that cannot be built at `precision`, no TensorRT or no CUDA device (one line, checked
+            before TensorRT is imported), a TensorRT version below 10, ONNX parser errors, a failed build.
+    """
+    profile = batch if isinstance(batch, BatchProfile) else BatchProfile.parse(batch)
+    if workspace_mb is not None and workspace_mb < 1:
+        raise CunetError(f"workspace must be at least 1 MB, got {workspace_mb}")
+    proto, meta, kind = inspect_source(onnx_path, precision)
+    reason = unavailable_reason()
+    if reason:
+        raise CunetError(f"cannot build a TensorRT engine on this machine: {reason}")
+    import tensorrt as trt
+
+    from cunet.runtime.manifest import current_device
+
+    major = int(trt.__version__.split(".")[0])
+    if major < 10:
+        raise CunetError(f"TensorRT {trt.__version__} is too old; cunet builds engines with TensorRT 10 or 11")
+    with tempfile.TemporaryDirectory(prefix="cunet-trt-") as tmp:
+        model_bytes = Path(onnx_path).read_bytes()
+        flags: tuple[str, ...] = ()
+        if precision == "fp16" and kind == "fp32":
+            if major >= 11:  # strongly typed only: the types must be in the model
+                model_bytes = to_fp16_onnx(onnx_path, Path(tmp) / "fp16.onnx").read_bytes()
+            else:
+                flags = ("FP16",)
+        serialized, input_name = _build(trt, model_bytes, profile, flags, workspace_mb, timing_cache, str(onnx_path))
+    write_bytes(out_path, serialized)
+    manifest = build_manifest(out_path, onnx_path, proto, meta, precision, profile,
+                              current_device(trt.__version__, device), strongly_typed=not flags,
+                              builder_flags=flags, workspace_mb=workspace_mb, input_name=input_name)
+    write_manifest(out_path, manifest)
+    return manifest
+
+
+def _build(trt: Any, model: bytes, profile: BatchProfile, flags: tuple[str, ...], workspace_mb: int | None,
+           timing_cache: str | os.PathLike | None, where: str) -> tuple[bytes, str]:
+    # Documented TensorRT 10/11 Python API only; STRONGLY_TYPED is ignored (always on) by TensorRT 11.
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    creation = 0 if flags else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(creation)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(model):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise CunetError(f"{where}: TensorRT's ONNX parser rejected the model: {errors[:300]}")
+    config = builder.create_builder_config()
+    for flag in flags:
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    if workspace_mb is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    input_name = network.get_input(0).name
+    _, c, h, w = network.get_input(0).shape
+    opt = builder.create_optimization_profile()
+    opt.set_shape(input_name, (profile.min, c, h, w), (profile.opt, c, h, w), (profile.max, c, h, w))
+    config.add_optimization_profile(opt)
+    cache_path = Path(timing_cache) if timing_cache is not None else None
+    if cache_path is not None:
+        cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise CunetError(f"{where}: TensorRT could not build an engine (its log above says why)")
+    if cache_path is not None:
+        write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
+    return bytes(serialized), input_name
