@@ -123,7 +123,17 @@ class OrtBackend(Backend):
     def infer(self, x: np.ndarray) -> np.ndarray:
         if self._session is None:
             raise RuntimeError("OrtBackend.infer called before open()")
-        (out,) = self._session.run([self._output_name], {self._input_name: np.ascontiguousarray(x, self._input_dtype)})
+        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+        try:
+            (out,) = self._session.run(
+                [self._output_name], {self._input_name: np.ascontiguousarray(x, self._input_dtype)}
+            )
+        except InvalidArgument as e:
+            # The input is shaped from the model's own metadata, so a rejected shape means the metadata describes
+            # another graph (copied metadata, or an ONNX file that is not the exported cunet model).
+            detail = " ".join(str(e).split())[:200]
+            raise CunetError(f"{self._path}: the graph rejects the input its cunet metadata describes ({detail})") from e
         return np.asarray(out, dtype=np.float32)
 
     def close(self) -> None:

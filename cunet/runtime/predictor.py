@@ -137,8 +137,17 @@ class Predictor:
             raise CunetError(f"{self.path}: input must be [N, 3, {s}, {s}], got {list(x.shape)}")
         step = self._backend.max_batch or max(len(x), 1)
         if len(x) <= step:
-            return self._backend.infer(x)
-        return np.concatenate([self._backend.infer(x[i : i + step]) for i in range(0, len(x), step)])
+            out = self._backend.infer(x)
+        else:
+            out = np.concatenate([self._backend.infer(x[i : i + step]) for i in range(0, len(x), step)])
+        k, h = self.meta.num_landmarks, self.meta.heatmap_size
+        if out.shape != (len(x), k, h, h):
+            # Decoding garbage would give confident wrong landmarks (or crash later with a numpy error).
+            raise CunetError(
+                f"{self.path}: the model outputs {list(out.shape)} but its cunet metadata promises "
+                f"[{len(x)}, {k}, {h}, {h}] heatmaps; the file is not the model its metadata describes"
+            )
+        return out
 
     def postprocess(self, heatmaps: np.ndarray, affines: np.ndarray) -> np.ndarray:
         """Decode heatmaps [N, K, h, w] and map them through the inverse crop affines [N, 2, 3] → [N, K, 2] floats.
