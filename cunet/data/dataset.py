@@ -351,7 +351,9 @@ def load_samples(
             raise CunetError(f"{root}: pose datasets have no subsets (got {subset!r})")
         result = _pose_samples(root, split, check_images)
     if not result.samples and not allow_empty:
-        detail = f" ({len(result.problems)} bad file(s), first: {result.problems[0].file})" if result.problems else ""
+        first = result.problems[0] if result.problems else None
+        # Name what is wrong with the first bad file, not only which file: "not valid JSON" is the fix-it hint.
+        detail = f" ({len(result.problems)} bad file(s), first: {first.file}: {first.problem})" if first else ""
         raise CunetError(f"{root}: no usable {task} samples in split {split!r}{detail}")
     return result
 
