@@ -14,8 +14,10 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt"]
 
 
 @click.command()
-@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--data", "data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+# No exists=True: a missing model or folder is reported by the library as "error: <path>: ..." with exit 1, like
+# every other command, instead of click's three-line usage error with exit 2.
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data", "data", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Dataset folder (300-W layout or train/ test/ for faces; train.json / valid.json for pose).")
 @click.option("--task", type=click.Choice(["face", "pose"]), help="Default: the model's own task.")
 @click.option("--backend", type=click.Choice(_BACKENDS), default="auto", show_default=True,
