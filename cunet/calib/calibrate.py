@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -116,8 +117,14 @@ def _run_calibrator(model_path: Path, inputs: CalibrationInputs, method: Method)
 
     # Entropy/percentile keep every activation in histograms; one image per run bounds their memory.
     batch = 8 if method is Method.MINMAX else 1
-    # ONNX Runtime's histogram calibrators print progress on stdout, which belongs to `--json` output.
-    with tempfile.TemporaryDirectory(prefix="cunet-calib-") as tmp, contextlib.redirect_stdout(sys.stderr):
+    # ONNX Runtime's histogram calibrators print progress on stdout, which belongs to `--json` output. NaN
+    # activations make numpy warn inside ORT ("All-NaN axis"); the ranges are checked below and that is the one error.
+    with (
+        tempfile.TemporaryDirectory(prefix="cunet-calib-") as tmp,
+        contextlib.redirect_stdout(sys.stderr),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore", RuntimeWarning)
         calibrator = create_calibrator(
             model_path,
             None,
@@ -132,6 +139,16 @@ def _run_calibrator(model_path: Path, inputs: CalibrationInputs, method: Method)
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise CunetError(f"{model_path}: calibration produced a non-finite range for tensor {name!r} (NaN in the model or data)")
         tensors[name] = (lo, hi)
+    import onnx
+
+    for out in onnx.load(str(model_path), load_external_data=False).graph.output:
+        lo, hi = tensors.get(out.name, (0.0, 1.0))
+        if lo == hi:
+            # Every scale downstream of a constant output is arbitrary: the INT8 model would "work" and be useless.
+            raise CunetError(
+                f"{model_path}: calibration gives the output {out.name!r} a zero range ({lo:g} everywhere); the "
+                "model or the calibration images produce a constant output, so INT8 ranges from them are meaningless"
+            )
     return tensors
 
 
