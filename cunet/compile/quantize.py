@@ -291,7 +291,10 @@ def quantize(
     read_preprocess_spec(src)
     with tempfile.TemporaryDirectory(prefix="cunet-quant-") as tmp:
         fp32 = prepare_fp32(src, recipe, Path(tmp) / src.name)
-        ranges = calibrate(fp32, data, method=method, samples=samples, cache_dir=cache_dir)
+        try:
+            ranges = calibrate(fp32, data, method=method, samples=samples, cache_dir=cache_dir)
+        except CunetError as e:  # name the user's model, not its prepared copy in the temporary folder
+            raise CunetError(str(e).replace(str(fp32), str(src))) from e
         drop, excluded = None, []
         if max_drop is None:
             model = quantize_with_ranges(fp32, ranges, recipe, [])
