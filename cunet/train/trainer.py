@@ -1,0 +1,751 @@
+"""The CU-Net trainer: `train(TrainOptions(...)) -> TrainResult`, the library behind `cunet train`.
+
+Reads top to bottom like `train` below: options → device and DDP → data → model (+ optional low-bit QAT) →
+optimiser and step schedule → resume → epochs (train, validate, checkpoint, log).
+
+What makes a run reproducible and resumable:
+- every random choice of the data comes from (seed, epoch, index) (`LandmarkDataset`) and the batch order from
+  (seed, epoch) (`EpochSampler`), never from global state, so an epoch's batches do not depend on the process;
+- the model is built right after `torch.manual_seed(seed)`;
+- `last.pt` holds the weights, optimiser, schedule, epoch, step, best metric, history and RNG states after every
+  epoch. A run killed at any moment resumes from the last finished epoch and ends with the same weights as a run
+  that was never interrupted (bit-identical on CPU with the same thread count; tests/train/test_resume.py).
+
+Checkpoints and logs are written through `cunet.io` (temporary file + rename): `best.pt` before `last.pt`, so a
+kill between the two never leaves a `last.pt` that claims a best checkpoint that is not on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from cunet.errors import CunetError
+
+__all__ = [
+    "RECIPES",
+    "DEFAULT_RECIPE",
+    "Recipe",
+    "TrainOptions",
+    "TrainResult",
+    "EpochSampler",
+    "heatmap_loss",
+    "resolve_options",
+    "train",
+]
+
+OPTIMIZERS = ("rmsprop", "adam")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+#: Options that define what a run is. On `resume` they must equal the run's own (None means "the run's value").
+RUN_FIELDS = ("variant", "sigma", "optimizer", "lr", "batch_size", "milestones", "gamma", "weight_decay", "seed")
+
+
+# ------------------------------------------------------------------------------------------------------ options
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Default training hyper-parameters of a variant (any `TrainOptions` field left as None takes these).
+
+    Attributes:
+        epochs: passes over the training split.
+        batch_size: images per optimiser step, summed over all DDP processes.
+        lr: initial learning rate.
+        optimizer: "rmsprop" or "adam".
+        sigma: target Gaussian sigma in heatmap pixels (None: `default_sigma`, 2.0 at 64², proportional).
+        milestones: the learning rate is multiplied by `gamma` when these fractions of `epochs` are done.
+        gamma: the step factor (the original's 0.2).
+        weight_decay: L2 penalty of the optimiser.
+    """
+
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str
+    sigma: float | None
+    milestones: tuple[float, ...]
+    gamma: float = 0.2
+    weight_decay: float = 0.0
+
+
+#: The original CU-Net face training: RMSprop lr 2.5e-4, batch 24, lr x0.2 at 30/100, 60/100 and 90/100 epochs.
+DEFAULT_RECIPE = Recipe(epochs=100, batch_size=24, lr=2.5e-4, optimizer="rmsprop", sigma=None,
+                        milestones=(0.3, 0.6, 0.9))
+#: cunet-tiny on 2 CPU cores: tuned on `cunet data synth --task face --n 600` for a 5-minute budget (the numbers
+#: behind these values are in the module's commit message and the issue-3 report).
+_TINY = Recipe(epochs=20, batch_size=16, lr=2e-3, optimizer="adam", sigma=None, milestones=(0.75,))
+RECIPES: dict[str, Recipe] = {"cunet-tiny": _TINY, "cunet-tiny-pose": _TINY}
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Everything `train` needs; what the CLI flags build. None means "the variant's recipe" (`RECIPES`) for a new
+    run and "the run's own value" when resuming.
+
+    Attributes:
+        task: "face" (NME validation) or "pose" (PCKh@0.5 validation).
+        data: dataset folder (DESIGN.md layouts); its "train" split trains, its "test" split validates.
+        out: run folder: last.pt, best.pt, log.csv, history.json.
+        variant: a `cunet.model.VARIANTS` name (None: cunet-tiny / cunet-tiny-pose by task). The task's landmark
+            count replaces the variant's, so any variant trains for either task.
+        epochs, batch_size, lr, optimizer, sigma, milestones, gamma, weight_decay: see `Recipe` (milestones here
+            are epoch numbers: the lr drops after that many epochs).
+        resume: continue the run in `out` from last.pt (a finished run returns at once).
+        seed: seeds the model init, the batch order and every augmentation.
+        workers: DataLoader worker processes (0: load in the training process; fastest measured on 2 cores).
+        overrides: `CUNetConfig` fields replacing the variant's, e.g. {"layers": 2, "input_size": 128}.
+        bits_w, bits_a, bits_g: low-bit quantization-aware training of weights / conv inputs / weight gradients
+            (`cunet.model.quant`); None keeps that part full precision.
+        max_minutes: stop cleanly after the epoch that crosses this wall-clock budget (counted over resumes).
+        device: "cpu", "cuda", "cuda:1", ... (None: CUDA when available).
+        progress: draw a progress bar and print one line per epoch on stderr.
+        amp: mixed precision on CUDA ("auto": bf16 where supported, else fp16); always off on CPU.
+        threads: `torch.set_num_threads` for this run (None: leave the process's setting alone).
+    """
+
+    task: str
+    data: str | os.PathLike
+    out: str | os.PathLike = "run"
+    variant: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str | None = None
+    resume: bool = False
+    seed: int | None = None
+    workers: int = 0
+    sigma: float | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    bits_w: int | None = None
+    bits_a: int | None = None
+    bits_g: int | None = None
+    max_minutes: float | None = None
+    device: str | None = None
+    progress: bool = True
+    milestones: tuple[int, ...] | None = None
+    gamma: float | None = None
+    weight_decay: float | None = None
+    amp: str = "auto"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise CunetError(f"invalid training options: {msg}")
+
+        need(self.task in ("face", "pose"), f"task must be 'face' or 'pose', got {self.task!r}")
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            need(v is None or (isinstance(v, int) and v >= 1), f"{name} must be a positive integer, got {v!r}")
+        need(self.lr is None or (math.isfinite(self.lr) and self.lr > 0), f"lr must be positive, got {self.lr!r}")
+        need(self.optimizer is None or self.optimizer in OPTIMIZERS,
+             f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        need(self.sigma is None or self.sigma > 0, f"sigma must be positive, got {self.sigma!r}")
+        need(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
+        need(self.max_minutes is None or self.max_minutes > 0, f"max_minutes must be positive, got {self.max_minutes}")
+        need(self.gamma is None or 0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma!r}")
+        need(self.weight_decay is None or self.weight_decay >= 0, "weight_decay must be >= 0")
+        need(self.amp in AMP_MODES, f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        need(self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads!r}")
+        need(self.milestones is None or all(isinstance(m, int) and m >= 1 for m in self.milestones),
+             f"milestones must be positive epoch numbers, got {self.milestones!r}")
+        for name in ("bits_w", "bits_a", "bits_g"):
+            v = getattr(self, name)
+            need(v is None or (isinstance(v, int) and 1 <= v <= 16), f"{name} must be 1..16 bits, got {v!r}")
+        need(isinstance(self.overrides, dict), "overrides must be a dict of CUNetConfig fields")
+
+    @property
+    def quantized(self) -> bool:
+        return any(b is not None for b in (self.bits_w, self.bits_a, self.bits_g))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON- and `torch.load(weights_only=True)`-friendly dict (paths as strings, tuples as lists)."""
+        d = dataclasses.asdict(self)
+        d["data"], d["out"] = str(self.data), str(self.out)
+        d["milestones"] = None if self.milestones is None else list(self.milestones)
+        return d
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished (or budget-stopped) run produced.
+
+    Attributes:
+        best: best.pt, the epoch with the best validation metric.
+        last: last.pt, the latest epoch (resume from here).
+        history: one dict per epoch: epoch, train_loss, <metric_name>, lr, seconds (the epoch), elapsed (the run).
+        best_metric: the best validation value (NME in percent, or PCKh@0.5 in percent).
+        metric_name: "nme" (lower is better) or "pckh@0.5" (higher is better).
+        seconds: training wall time of the whole run, over all resumes.
+        epoch: epochs completed.
+    """
+
+    best: Path
+    last: Path
+    history: list[dict]
+    best_metric: float
+    metric_name: str
+    seconds: float
+    epoch: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["best"], d["last"] = str(self.best), str(self.last)
+        return d
+
+
+def _default_variant(task: str) -> str:
+    return "cunet-tiny" if task == "face" else "cunet-tiny-pose"
+
+
+def resolve_options(opts: TrainOptions, saved: dict[str, Any] | None = None) -> TrainOptions:
+    """Fill every None of `opts` from the run being resumed (`saved`, its args) or else from the variant's recipe.
+
+    Raises:
+        CunetError: when resuming with a run-defining option (`RUN_FIELDS`) that differs from the run's own.
+    """
+    if saved is not None:
+        differ = []
+        for name in RUN_FIELDS:
+            mine, theirs = getattr(opts, name), saved.get(name)
+            if name == "milestones" and theirs is not None:
+                theirs = tuple(theirs)
+            if mine is not None and mine != theirs:
+                differ.append(f"{name} {mine!r} (the run has {theirs!r})")
+        if differ:
+            raise CunetError(f"{Path(opts.out) / 'last.pt'}: cannot resume with different options: "
+                             f"{'; '.join(differ)}. Leave them out, or train into another --out")
+        filled = {n: (tuple(saved[n]) if n == "milestones" else saved[n]) for n in RUN_FIELDS
+                  if getattr(opts, n) is None and saved.get(n) is not None}
+        opts = dataclasses.replace(opts, **filled)
+    variant = opts.variant or _default_variant(opts.task)
+    recipe = RECIPES.get(variant, DEFAULT_RECIPE)
+    epochs = opts.epochs if opts.epochs is not None else recipe.epochs
+    milestones = opts.milestones
+    if milestones is None:
+        milestones = tuple(sorted({max(1, round(f * epochs)) for f in recipe.milestones}))
+    return dataclasses.replace(
+        opts,
+        variant=variant,
+        epochs=epochs,
+        batch_size=opts.batch_size if opts.batch_size is not None else recipe.batch_size,
+        lr=opts.lr if opts.lr is not None else recipe.lr,
+        optimizer=opts.optimizer or recipe.optimizer,
+        seed=opts.seed if opts.seed is not None else 0,
+        milestones=milestones,
+        gamma=opts.gamma if opts.gamma is not None else recipe.gamma,
+        weight_decay=opts.weight_decay if opts.weight_decay is not None else recipe.weight_decay,
+        sigma=opts.sigma if opts.sigma is not None else recipe.sigma,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------- loss
+
+
+def heatmap_loss(outputs: list[torch.Tensor], target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked MSE over every supervised head, averaged over heads.
+
+    A landmark with mask 0 (unannotated, or outside the crop) contributes nothing, instead of being trained towards
+    an all-zero map as in the original code. Each head's loss is the mean squared error over the pixels of the
+    masked-in maps only, so the loss scale does not depend on how many points a batch happens to miss.
+
+    Args:
+        outputs: per supervised head, [N, K, H, W] predicted heatmaps.
+        target: [N, K, H, W] Gaussian targets.
+        mask: [N, K], 1 where the landmark counts.
+
+    Returns:
+        A scalar tensor (0 when the mask is all zero).
+    """
+    m = mask.to(target.dtype)[..., None, None]
+    pixels = (m.sum() * target.shape[-2] * target.shape[-1]).clamp_min(1.0)
+    per_head = [(((o.float() - target) ** 2) * m).sum() / pixels for o in outputs]
+    return torch.stack(per_head).mean()
+
+
+# ------------------------------------------------------------------------------------------------- data helpers
+
+
+class EpochSampler(Sampler[int]):
+    """A shuffled order that is a pure function of (seed, epoch), split over DDP ranks.
+
+    Like `DistributedSampler`, each rank takes every `world`-th index of the permutation, padded by repeating its
+    head so every rank gets the same number of samples (DDP needs the same number of steps on each rank).
+    """
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.n, self.seed, self.rank, self.world = n, seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.world)
+
+    def __iter__(self) -> Iterator[int]:
+        perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        total = len(self) * self.world
+        perm = np.concatenate([perm, perm[: total - self.n]]) if total > self.n else perm
+        return iter(perm[self.rank :: self.world].tolist())
+
+
+# ------------------------------------------------------------------------------------------------- rng and DDP
+
+
+def _rng_state() -> dict[str, Any]:
+    """The global RNG states as tensors and plain Python values (loadable with `weights_only=True`)."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    started: bool = False  # this call initialised the process group (and so tears it down)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device_type: str) -> _Dist:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): gloo on CPU, NCCL on CUDA."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    import torch.distributed as dist
+
+    started = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        started = True
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), started)
+
+
+def _broadcast(values: list[float], d: _Dist) -> list[float]:
+    """Rank 0's values on every rank (the validation metric and the stop decision)."""
+    if d.world == 1:
+        return values
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.broadcast(t, src=0)
+    return t.tolist()
+
+
+def _all_mean(total: float, count: int, d: _Dist) -> float:
+    if d.world > 1:
+        import torch.distributed as dist
+
+        t = torch.tensor([total, float(count)], dtype=torch.float64)
+        dist.all_reduce(t)
+        total, count = float(t[0]), int(t[1])
+    return total / max(count, 1)
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+
+
+def _device(opts: TrainOptions, d_local_rank: int) -> torch.device:
+    if opts.device is not None:
+        dev = torch.device(opts.device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise CunetError(f"device {opts.device!r} asked for, but this machine has no CUDA device")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda", d_local_rank if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0)
+    return torch.device("cpu")
+
+
+def _amp_dtype(opts: TrainOptions, device: torch.device) -> torch.dtype | None:
+    # CPU autocast slows CU-Net's small convolutions down and bf16 BatchNorm statistics lose precision: CUDA only.
+    if device.type != "cuda" or opts.amp == "off":
+        return None
+    if opts.amp == "fp16" or (opts.amp == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+def _model_config(opts: TrainOptions, saved_config: dict[str, Any] | None):
+    """The CUNetConfig of the run: the variant with the task's landmark count and the overrides.
+
+    When resuming, the overrides apply to the run's own config, so repeating them (or leaving them out) continues
+    the same model while any real change shows up as a difference the caller rejects.
+    """
+    from cunet.data.spec import get_spec
+    from cunet.model import CUNetConfig, get_variant
+
+    k = get_spec(opts.task).num_landmarks
+    if opts.overrides.get("num_landmarks", k) != k:
+        raise CunetError(f"the {opts.task} task has {k} landmarks, not num_landmarks={opts.overrides['num_landmarks']}")
+    try:
+        if saved_config is not None:
+            return dataclasses.replace(CUNetConfig.from_dict(saved_config), **opts.overrides)
+        return get_variant(opts.variant or _default_variant(opts.task), **{"num_landmarks": k, **opts.overrides})
+    except TypeError as e:  # dataclasses.replace with an unknown field name
+        raise CunetError(f"unknown CU-Net config override in {sorted(opts.overrides)}: {e}") from None
+
+
+def _quant_config(opts: TrainOptions):
+    if not opts.quantized:
+        return None
+    from cunet.model.quant import QuantConfig  # another engineer's module; only needed for low-bit runs
+
+    return QuantConfig(bits_w=opts.bits_w, bits_a=opts.bits_a, bits_g=opts.bits_g)
+
+
+def _optimizer(opts: TrainOptions, params) -> torch.optim.Optimizer:
+    if opts.optimizer == "adam":
+        return torch.optim.Adam(params, lr=opts.lr, weight_decay=opts.weight_decay)
+    # The original's RMSprop: torch defaults (alpha 0.99, eps 1e-8), as the Lua/PyTorch CU-Net code used.
+    return torch.optim.RMSprop(params, lr=opts.lr, weight_decay=opts.weight_decay)
+
+
+def _load_split(opts: TrainOptions, split: str, log: Callable[[str], None]):
+    from cunet.data.dataset import load_samples
+
+    loaded = load_samples(opts.data, opts.task, split)
+    if loaded.problems:
+        first = loaded.problems[0]
+        log(f"{split}: skipping {len(loaded.problems)} bad file(s) (see `cunet data check`), "
+            f"first: {first.file}: {first.problem}")
+    return loaded.samples
+
+
+def _write_logs(out: Path, history: list[dict], metric_name: str) -> None:
+    from cunet.io import write_json, write_text
+
+    write_json(out / "history.json", history)
+    cols = ["epoch", "train_loss", metric_name, "lr", "seconds", "elapsed", "best"]
+    lines = [",".join(cols)] + [",".join(_csv(h.get(c)) for c in cols) for h in history]
+    write_text(out / "log.csv", "\n".join(lines) + "\n")
+
+
+def _csv(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(int(v))
+    if isinstance(v, float):
+        return "" if not math.isfinite(v) else f"{v:.6g}"
+    return "" if v is None else str(v)
+
+
+def _better(metric_name: str, value: float, best: float | None) -> bool:
+    if not math.isfinite(value):
+        return False
+    if best is None or not math.isfinite(best):
+        return True
+    return value < best if metric_name == "nme" else value > best
+
+
+# --------------------------------------------------------------------------------------------------- validation
+
+
+@torch.inference_mode()
+def _validate(model, loader: DataLoader, samples: list, task: str, sigma: float, device: torch.device,
+              amp: torch.dtype | None) -> float:
+    """The task metric of `model` on `samples`, decoded (DARK) and mapped back to the original images.
+
+    The crops, decoder and metric are those of `cunet evaluate`, so best.pt re-evaluates to the same number.
+    """
+    from cunet.data.decode import decode, heatmap_to_image
+    from cunet.data.torch_dataset import HEATMAP_STRIDE
+    from cunet.evaluate import metrics, scoring
+
+    model.eval()
+    pred = np.full((len(samples), samples[0].points.shape[0], 2), np.nan)
+    for batch in loader:
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            heatmaps = model(batch["image"].to(device, non_blocking=True))
+        coords, _ = decode(heatmaps.float().cpu().numpy(), sigma=sigma)
+        pred[batch["index"].numpy()] = heatmap_to_image(coords, batch["affine"].numpy(), HEATMAP_STRIDE)
+    gt = np.stack([s.points for s in samples])
+    mask = np.stack([s.visible for s in samples])
+    if task == "face":
+        return 100.0 * float(np.mean(scoring.per_image_nme(pred, gt, mask, "inter-ocular", [s.key for s in samples])))
+    headboxes = np.stack([s.headbox for s in samples])
+    return 100.0 * metrics.pckh(pred, gt, mask, headboxes, thr=0.5).mean
+
+
+# -------------------------------------------------------------------------------------------------------- train
+
+
+def train(opts: TrainOptions, on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train a CU-Net (or continue one with `opts.resume`) and return where its checkpoints are.
+
+    Args:
+        opts: the run's options; None fields come from the variant's recipe (`RECIPES`) or the resumed run.
+        on_epoch: called on rank 0 with each epoch's history entry after its checkpoint is on disk.
+
+    Returns:
+        The run's checkpoints, per-epoch history and best validation metric.
+
+    Raises:
+        CunetError: unusable data, options or run folder (an existing run without `resume`, nothing to resume,
+            options that differ from the resumed run's), or a diverged loss.
+    """
+    from cunet.data.heatmaps import default_sigma
+    from cunet.train.checkpoint import load_checkpoint
+
+    # ---- options, run folder and resume state
+    out = Path(opts.out)
+    last_path = out / "last.pt"
+    saved = None
+    if opts.resume:
+        if not last_path.is_file():
+            raise CunetError(f"{last_path}: nothing to resume (train without --resume to start this run)")
+        saved = load_checkpoint(last_path)
+        if saved.get("task") != opts.task:
+            raise CunetError(f"{last_path}: the run trains task {saved.get('task')!r}, not {opts.task!r}")
+    elif last_path.exists():
+        raise CunetError(f"{out}: already holds a run (last.pt); pass --resume to continue it or choose another --out")
+    run = resolve_options(opts, saved.get("args") if saved else None)
+    cfg = _model_config(run, saved["config"] if saved else None)
+    if saved is not None and cfg.to_dict() != saved["config"]:
+        differ = [f"{k} {v!r} (the run has {saved['config'].get(k)!r})" for k, v in cfg.to_dict().items()
+                  if saved["config"].get(k) != v]
+        raise CunetError(f"{last_path}: cannot resume with a different model: {'; '.join(differ)}")
+    quant_cfg = _quant_config(run)
+    quant = quant_cfg.to_dict() if quant_cfg is not None else None
+    if saved is not None and saved.get("quant") != quant:
+        raise CunetError(f"{last_path}: cannot resume with different low-bit settings "
+                         f"{quant} (the run has {saved.get('quant')})")
+    sigma = float(run.sigma) if run.sigma is not None else default_sigma(cfg.heatmap_size)
+    run = dataclasses.replace(run, sigma=sigma)
+
+    # ---- device, threads, DDP
+    if run.threads is not None:
+        torch.set_num_threads(run.threads)
+    device = _device(run, int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    d = _init_distributed(device.type)
+    try:
+        return _train(run, cfg, quant_cfg, saved, device, d, on_epoch)
+    finally:
+        if d.started:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.device, d: _Dist,
+           on_epoch: Callable[[dict], None] | None) -> TrainResult:
+    """The loop of `train` once options, model config, device and process group are settled."""
+    from cunet.data.augment import AugmentConfig
+    from cunet.data.spec import get_spec
+    from cunet.data.torch_dataset import LandmarkDataset
+    from cunet.model import CUNet
+    from cunet.train.checkpoint import save_checkpoint
+
+    out = Path(run.out)
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    quant = quant_cfg.to_dict() if quant_cfg is not None else None
+    show = run.progress and d.main
+    console = _console() if show else None
+
+    def log(msg: str) -> None:
+        if console is not None:
+            console.print(msg, markup=False, highlight=False, soft_wrap=True)
+
+    metric_name = "nme" if run.task == "face" else "pckh@0.5"
+
+    # ---- data
+    spec = get_spec(run.task)
+    train_samples = _load_split(run, "train", log)
+    val_samples = _load_split(run, "test", log) if d.main else []
+    if run.task == "pose" and any(s.headbox is None for s in val_samples):
+        bad = next(s for s in val_samples if s.headbox is None)
+        raise CunetError(f"{run.data}: validation record {bad.key} has no headbox; PCKh@0.5 needs head boxes")
+    if run.batch_size % d.world:
+        raise CunetError(f"batch size {run.batch_size} does not split over {d.world} processes")
+    per_rank = run.batch_size // d.world
+    train_ds = LandmarkDataset(train_samples, cfg.input_size, train=True, augment=AugmentConfig(), sigma=run.sigma,
+                               flip_perm=spec.flip_permutation, seed=run.seed)
+    sampler = EpochSampler(len(train_ds), run.seed, d.rank, d.world)
+    # A last batch of one or two images gives noisy BatchNorm statistics; drop it unless it is all there is.
+    loader = DataLoader(train_ds, batch_size=per_rank, sampler=sampler, num_workers=run.workers,
+                        drop_last=len(sampler) >= per_rank, pin_memory=device.type == "cuda")
+    val_loader = None
+    if d.main:
+        val_ds = LandmarkDataset(val_samples, cfg.input_size, train=False, sigma=run.sigma)
+        val_loader = DataLoader(val_ds, batch_size=max(per_rank, 16), shuffle=False, num_workers=run.workers)
+
+    # ---- model (seeded: a resumed run rebuilds exactly the same starting point before loading its weights)
+    torch.manual_seed(run.seed)
+    model = CUNet(cfg)
+    if quant_cfg is not None:
+        from cunet.model.quant import apply_quantization
+
+        apply_quantization(model, quant_cfg)
+    model.to(device)
+    optimizer = _optimizer(run, model.parameters())
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(run.milestones), gamma=run.gamma)
+    amp = _amp_dtype(run, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
+
+    # ---- resume
+    start_epoch, step, best, history, elapsed = 0, 0, None, [], 0.0
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        if saved.get("scaler") and scaler.is_enabled():
+            scaler.load_state_dict(saved["scaler"])
+        start_epoch, step, best = int(saved["epoch"]), int(saved["step"]), saved.get("best_metric")
+        history, elapsed = list(saved.get("history", [])), float(saved.get("elapsed", 0.0))
+        _set_rng_state(saved["rng"])
+        log(f"resuming {last_path} after epoch {start_epoch}/{run.epochs} "
+            f"(best {metric_name} {_fmt_metric(best)})")
+    net = model
+    if d.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    if show and start_epoch == 0:
+        log(f"training {run.variant} ({_describe(cfg)}) on {len(train_samples)} {run.task} images, validating on "
+            f"{len(val_samples)}; {run.optimizer} lr {run.lr:g}, batch {run.batch_size}, {run.epochs} epochs, "
+            f"lr x{run.gamma:g} after epoch(s) {', '.join(map(str, run.milestones)) or '-'}; device {device}"
+            + (f", {d.world} processes" if d.world > 1 else ""))
+
+    # ---- epochs
+    budget = run.max_minutes * 60.0 if run.max_minutes is not None else math.inf
+    epoch = start_epoch
+    stopped = elapsed >= budget and start_epoch < run.epochs
+    progress = _progress(console) if show else None
+    try:
+        while epoch < run.epochs and not stopped:
+            t0 = time.perf_counter()
+            train_ds.set_epoch(epoch)
+            sampler.set_epoch(epoch)
+            lr = optimizer.param_groups[0]["lr"]
+            net.train()
+            total, count = torch.zeros((), dtype=torch.float64, device=device), 0
+            task_id = progress.add_task(f"epoch {epoch + 1}/{run.epochs}", total=len(loader), loss="") \
+                if progress is not None else None
+            for batch in loader:
+                images = batch["image"].to(device, non_blocking=True)
+                target = batch["target"].to(device, non_blocking=True)
+                mask = batch["mask"].to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                    outputs = net(images)
+                loss = heatmap_loss(outputs, target, mask)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+                # Accumulate on the device: `.item()` here would be a host sync per step on CUDA.
+                total += loss.detach().double() * len(images)
+                count += len(images)
+                if progress is not None:
+                    shown = device.type == "cpu" or step % 20 == 0  # the same host sync, so not every step on GPUs
+                    progress.update(task_id, advance=1, **({"loss": f"loss {loss.item():.3e}"} if shown else {}))
+            scheduler.step()
+            train_loss = _all_mean(float(total), count, d)
+            if not math.isfinite(train_loss):
+                raise CunetError(f"training diverged: loss {train_loss} in epoch {epoch + 1}; lower the lr "
+                                 f"(now {run.lr:g}) or resume from an earlier {last_path}")
+            value = _validate(model, val_loader, val_samples, run.task, run.sigma, device, amp) if d.main else 0.0
+            epoch += 1
+            seconds = time.perf_counter() - t0
+            elapsed += seconds
+            improved = _better(metric_name, value, best)
+            stop_now = elapsed >= budget and epoch < run.epochs
+            value, improved_f, stop_f = _broadcast([value, float(improved), float(stop_now)], d)
+            improved, stopped = bool(improved_f), bool(stop_f)
+            if improved:
+                best = value
+            entry = {"epoch": epoch, "train_loss": train_loss, metric_name: value, "lr": lr, "seconds": seconds,
+                     "elapsed": elapsed, "best": improved}
+            history.append(entry)
+            if d.main:
+                state = {
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                    "epoch": epoch, "step": step, "best_metric": best, "metric_name": metric_name,
+                    "rng": _rng_state(), "args": run.to_dict(), "history": history, "quant": quant,
+                    "elapsed": elapsed,
+                }
+                if improved:
+                    save_checkpoint(best_path, model, run.task, **state)
+                save_checkpoint(last_path, model, run.task, **state)
+                _write_logs(out, history, metric_name)
+                if progress is not None:
+                    progress.remove_task(task_id)
+                log(f"epoch {epoch}/{run.epochs}  loss {train_loss:.4e}  {metric_name} {value:.2f}%  lr {lr:.2e}  "
+                    f"{seconds:.1f}s{'  *best' if improved else ''}")
+                if on_epoch is not None:
+                    on_epoch(entry)
+        if stopped:
+            log(f"stopped after epoch {epoch}: the {run.max_minutes:g}-minute budget is used up "
+                f"({elapsed / 60:.1f} min); --resume with a larger --max-minutes continues")
+    finally:
+        if progress is not None:
+            progress.stop()
+    if d.main and not best_path.exists():  # every epoch's metric was NaN: best.pt is the last state
+        from cunet.io import write_bytes
+
+        write_bytes(best_path, last_path.read_bytes())
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # the other ranks return only once rank 0's checkpoints are on disk
+    return TrainResult(best_path, last_path, history, float("nan") if best is None else float(best), metric_name,
+                       elapsed, epoch)
+
+
+def _fmt_metric(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}%"
+
+
+def _describe(cfg) -> str:
+    return (f"{cfg.layers} U-Nets order {cfg.order}, {cfg.channels} ch, {cfg.input_size}² input"
+            + (", memory-efficient" if cfg.memory_efficient else ""))
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, file=sys.stderr)
+
+
+def _progress(console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
+                 TimeRemainingColumn(), console=console, transient=True)
+    p.start()
+    return p
