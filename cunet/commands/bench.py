@@ -1,0 +1,58 @@
+"""`cunet bench`: every format and precision of a checkpoint in one table (accuracy, size, latency, memory)."""
+
+from __future__ import annotations
+
+import click
+
+from cunet.commands._common import console, emit_json, json_option
+
+__all__ = ["bench"]
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--data", required=True, type=click.Path(file_okay=False),
+              help="Dataset root: INT8 calibration uses its training split, accuracy its test split.")
+@click.option("--report", default="bench-report", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for bench.json, bench.csv and accuracy_latency.png.")
+@click.option("--work", type=click.Path(file_okay=False),
+              help="Where artifacts are built (default REPORT/artifacts); up-to-date ones are reused.")
+@click.option("--max-drop", type=float, metavar="POINTS",
+              help="Exit 1 when a row loses more than this against FP32 (NME points up / PCKh points down).")
+@click.option("--threads", default=2, show_default=True, type=int, help="CPU inference threads.")
+@click.option("--batch", default=1, show_default=True, type=int, help="Images per call when timing.")
+@click.option("--iters", type=int, help="Timed calls per artifact (default 50; 5 with --quick).")
+@click.option("--calib-samples", default=64, show_default=True, type=int, help="INT8 calibration images.")
+@click.option("--quick", is_flag=True, help="Few timing iterations and at most 8 calibration images (CI).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@json_option
+def bench(checkpoint, data, report, work, max_drop, threads, batch, iters, calib_samples, quick, no_progress,
+          as_json):
+    """Build every artifact of CHECKPOINT this machine can, and compare them in one table.
+
+    \b
+    Rows: PyTorch FP32, ONNX FP32, ONNX FP16, INT8 `cpu` and `tensorrt` recipes (ONNX Runtime, CPU), and
+    TensorRT engines FP32/FP16/INT8 where TensorRT and a GPU exist (otherwise "skipped" with the reason).
+    Each row: status (ok / failed validation / failed / skipped, with the reason), file size, NME or PCKh,
+    Δ vs ONNX FP32, p50/p99 latency, images/s and peak memory (each artifact timed in its own process).
+    A row that fails does not stop the others. Machines are noisy: compare ratios within one table.
+    \b
+    Examples:
+      cunet bench runs/face/best.pt --data data/300w --report reports/bench
+      cunet bench best.pt --data data/synth --quick --max-drop 0.5     # CI: exit 1 if INT8 loses > 0.5 NME points
+    """
+    from cunet.evaluate.bench import BenchOptions, run_bench
+
+    res = run_bench(BenchOptions(checkpoint=checkpoint, data=data, report=report, work=work, max_drop=max_drop,
+                                 threads=threads, batch=batch, iters=iters, calib_samples=calib_samples,
+                                 quick=quick, progress=not no_progress and not as_json))
+    if as_json:
+        emit_json({"task": res.task, "metric": res.metric_name, "exit_code": res.exit_code, "files": res.files,
+                   "rows": res.rows})
+    else:
+        console().print(f"wrote {res.files['json']}, {res.files['csv']}, {res.files['plot']}", highlight=False,
+                        soft_wrap=True)
+    if res.exit_code:
+        over = [r["artifact"] for r in res.rows if r["reason"] and "--max-drop" in r["reason"]]
+        console().print(f"error: {', '.join(over)} lost more than --max-drop {max_drop:g}", highlight=False)
+        raise click.exceptions.Exit(res.exit_code)

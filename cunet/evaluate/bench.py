@@ -1,0 +1,482 @@
+"""`cunet bench`: every format and precision of one checkpoint, built, validated, scored and timed in one table.
+
+From one checkpoint it builds what this machine can: PyTorch FP32 (the checkpoint itself), ONNX FP32, ONNX FP16 (when
+a float16 converter is installed), INT8 with the `cpu` and the `tensorrt` recipe (run on ONNX Runtime's CPU
+provider), and TensorRT engines where TensorRT and a GPU exist (else their rows say "skipped" and why). Each row is
+then validated (the INT8 `tensorrt` model must obey TensorRT's Q/DQ rules, predictions must be finite, and with
+`max_drop` the accuracy loss must stay within budget), scored on the dataset's test split with the same code as
+`cunet evaluate`, and timed with `cunet profile` in a child process: one process per artifact, so its peak memory
+is its own and not the sum of everything this process loaded before. A row that fails to build, validate or run
+records the reason and the others go on.
+
+Artifacts are built under `work` (default REPORT/artifacts) and reused when a stamp beside each says it was built
+from the same inputs (checkpoint or source-model hash, calibration data fingerprint, settings). Results go to
+REPORT/bench.json, bench.csv and accuracy_latency.png, all written atomically. Δ is each row's metric minus the
+ONNX FP32 row's (the PyTorch row's if ONNX FP32 failed), in metric points.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cunet.errors import CunetError
+from cunet.io import write_bytes, write_json, write_text
+from cunet.runtime.manifest import sha256_file
+
+__all__ = ["BenchOptions", "BenchResult", "run_bench", "ROW_KEYS", "budget_drop"]
+
+#: The keys of every row, in table/CSV order.
+ROW_KEYS = ("artifact", "format", "precision", "backend", "status", "reason", "path", "size_mb", "metric", "value",
+            "delta", "p50_ms", "p99_ms", "throughput", "peak_mb", "reused")
+OK, FAILED_VALIDATION, FAILED, SKIPPED = "ok", "failed validation", "failed", "skipped"
+CALIB_METHOD = "minmax"
+#: The artifact Δ is measured against, and the fallback when it could not be built.
+REFERENCES = ("onnx-fp32", "pytorch-fp32")
+PROFILE_TIMEOUT_S = 1800
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What `run_bench` builds and measures.
+
+    Attributes:
+        checkpoint: the training checkpoint (`.pt`).
+        data: dataset root (calibration uses its training split, accuracy its test split).
+        report: folder for bench.json, bench.csv and accuracy_latency.png.
+        work: where artifacts are built (default REPORT/artifacts); up-to-date artifacts there are reused.
+        max_drop: the accuracy a row may lose against FP32, in metric points (NME points up, PCKh points down);
+            a row over it fails validation and `exit_code` is 1. None: no budget.
+        threads: CPU threads for inference (evaluation and timing).
+        batch: images per call when timing.
+        iters: timed calls per artifact (None: 50, or 5 with `quick`).
+        calib_samples: calibration images for the INT8 recipes (at most 8 with `quick`).
+        quick: few timing iterations and calibration images (CI and smoke tests).
+        progress: draw a progress bar on stderr.
+    """
+
+    checkpoint: str | os.PathLike
+    data: str | os.PathLike
+    report: str | os.PathLike = "bench-report"
+    work: str | os.PathLike | None = None
+    max_drop: float | None = None
+    threads: int = 2
+    batch: int = 1
+    iters: int | None = None
+    calib_samples: int = 64
+    quick: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.threads < 1 or self.batch < 1 or self.calib_samples < 1:
+            raise CunetError(f"threads, batch and calib_samples must be at least 1, got {self.threads}, "
+                             f"{self.batch}, {self.calib_samples}")
+        if self.iters is not None and self.iters < 1:
+            raise CunetError(f"iters must be at least 1, got {self.iters}")
+        if self.max_drop is not None and not math.isfinite(self.max_drop):
+            raise CunetError(f"max_drop must be a finite number, got {self.max_drop}")
+
+    @property
+    def timed_iters(self) -> int:
+        return self.iters or (5 if self.quick else 50)
+
+    @property
+    def warmup(self) -> int:
+        return 1 if self.quick else 5
+
+    @property
+    def samples(self) -> int:
+        return min(self.calib_samples, 8) if self.quick else self.calib_samples
+
+
+@dataclass
+class BenchResult:
+    """What `run_bench` measured.
+
+    Attributes:
+        rows: one dict per artifact with the keys `ROW_KEYS` (bench.json's "rows").
+        per_image: artifact → faces: per-image NME [N] as fractions; pose: per-person joint correctness [N, 16]
+            (1 correct at PCKh@0.5, 0 wrong, NaN not annotated). Only artifacts that were scored.
+        metric_name: "nme" (percent, lower is better) or "pckh@0.5" (percent, higher is better).
+        exit_code: 1 when a row lost more than `max_drop`, else 0.
+        task: "face" or "pose".
+        files: "json", "csv", "plot" → written paths.
+    """
+
+    rows: list[dict[str, Any]]
+    per_image: dict[str, np.ndarray]
+    metric_name: str
+    exit_code: int
+    task: str
+    files: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Artifact:
+    name: str
+    fmt: str
+    precision: str
+    backend: str
+    path: Path
+    build: Callable[[], None] | None = None  # None: nothing to build (the checkpoint itself)
+    key: Callable[[], dict[str, Any]] | None = None  # what the artifact was built from (its stamp)
+    needs: str | None = None  # the artifact it is built from
+    skip: str | None = None  # why it cannot be built on this machine
+
+
+class _RowFailure(Exception):
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def budget_drop(metric_name: str, delta: float) -> float:
+    """The accuracy lost for a Δ in metric points: NME rises when worse, PCKh falls."""
+    return delta if metric_name == "nme" else -delta
+
+
+# ------------------------------------------------------------------------------------------------------ the plan
+
+
+def _stamp(path: Path) -> Path:
+    return path.with_name(path.name + ".stamp.json")
+
+
+def _fresh(path: Path, key: dict[str, Any]) -> bool:
+    try:
+        return path.is_file() and json.loads(_stamp(path).read_text(encoding="utf-8")) == key
+    except (OSError, ValueError):
+        return False
+
+
+def _plan(opts: BenchOptions, work: Path, ckpt: Path) -> list[_Artifact]:
+    from cunet.calib.reader import read_preprocess_spec, select_calibration_images
+    from cunet.compile.export import export_onnx
+    from cunet.compile.quantize import quantize
+    from cunet.compile.tensorrt import compile_engine, fp16_converter, to_fp16_onnx, unavailable_reason
+
+    fp32 = work / "model.onnx"
+    plan = [
+        _Artifact("pytorch-fp32", "pt", "fp32", "torch", ckpt),
+        _Artifact("onnx-fp32", "onnx", "fp32", "ort-cpu", fp32, build=lambda: export_onnx(ckpt, fp32),
+                  key=lambda: {"checkpoint_sha256": sha256_file(ckpt)}),
+    ]
+    fp16 = work / "model.fp16.onnx"
+    plan.append(_Artifact(
+        "onnx-fp16", "onnx", "fp16", "ort-cpu", fp16, build=lambda: to_fp16_onnx(fp32, fp16),
+        key=lambda: {"source_sha256": sha256_file(fp32)}, needs="onnx-fp32",
+        skip=None if fp16_converter() else "no float16 converter installed (pip install onnxconverter-common)"))
+    for recipe in ("cpu", "tensorrt"):
+        out = work / f"model.int8-{recipe}.onnx"
+
+        def build(out: Path = out, recipe: str = recipe) -> None:
+            quantize(fp32, out, recipe, opts.data, method=CALIB_METHOD, samples=opts.samples,
+                     cache_dir=work / "calibration")
+
+        def key(recipe: str = recipe) -> dict[str, Any]:
+            selection = select_calibration_images(opts.data, read_preprocess_spec(fp32), opts.samples)
+            return {"source_sha256": sha256_file(fp32), "recipe": recipe, "method": CALIB_METHOD,
+                    "samples": opts.samples, "data_fingerprint": selection.fingerprint}
+
+        plan.append(_Artifact(f"onnx-int8-{recipe}", "onnx", "int8", "ort-cpu", out, build=build, key=key,
+                              needs="onnx-fp32"))
+    no_trt = unavailable_reason()
+    profile = f"1:{opts.batch}:{max(opts.batch, 8)}"
+    for precision, source in (("fp32", "onnx-fp32"), ("fp16", "onnx-fp16"), ("int8", "onnx-int8-tensorrt")):
+        src = next(a.path for a in plan if a.name == source)
+        out = work / f"model.{precision}.engine"
+
+        def build(out: Path = out, src: Path = src, precision: str = precision) -> None:
+            compile_engine(src, out, precision, batch=profile, timing_cache=work / "tensorrt.timing-cache")
+
+        def key(src: Path = src, precision: str = precision) -> dict[str, Any]:
+            return {"source_sha256": sha256_file(src), "precision": precision, "batch": profile}
+
+        plan.append(_Artifact(f"tensorrt-{precision}", "engine", precision, "tensorrt", out, build=build, key=key,
+                              needs=source, skip=None if no_trt is None else f"no TensorRT/GPU: {no_trt}"))
+    return plan
+
+
+# ----------------------------------------------------------------------------------------------- measuring a row
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else type(e).__name__
+
+
+def _score(art: _Artifact, opts: BenchOptions, task: str, work: Path) -> tuple[float, np.ndarray]:
+    from cunet.evaluate import scoring
+    from cunet.evaluate.accuracy import evaluate
+
+    pred_dir = work / "predictions" / art.name
+    result = evaluate(art.path, opts.data, task=task, backend=art.backend, batch=8, save_predictions=pred_dir,
+                      threads=opts.threads)
+    if task == "face":
+        per_image = scoring.face_errors(opts.data, pred_dir).errors  # the files as written, like `cunet metrics`
+        return float(result["nme"]), per_image
+    from cunet.data.formats import read_mpii_json
+    from cunet.evaluate import metrics
+
+    gt_file, records = scoring.load_pose_gt(opts.data, "test")
+    pred = np.stack([r.joints for r in read_mpii_json(pred_dir / gt_file.name)])
+    gt = np.stack([r.joints for r in records])
+    mask = np.stack([r.visible for r in records])
+    heads = np.stack([np.asarray(r.headbox, dtype=np.float64) for r in records])
+    scaled = metrics.point_errors(pred, gt, mask) / metrics.head_size(heads)[:, None]
+    with np.errstate(invalid="ignore"):
+        correct = np.where(np.isnan(scaled), np.nan, (scaled <= 0.5).astype(np.float64))
+    return float(result["pckh@0.5"]), correct
+
+
+def _profile(art: _Artifact, opts: BenchOptions) -> dict[str, float]:
+    # A child process per artifact: its peak RSS is this artifact's alone, and a runtime crash costs one row.
+    cmd = [sys.executable, "-m", "cunet", "profile", str(art.path), "--backend", art.backend, "--batch",
+           str(opts.batch), "--warmup", str(opts.warmup), "--iters", str(opts.timed_iters), "--threads",
+           str(opts.threads), "--json"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PROFILE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise _RowFailure(FAILED, f"profiling took longer than {PROFILE_TIMEOUT_S} s") from None
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        raise _RowFailure(FAILED, f"profiling failed (exit {proc.returncode}): {lines[-1] if lines else 'no output'}")
+    r = json.loads(proc.stdout)["results"][0]
+    total = r["latency_ms"]["total"]
+    return {"p50_ms": total["p50"], "p99_ms": total["p99"], "throughput": r["throughput_ips"],
+            "peak_mb": r["peak_rss_mb"]}
+
+
+def _validate(art: _Artifact) -> None:
+    if art.name == "onnx-int8-tensorrt":
+        from cunet.compile.trt_rules import check_trt
+
+        errors = [v for v in check_trt(art.path) if v.severity == "error"]
+        if errors:
+            raise _RowFailure(FAILED_VALIDATION, f"{len(errors)} TensorRT Q/DQ rule violation(s), first: "
+                                                 f"[{errors[0].rule}] {errors[0].message}")
+
+
+def _run_row(art: _Artifact, opts: BenchOptions, task: str, work: Path, built: dict[str, str],
+             step: Callable[[str], None]) -> tuple[dict[str, Any], np.ndarray | None]:
+    row: dict[str, Any] = {k: None for k in ROW_KEYS}
+    row.update(artifact=art.name, format=art.fmt, precision=art.precision, backend=art.backend, status=OK,
+               path=str(art.path), metric="nme" if task == "face" else "pckh@0.5", reused=False)
+    per_image = None
+    try:
+        step("build")
+        if art.skip:
+            raise _RowFailure(SKIPPED, art.skip)
+        if art.needs and built.get(art.needs) != OK:
+            raise _RowFailure(FAILED, f"needs {art.needs}, which {built.get(art.needs, 'was not built')}")
+        if art.build is not None:
+            key = art.key() if art.key else {}
+            if _fresh(art.path, key):
+                row["reused"] = True
+            else:
+                _stamp(art.path).unlink(missing_ok=True)
+                art.build()
+                write_json(_stamp(art.path), key)
+        row["size_mb"] = art.path.stat().st_size / 1e6
+        _validate(art)
+        step("score")
+        row["value"], per_image = _score(art, opts, task, work)
+        if not math.isfinite(row["value"]):
+            raise _RowFailure(FAILED_VALIDATION, f"its {row['metric']} is not finite (NaN or inf predictions)")
+        step("time")
+        row.update(_profile(art, opts))
+    except _RowFailure as e:
+        row["status"], row["reason"] = e.status, e.reason
+    except CunetError as e:
+        row["status"], row["reason"] = FAILED, _first_line(e)
+    except Exception as e:  # a bug in one path must not hide the other rows; its traceback is kept on disk
+        log = work / f"{art.name}.error.txt"
+        write_text(log, traceback.format_exc())
+        row["status"], row["reason"] = FAILED, f"{type(e).__name__}: {_first_line(e)} (traceback in {log})"
+    built[art.name] = row["status"]
+    return row, per_image
+
+
+def _apply_budget(rows: list[dict[str, Any]], metric: str, max_drop: float | None) -> tuple[str | None, int]:
+    ref = next((r for name in REFERENCES for r in rows if r["artifact"] == name and r["value"] is not None
+                and r["status"] == OK), None)
+    exit_code = 0
+    for r in rows:
+        if ref is None or r["value"] is None:
+            continue
+        r["delta"] = r["value"] - ref["value"]
+        if max_drop is None or r is ref:
+            continue
+        lost = budget_drop(metric, r["delta"])
+        if lost > max_drop:
+            exit_code = 1
+            over = f"loses {lost:.4g} {metric} points > --max-drop {max_drop:g}"
+            r["status"] = FAILED_VALIDATION
+            r["reason"] = f"{r['reason']}; {over}" if r["reason"] else over
+    return (ref["artifact"] if ref else None), exit_code
+
+
+# ---------------------------------------------------------------------------------------------------- outputs
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(ROW_KEYS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if r.get(k) is None else r[k]) for k in ROW_KEYS} for r in rows)
+    write_text(path, buf.getvalue())
+
+
+def _plot(path: Path, rows: list[dict[str, Any]], metric: str, opts: BenchOptions) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.2, 4.8))
+    for r in rows:
+        if r["value"] is None or r["p50_ms"] is None:
+            continue
+        marker = "o" if r["status"] == OK else "x"
+        ax.scatter([r["p50_ms"]], [r["value"]], marker=marker, s=50)
+        ax.annotate(r["artifact"], (r["p50_ms"], r["value"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    better = "lower" if metric == "nme" else "higher"
+    ax.set_xlabel(f"p50 latency per call (ms, batch {opts.batch}, {opts.threads} threads)")
+    ax.set_ylabel(f"{'NME' if metric == 'nme' else 'PCKh@0.5'} (%, {better} is better)")
+    ax.set_title("accuracy vs latency of every artifact (x: failed validation)")
+    ax.grid(True, alpha=0.3)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    write_bytes(path, buf.getvalue())
+
+
+def _print_table(rows: list[dict[str, Any]], metric: str, ref: str | None) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from cunet.commands._common import console
+
+    out = console()
+    if not out.is_terminal:  # logs and CI: full rows rather than the 80-column default
+        out = Console(stderr=True, width=150)
+    label = "NME %" if metric == "nme" else "PCKh@0.5 %"
+    table = Table(title=f"cunet bench — {label}, Δ vs {ref or 'no reference'}", title_justify="left")
+    for i, c in enumerate(("artifact", "status", "MB", label, "Δ", "p50 ms", "p99 ms", "img/s", "peak MB")):
+        table.add_column(c, justify="left" if i < 2 else "right", no_wrap=True)
+    for r in rows:
+        table.add_row(r["artifact"], r["status"], _cell(r["size_mb"]), _cell(r["value"]), _cell(r["delta"], True),
+                      *[_cell(r[k]) for k in ("p50_ms", "p99_ms", "throughput", "peak_mb")])
+    out.print(table)
+    for r in rows:
+        if r["reason"]:
+            out.print(f"{r['artifact']}: {escape(r['reason'])}", highlight=False)
+
+
+def _cell(v: Any, signed: bool = False) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    if signed:
+        return f"{v:+.3f}"
+    return f"{v:.3g}" if abs(v) < 10 else f"{v:,.1f}"
+
+
+# ----------------------------------------------------------------------------------------------------- the run
+
+
+def run_bench(opts: BenchOptions) -> BenchResult:
+    """Build, validate, score and time every artifact of `opts.checkpoint`; write the report files.
+
+    Returns:
+        A `BenchResult` (rows, per-image errors for CED plots, metric name, exit code).
+
+    Raises:
+        CunetError: the checkpoint or the data folder is unusable (per-artifact failures become rows instead).
+    """
+    from cunet.evaluate.profile import environment
+    from cunet.train.checkpoint import load_checkpoint
+
+    ckpt = Path(opts.checkpoint)
+    task = load_checkpoint(ckpt)["task"]
+    if not Path(opts.data).is_dir():
+        raise CunetError(f"{opts.data}: data folder not found")
+    report = Path(opts.report)
+    work = Path(opts.work) if opts.work is not None else report / "artifacts"
+    work.mkdir(parents=True, exist_ok=True)
+    metric = "nme" if task == "face" else "pckh@0.5"
+    plan = _plan(opts, work, ckpt)
+    rows: list[dict[str, Any]] = []
+    per_image: dict[str, np.ndarray] = {}
+    built: dict[str, str] = {}
+    with _Progress(opts.progress, len(plan)) as bar:
+        for art in plan:
+            row, errors = _run_row(art, opts, task, work, built, lambda what, name=art.name: bar.describe(
+                f"{name}: {what}"))
+            bar.advance()
+            rows.append(row)
+            if errors is not None:
+                per_image[art.name] = errors
+    ref, exit_code = _apply_budget(rows, metric, opts.max_drop)
+    files = {"json": str(report / "bench.json"), "csv": str(report / "bench.csv"),
+             "plot": str(report / "accuracy_latency.png")}
+    write_json(files["json"], {
+        "task": task, "metric": metric, "checkpoint": str(ckpt), "data": str(opts.data), "reference": ref,
+        "max_drop": opts.max_drop, "exit_code": exit_code,
+        "settings": {"threads": opts.threads, "batch": opts.batch, "iters": opts.timed_iters, "warmup": opts.warmup,
+                     "calib_samples": opts.samples, "calib_method": CALIB_METHOD, "quick": opts.quick,
+                     "work": str(work)},
+        "environment": environment(),
+        "rows": [_jsonable(r) for r in rows],
+    })
+    _write_csv(Path(files["csv"]), rows)
+    _plot(Path(files["plot"]), rows, metric, opts)
+    _print_table(rows, metric, ref)
+    return BenchResult(rows, per_image, metric, exit_code, task, files)
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+
+
+class _Progress:
+    """A rich progress bar on stderr: one tick per artifact, the description names the current step."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self._bar: Any = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            from cunet.commands._common import console
+
+            self._bar = Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=console(), transient=True)
+            self._task = self._bar.add_task("bench", total=total)
+
+    def __enter__(self) -> "_Progress":
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def describe(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, description=text)
+
+    def advance(self) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
