@@ -1,0 +1,423 @@
+"""The demo's report folder: a Markdown page a person reads, the same facts as JSON, and the pictures.
+
+- `draw_landmarks` / `example_grid`: predicted landmarks (one colour) over the true ones (another) on test images,
+  drawn with OpenCV at 1/16-pixel precision and cropped to each sample's box so small faces stay readable.
+- `plot_accuracy`: CED curves of every artifact on one axis (faces) or PCKh@0.5 per joint (pose), from the
+  per-image / per-joint arrays `cunet.evaluate.bench` returns.
+- `write_report`: `report.json` (everything, machine-readable) and `report.md` (bench table, accuracy budget, settings,
+  environment, time per stage, training curve, links to the pictures), both written atomically.
+
+Nothing here trains, exports or times a model: the demo (`cunet.demo`) gathers the numbers and this module only
+presents them, so a report can be rebuilt from `report.json` alone.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from cunet.io import write_bytes, write_json, write_text
+
+__all__ = [
+    "PRED_COLOUR",
+    "TRUE_COLOUR",
+    "Example",
+    "ReportInputs",
+    "draw_landmarks",
+    "example_tile",
+    "example_grid",
+    "predict_examples",
+    "plot_accuracy",
+    "markdown_table",
+    "write_report",
+]
+
+#: BGR colours of the overlays: predictions red, ground truth green (the legend on every grid says so).
+PRED_COLOUR = (40, 40, 230)
+TRUE_COLOUR = (60, 200, 60)
+_TILE = 256
+_SHIFT = 4  # OpenCV fixed-point drawing: coordinates in 1/16 pixel
+_BANNER = 30
+
+
+def _fixed(points: np.ndarray) -> list[tuple[int, int] | None]:
+    one = 1 << _SHIFT
+    return [
+        (int(round(x * one)), int(round(y * one))) if math.isfinite(x) and math.isfinite(y) else None
+        for x, y in np.asarray(points, dtype=np.float64)
+    ]
+
+
+def draw_landmarks(
+    image: np.ndarray,
+    points: np.ndarray,
+    colour: tuple[int, int, int],
+    visible: np.ndarray | None = None,
+    skeleton: Sequence[tuple[int, int]] = (),
+    radius: float = 2.0,
+) -> np.ndarray:
+    """Draw points [K, 2] (and the skeleton lines between them) on a copy of a BGR image.
+
+    Args:
+        image: BGR uint8 [H, W, 3]; not modified.
+        points: [K, 2] 0-based pixel coordinates; NaN points are skipped.
+        colour: BGR colour of the dots and lines.
+        visible: [K] bool; False points are skipped (None: every finite point).
+        skeleton: index pairs joined by a line when both ends are drawn.
+        radius: dot radius in pixels (a dark rim one pixel wider keeps dots visible on bright backgrounds).
+
+    Returns:
+        The drawn copy.
+    """
+    import cv2
+
+    out = image.copy()
+    fixed = _fixed(points)
+    if visible is not None:
+        fixed = [p if ok else None for p, ok in zip(fixed, np.asarray(visible, dtype=bool))]
+    for a, b in skeleton:
+        if fixed[a] is not None and fixed[b] is not None:
+            cv2.line(out, fixed[a], fixed[b], colour, 1, cv2.LINE_AA, _SHIFT)
+    one = 1 << _SHIFT
+    for p in fixed:
+        if p is not None:
+            cv2.circle(out, p, int((radius + 1) * one), (0, 0, 0), -1, cv2.LINE_AA, _SHIFT)
+            cv2.circle(out, p, int(radius * one), colour, -1, cv2.LINE_AA, _SHIFT)
+    return out
+
+
+def _label(image: np.ndarray, text: str, origin: tuple[int, int], scale: float = 0.45) -> None:
+    import cv2
+
+    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def example_tile(
+    image: np.ndarray,
+    box: Any,
+    pred: np.ndarray,
+    gt: np.ndarray,
+    visible: np.ndarray | None = None,
+    skeleton: Sequence[tuple[int, int]] = (),
+    caption: str | None = None,
+    size: int = _TILE,
+) -> np.ndarray:
+    """One test image cropped to its box (`cunet.data.preprocess.Box`), true points then predictions on top.
+
+    Returns:
+        BGR uint8 [size, size, 3].
+    """
+    from cunet.data.preprocess import apply_affine, crop_affine, warp
+
+    m = crop_affine(box, size)
+    tile = warp(image, m, size)
+    tile = draw_landmarks(tile, apply_affine(gt, m), TRUE_COLOUR, visible, skeleton, radius=2.0)
+    tile = draw_landmarks(tile, apply_affine(pred, m), PRED_COLOUR, visible, skeleton, radius=1.6)
+    if caption:
+        _label(tile, caption, (6, size - 8))
+    return tile
+
+
+def example_grid(tiles: Sequence[np.ndarray], title: str, cols: int = 4) -> np.ndarray:
+    """Tiles in a grid under a banner with the title and the colour legend. Returns BGR uint8."""
+    import cv2
+
+    if not tiles:
+        raise ValueError("no tiles to lay out")
+    h, w = tiles[0].shape[:2]
+    cols = min(cols, len(tiles))
+    rows = math.ceil(len(tiles) / cols)
+    grid = np.full((_BANNER + rows * h, cols * w, 3), 32, dtype=np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        grid[_BANNER + r * h : _BANNER + (r + 1) * h, c * w : (c + 1) * w] = tile
+    _label(grid, title, (8, 20), 0.5)
+    x = max(8, grid.shape[1] - 250)
+    for colour, text in ((TRUE_COLOUR, "true"), (PRED_COLOUR, "predicted")):
+        cv2.circle(grid, (x, 15), 5, colour, -1, cv2.LINE_AA)
+        _label(grid, text, (x + 10, 20), 0.5)
+        x += 110
+    return grid
+
+
+@dataclass
+class Example:
+    """A picture of test predictions: which artifact, the PNG written, and each tile's error."""
+
+    artifact: str
+    model: str
+    png: str
+    errors: list[float]
+    error_name: str
+
+
+def predict_examples(
+    model_path: str | os.PathLike,
+    samples: Sequence[Any],
+    out_png: str | os.PathLike,
+    title: str,
+    threads: int | None = None,
+) -> Example:
+    """Predict `samples` (`cunet.data.dataset.Sample`) with one model and write a grid of overlays.
+
+    Each tile is captioned with the sample's error: NME in % of the inter-ocular distance (faces), or the
+    fraction of visible joints within 0.5 head sizes (pose, PCKh@0.5 of that person).
+
+    Returns:
+        The `Example` record (tile errors in the same order as `samples`).
+    """
+    import cv2
+
+    from cunet.data.dataset import read_image
+    from cunet.data.spec import get_spec
+    from cunet.evaluate import metrics
+    from cunet.runtime import open_predictor
+
+    images = [read_image(s.image) for s in samples]
+    with open_predictor(model_path, backend="auto", threads=threads) as p:
+        pred = p.predict(images, [s.box for s in samples])
+        task = p.meta.task
+    skeleton = get_spec(task).skeleton
+    gt = np.stack([s.points for s in samples])
+    mask = np.stack([s.visible for s in samples])
+    if task == "face":
+        errors = 100 * metrics.nme_per_image(pred, gt, mask, metrics.inter_ocular(gt))
+        captions = [f"NME {e:.2f}%" for e in errors]
+        error_name = "nme %"
+    else:
+        headboxes = np.stack([np.asarray(s.headbox, dtype=np.float64) if s.headbox is not None
+                              else np.full(4, np.nan) for s in samples])
+        scaled = metrics.point_errors(pred, gt, mask) / metrics.head_size(headboxes)[:, None]
+        with warnings.catch_warnings():  # a person without visible joints gets NaN, captioned as such
+            warnings.simplefilter("ignore", RuntimeWarning)
+            errors = 100 * np.nanmean(np.where(np.isnan(scaled), np.nan, scaled <= 0.5), axis=1)
+        captions = [f"PCKh {e:.0f}%" if math.isfinite(e) else "no head box" for e in errors]
+        error_name = "pckh@0.5 %"
+    tiles = [example_tile(img, s.box, pr, s.points, s.visible, skeleton, cap)
+             for img, s, pr, cap in zip(images, samples, pred, captions)]
+    ok, buf = cv2.imencode(".png", example_grid(tiles, title))
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode {out_png}")
+    write_bytes(out_png, buf.tobytes())
+    return Example(Path(model_path).name, str(model_path), str(out_png), [float(e) for e in errors], error_name)
+
+
+def plot_accuracy(task: str, per_image: dict[str, np.ndarray], path: str | os.PathLike) -> None:
+    """Faces: CED of every artifact on one axis. Pose: PCKh@0.5 per joint, one bar colour per artifact.
+
+    Args:
+        task: "face" or "pose".
+        per_image: artifact → faces: per-image NME [N] (fractions); pose: per-joint correctness [N, 16]
+            (1 correct, 0 wrong, NaN not visible).
+        path: the PNG to write.
+    """
+    from cunet.evaluate.plots import plot_ced, plot_pckh
+
+    if task == "face":
+        plot_ced({k: np.asarray(v, dtype=np.float64) for k, v in per_image.items()}, path,
+                 title="CED of every artifact (inter-ocular NME)")
+        return
+    from cunet.evaluate.metrics import MPII_JOINTS
+
+    bars = {}
+    for name, correct in per_image.items():
+        c = np.asarray(correct, dtype=np.float64)
+        with warnings.catch_warnings():  # a joint never visible is NaN ("mean of empty slice"), drawn as no bar
+            warnings.simplefilter("ignore", RuntimeWarning)
+            bars[name] = dict(zip(MPII_JOINTS, np.nanmean(c, axis=0).tolist()))
+    plot_pckh(bars, path, title="PCKh@0.5 per joint, every artifact")
+
+
+# ---------------------------------------------------------------------------------------------------- the page
+@dataclass
+class ReportInputs:
+    """Everything the report shows; `write_report` turns it into report.json and report.md.
+
+    Attributes:
+        title: the page title.
+        task: "face" or "pose".
+        metric_name: "nme" or "pckh@0.5" (bench rows' `metric`).
+        rows: the bench rows (`cunet.evaluate.bench` JSON rows).
+        budget: {"metric", "max_drop", "within", "worst_drop", "rows": [artifact]} of the INT8 rows.
+        settings: the demo's settings (dataset size, variant, epochs ...).
+        environment: `cunet.evaluate.profile.environment()`.
+        stages: [{"stage", "seconds", "reused", "built_seconds", "detail"}] in order.
+        training: {"best_metric", "metric_name", "epochs", "history": [...]} or None.
+        pictures: picture role → file name inside the report folder.
+        examples: the overlay pictures.
+    """
+
+    title: str
+    task: str
+    metric_name: str
+    rows: list[dict]
+    budget: dict[str, Any]
+    settings: dict[str, Any]
+    environment: dict[str, Any]
+    stages: list[dict[str, Any]]
+    training: dict[str, Any] | None = None
+    pictures: dict[str, str] = field(default_factory=dict)
+    examples: list[Example] = field(default_factory=list)
+
+
+_BENCH_COLUMNS = (
+    ("artifact", "artifact"), ("format", "format"), ("precision", "precision"), ("backend", "backend"),
+    ("status", "status"), ("size_mb", "MB"), ("value", "{metric}"), ("delta", "Δ vs FP32"), ("p50_ms", "p50 ms"),
+    ("p99_ms", "p99 ms"), ("throughput", "img/s"), ("peak_mb", "peak MB"),
+)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "—"
+        return f"{v:.3g}" if abs(v) < 1 else f"{v:,.2f}" if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v).replace("|", "\\|")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table (numbers right-aligned, None/NaN as —)."""
+    align = ["---" if i == 0 else "--:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(_cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _bench_section(inp: ReportInputs) -> list[str]:
+    metric = {"nme": "NME %", "pckh@0.5": "PCKh@0.5 %"}.get(inp.metric_name, inp.metric_name)
+    header = [title.format(metric=metric) for _, title in _BENCH_COLUMNS]
+    rows = [[r.get(key) for key, _ in _BENCH_COLUMNS] for r in inp.rows]
+    out = ["## Every artifact, side by side", "", markdown_table(header, rows), ""]
+    notes = [f"- **{r['artifact']}** {r['status']}: {r['reason']}" for r in inp.rows if r.get("reason")]
+    if notes:
+        out += notes + [""]
+    better = "lower" if inp.metric_name == "nme" else "higher"
+    out += [f"{metric}: {better} is better; Δ is the difference to the ONNX FP32 model in metric points. Latency is "
+            "one image per call (crop, inference, decode) on the CPU; compare ratios within this table, not with "
+            "other machines or runs.", ""]
+    return out
+
+
+def _budget_section(inp: ReportInputs) -> list[str]:
+    b = inp.budget
+    if not b.get("rows"):
+        return ["## Accuracy budget", "", "No INT8 artifact was built, so there is nothing to hold to a budget.", ""]
+    verdict = "**within the budget**" if b["within"] else "**over the budget**"
+    unit = "NME points" if b["metric"] == "nme" else "PCKh points"
+    return [
+        "## Accuracy budget",
+        "",
+        f"INT8 artifacts may lose at most **{b['max_drop']:g} {unit}** against FP32. The worst INT8 row "
+        f"({b['worst']}) loses {b['worst_drop']:.3g}: {verdict}.",
+        "",
+    ]
+
+
+def _pictures_section(inp: ReportInputs) -> list[str]:
+    captions = {
+        "ced": "Cumulative error distribution of every artifact (the curves of faithful INT8 models lie on FP32's)",
+        "pckh": "PCKh@0.5 per joint of every artifact",
+        "accuracy_latency": "Accuracy against latency of every artifact",
+    }
+    out = ["## Pictures", ""]
+    for role, name in inp.pictures.items():
+        out += [f"**{captions.get(role, role)}** — [{name}]({name})", "", f"![{role}]({name})", ""]
+    for ex in inp.examples:
+        name = Path(ex.png).name
+        mean = float(np.nanmean(ex.errors)) if ex.errors else float("nan")
+        out += [f"**Test images, {ex.artifact}** (green: true, red: predicted; mean {ex.error_name} of these "
+                f"{len(ex.errors)}: {mean:.2f}) — [{name}]({name})", "", f"![{ex.artifact}]({name})", ""]
+    return out
+
+
+def _training_section(inp: ReportInputs) -> list[str]:
+    t = inp.training
+    if not t:
+        return []
+    out = ["## Training", "", f"Best validation {t['metric_name']}: **{t['best_metric']:.3f}** after "
+           f"{len(t.get('history') or [])} epoch(s).", ""]
+    history = t.get("history") or []
+    if history:
+        keys = [k for k in history[0] if k != "epoch"]
+        out += [markdown_table(["epoch", *keys], [[h.get("epoch"), *(h.get(k) for k in keys)] for h in history]), ""]
+    return out
+
+
+def _stages_section(inp: ReportInputs) -> list[str]:
+    rows = []
+    for s in inp.stages:
+        built = s.get("built_seconds")
+        rows.append([s["stage"], "reused" if s["reused"] else "built", s["seconds"], built, s.get("detail", "")])
+    total = sum(s["seconds"] for s in inp.stages)
+    return ["## Time per stage", "", markdown_table(["stage", "this run", "seconds", "seconds to build", "detail"],
+                                                     rows), "", f"This run took {total:.1f} s in total.", ""]
+
+
+def _mapping_section(title: str, mapping: dict[str, Any]) -> list[str]:
+    return [f"## {title}", "", markdown_table(["", "value"], [[k, _flat(v)] for k, v in mapping.items()]), ""]
+
+
+def _flat(v: Any) -> Any:
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_cell(x)}" for k, x in v.items()) or "—"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_cell(x) for x in v) or "—"
+    return v
+
+
+def write_report(report_dir: str | os.PathLike, inp: ReportInputs) -> dict[str, Any]:
+    """Write `report.json` and `report.md` into `report_dir` (atomically) and return the JSON document.
+
+    The pictures named in `inp.pictures` and `inp.examples` must already be in `report_dir`; they are linked
+    by relative name, so the folder can be moved or published as it is.
+    """
+    report_dir = Path(report_dir)
+    doc = {
+        "title": inp.title,
+        "task": inp.task,
+        "metric": inp.metric_name,
+        "rows": inp.rows,
+        "budget": inp.budget,
+        "settings": inp.settings,
+        "environment": inp.environment,
+        "stages": inp.stages,
+        "training": inp.training,
+        "pictures": inp.pictures,
+        "examples": [vars(e) | {"png": Path(e.png).name} for e in inp.examples],
+    }
+    write_json(report_dir / "report.json", _jsonable(doc))
+    lines = [f"# {inp.title}", ""]
+    lines += _bench_section(inp) + _budget_section(inp) + _pictures_section(inp) + _training_section(inp)
+    lines += _mapping_section("Settings", inp.settings) + _mapping_section("Environment", inp.environment)
+    lines += _stages_section(inp)
+    lines += ["Machine-readable: [report.json](report.json); the bench's own files: [bench.json](bench.json), "
+              "[bench.csv](bench.csv).", ""]
+    write_text(report_dir / "report.md", "\n".join(lines))
+    return doc
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

@@ -1,0 +1,283 @@
+"""Landmarks for image files with any model file: the library behind `cunet predict`.
+
+Images come as files or folders (searched recursively); each keeps a relative name (its path inside the folder
+given, or its file name), and every output lands at that name under the output folder, so the prediction folder
+mirrors the input one. That is what lets `cunet metrics` score `--format pts` output against a 300-W folder.
+
+A landmark model needs a crop box per face or person. Boxes come from a box file — the detector box JSON
+`{relative_image_path: [x1, y1, x2, y2]}` that `cunet.data.formats.read_box_file` reads (0-based pixels; enlarged by
+the same margin as training crops), or for poses an MPII JSON whose records' centre and scale give one box per
+person (images without a record are skipped) — or, without a box file, the whole image is the box. Which one was
+used is recorded per instance, and the CLI says so on stderr, because a whole-image box on a photo with a small
+face gives poor landmarks.
+
+Outputs per image: `<name>.json` (points, box, model, backend), `<name>.overlay.png` (predictions drawn with
+OpenCV) and with `--format pts` a 300-W `<name>.pts`; `--format mpii` writes one MPII JSON for all images (named
+like the MPII box file, so `cunet metrics --task pose --gt DATA --pred OUT` finds it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from cunet.errors import CunetError
+
+__all__ = ["OutputFormat", "PredictOptions", "ImageFile", "collect_images", "read_boxes", "predict_files"]
+
+#: Called after each image with (images done, images in total).
+Progress = Callable[[int, int], None]
+
+
+class OutputFormat(str, Enum):
+    """What `predict_files` writes besides the per-image JSON and overlay."""
+
+    JSON = "json"
+    PTS = "pts"
+    MPII = "mpii"
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """Options of `predict_files` (the `cunet predict` flags).
+
+    Attributes:
+        model: a `.pt`, `.onnx` or `.engine` file.
+        inputs: image files and/or folders.
+        out: output folder.
+        boxes: a box file (detector JSON, or an MPII JSON for poses), or None for whole-image boxes.
+        format: extra output in a dataset format (`OutputFormat`).
+        backend: as `cunet.runtime.open_predictor`.
+        threads: CPU inference threads (None: the runtime's default).
+        draw: write `<name>.overlay.png` per image.
+        flip: flip test (average with the mirrored crop).
+    """
+
+    model: Path
+    inputs: tuple[Path, ...]
+    out: Path
+    boxes: Path | None = None
+    format: OutputFormat = OutputFormat.JSON
+    backend: str = "auto"
+    threads: int | None = None
+    draw: bool = True
+    flip: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model", Path(self.model))
+        object.__setattr__(self, "inputs", tuple(Path(p) for p in self.inputs))
+        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "format", OutputFormat(self.format))
+        if self.boxes is not None:
+            object.__setattr__(self, "boxes", Path(self.boxes))
+        if not self.inputs:
+            raise CunetError("no images given")
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """An input image and its name relative to the folder it was found in (POSIX, used for every output)."""
+
+    path: Path
+    name: str
+
+
+def collect_images(inputs: Sequence[str | os.PathLike]) -> list[ImageFile]:
+    """Image files of `inputs` (files as given; folders searched recursively for .png .jpg .jpeg .bmp).
+
+    Raises:
+        CunetError: a missing path, a file that is not an image, a folder without images, or two inputs with the
+            same relative name (their outputs would overwrite each other).
+    """
+    from cunet.data.dataset import IMAGE_SUFFIXES
+
+    found: list[ImageFile] = []
+    for item in (Path(p) for p in inputs):
+        if item.is_dir():
+            files = sorted(f for f in item.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                           and not any(part.startswith(".") for part in f.relative_to(item).parts))
+            if not files:
+                raise CunetError(f"{item}: no images ({' '.join(IMAGE_SUFFIXES)}) in this folder")
+            found += [ImageFile(f, f.relative_to(item).as_posix()) for f in files]
+        elif item.is_file():
+            if item.suffix.lower() not in IMAGE_SUFFIXES:
+                raise CunetError(f"{item}: not an image file (expected {' '.join(IMAGE_SUFFIXES)})")
+            found.append(ImageFile(item, item.name))
+        else:
+            raise CunetError(f"{item}: no such file or folder")
+    seen: dict[str, Path] = {}
+    for f in found:
+        if f.name in seen and seen[f.name].resolve() != f.path.resolve():
+            raise CunetError(f"{f.path}: has the same output name {f.name!r} as {seen[f.name]}; give their folder "
+                             "instead, or predict them in separate runs")
+        seen[f.name] = f.path
+    unique = {f.path.resolve(): f for f in found}
+    return list(unique.values())
+
+
+@dataclass(frozen=True)
+class _Boxes:
+    """Crop boxes per image key, and for an MPII box file the records (so predictions keep the file's order)."""
+
+    by_key: dict[str, list[Any]]
+    records: list[Any] | None
+    source: Path
+
+
+def read_boxes(path: str | os.PathLike, task: str) -> _Boxes:
+    """Read a box file: a detector JSON object (faces and poses) or an MPII JSON list (poses).
+
+    Returns:
+        Boxes (`cunet.data.preprocess.Box`) per POSIX image key, in file order.
+
+    Raises:
+        CunetError: unreadable or malformed file (names it), an MPII file for faces.
+    """
+    import json
+
+    from cunet.data.formats import read_box_file, read_mpii_json
+    from cunet.data.preprocess import box_from_center_scale, box_from_xyxy
+
+    path = Path(path)
+    try:
+        is_list = isinstance(json.loads(path.read_text(encoding="utf-8-sig")), list)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        is_list = False  # read_box_file reports the precise problem
+    if is_list:
+        if task != "pose":
+            raise CunetError(f"{path}: an MPII list of people gives person boxes; faces need a box file "
+                             "{\"image\": [x1, y1, x2, y2]}")
+        records = read_mpii_json(path)
+        by_key: dict[str, list[Any]] = {}
+        for r in records:
+            by_key.setdefault(Path(r.image).as_posix(), []).append(
+                box_from_center_scale((float(r.center[0]), float(r.center[1])), r.scale))
+        return _Boxes(by_key, records, path)
+    boxes = read_box_file(path)
+    return _Boxes({k: [box_from_xyxy(*(float(v) for v in b))] for k, b in boxes.items()}, None, path)
+
+
+def _box_key(image: ImageFile, boxes: _Boxes) -> str | None:
+    candidates = [image.name, image.path.as_posix(), image.path.name]
+    try:
+        candidates.append(image.path.resolve().relative_to(boxes.source.resolve().parent).as_posix())
+    except ValueError:
+        pass
+    return next((c for c in candidates if c in boxes.by_key), None)
+
+
+def _box_dict(box: Any) -> dict[str, float]:
+    half = box.size / 2
+    return {"cx": box.cx, "cy": box.cy, "size": box.size,
+            "x1": box.cx - half, "y1": box.cy - half, "x2": box.cx + half, "y2": box.cy + half}
+
+
+def _output_stem(out: Path, name: str) -> Path:
+    rel = Path(name)
+    return out / rel.parent / rel.stem
+
+
+def predict_files(opts: PredictOptions, progress: Progress | None = None) -> dict[str, Any]:
+    """Predict landmarks for every image of `opts.inputs` and write the outputs described in the module docstring.
+
+    Returns:
+        {"model", "backend", "provider", "task", "out", "format", "images" (predicted), "skipped" (names of
+        images without a person in an MPII box file), "box_sources": {source: instances}, "mpii_file" (or None),
+        "predictions": [per-image JSON documents]}.
+
+    Raises:
+        CunetError: unreadable model, image or box file; an image without a box in the box file; `--format pts`
+            with several instances in one image.
+    """
+    import cv2
+
+    from cunet.data.dataset import read_image
+    from cunet.data.formats import PoseRecord, write_mpii_json, write_pts
+    from cunet.data.spec import get_spec
+    from cunet.evaluate.report import PRED_COLOUR, draw_landmarks
+    from cunet.io import write_bytes, write_json
+    from cunet.runtime import open_predictor, whole_image_box
+
+    images = collect_images(opts.inputs)
+    predictions: list[dict[str, Any]] = []
+    mpii: list[tuple[int, Any]] = []  # (order key, PoseRecord)
+    sources: dict[str, int] = {}
+    skipped: list[str] = []
+    with open_predictor(opts.model, backend=opts.backend, threads=opts.threads) as p:
+        meta = p.meta
+        if opts.format is OutputFormat.MPII and meta.task != "pose":
+            raise CunetError(f"{opts.model}: --format mpii writes human pose; this is a {meta.task} model (use pts)")
+        boxes = read_boxes(opts.boxes, meta.task) if opts.boxes is not None else None
+        skeleton = get_spec(meta.task).skeleton
+        record_index = {id(r): i for i, r in enumerate(boxes.records)} if boxes and boxes.records else {}
+        for done, image_file in enumerate(images, 1):
+            image = read_image(image_file.path)
+            if boxes is None:
+                crop_boxes, source, recs = [whole_image_box(image)], "whole image", [None]
+            else:
+                key = _box_key(image_file, boxes)
+                if key is None and boxes.records is not None:  # an MPII file lists people; this image has none
+                    skipped.append(image_file.name)
+                    continue
+                if key is None:
+                    raise CunetError(f"{image_file.path}: no box for this image in {boxes.source} (looked up as "
+                                     f"{image_file.name!r})")
+                crop_boxes, source = boxes.by_key[key], f"box file {boxes.source.name}"
+                recs = ([r for r in boxes.records if Path(r.image).as_posix() == key] if boxes.records
+                        else [None] * len(crop_boxes))
+            points = p.predict([image] * len(crop_boxes), crop_boxes, flip=opts.flip)
+            sources[source] = sources.get(source, 0) + len(crop_boxes)
+            doc = {
+                "image": str(image_file.path),
+                "name": image_file.name,
+                "model": str(opts.model),
+                "backend": p.backend,
+                "provider": p.provider,
+                "task": meta.task,
+                "coordinates": "0-based pixels (x, y) of the original image",
+                "landmark_names": list(meta.landmark_names),
+                "instances": [{"box": _box_dict(b), "box_source": source, "points": pts.tolist()}
+                              for b, pts in zip(crop_boxes, points)],
+            }
+            stem = _output_stem(opts.out, image_file.name)
+            write_json(stem.with_name(stem.name + ".json"), doc)
+            if opts.format is OutputFormat.PTS:
+                if len(points) != 1:
+                    raise CunetError(f"{image_file.path}: {len(points)} people in the box file, but a .pts file "
+                                     "holds one set of points; use --format mpii")
+                write_pts(stem.with_suffix(".pts"), points[0])
+            if opts.format is OutputFormat.MPII:
+                for i, (b, pts, rec) in enumerate(zip(crop_boxes, points, recs)):
+                    scale = b.size / (200.0 * 1.25)  # the inverse of `box_from_center_scale`
+                    center = np.array([b.cx, b.cy - 15.0 * scale])
+                    new = PoseRecord(image=image_file.name, center=center, scale=scale, joints=pts,
+                                     visible=np.ones(len(pts), dtype=bool), headbox=None)
+                    if rec is not None:
+                        new = dataclasses.replace(rec, joints=pts, visible=np.ones(len(pts), dtype=bool))
+                    mpii.append((record_index.get(id(rec), len(record_index) + len(mpii)), new))
+            if opts.draw:
+                drawn = image
+                for pts in points:
+                    drawn = draw_landmarks(drawn, pts, PRED_COLOUR, skeleton=skeleton,
+                                           radius=max(1.5, max(image.shape[:2]) / 300))
+                ok, buf = cv2.imencode(".png", drawn)
+                if not ok:
+                    raise RuntimeError(f"OpenCV could not encode the overlay of {image_file.path}")
+                write_bytes(stem.with_name(stem.name + ".overlay.png"), buf.tobytes())
+            predictions.append(doc)
+            if progress is not None:
+                progress(done, len(images))
+        ran = {"backend": p.backend, "provider": p.provider}
+    mpii_file = None
+    if opts.format is OutputFormat.MPII:
+        mpii_file = opts.out / (boxes.source.name if boxes and boxes.records else "predictions.json")
+        write_mpii_json(mpii_file, [r for _, r in sorted(mpii, key=lambda t: t[0])])
+    return {"model": str(opts.model), **ran, "task": meta.task, "out": str(opts.out), "format": opts.format.value,
+            "images": len(predictions), "skipped": skipped, "box_sources": sources,
+            "mpii_file": None if mpii_file is None else str(mpii_file), "predictions": predictions}
