@@ -9,7 +9,6 @@ when a CUDA device is visible, because without one it can abort the process inst
 from __future__ import annotations
 
 import importlib.util
-import os
 import platform
 from typing import Any
 
@@ -54,7 +53,8 @@ def _ort_providers(cuda: bool) -> dict[str, Any]:
             session.run(None, {"x": np.ones((1, 4), np.float32)})
             got = session.get_providers()
         except Exception as e:  # ORT raises its own exception types when a provider's libraries are missing
-            found.append({"name": name, "loads": False, "detail": f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"})
+            detail = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
+            found.append({"name": name, "loads": False, "detail": detail})
             continue
         ok = bool(got) and got[0] == name
         found.append({"name": name, "loads": ok, "detail": "ok" if ok else f"fell back to {got[0] if got else 'none'}"})
@@ -105,13 +105,10 @@ def _tensorrt_info(cuda: bool) -> dict[str, Any]:
 
 
 def _cpu_info() -> dict[str, Any]:
-    from cunet.evaluate.profile import _cpu_model
+    from cunet.evaluate.profile import environment
 
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    return {"model": _cpu_model(), "threads": os.cpu_count(), "usable": usable, "machine": platform.machine()}
+    env = environment()
+    return {"model": env["cpu"], "threads": env["cpu_count"], "usable": env["cpus_usable"], "machine": env["machine"]}
 
 
 def machine_report() -> dict[str, Any]:
