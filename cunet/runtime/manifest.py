@@ -127,6 +127,18 @@ class EngineManifest:
     cunet_version: str = cunet.__version__
 
     def __post_init__(self) -> None:
+        # A hand-edited or damaged manifest must fail here as one line, not later inside a comparison or a slice.
+        texts = ("engine", "engine_sha256", "tensorrt_version", "gpu_name", "compute_capability", "input_name",
+                 "source_model", "source_sha256", "cunet_version")
+        bad = [n for n in texts if not isinstance(getattr(self, n), str)]
+        if not (self.calibration_sha256 is None or isinstance(self.calibration_sha256, str)):
+            bad.append("calibration_sha256")
+        if not isinstance(self.strongly_typed, bool):
+            bad.append("strongly_typed")
+        if not (self.workspace_mb is None or (type(self.workspace_mb) is int and self.workspace_mb >= 1)):
+            bad.append("workspace_mb")
+        if bad:
+            raise CunetError(f"invalid engine manifest: wrong type or value for {', '.join(bad)}")
         if self.precision not in PRECISIONS:
             raise CunetError(f"invalid engine manifest: precision must be one of {PRECISIONS}, got {self.precision!r}")
         if set(self.shapes) != {"min", "opt", "max"}:
@@ -150,8 +162,11 @@ class EngineManifest:
         """Rebuild from `to_dict()` output; anything else is a one-line `CunetError` naming `where`."""
         if not isinstance(d, dict) or d.get("format") != MANIFEST_FORMAT:
             raise CunetError(f"{where}: not a cunet engine manifest (no format {MANIFEST_FORMAT!r})")
-        if d.get("format_version", 1) > MANIFEST_FORMAT_VERSION:
-            raise CunetError(f"{where}: manifest format {d['format_version']} is newer than this cunet understands")
+        version = d.get("format_version", 1)
+        if type(version) is not int:
+            raise CunetError(f"{where}: invalid engine manifest: format_version must be an integer")
+        if version > MANIFEST_FORMAT_VERSION:
+            raise CunetError(f"{where}: manifest format {version} is newer than this cunet understands")
         names = {f.name for f in fields(cls)} - {"meta"}
         required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING} - {"meta"}
         body = {k: v for k, v in d.items() if k not in ("format", "format_version", META_KEY)}
