@@ -100,8 +100,16 @@ def _number(value: Any) -> float | None:
     """A finite float from a JSON number, or None (booleans are not numbers here)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # a JSON integer beyond float range (e.g. 400 digits) is no coordinate either
+        return None
     return value if math.isfinite(value) else None
+
+
+def _is_id(value: Any) -> bool:
+    # COCO ids are integers (some tools write strings); a list or object id would crash the lookup table.
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
 def _numbers(value: Any, n: int) -> np.ndarray | None:
@@ -366,8 +374,8 @@ def read_coco_keypoints(path: str | os.PathLike, num_keypoints: int | None = Non
         raise FormatError(path, "not a COCO file: no 'annotations' list")
     images: dict[int, tuple[str, tuple[int, int] | None]] = {}
     for i, img in enumerate(data["images"]):
-        if not isinstance(img, dict) or not isinstance(img.get("file_name"), str) or "id" not in img:
-            raise FormatError(path, f"image {i}: needs 'id' and 'file_name'")
+        if not isinstance(img, dict) or not isinstance(img.get("file_name"), str) or not _is_id(img.get("id")):
+            raise FormatError(path, f"image {i}: needs an integer or string 'id' and a 'file_name'")
         w, h = _number(img.get("width")), _number(img.get("height"))
         images[img["id"]] = (img["file_name"], (int(w), int(h)) if w and h else None)
     out = []
@@ -375,7 +383,7 @@ def read_coco_keypoints(path: str | os.PathLike, num_keypoints: int | None = Non
         where = f"annotation {i}"
         if not isinstance(ann, dict):
             raise FormatError(path, f"{where}: expected an object")
-        if ann.get("image_id") not in images:
+        if not _is_id(ann.get("image_id")) or ann["image_id"] not in images:
             raise FormatError(path, f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
         kps = ann.get("keypoints")
         if not isinstance(kps, list) or len(kps) == 0 or len(kps) % 3:
