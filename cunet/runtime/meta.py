@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,8 @@ META_KEY = "cunet"
 META_FORMAT_VERSION = 1
 TASKS = ("face", "pose")
 PRECISIONS = ("fp32", "fp16", "int8")
+#: CU-Net crops are 256 px; anything above this is a damaged record, not a model.
+MAX_INPUT_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,15 @@ class ModelMeta:
                 raise CunetError(f"invalid cunet model metadata: {msg}")
 
         need(self.task in TASKS, f"task must be one of {TASKS}, got {self.task!r}")
+        # Sizes drive array allocation and crop geometry: a bool, a float or 10**30 from a damaged record must stop
+        # here, not as a numpy traceback (or a terabyte allocation) in the middle of a run.
+        for name in ("num_landmarks", "input_size", "heatmap_stride"):
+            value = getattr(self, name)
+            need(
+                isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1,
+                f"{name} must be a positive integer, got {value!r:.40}",
+            )
+        need(self.input_size <= MAX_INPUT_SIZE, f"input size {self.input_size} is above {MAX_INPUT_SIZE}")
         need(
             len(self.landmark_names) == self.num_landmarks,
             f"{len(self.landmark_names)} names for {self.num_landmarks} landmarks",
@@ -103,6 +116,11 @@ class ModelMeta:
             f"input size {self.input_size} is not a multiple of the heatmap stride {self.heatmap_stride}",
         )
         need(len(self.mean) == 3 and len(self.std) == 3 and min(self.std) > 0, "mean/std need 3 values, std positive")
+        need(all(math.isfinite(v) for v in (*self.mean, *self.std)), "mean/std must be finite")
+        need(
+            self.sigma is None or (math.isfinite(self.sigma) and self.sigma > 0),
+            f"sigma must be a positive number or null, got {self.sigma!r:.40}",
+        )
         need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         need(self.quant is None or isinstance(self.quant, dict), f"quant must be an object or null, got {self.quant!r}")
         need(self.recipe in (None, "tensorrt", "cpu"), f"recipe must be tensorrt, cpu or null, got {self.recipe!r}")
@@ -186,7 +204,10 @@ class ModelMeta:
         names = {f.name for f in dataclasses.fields(cls)}
         required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name != "config"}
         required.add("config")
-        if d.get("format_version", 1) > META_FORMAT_VERSION:
+        version = d.get("format_version", 1)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise CunetError(f"invalid cunet model metadata: format_version must be an integer, got {version!r:.40}")
+        if version > META_FORMAT_VERSION:
             raise CunetError(
                 f"cunet model metadata format {d['format_version']} is newer than this cunet understands; upgrade cunet"
             )
@@ -205,7 +226,7 @@ class ModelMeta:
                     **_float_groups(d),
                 }
             )
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, OverflowError) as e:  # OverflowError: int() of a JSON 1e999 (infinity)
             raise CunetError(f"invalid cunet model metadata: {e}") from e
 
 
