@@ -93,9 +93,12 @@ def draw_landmarks(
 
 
 def _label(image: np.ndarray, text: str, origin: tuple[int, int], scale: float = 0.45) -> None:
+    """White text on a dark box (readable on any background), `origin` at the text's bottom-left."""
     import cv2
 
-    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    x, y = origin
+    cv2.rectangle(image, (x - 3, y - h - 3), (x + w + 3, y + base + 1), (24, 24, 24), -1)
     cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
@@ -110,6 +113,9 @@ def example_tile(
     size: int = _TILE,
 ) -> np.ndarray:
     """One test image cropped to its box (`cunet.data.preprocess.Box`), true points then predictions on top.
+
+    Pass the skeleton for poses (limbs make a pose readable); faces read better as dots alone, because the lines of
+    a poor prediction cover the face.
 
     Returns:
         BGR uint8 [size, size, 3].
@@ -164,11 +170,20 @@ def predict_examples(
     out_png: str | os.PathLike,
     title: str,
     threads: int | None = None,
+    artifact: str | None = None,
 ) -> Example:
     """Predict `samples` (`cunet.data.dataset.Sample`) with one model and write a grid of overlays.
 
     Each tile is captioned with the sample's error: NME in % of the inter-ocular distance (faces), or the
     fraction of visible joints within 0.5 head sizes (pose, PCKh@0.5 of that person).
+
+    Args:
+        model_path: a `.pt`, `.onnx` or `.engine` file.
+        samples: test samples (their boxes are the crops, as in evaluation).
+        out_png: the picture to write.
+        title: the banner text.
+        threads: CPU inference threads.
+        artifact: the name the report uses for the model (default: the file name).
 
     Returns:
         The `Example` record (tile errors in the same order as `samples`).
@@ -184,7 +199,7 @@ def predict_examples(
     with open_predictor(model_path, backend="auto", threads=threads) as p:
         pred = p.predict(images, [s.box for s in samples])
         task = p.meta.task
-    skeleton = get_spec(task).skeleton
+    skeleton = get_spec(task).skeleton if task == "pose" else ()
     gt = np.stack([s.points for s in samples])
     mask = np.stack([s.visible for s in samples])
     if task == "face":
@@ -206,7 +221,8 @@ def predict_examples(
     if not ok:
         raise RuntimeError(f"OpenCV could not encode {out_png}")
     write_bytes(out_png, buf.tobytes())
-    return Example(Path(model_path).name, str(model_path), str(out_png), [float(e) for e in errors], error_name)
+    name = artifact or Path(model_path).name
+    return Example(name, str(model_path), str(out_png), [float(e) for e in errors], error_name)
 
 
 def plot_accuracy(task: str, per_image: dict[str, np.ndarray], path: str | os.PathLike) -> None:
@@ -286,11 +302,21 @@ def _cell(v: Any) -> str:
     return str(v).replace("|", "\\|")
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub-flavoured Markdown table (numbers right-aligned, None/NaN as —)."""
-    align = ["---" if i == 0 else "--:" for i in range(len(header))]
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], signed: Sequence[int] = ()) -> str:
+    """A GitHub-flavoured Markdown table: numeric columns right-aligned, None/NaN as —.
+
+    Columns whose index is in `signed` are differences, written with a sign and three decimals (+0.012).
+    """
+    def numeric(i: int) -> bool:
+        values = [r[i] for r in rows if r[i] is not None]
+        return bool(values) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+    align = ["--:" if numeric(i) else "---" for i in range(len(header))]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
-    lines += ["| " + " | ".join(_cell(v) for v in r) + " |" for r in rows]
+    for r in rows:
+        cells = [f"{v:+.3f}" if i in signed and isinstance(v, (int, float)) and math.isfinite(v) else _cell(v)
+                 for i, v in enumerate(r)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -298,7 +324,8 @@ def _bench_section(inp: ReportInputs) -> list[str]:
     metric = {"nme": "NME %", "pckh@0.5": "PCKh@0.5 %"}.get(inp.metric_name, inp.metric_name)
     header = [title.format(metric=metric) for _, title in _BENCH_COLUMNS]
     rows = [[r.get(key) for key, _ in _BENCH_COLUMNS] for r in inp.rows]
-    out = ["## Every artifact, side by side", "", markdown_table(header, rows), ""]
+    delta = [i for i, (key, _) in enumerate(_BENCH_COLUMNS) if key == "delta"]
+    out = ["## Every artifact, side by side", "", markdown_table(header, rows, signed=delta), ""]
     notes = [f"- **{r['artifact']}** {r['status']}: {r['reason']}" for r in inp.rows if r.get("reason")]
     if notes:
         out += notes + [""]
@@ -311,6 +338,8 @@ def _bench_section(inp: ReportInputs) -> list[str]:
 
 def _budget_section(inp: ReportInputs) -> list[str]:
     b = inp.budget
+    if b.get("max_drop") is None:
+        return ["## Accuracy budget", "", f"Not checked: {b.get('why', 'no budget was set')}.", ""]
     if not b.get("rows"):
         return ["## Accuracy budget", "", "No INT8 artifact was built, so there is nothing to hold to a budget.", ""]
     verdict = "**within the budget**" if b["within"] else "**over the budget**"
