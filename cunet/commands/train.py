@@ -48,9 +48,9 @@ def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--input-size", type=click.IntRange(min=64), help="Override the variant: input side (multiple of 64).")
 @click.option("--memory-efficient", is_flag=True, default=None,
               help="Recompute concat+BN+ReLU in backward: much less activation memory, a little slower.")
-@click.option("--bits-w", type=click.IntRange(1, 16), help="Low-bit training: weight bits (1 = binary, 2 = ternary).")
-@click.option("--bits-a", type=click.IntRange(1, 16), help="Low-bit training: bits of conv inputs.")
-@click.option("--bits-g", type=click.IntRange(1, 16), help="Low-bit training: bits of weight gradients.")
+@click.option("--bits-w", type=click.IntRange(min=1), help="Low-bit training: weight bits (1 binary, 2 ternary, 3-8).")
+@click.option("--bits-a", type=click.IntRange(min=1), help="Low-bit training: bits of conv inputs (2-8).")
+@click.option("--bits-g", type=click.IntRange(min=1), help="Low-bit training: bits of weight gradients (2-16).")
 @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True),
               help="Stop cleanly after the epoch that crosses this wall-clock budget.")
 @click.option("--seed", type=int, help="Seeds init, batch order and augmentation [0].")

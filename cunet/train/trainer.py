@@ -49,6 +49,8 @@ OPTIMIZERS = ("rmsprop", "adam")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 #: Options that define what a run is. On `resume` they must equal the run's own (None means "the run's value").
 RUN_FIELDS = ("variant", "sigma", "optimizer", "lr", "batch_size", "milestones", "gamma", "weight_decay", "seed")
+#: Options a resumed run takes from the run when left as None, but which may change (a run can be extended).
+INHERITED = ("epochs",)
 
 
 # ------------------------------------------------------------------------------------------------------ options
@@ -162,7 +164,8 @@ class TrainOptions:
              f"milestones must be positive epoch numbers, got {self.milestones!r}")
         for name in ("bits_w", "bits_a", "bits_g"):
             v = getattr(self, name)
-            need(v is None or (isinstance(v, int) and 1 <= v <= 16), f"{name} must be 1..16 bits, got {v!r}")
+            # The supported widths per part are `cunet.model.quant.QuantConfig`'s to check.
+            need(v is None or (isinstance(v, int) and v >= 1), f"{name} must be a positive bit count, got {v!r}")
         need(isinstance(self.overrides, dict), "overrides must be a dict of CUNetConfig fields")
 
     @property
@@ -226,7 +229,7 @@ def resolve_options(opts: TrainOptions, saved: dict[str, Any] | None = None) -> 
         if differ:
             raise CunetError(f"{Path(opts.out) / 'last.pt'}: cannot resume with different options: "
                              f"{'; '.join(differ)}. Leave them out, or train into another --out")
-        filled = {n: (tuple(saved[n]) if n == "milestones" else saved[n]) for n in RUN_FIELDS
+        filled = {n: (tuple(saved[n]) if n == "milestones" else saved[n]) for n in (*RUN_FIELDS, *INHERITED)
                   if getattr(opts, n) is None and saved.get(n) is not None}
         opts = dataclasses.replace(opts, **filled)
     variant = opts.variant or _default_variant(opts.task)
@@ -545,6 +548,7 @@ def train(opts: TrainOptions, on_epoch: Callable[[dict], None] | None = None) ->
     run = dataclasses.replace(run, sigma=sigma)
 
     # ---- device, threads, DDP
+    threads_before = torch.get_num_threads()
     if run.threads is not None:
         torch.set_num_threads(run.threads)
     device = _device(run, int(os.environ.get("LOCAL_RANK", "0")))
@@ -554,6 +558,7 @@ def train(opts: TrainOptions, on_epoch: Callable[[dict], None] | None = None) ->
     try:
         return _train(run, cfg, quant_cfg, saved, device, d, on_epoch)
     finally:
+        torch.set_num_threads(threads_before)  # the thread count is the caller's process-wide setting
         if d.started:
             import torch.distributed as dist
 
@@ -636,7 +641,7 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
 
     if show and start_epoch == 0:
         log(f"training {run.variant} ({_describe(cfg)}) on {len(train_samples)} {run.task} images, validating on "
-            f"{len(val_samples)}; {run.optimizer} lr {run.lr:g}, batch {run.batch_size}, {run.epochs} epochs, "
+            f"{len(val_samples)}; {run.optimizer} lr {run.lr:g}, batch {run.batch_size}, {run.epochs} epoch(s), "
             f"lr x{run.gamma:g} after epoch(s) {', '.join(map(str, run.milestones)) or '-'}; device {device}"
             + (f", {d.world} processes" if d.world > 1 else ""))
 

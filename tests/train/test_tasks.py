@@ -1,0 +1,53 @@
+"""The trainer beyond the default face run: pose (PCKh@0.5 validation), the low-bit QAT hook, and CLI errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import tiny_options
+
+
+def test_pose_run_validates_with_pckh(poses, tmp_path) -> None:
+    from cunet.evaluate.accuracy import evaluate
+    from cunet.train.checkpoint import load_checkpoint
+    from cunet.train.trainer import train
+
+    # "cunet-tiny" is a 68-point variant: the task's 16 joints replace its landmark count.
+    result = train(tiny_options(poses, tmp_path / "pose", task="pose", epochs=1))
+    assert result.metric_name == "pckh@0.5" and 0.0 <= result.best_metric <= 100.0
+    ckpt = load_checkpoint(result.best)
+    assert ckpt["task"] == "pose" and ckpt["config"]["num_landmarks"] == 16
+    report = evaluate(result.best, poses, backend="torch", threads=1)
+    assert report["pckh@0.5"] == pytest.approx(result.best_metric, abs=1e-9)
+
+
+def test_low_bit_hook_stores_the_quant_config(faces, tmp_path) -> None:
+    from cunet.model.quant import QuantConfig, quant_config_of
+    from cunet.train.checkpoint import load_checkpoint, model_from_checkpoint
+    from cunet.train.trainer import train
+
+    result = train(tiny_options(faces, tmp_path / "q", epochs=1, bits_w=2, bits_a=8, bits_g=8))
+    ckpt = load_checkpoint(result.last)
+    assert ckpt["quant"] == QuantConfig(bits_w=2, bits_a=8, bits_g=8).to_dict()
+    model, _ = model_from_checkpoint(result.last)
+    assert quant_config_of(model) == QuantConfig(bits_w=2, bits_a=8, bits_g=8)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "{missing}"], "{missing}: dataset folder does not exist"),
+        (["--data", "{faces}", "--input-size", "100"], "input_size must be a multiple of 64"),
+        (["--data", "{faces}", "--variant", "cunet-huge"], "unknown variant 'cunet-huge'"),
+        (["--data", "{faces}", "--bits-w", "9"], "bits_w must be an integer in 1..8"),
+    ],
+)
+def test_cli_errors_are_one_line(faces, tmp_path, capsys, args, message) -> None:
+    from cunet.cli import main
+
+    fill = {"missing": str(tmp_path / "nope"), "faces": str(faces)}
+    argv = ["train", "--task", "face", "--out", str(tmp_path / "run"), *(a.format(**fill) for a in args)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message.format(**fill) in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run" / "last.pt").exists()
