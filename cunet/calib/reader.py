@@ -13,7 +13,6 @@ whole-image crop (a square box around the image centre with side max(H, W), as t
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 
 from cunet.data.preprocess import Box, crop_affine, to_input, warp
 from cunet.errors import CunetError
+from cunet.runtime.meta import meta_from_onnx_proto
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -64,21 +64,11 @@ def read_preprocess_spec(model_path: str | os.PathLike) -> PreprocessSpec:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf raises several types for truncated/foreign files
         raise CunetError(f"{path}: not a readable ONNX model ({type(e).__name__})") from e
-    props = {p.key: p.value for p in model.metadata_props}
-    if "cunet" not in props:
-        raise CunetError(f"{path}: no 'cunet' metadata (export the model with `cunet export`)")
-    try:
-        meta = json.loads(props["cunet"])
-        spec = PreprocessSpec(
-            input_name=model.graph.input[0].name,
-            input_size=int(meta["input_size"]),
-            mean=tuple(float(v) for v in meta["mean"]),
-            std=tuple(float(v) for v in meta["std"]),
-            task=meta.get("task"),
-        )
-    except (ValueError, KeyError, TypeError, IndexError) as e:
-        raise CunetError(f"{path}: malformed 'cunet' metadata ({type(e).__name__}: {e})") from e
-    return spec
+    # The same validation as every runtime: a damaged record (input size 10**30, NaN std) stops here, in one line.
+    meta = meta_from_onnx_proto(model, str(path))
+    if not model.graph.input:
+        raise CunetError(f"{path}: the graph has no input")
+    return PreprocessSpec(model.graph.input[0].name, meta.input_size, meta.mean, meta.std, meta.task)
 
 
 @dataclass(frozen=True)
