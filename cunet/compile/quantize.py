@@ -20,7 +20,9 @@ budget, the most sensitive group (largest drop reduction when it alone stays flo
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -181,16 +183,38 @@ def quantize_with_ranges(fp32_path: Path, ranges, recipe: Recipe, exclude: list[
         cache = os.path.join(tmp, "ranges.json")
         save_tensors_data(ranges.to_tensors_data(), cache)
         out = os.path.join(tmp, "int8.onnx")
-        quantize_static(
-            str(fp32_path),
-            out,
-            None,
-            nodes_to_exclude=list(exclude),
-            calibrate_method=ranges.method.to_ort(),
-            calibration_cache_path=cache,
-            **opts,
-        )
+        with _no_preprocess_advice():
+            quantize_static(
+                str(fp32_path),
+                out,
+                None,
+                nodes_to_exclude=list(exclude),
+                calibrate_method=ranges.method.to_ort(),
+                calibration_cache_path=cache,
+                **opts,
+            )
         return onnx.load(out)
+
+
+class _PreprocessAdvice(logging.Filter):
+    """Drops ORT's root-logger advice 'Please consider (to run) pre-processing'.
+
+    Exports are already simplified and shape-inferred by onnxslim; the advice only clutters bench and demo output.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Please consider")
+
+
+@contextlib.contextmanager
+def _no_preprocess_advice():
+    advice = _PreprocessAdvice()
+    root = logging.getLogger()
+    root.addFilter(advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
 
 
 def _argmax_points(heatmaps: np.ndarray) -> np.ndarray:
