@@ -215,7 +215,7 @@ def open_predictor(
 
     Args:
         model_path: checkpoint (`.pt`), ONNX model (`.onnx`) or TensorRT engine (`.engine`, metadata in the
-            `manifest.json` beside it).
+            `<engine>.manifest.json` beside it).
         backend: "auto" (by file type; for ONNX the TensorRT EP > CUDA EP > CPU, whichever this onnxruntime offers),
             "torch", "ort-cpu", "ort-cuda", "ort-trt" or "tensorrt".
         threads: CPU threads for inference (None: the runtime's default).
