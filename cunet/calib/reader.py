@@ -68,7 +68,18 @@ def read_preprocess_spec(model_path: str | os.PathLike) -> PreprocessSpec:
     meta = meta_from_onnx_proto(model, str(path))
     if not model.graph.input:
         raise CunetError(f"{path}: the graph has no input")
-    return PreprocessSpec(model.graph.input[0].name, meta.input_size, meta.mean, meta.std, meta.task)
+    graph_input = model.graph.input[0]
+    # Calibration feeds [N, 3, S, S] built from the metadata; a graph that wants another shape (metadata copied
+    # from another model) would fail deep inside ONNX Runtime's calibrator with a multi-line traceback.
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim]
+    want = [None, 3, meta.input_size, meta.input_size]
+    if len(dims) != 4 or any(d is not None and w is not None and d != w for d, w in zip(dims, want)):
+        shape = ", ".join("?" if d is None else str(d) for d in dims)
+        raise CunetError(
+            f"{path}: the graph input is [{shape}] but the cunet metadata describes [N, 3, {meta.input_size}, "
+            f"{meta.input_size}]; the metadata belongs to another model"
+        )
+    return PreprocessSpec(graph_input.name, meta.input_size, meta.mean, meta.std, meta.task)
 
 
 @dataclass(frozen=True)
