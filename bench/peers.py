@@ -135,6 +135,21 @@ def _latency(models: dict[str, Path], size: int, threads: int, iters: int) -> di
     return {k: {"p50_ms": float(np.median(v)), "p90_ms": float(np.percentile(v, 90))} for k, v in times.items()}
 
 
+def _print_table(title: str, columns: list[str], rows: list[tuple]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for i, c in enumerate(columns):
+        table.add_column(c, justify="left" if i == 0 else "right", no_wrap=True)
+    for r in rows:
+        table.add_row(r[0], *[f"{v:,.3g}" if abs(v) < 100 else f"{v:,.0f}" for v in r[1:]])
+    console = Console(stderr=True)
+    if not console.is_terminal:  # logs: whole rows, not the 80-column default
+        console = Console(stderr=True, width=160)
+    console.print(table)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=4, help="U-Nets in every model (equal depth)")
@@ -155,7 +170,6 @@ def main() -> None:
     default = {o for o in (0, 1, 2, full) if o <= full}
     args.orders = sorted({int(v) for v in args.orders.split(",")} if args.orders else default)
 
-    from cunet.commands._common import print_table
     from cunet.data.synth import synthesize
     from cunet.evaluate.profile import environment
     from cunet.io import write_json
@@ -188,10 +202,10 @@ def main() -> None:
     rows = [(f"{r['model']} (order {r['order']})", r["params"] / 1e6, r["gmacs"], r["fp32_p50_ms"],
              r["int8_cpu_p50_ms"], r["train_peak_mb"], r["train_step_s"], r["params"] / base["params"])
             for r in results]
-    print_table(f"{args.layers} U-Nets at {args.size}², C=128 g=32 — ONNX Runtime {args.threads} threads, batch 1; "
-                f"training batch {args.batch}",
-                ["model", "params (M)", "GMACs", "FP32 p50 ms", "INT8 cpu p50 ms", "train peak MB", "train step s",
-                 "params × order 0"], rows)
+    _print_table(f"{args.layers} U-Nets at {args.size}², C=128 g=32 — ONNX Runtime {args.threads} threads, batch 1; "
+                 f"training batch {args.batch}",
+                 ["model", "params (M)", "GMACs", "FP32 p50 ms", "INT8 cpu p50 ms", "train peak MB", "train step s",
+                  "params × order 0"], rows)
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
 
 

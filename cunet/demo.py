@@ -14,7 +14,8 @@ Re-running reuses every finished stage. Each stage leaves a stamp (`.demo-stamp.
 built from, including the stamp of the stage before it, and the seconds it took; a stage whose stamp matches and
 whose outputs exist is reused, anything else is rebuilt along with every stage after it. Data is synthesised into
 a temporary folder and renamed into place, so a half-written dataset is never mistaken for a finished one. An
-interrupted training run resumes from `last.pt`. `--fresh` removes the demo's folders first.
+interrupted training run resumes from `last.pt`, and so does a finished one given another `--minutes` (the budget
+counts over resumes). `--fresh` removes the demo's folders first.
 
 The demo refuses to write into a non-empty folder it did not create (there is a `.cunet-demo` marker in the ones
 it did), so a mistyped `--out` never deletes anyone's files.
@@ -273,20 +274,24 @@ def _stage_train(out: Path, data: Path, data_stamp: dict, plan: DemoPlan, st: _S
         t0 = st.start("train", f"{plan.variant} in {run}")
         st.done("train", t0, stamp["seconds"], reused=True, detail=_train_detail(stamp["result"]))
         return run, stamp
-    resume = same and (run / "last.pt").is_file()
+    # Only the time budget changed: the trainer counts it over resumes, so the run continues (or stops at once).
+    budget_only = stamp is not None and {**stamp.get("key", {}), "minutes": plan.minutes} == key
+    resume = (same or budget_only) and (run / "last.pt").is_file()
     opts = TrainOptions(task=plan.task, data=str(data), out=str(run), variant=plan.variant, epochs=plan.epochs,
                         batch_size=plan.batch_size, lr=plan.lr, optimizer=plan.optimizer, resume=resume,
                         seed=plan.seed, workers=0, sigma=None, overrides=dict(plan.overrides), bits_w=None,
                         bits_a=None, bits_g=None, max_minutes=plan.minutes, device="cpu", progress=progress)
     used = resolve_options(opts)
     budget = f", at most {plan.minutes:g} min" if plan.minutes else ""
-    verb = "resuming the interrupted run of" if resume else "training"
+    verb = ("resuming the interrupted run of" if same else "continuing (new --minutes) the run of") if resume \
+        else "training"
     t0 = st.start("train", f"{verb} {plan.variant}: {used.epochs} epoch(s){budget}, batch {used.batch_size}, "
                            f"{used.optimizer} lr {used.lr:g} → {run}")
     if not resume:
         if run.exists():
             shutil.rmtree(run)
         stamp = {"stage": "train", "key": key, "finished": False, "seconds": 0.0}
+    stamp.update(key=key, finished=False)
     stamp["options"] = {k: used.to_dict()[k] for k in ("variant", "epochs", "batch_size", "lr", "optimizer",
                                                        "milestones", "sigma", "seed", "max_minutes", "overrides")}
     write_json(run / _STAMP, stamp)
