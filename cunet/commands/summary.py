@@ -17,8 +17,11 @@ __all__ = ["summary"]
 @click.option("--loss-num", "--loss_num", "loss_num", type=int, help="Supervised heads (default: every U-Net).")
 @click.option("--input-size", type=int, help="Square input side in pixels (multiple of 64).")
 @click.option("--refine", is_flag=True, default=None, help="Iterative refinement: run the U-Nets twice, shared weights.")
+@click.option("--bits-w", type=int, help="Low-bit weights: 1 (binary), 2 (ternary), 3-8; shows what is quantized.")
+@click.option("--bits-a", type=int, help="Low-bit inputs of the quantized convs (2-8).")
+@click.option("--bits-g", type=int, help="Low-bit weight gradients (2-16; training only).")
 @json_option
-def summary(variant, layers, order, landmarks, loss_num, input_size, refine, as_json):
+def summary(variant, layers, order, landmarks, loss_num, input_size, refine, bits_w, bits_a, bits_g, as_json):
     """Parameters, FP32 size (MB = 10^6 bytes), GMACs and supervised U-Nets of a CU-Net.
 
     \b
@@ -26,6 +29,7 @@ def summary(variant, layers, order, landmarks, loss_num, input_size, refine, as_
       cunet summary cunet-face-8
       cunet summary --layers 8 --order 1 --landmarks 16        # 8,009,984 parameters
       cunet summary --layer_num 4 --order 2 --loss_num 2 --json
+      cunet summary cunet-face-8 --bits-w 1 --bits-a 8      # which convs are low-bit, and the low-bit size
     Options given with a variant override it.
     """
     from cunet.model.config import CUNetConfig, get_variant
@@ -47,7 +51,12 @@ def summary(variant, layers, order, landmarks, loss_num, input_size, refine, as_
         defaults = {"order": 1, "num_landmarks": 68}
         cfg = CUNetConfig(**{**defaults, **overrides})
         name = f"CU-Net L={cfg.layers} K={cfg.order}"
-    s = summarize(cfg)
+    quant = None
+    if bits_w is not None or bits_a is not None or bits_g is not None:
+        from cunet.model.quant import QuantConfig
+
+        quant = QuantConfig(bits_w=bits_w, bits_a=bits_a, bits_g=bits_g)
+    s = summarize(cfg, quant)
     if as_json:
         emit_json({"name": name, **s})
         return
@@ -60,4 +69,11 @@ def summary(variant, layers, order, landmarks, loss_num, input_size, refine, as_
         ("supervised U-Nets", ", ".join(map(str, s["supervised"]))),
     ]
     rows += [(f"  params: {k}", v) for k, v in s["breakdown"].items()]
+    if "quant" in s:
+        q = s["quant"]
+        rows += [
+            ("quantized convs", f"{q['quantized_convs']} of {q['convs']} ({quant.describe()})"),
+            ("full precision", ", ".join(q["full_precision_convs"]) + ", every BatchNorm"),
+            ("low-bit size (MB)", f"{q['size_mb']:.3f} ({s['size_mb'] / q['size_mb']:.1f}× smaller)"),
+        ]
     print_table(name, ["", "value"], rows)

@@ -228,13 +228,13 @@ def export_onnx(
     try:
         proto = _export(model, meta.input_size, opset)
         nodes_exported = len(proto.graph.node)
+        if lowbit is not None:  # before onnxslim: a conv reading int8 weights through a DQ keeps its BN apart
+            proto = lowbit.rewrite(proto)
         if simplify:
             import onnxslim
 
             with _quiet_exporter():
                 proto = onnxslim.slim(proto)
-        if lowbit is not None:
-            proto = lowbit.rewrite(proto)
         write_onnx_meta(proto, meta)
         proto.producer_name = "cunet"
         onnx.checker.check_model(proto)
@@ -242,9 +242,10 @@ def export_onnx(
         error, scale = _verify(model, data, meta.input_size) if verify else (None, 1.0)
     finally:
         model.train(was_training)
-    if error is not None and not error <= VERIFY_ATOL * scale:
+    atol = VERIFY_ATOL if lowbit is None else lowbit.verify_atol
+    if error is not None and not error <= atol * scale:
         raise CunetError(
-            f"{out_path}: ONNX Runtime and PyTorch disagree by {error:.3g} (> {VERIFY_ATOL * scale:.3g}); not written"
+            f"{out_path}: ONNX Runtime and PyTorch disagree by {error:.3g} (> {atol * scale:.3g}); not written"
         )
     write_bytes(out_path, data)
     real_opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
@@ -256,7 +257,7 @@ def export_onnx(
         nodes_exported=nodes_exported,
         nodes=len(proto.graph.node),
         max_abs_error=error,
-        tolerance=None if error is None else VERIFY_ATOL * scale,
+        tolerance=None if error is None else atol * scale,
         file_bytes=len(data),
         seconds=time.perf_counter() - start,
         meta=meta,

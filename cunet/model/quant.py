@@ -32,6 +32,7 @@ from enum import Enum
 from typing import Any
 
 import torch
+import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.quantized_decomposed)
 from torch import nn
 
 from cunet.errors import CunetError
@@ -145,10 +146,11 @@ def binarize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         w: [C_out, ...] weights.
 
     Returns:
-        (codes [C_out, ...] in {-1, +1} (sign, with sign(0) = +1), scale [C_out] = mean |w| of each filter).
+        (codes [C_out, ...] in {-1, +1} (sign, with sign(0) = +1), scale [C_out] = mean |w| of each filter; 0 for
+        an all-zero filter, which has no other 1-bit form).
     """
     codes = torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
-    return codes, _safe_scale(_per_filter(w).abs().mean(1))
+    return codes, _per_filter(w).abs().mean(1)
 
 
 def ternarize(w: torch.Tensor, threshold: float = TERNARY_THRESHOLD) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,8 +192,8 @@ def quantize_weight(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Ten
     """The paper's scheme for `bits`: 1 → `binarize`, 2 → `ternarize`, more → `uniform_quantize`.
 
     Returns:
-        (integer-valued codes [C_out, ...] in w's dtype, positive scale [C_out]); the quantized weight is
-        `codes * scale[:, None, None, None]`.
+        (integer-valued codes [C_out, ...] in w's dtype, scale [C_out], positive except for an all-zero filter at
+        1 bit); the quantized weight is `codes * scale[:, None, None, None]`.
     """
     if bits == 1:
         return binarize(w)
@@ -246,18 +248,24 @@ def input_step(bits: int) -> float:
 
 
 def quantize_input(x: torch.Tensor, bits: int, step: float | torch.Tensor) -> torch.Tensor:
-    """Fake-quantize non-negative conv inputs to `step` * {0 .. 2^(k-1) - 1} (values below 0 go to the int8 grid).
+    """Quantize non-negative conv inputs to `step` * {0 .. 2^(k-1) - 1} (the int8 grid below 0; ReLU leaves none).
 
-    Written as clamp + an int8-range fake quantization so that training, export and ONNX Runtime all compute the
-    same thing: torch exports the fake quantization as QuantizeLinear/DequantizeLinear only for the range
-    -128..127, and the clamp as Clip. Gradient: identity inside [.., qmax * step], 0 above (clipped STE).
+    Written as an optional clamp + an int8-range quantization so that training, export and ONNX Runtime compute the
+    same thing. When `x` needs a gradient it is `torch.fake_quantize_per_tensor_affine` (gradient: identity inside
+    the range, 0 where clipped — the clipped STE); otherwise `quantized_decomposed` quantize/dequantize with a float
+    step, which has the same arithmetic (round-half-even of x * (1 / step)) and which torch.export traces with a
+    dynamic batch and torch.onnx exports as QuantizeLinear/DequantizeLinear (the fake-quantization kernels have no
+    rule for a symbolic batch). The clamp exports as Clip.
     """
     qmax = 2 ** (bits - 1) - 1
     if bits < 8:
         x = torch.clamp(x, max=qmax * step)
-    if isinstance(step, torch.Tensor):
-        return torch.fake_quantize_per_tensor_affine(x, step, torch.zeros((), dtype=torch.int32), -128, 127)
-    return torch.fake_quantize_per_tensor_affine(x, step, 0, -128, 127)
+    if x.requires_grad:
+        s = torch.as_tensor(step, dtype=torch.float32, device=x.device)
+        return torch.fake_quantize_per_tensor_affine(x, s, torch.zeros((), dtype=torch.int32, device=x.device), -128, 127)
+    step = float(step)
+    ops = torch.ops.quantized_decomposed
+    return ops.dequantize_per_tensor(ops.quantize_per_tensor(x, step, 0, -128, 127, torch.int8), step, 0, -128, 127, torch.int8)
 
 
 # ----------------------------------------------------------------------------------------------- the layer
@@ -274,6 +282,7 @@ class QuantConv2d(nn.Conv2d):
         super().__init__(*args, **kwargs)
         self.bits_w, self.bits_a, self.bits_g = quant.bits_w, quant.bits_a, quant.bits_g
         self.act_range = quant.act_range
+        self.frozen_step: float | None = None  # set by `deploy_model`: the step as a constant for export
         if self.bits_a is not None and self.act_range is ActRange.CALIBRATED:
             self.register_buffer("act_max", torch.zeros((), device=self.weight.device))
 
@@ -291,8 +300,10 @@ class QuantConv2d(nn.Conv2d):
         return q
 
     def input_step(self) -> float | torch.Tensor:
-        """The current input step (a 0-d tensor for calibrated ranges)."""
+        """The current input step (a 0-d tensor for calibrated ranges while they can still change)."""
         assert self.bits_a is not None
+        if self.frozen_step is not None:
+            return self.frozen_step
         if self.act_range is ActRange.FIXED:
             return input_step(self.bits_a)
         return torch.clamp(self.act_max, min=1e-8) / (2 ** (self.bits_a - 1) - 1)
@@ -391,7 +402,9 @@ def deploy_model(model: nn.Module) -> tuple[nn.Module, dict[str, tuple[torch.Ten
     quant = quant_config_of(model)
     if quant is None:
         raise CunetError("deploy_model needs a quantized model (apply_quantization first)")
-    dep = copy.deepcopy(model).eval()
+    # No parameter needs a gradient: torch.export then traces the inference kernel of the input fake quantization
+    # (the training one, `..._cachemask`, has no export rule).
+    dep = copy.deepcopy(model).eval().requires_grad_(False)
     codes: dict[str, tuple[torch.Tensor, torch.Tensor, int]] = {}
     for name, m in dep.named_modules():
         if not isinstance(m, QuantConv2d):
@@ -401,6 +414,8 @@ def deploy_model(model: nn.Module) -> tuple[nn.Module, dict[str, tuple[torch.Ten
             with torch.no_grad():
                 m.weight.copy_(q * _expand(s, q))
             codes[f"{name}.weight"] = (q, s, m.bits_w)
+        if m.bits_a is not None:
+            m.frozen_step = float(m.input_step())
         m.bits_w = m.bits_g = None
     dep.quant_config = None
     return dep, codes

@@ -35,12 +35,42 @@ def _count_macs(model: nn.Module, cfg: CUNetConfig) -> int:
     return macs
 
 
-def summarize(cfg: CUNetConfig) -> dict[str, Any]:
+def _quant_summary(model: CUNet, quant: Any) -> dict[str, Any]:
+    # Which convs are low-bit and what the weights then weigh: codes at bits_w per weight plus one float32 scale per
+    # output channel; every other parameter (stem, last head, BatchNorm) stays float32.
+    from cunet.model.quant import apply_quantization, quantized_layers
+
+    apply_quantization(model, quant)
+    layers = quantized_layers(model)
+    low = [lay for lay in layers if lay["bits_w"] is not None]
+    low_params = sum(lay["params"] for lay in low)
+    scales = sum(m.out_channels for name, m in model.named_modules() if name in {lay["name"] for lay in low})
+    total = sum(p.numel() for p in model.parameters())
+    bytes_ = low_params * (quant.bits_w or 32) / 8 + (scales * 4 if low else 0) + (total - low_params) * 4
+    return {
+        "config": quant.to_dict(),
+        "quantized_convs": sum(1 for lay in layers if lay["bits_w"] is not None or lay["bits_a"] is not None),
+        "convs": len(layers),
+        "quantized_params": low_params,
+        "full_precision_convs": [lay["name"] for lay in layers if lay["bits_w"] is None and lay["bits_a"] is None],
+        "size_mb": bytes_ / 1e6,
+        "layers": layers,
+    }
+
+
+def summarize(cfg: CUNetConfig, quant: Any = None) -> dict[str, Any]:
     """Parameters, FP32 size (MB = 1e6 bytes), GMACs per image at the config's input size, supervised U-Nets.
+
+    Args:
+        cfg: the model.
+        quant: a `cunet.model.quant.QuantConfig` to also report which convs it quantizes and the low-bit size.
 
     Returns:
         {"params", "size_mb", "gmacs", "supervised" (0-based U-Net indices), "heatmap_size", "config", "breakdown"}
-        where "breakdown" counts parameters of the stem, U-Nets, bridges and heads.
+        where "breakdown" counts parameters of the stem, U-Nets, bridges and heads; with `quant` also "quant":
+        {"config", "quantized_convs", "convs", "quantized_params", "full_precision_convs", "size_mb" (low-bit weights
+        as bits_w-bit codes + a float32 scale per output channel, the rest float32), "layers" (every conv: "name",
+        "params", "bits_w", "bits_a"; None = full precision)}.
     """
     with torch.device("meta"):
         model = CUNet(cfg)
@@ -50,12 +80,15 @@ def summarize(cfg: CUNetConfig) -> dict[str, Any]:
     if model.refine_bridge is not None:
         groups["refine_bridge"] = model.refine_bridge
     breakdown = {name: sum(p.numel() for p in m.parameters()) for name, m in groups.items()}
+    macs = _count_macs(model, cfg)
+    extra = {"quant": _quant_summary(model, quant)} if quant is not None and quant.enabled else {}
     return {
         "params": params,
         "size_mb": params * 4 / 1e6,
-        "gmacs": _count_macs(model, cfg) / 1e9,
+        "gmacs": macs / 1e9,
         "supervised": list(cfg.supervised),
         "heatmap_size": cfg.heatmap_size,
         "config": cfg.to_dict(),
         "breakdown": breakdown,
+        **extra,
     }
