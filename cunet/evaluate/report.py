@@ -358,7 +358,7 @@ def _budget_section(inp: ReportInputs) -> list[str]:
     return [
         "## Accuracy budget",
         "",
-        f"INT8 artifacts may lose at most **{b['max_drop']:g} {unit}** against FP32. The worst INT8 row "
+        f"INT8 artifacts may lose at most **{b['max_drop']:.1f} {unit}** against FP32. The worst INT8 row "
         f"({b['worst']}) loses {b['worst_drop']:.3g}: {verdict}.",
         "",
     ]
