@@ -42,7 +42,7 @@ def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--gamma", type=click.FloatRange(0, 1, min_open=True), help="LR step factor [0.2, the original's].")
 @click.option("--weight-decay", type=click.FloatRange(min=0), help="L2 penalty [0].")
 @click.option("--sigma", type=click.FloatRange(min=0, min_open=True),
-              help="Target Gaussian sigma in heatmap pixels [2 at 64², proportional to the heatmap size].")
+              help="Target Gaussian sigma in heatmap pixels [recipe: 3 at 64² for cunet-tiny, else 2; scaled to the heatmap].")
 @click.option("--layers", type=click.IntRange(min=1), help="Override the variant: number of coupled U-Nets.")
 @click.option("--order", type=click.IntRange(min=0), help="Override the variant: coupling order (0: stacked U-Nets).")
 @click.option("--input-size", type=click.IntRange(min=64), help="Override the variant: input side (multiple of 64).")

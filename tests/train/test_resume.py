@@ -108,7 +108,7 @@ def test_budget_stop_then_resume_equals_the_uninterrupted_run(tiny_run, tmp_path
         ({"overrides": {"input_size": 128}}, "different model: input_size 128 (the run has 64)"),
         ({"overrides": {"layers": 3}, "lr": None}, "different model: layers 3 (the run has 2)"),
         ({"lr": 1e-3}, "different options: lr 0.001 (the run has 0.002)"),
-        ({"optimizer": "rmsprop", "sigma": 2.0}, "different options: sigma 2.0 (the run has 0.5); optimizer"),
+        ({"optimizer": "rmsprop", "sigma": 2.0}, "different options: sigma 2.0 (the run has 0.75); optimizer"),
         ({"bits_w": 2}, "different low-bit settings"),
     ],
 )

@@ -51,3 +51,20 @@ def test_cli_errors_are_one_line(faces, tmp_path, capsys, args, message) -> None
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message.format(**fill) in err and err.count("\n") == 1, err
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_epoch_sampler_splits_one_permutation_over_ranks() -> None:
+    from cunet.train.trainer import EpochSampler
+
+    ranks = [EpochSampler(19, seed=5, rank=r, world=2) for r in range(2)]
+    for s in ranks:
+        s.set_epoch(3)
+    parts = [list(s) for s in ranks]
+    assert [len(p) for p in parts] == [10, 10]  # padded by repeating one index, as DistributedSampler does
+    assert sorted(set(parts[0]) | set(parts[1])) == list(range(19))
+    single = EpochSampler(19, seed=5)
+    single.set_epoch(3)
+    order = list(single)
+    assert parts[0] == order[0::2] and parts[1] == (order + order[:1])[1::2]  # the same permutation, interleaved
+    single.set_epoch(4)
+    assert list(single) != order and sorted(single) == list(range(19))
