@@ -111,24 +111,33 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise CunetError(f"{path}: no such image")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise CunetError(f"{path}: unreadable or unsupported image")
+    # The end-marker check comes first: it names the real problem, and libpng would print its own "libpng error"
+    # line on the process's stderr for a truncated file before cv2.imread returns None. OpenCV's own log lines for
+    # a broken file ("IHDR chunk shall be first") are silenced too: the CunetError below is the one line.
     truncated = _truncation(path)
     if truncated:
         raise CunetError(f"{path}: {truncated}")
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+    if image is None:
+        raise CunetError(f"{path}: unreadable or unsupported image")
     return image
 
 
 def _truncation(path: Path) -> str | None:
     # OpenCV decodes a truncated JPEG with only a warning (the missing rows come out grey), so check the end marker.
     with open(path, "rb") as f:
-        head = f.read(8)
+        head = f.read(16)
         f.seek(max(0, path.stat().st_size - 64))
         tail = f.read().rstrip(b"\0\r\n ")
     if head.startswith(b"\xff\xd8") and not tail.endswith(b"\xff\xd9"):
         return "truncated JPEG (no end-of-image marker)"
-    if head.startswith(b"\x89PNG") and b"IEND" not in tail:
+    # A PNG whose IHDR header is intact but whose IEND never came: a writer that stopped (garbage is "unreadable").
+    if head.startswith(b"\x89PNG") and head[12:16] == b"IHDR" and b"IEND" not in tail:
         return "truncated PNG (no IEND chunk)"
     return None
 
