@@ -126,11 +126,14 @@ def evaluate(
         task = task or meta.task
         if task != meta.task:
             raise CunetError(f"{model_path}: a {meta.task} model cannot be evaluated on {task} data")
-        loaded = load_samples(data_root, task, split, subset)
+        # allow_empty: a split whose only file is broken (valid.json not JSON) is reported as that file's problem.
+        loaded = load_samples(data_root, task, split, subset, allow_empty=True)
         if loaded.problems:
             p = loaded.problems[0]
             raise CunetError(f"{p.file}: {p.problem} ({len(loaded.problems)} problem(s); see `cunet data check`)")
         samples = loaded.samples
+        if not samples:
+            raise CunetError(f"{data_root}: no {task} samples in split {split!r}")
         if len(samples[0].points) != meta.num_landmarks:
             raise CunetError(f"{model_path}: predicts {meta.num_landmarks} landmarks but {data_root} has "
                              f"{len(samples[0].points)}")
