@@ -101,14 +101,16 @@ class Ranges:
         )
 
 
-def _check_inputs(inputs: CalibrationInputs) -> None:
+def _check_inputs(inputs: CalibrationInputs, where: str) -> None:
+    # `where` names the data (its folder) so the one-line error says which input to fix.
     x = inputs.arrays
     if not np.isfinite(x).all():
-        raise CunetError(f"calibration data contains NaN or inf ({int((~np.isfinite(x)).sum())} values)")
+        raise CunetError(f"{where}: calibration data contains NaN or inf ({int((~np.isfinite(x)).sum())} values)")
     spatial = x.reshape(x.shape[0], x.shape[1], -1)
     if float(np.ptp(spatial, axis=2).max()) == 0.0:
         raise CunetError(
-            f"all {len(x)} calibration images are constant (blank); ranges from them are meaningless — use real images"
+            f"{where}: all {len(x)} calibration images are constant (blank); ranges from them are meaningless — "
+            "use real images"
         )
 
 
@@ -173,7 +175,10 @@ def calibrate_inputs(
     if not isinstance(inputs, CalibrationInputs):
         name = onnx.load(str(model_path), load_external_data=False).graph.input[0].name
         inputs = inputs_from_arrays(name, inputs)
-    return _calibrate(Path(model_path), Method(method), samples or len(inputs.arrays), cache_dir, inputs.fingerprint, lambda: inputs)
+    return _calibrate(
+        Path(model_path), Method(method), samples or len(inputs.arrays), cache_dir, inputs.fingerprint, lambda: inputs,
+        "calibration arrays",
+    )
 
 
 def calibrate(
@@ -202,10 +207,10 @@ def calibrate(
     path = Path(model_path)
     spec = read_preprocess_spec(path)
     selection = select_calibration_images(data, spec, samples)
-    return _calibrate(path, Method(method), samples, cache_dir, selection.fingerprint, selection.load)
+    return _calibrate(path, Method(method), samples, cache_dir, selection.fingerprint, selection.load, str(data))
 
 
-def _calibrate(path: Path, method: Method, samples: int, cache_dir, fingerprint: str, load) -> Ranges:
+def _calibrate(path: Path, method: Method, samples: int, cache_dir, fingerprint: str, load, where: str) -> Ranges:
     if not path.is_file():
         raise CunetError(f"{path}: no such model file")
     key = CacheKey(sha256_file(path), fingerprint, method.value, int(samples))
@@ -215,7 +220,7 @@ def _calibrate(path: Path, method: Method, samples: int, cache_dir, fingerprint:
         if cached is not None:
             return Ranges.from_dict(cached, cache_file=str(entry), from_cache=True)
         inputs = load()
-        _check_inputs(inputs)
+        _check_inputs(inputs, where)
         tensors = _run_calibrator(path, inputs, method)
         ranges = Ranges(method, int(samples), key.model_sha256, fingerprint, tensors, cache_file=str(entry))
         write_entry(entry, key, ranges.to_dict())
