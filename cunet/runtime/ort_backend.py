@@ -133,7 +133,9 @@ class OrtBackend(Backend):
             # The input is shaped from the model's own metadata, so a rejected shape means the metadata describes
             # another graph (copied metadata, or an ONNX file that is not the exported cunet model).
             detail = " ".join(str(e).split())[:200]
-            raise CunetError(f"{self._path}: the graph rejects the input its cunet metadata describes ({detail})") from e
+            raise CunetError(
+                f"{self._path}: the graph rejects the input its cunet metadata describes ({detail})"
+            ) from e
         return np.asarray(out, dtype=np.float32)
 
     def close(self) -> None:
