@@ -170,7 +170,8 @@ def _check_mpii(records: list) -> None:
 
 def _check_coco(records: list) -> None:
     for r in records:
-        assert r.points.shape[1] == 2 and np.isfinite(r.points[r.visible]).all() and np.isnan(r.points[~r.visible]).all()
+        assert r.points.shape[1] == 2 and np.isfinite(r.points[r.visible]).all()
+        assert np.isnan(r.points[~r.visible]).all()
         assert np.isfinite(r.box).all() and r.box[2] > r.box[0] and r.box[3] > r.box[1]
 
 
