@@ -12,15 +12,17 @@ What is quantized, and how:
   Q/DQ weight with zero point 0: the form TensorRT builds and `cunet.compile.lowbit` exports.
 - inputs of those convolutions (they follow a ReLU, so they are >= 0): k bits on a signed k-bit grid, i.e. the
   integers 0 .. 2^(k-1) - 1 times a step. `ActRange.FIXED` is the paper's fixed step 2^-(k-1) (2^-7 at 8 bits: inputs
-  are clipped to [0, 127/128]); `ActRange.CALIBRATED` steps by a running average of the batch maximum / (2^(k-1) - 1),
-  frozen at inference. A signed grid with zero point 0 is what a symmetric int8 QuantizeLinear represents, so the
-  exported model computes exactly what training saw.
+  are clipped to [0, 127/128]); `ActRange.CALIBRATED` (the default) steps by a running average of the batch maximum
+  / (2^(k-1) - 1), frozen at inference. Measured on cunet-tiny, 240 synthetic faces, 10 epochs, 8-bit weights and
+  inputs: NME 7.13 % calibrated, 12.92 % fixed, 6.64 % full precision — BN-ReLU outputs reach well past 1, and the
+  fixed grid clips them until BatchNorm has learnt to shrink them. A signed grid with zero point 0 is what a
+  symmetric int8 QuantizeLinear represents, so the exported model computes what training saw.
 - weight gradients: k bits, per tensor, step max |g| / (2^(k-1) - 1), stochastic rounding (unbiased, so small
   gradients still move the weights on average; round-to-nearest would zero every |g| < step / 2).
 
 Gradients pass the weight quantizer unchanged (STE). Inputs: identity inside the representable range, zero where
-the input was clipped (the usual clipped STE; `torch.fake_quantize_per_tensor_affine` implements it and exports as
-QuantizeLinear/DequantizeLinear).
+the input was clipped (the usual clipped STE, `torch.fake_quantize_per_tensor_affine`); at inference the same
+arithmetic runs as `quantized_decomposed` quantize/dequantize, which exports as QuantizeLinear/DequantizeLinear.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class ActRange(str, Enum):
     """How the step of the quantized conv inputs is chosen."""
 
     FIXED = "fixed"  # the paper: step 2^-(k-1), inputs clipped to [0, 1 - 2^-(k-1)]
-    CALIBRATED = "calibrated"  # step = running max / (2^(k-1) - 1), learned from the training batches
+    CALIBRATED = "calibrated"  # step = running max / (2^(k-1) - 1), learned from the training batches (default)
 
 
 @dataclass(frozen=True)
@@ -77,13 +79,14 @@ class QuantConfig:
         bits_w: weights of the quantized convs: 1 (binary), 2 (ternary) or 3..8 (uniform).
         bits_a: inputs of the quantized convs, 2..8 (a signed k-bit grid; ReLU outputs use its non-negative half).
         bits_g: weight gradients of the quantized convs, 2..16.
-        act_range: how the input step is chosen (see `ActRange`).
+        act_range: how the input step is chosen (see `ActRange`; calibrated measured better than the paper's fixed
+            grid).
     """
 
     bits_w: int | None = None
     bits_a: int | None = None
     bits_g: int | None = None
-    act_range: ActRange = ActRange.FIXED
+    act_range: ActRange = ActRange.CALIBRATED
 
     def __post_init__(self) -> None:
         for name, lo, hi in (("bits_w", 1, _MAX_BITS_W), ("bits_a", 2, _MAX_BITS_A), ("bits_g", 2, _MAX_BITS_G)):

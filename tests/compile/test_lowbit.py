@@ -6,6 +6,7 @@ checkpoint through the real `cunet export` CLI in a subprocess, and an in-memory
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -36,12 +37,22 @@ from cunet.compile.lowbit import (
 from cunet.compile.trt_rules import check_trt, check_trt_model
 from cunet.errors import CunetError
 from cunet.model import CUNet, CUNetConfig
-from cunet.model.quant import QuantConfig, apply_quantization, input_step, quantize_input, quantize_weight
+from cunet.model.quant import QuantConfig, apply_quantization, quantize_input, quantize_weight
 from cunet.runtime.meta import read_onnx_meta
 from cunet.train.checkpoint import model_from_checkpoint, save_checkpoint
 
 TINY = CUNetConfig(layers=2, order=1, channels=16, growth=8, input_size=64, num_landmarks=68)
 W1 = QuantConfig(bits_w=1, bits_a=8, bits_g=8)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: these tiny models gain nothing from two, and on a shared 2-core machine two spinning
+    OpenMP threads per process slow every test several times over when other work is running."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _warm(model: CUNet, seed: int) -> CUNet:
@@ -73,7 +84,7 @@ def w1(tmp_path_factory):
     out = d / "w1.onnx"
     proc = subprocess.run(
         [sys.executable, "-m", "cunet", "export", str(ckpt), "-o", str(out), "--json"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 0, proc.stderr
     return ckpt, out, json.loads(proc.stdout)
@@ -115,27 +126,37 @@ def test_export_is_int8_qdq_that_passes_the_tensorrt_checker(w1):
 
 
 def test_onnx_runtime_quantizes_inputs_exactly_as_training_does(w1):
-    """Layer by layer: every activation DequantizeLinear output equals training's `quantize_input` of the very value
-    ONNX Runtime fed its QuantizeLinear (8 bits, step 2^-7): same grid, same rounding, same saturation."""
-    _, out, _ = w1
+    """Layer by layer: the input Q/DQ of every quantized conv has the conv's calibrated step, and its output equals
+    training's `quantize_input` of the very value ONNX Runtime fed the QuantizeLinear: same grid, same rounding, same
+    saturation. ORT divides by the step where torch multiplies by its inverse, so a value within one float ulp of a
+    rounding tie may land one step apart: allowed, and counted (expected ~1e-7 of the values)."""
+    ckpt, out, _ = w1
+    latent, _ = model_from_checkpoint(ckpt)
     model = onnx.load(str(out))
-    inits = {i.name for i in model.graph.initializer}
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     producer = {o: n for n in model.graph.node for o in n.output}
-    pairs = [
-        (producer[n.input[0]].input[0], n.output[0])
-        for n in model.graph.node
-        if n.op_type == "DequantizeLinear" and n.input[0] not in inits
-    ]
     qconvs = [n for n in model.graph.node if n.op_type == "Conv" and n.input[1].endswith("_dequantized")]
-    assert len(qconvs) == 63 and all(producer[n.input[0]].op_type == "DequantizeLinear" for n in qconvs)
-    assert len(pairs) >= 55  # untrained twin adapters (ahead, skip) share one BN-ReLU-Q/DQ after onnxslim
-    names = sorted({t for p in pairs for t in p})
+    assert len(qconvs) == 63
+    taps = {}
+    for conv in qconvs:
+        dq = producer[conv.input[0]]
+        q = producer[dq.input[0]]
+        assert (dq.op_type, q.op_type) == ("DequantizeLinear", "QuantizeLinear")
+        name = conv.input[1].removesuffix(".weight_dequantized")
+        step = float(latent.get_submodule(name).input_step())
+        assert inits[dq.input[1]] == np.float32(step) and inits[q.input[1]] == np.float32(step)
+        taps[name] = (q.input[0], dq.output[0], step)
+    names = sorted({t for q_in, dq_out, _ in taps.values() for t in (q_in, dq_out)})
     model.graph.output.extend(helper.make_tensor_value_info(t, TensorProto.FLOAT, None) for t in names)
     x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
     values = dict(zip(["heatmaps", *names], _session(model.SerializeToString()).run(None, {"image": x})))
-    for q_in, dq_out in pairs:
-        expect = quantize_input(torch.from_numpy(values[q_in]), 8, input_step(8)).numpy()
-        np.testing.assert_array_equal(values[dq_out], expect)
+    flips = total = 0
+    for q_in, dq_out, step in taps.values():
+        expect = quantize_input(torch.from_numpy(values[q_in]), 8, step).numpy()
+        d = np.abs(values[dq_out] - expect)
+        assert np.all((d == 0) | np.isclose(d, step, rtol=1e-5))
+        flips, total = flips + int((d > 0).sum()), total + d.size
+    assert flips <= 1e-5 * total, (flips, total)
 
 
 def test_exported_weights_are_the_trained_low_bit_weights(w1):
@@ -180,14 +201,15 @@ def test_parity_with_pytorch(w1, w4):
 
 
 def test_input_qdq_check_catches_a_wrong_step(w1):
-    _, out, _ = w1
+    ckpt, out, _ = w1
     model = onnx.load(str(out))
-    steps = {"unets.0.down.0.dense.conv.weight": (8, input_step(8))}
-    check_input_qdq(model, steps)
+    name = "unets.0.down.0.dense.conv"
+    step = float(model_from_checkpoint(ckpt)[0].get_submodule(name).input_step())
+    check_input_qdq(model, {f"{name}.weight": (8, step)})
     with pytest.raises(RuntimeError, match="not Q/DQ int8 with step"):
-        check_input_qdq(model, {"unets.0.down.0.dense.conv.weight": (8, 2 * input_step(8))})
+        check_input_qdq(model, {f"{name}.weight": (8, 2 * step)})
     with pytest.raises(RuntimeError, match="clipped to 7 steps"):
-        check_input_qdq(model, {"unets.0.down.0.dense.conv.weight": (4, input_step(8))})
+        check_input_qdq(model, {f"{name}.weight": (4, step)})
 
 
 # -------------------------------------------------------------------------------------------------- packing

@@ -28,6 +28,16 @@ from cunet.train.checkpoint import model_from_checkpoint, save_checkpoint
 TINY = CUNetConfig(layers=2, order=1, num_landmarks=5, channels=16, growth=8, input_size=64)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: these tiny models gain nothing from two, and on a shared 2-core machine two spinning
+    OpenMP threads per process slow every test several times over when other work is running."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def t(rows):
     return torch.tensor(rows, dtype=torch.float32)
 
@@ -141,13 +151,25 @@ def test_weight_gradients_are_k_bit_in_a_quantized_conv():
     assert torch.allclose(codes, codes.round(), atol=1e-4) and codes.round().unique().numel() <= 15
 
 
+def test_calibrated_input_range_is_a_running_max_frozen_at_inference():
+    conv = QuantConv2d(2, 2, 1, bias=False, quant=QuantConfig(bits_a=8))
+    assert conv.act_range is ActRange.CALIBRATED  # the default
+    conv(t([0.5, 2.0]).reshape(1, 2, 1, 1))  # first batch: its max
+    assert float(conv.act_max) == 2.0
+    conv(t([1.0, 0.0]).reshape(1, 2, 1, 1))  # then 0.9 * old + 0.1 * new
+    assert float(conv.act_max) == pytest.approx(0.9 * 2.0 + 0.1 * 1.0)
+    conv.eval()
+    conv(t([9.0, 9.0]).reshape(1, 2, 1, 1))
+    assert float(conv.act_max) == pytest.approx(1.9) and float(conv.input_step()) == pytest.approx(1.9 / 127)
+
+
 # ------------------------------------------------------------------------------------------------- model
 
 
 def test_config_validation_and_round_trip():
     q = QuantConfig(bits_w=1, bits_a=8, bits_g=8)
-    assert QuantConfig.from_dict(q.to_dict()) == q and q.to_dict()["act_range"] == "fixed"
-    assert QuantConfig.from_dict({"bits_w": 2, "act_range": "calibrated"}).act_range is ActRange.CALIBRATED
+    assert QuantConfig.from_dict(q.to_dict()) == q and q.to_dict()["act_range"] == "calibrated"
+    assert QuantConfig.from_dict({"bits_w": 2, "act_range": "fixed"}).act_range is ActRange.FIXED
     assert not QuantConfig().enabled and q.describe() == "w1 a8 g8"
     for bad in ({"bits_w": 0}, {"bits_w": 9}, {"bits_a": 1}, {"bits_g": 17}, {"bits_w": True}, {"act_range": "x"}):
         with pytest.raises(CunetError, match="invalid quantization"):

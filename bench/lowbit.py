@@ -1,0 +1,210 @@
+"""Low-bit CU-Net at an equal training budget: FP32 vs 8/4/2/1-bit weights (8-bit inputs, 8-bit gradients).
+
+Usage:
+    .venv/bin/python bench/lowbit.py [--data DIR] [--epochs 10] [--iters 30] [--no-face8] [--out JSON]
+
+Each row trains cunet-tiny (128² input) with `cunet.train.trainer.train` on the same synthetic faces, seed and
+epochs (the default data is `cunet data synth --task face --n 300 --seed 0`, made once under --work), then
+- NME (percent, inter-ocular) on the test split of last.pt (every row gets all its epochs; best.pt would be chosen
+  on the very split we report), with PyTorch and with the exported ONNX model on ONNX Runtime (what deploys);
+- file sizes: the ONNX model (`cunet export`: int8 Q/DQ weights for low-bit rows), the bit-packed `.cunetq`
+  (`cunet pack`) and, for 4-bit weights, the INT4 ONNX model;
+- CPU latency: ONNX Runtime, batch 1, --threads threads, runs interleaved across models (the machine is shared:
+  compare ratios from one run, never absolute times across runs);
+- the training loss per epoch (the low-bit rows train with 8-bit weight gradients).
+Unless --no-face8, a random-init cunet-face-8 is also exported in FP32 and 1-bit and packed: the size goal is set
+for that model, and file size does not depend on training.
+Writes bench/results/lowbit.json (and prints it) and a table on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+#: (row name, bits_w, bits_a, bits_g); None = full precision.
+ROWS = [
+    ("fp32", None, None, None),
+    ("w8a8", 8, 8, 8),
+    ("w4a8", 4, 8, 8),
+    ("w2a8", 2, 8, 8),
+    ("w1a8", 1, 8, 8),
+]
+
+
+def _load() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def _train(name: str, bits: tuple, data: Path, work: Path, epochs: int, seed: int) -> dict:
+    from cunet.train.trainer import TrainOptions, train
+
+    bw, ba, bg = bits
+    r = train(
+        TrainOptions(task="face", data=data, out=work / name, variant="cunet-tiny", epochs=epochs, seed=seed,
+                     bits_w=bw, bits_a=ba, bits_g=bg, progress=False)
+    )
+    return {"checkpoint": r.last, "seconds": r.seconds, "history": r.history}
+
+
+def _files(name: str, ckpt: Path, work: Path, bits_w: int | None) -> dict:
+    from cunet.compile.export import export_onnx
+    from cunet.compile.lowbit import pack, write_int4
+
+    onnx_path = work / f"{name}.onnx"
+    rep = export_onnx(ckpt, onnx_path)
+    out = {"onnx": onnx_path, "onnx_bytes": rep.file_bytes, "verify_error": rep.max_abs_error,
+           "verify_tolerance": rep.tolerance, "packed_bytes": None, "int4_bytes": None}
+    if bits_w is not None:
+        out["packed_bytes"] = pack(onnx_path, work / f"{name}.cunetq").packed_bytes
+    if bits_w is not None and bits_w <= 4:
+        out["int4_bytes"] = write_int4(onnx_path, work / f"{name}.int4.onnx")["int4_bytes"]
+    return out
+
+
+def _nme(model: Path, data: Path, backend: str, threads: int) -> float:
+    from cunet.evaluate.accuracy import evaluate
+
+    return float(evaluate(model, data, backend=backend, threads=threads)["nme"])
+
+
+def _latency(models: dict[str, Path], threads: int, iters: int, size: int) -> dict[str, dict]:
+    import onnxruntime as ort
+
+    sessions = {}
+    for k, p in models.items():
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        so.log_severity_level = 3
+        sessions[k] = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for s in sessions.values():  # warm-up
+        s.run(None, {"image": x})
+    for _ in range(iters):
+        for k, s in sessions.items():
+            t = time.perf_counter_ns()
+            s.run(None, {"image": x})
+            times[k].append((time.perf_counter_ns() - t) / 1e6)
+    return {k: {"p50_ms": float(np.median(v)), "p90_ms": float(np.percentile(v, 90))} for k, v in times.items()}
+
+
+def _face8(work: Path) -> dict:
+    """FP32 vs 1-bit (8-bit inputs) cunet-face-8, random init: ONNX and packed sizes."""
+    import torch
+
+    from cunet.compile.export import export_onnx
+    from cunet.compile.lowbit import pack
+    from cunet.model import CUNet, get_variant
+    from cunet.model.quant import QuantConfig, apply_quantization
+
+    torch.manual_seed(0)
+    cfg = get_variant("cunet-face-8")
+    fp = export_onnx(CUNet(cfg), work / "face8.fp32.onnx", task="face", verify=False).file_bytes
+    q = apply_quantization(CUNet(cfg), QuantConfig(bits_w=1, bits_a=8))
+    w1 = export_onnx(q, work / "face8.w1a8.onnx", task="face", verify=False).file_bytes
+    packed = pack(work / "face8.w1a8.onnx", work / "face8.w1a8.cunetq").packed_bytes
+    return {"fp32_onnx_bytes": fp, "w1a8_onnx_bytes": w1, "w1a8_packed_bytes": packed,
+            "packed_smaller_than_fp32": fp / packed, "goal": ">= 15x"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, help="Face dataset (default: synthetic, 300 images, made under --work).")
+    ap.add_argument("--work", type=Path, help="Where runs and models go (default: a new temporary folder).")
+    ap.add_argument("--epochs", type=int, default=10, help="Training epochs of every row (the equal budget).")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for NME and latency.")
+    ap.add_argument("--iters", type=int, default=30, help="Timed runs per model (interleaved).")
+    ap.add_argument("--rows", default=",".join(r[0] for r in ROWS), help="Which rows, e.g. fp32,w1a8.")
+    ap.add_argument("--no-face8", action="store_true", help="Skip the cunet-face-8 size check.")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "lowbit.json")
+    args = ap.parse_args()
+
+    from cunet.commands._common import print_table
+    from cunet.data.synth import synthesize
+    from cunet.io import write_json
+    from cunet.model import get_variant
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="cunet-bench-lowbit-"))
+    work.mkdir(parents=True, exist_ok=True)
+    data = args.data
+    if data is None:
+        data = work / "faces"
+        if not (data / "train").is_dir():
+            synthesize(data, "face", n=300, seed=0)
+    wanted = args.rows.split(",")
+    rows = [r for r in ROWS if r[0] in wanted]
+    load_start, t0 = _load(), time.perf_counter()
+    results: dict[str, dict] = {}
+    for name, *bits in rows:
+        print(f"[{name}] training {args.epochs} epochs (load {_load()})", file=sys.stderr, flush=True)
+        tr = _train(name, tuple(bits), data, work, args.epochs, args.seed)
+        files = _files(name, tr["checkpoint"], work, bits[0])
+        results[name] = {
+            "bits_w": bits[0], "bits_a": bits[1], "bits_g": bits[2],
+            "train_seconds": tr["seconds"],
+            "loss_curve": [h["train_loss"] for h in tr["history"]],
+            "val_nme_curve": [h["nme"] for h in tr["history"]],
+            "nme_torch": _nme(tr["checkpoint"], data, "torch", args.threads),
+            "nme_onnx": _nme(files["onnx"], data, "ort-cpu", args.threads),
+            **{k: v for k, v in files.items() if k != "onnx"},
+            "onnx": str(files["onnx"]),
+        }
+    train_seconds = sum(r["train_seconds"] for r in results.values())
+    lat = _latency({k: Path(r["onnx"]) for k, r in results.items()}, args.threads, args.iters,
+                   get_variant("cunet-tiny").input_size)
+    ref = results.get("fp32")
+    for k, r in results.items():
+        r.update(lat[k])
+        if ref is not None:
+            r["nme_rel_vs_fp32"] = (r["nme_onnx"] - ref["nme_onnx"]) / ref["nme_onnx"]
+            r["latency_vs_fp32"] = r["p50_ms"] / ref["p50_ms"]
+            r["onnx_smaller_than_fp32"] = ref["onnx_bytes"] / r["onnx_bytes"]
+            r["packed_smaller_than_fp32"] = None if r["packed_bytes"] is None else ref["onnx_bytes"] / r["packed_bytes"]
+    face8 = None if args.no_face8 else _face8(work)
+    doc = {
+        "variant": "cunet-tiny", "input_size": get_variant("cunet-tiny").input_size, "data": str(data),
+        "epochs": args.epochs, "seed": args.seed, "threads": args.threads, "iters": args.iters,
+        "train_seconds_total": train_seconds, "wall_seconds": time.perf_counter() - t0,
+        "load_average": {"start": load_start, "end": _load()}, "rows": results, "face8": face8,
+    }
+    write_json(args.out, doc)
+    os.environ.setdefault("COLUMNS", "170")  # rich sizes stderr tables to 80 columns when it is not a terminal
+
+    def mb(n):
+        return None if n is None else n / 1e6
+
+    table = []
+    for k, r in results.items():
+        table.append((
+            k, r["nme_torch"], r["nme_onnx"], r.get("nme_rel_vs_fp32", float("nan")) * 100,
+            mb(r["onnx_bytes"]), mb(r["packed_bytes"]) or float("nan"), mb(r["int4_bytes"]) or float("nan"),
+            r["p50_ms"], r["train_seconds"], r["loss_curve"][0], r["loss_curve"][-1],
+        ))
+    print_table(
+        f"low-bit cunet-tiny, {args.epochs} epochs each ({train_seconds / 60:.1f} min of training, load {load_start})",
+        ["row", "NME torch", "NME ORT", "Δ% vs FP32", "ONNX MB", "packed MB", "INT4 MB", "p50 ms", "train s",
+         "loss ep1", "loss last"],
+        table,
+    )
+    if face8 is not None:
+        print_table(
+            "cunet-face-8 file sizes (random init)",
+            ["", "MB"],
+            [("FP32 ONNX", face8["fp32_onnx_bytes"] / 1e6), ("1-bit ONNX (int8 Q/DQ)", face8["w1a8_onnx_bytes"] / 1e6),
+             ("1-bit packed (.cunetq)", face8["w1a8_packed_bytes"] / 1e6),
+             ("packed smaller than FP32 by", face8["packed_smaller_than_fp32"])],
+        )
+    sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
