@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import shutil
 import time
@@ -34,7 +35,7 @@ from typing import Any, Callable
 
 import cunet
 from cunet.errors import CunetError
-from cunet.io import write_json, write_text
+from cunet.io import write_bytes, write_json, write_text
 
 __all__ = ["DemoOptions", "DemoPlan", "DemoResult", "StageRecord", "plan_demo", "run_demo", "STAGES"]
 
@@ -337,7 +338,9 @@ def _stage_bench(out: Path, data: Path, train_stamp: dict, plan: DemoPlan, st: _
                                  max_drop=plan.max_drop, threads=plan.threads, batch=1, iters=plan.iters,
                                  calib_samples=plan.calib_samples, quick=plan.quick, progress=progress))
     per_image = {k: np.asarray(v) for k, v in res.per_image.items()}
-    np.savez(per_image_file, **per_image)
+    buf = io.BytesIO()
+    np.savez(buf, **per_image)
+    write_bytes(per_image_file, buf.getvalue())
     stamp = {"stage": "bench", "key": key, "rows": res.rows, "metric_name": res.metric_name,
              "exit_code": res.exit_code, "seconds": time.perf_counter() - t0}
     write_json(work / _STAMP, stamp)
@@ -355,10 +358,9 @@ def _pick_examples(rows: list[dict], metric: str) -> list[dict]:
     ok = [r for r in rows if r.get("path") and r.get("value") is not None]
     fp32 = [r for r in ok if r.get("precision") == "fp32" and r.get("format") == "onnx"] or \
            [r for r in ok if r.get("precision") == "fp32"]
-    int8 = [r for r in ok if r.get("precision") == "int8" and str(r["path"]).endswith(".onnx")]
+    int8 = [r for r in ok if r.get("precision") == "int8"]
     sign = 1 if metric == "nme" else -1
-    picked = fp32[:1] + sorted(int8, key=lambda r: sign * r["value"])[:1]
-    return picked
+    return fp32[:1] + sorted(int8, key=lambda r: sign * r["value"])[:1]
 
 
 def _stage_examples(out: Path, data: Path, plan: DemoPlan, bench_stamp: dict, st: _Stages) -> list:
