@@ -79,7 +79,9 @@ def _run_child(mode: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--_child", mode, "--layers", str(args.layers), "--order", str(args.order),
            "--landmarks", str(args.landmarks), "--size", str(args.size), "--batch", str(args.batch),
            "--steps", str(args.steps), "--threads", str(args.threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # Sleeping OpenMP waits: spinning threads on a shared machine make step times 3x noisier (see cunet train).
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{mode} child failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -134,7 +136,8 @@ def main() -> None:
         "same_loss": abs(plain["loss_step1"] - eff["loss_step1"]) <= 1e-6 * abs(plain["loss_step1"]),
         "environment": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
                         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-                        "torch": __import__("torch").__version__},
+                        "torch": __import__("torch").__version__,
+                        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     from cunet.io import write_json
