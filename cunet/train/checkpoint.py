@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import cunet
+from cunet.data.spec import get_spec
 from cunet.errors import CunetError
 from cunet.io import write_bytes
 from cunet.model import CUNet, CUNetConfig
@@ -49,10 +52,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CunetError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CunetError(f"{path}: not a readable checkpoint (empty file)")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a truncated one loses its directory
+        raise CunetError(f"{path}: not a readable checkpoint (not a complete torch.save archive; truncated?)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # a whole torch.save archive whose objects weights_only refuses: not ours
+        raise CunetError(f"{path}: not a cunet checkpoint (holds Python objects a checkpoint never contains)") from e
     except Exception as e:  # torch raises many types for truncated/foreign files; all mean "not readable"
-        raise CunetError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from e
+        first = (str(e).strip().splitlines() or ["no detail"])[0][:120]
+        raise CunetError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CunetError(f"{path}: not a cunet checkpoint (no '{FORMAT}' header)")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
@@ -63,6 +73,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     for key in ("task", "config", "model"):
         if key not in ckpt:
             raise CunetError(f"{path}: checkpoint lacks '{key}'")
+    if not isinstance(ckpt["config"], dict) or not isinstance(ckpt["model"], dict):
+        raise CunetError(f"{path}: checkpoint 'config' and 'model' must be mappings")
+    try:
+        cfg = CUNetConfig.from_dict(ckpt["config"])
+        spec = get_spec(ckpt["task"])
+    except CunetError as e:
+        raise CunetError(f"{path}: {e}") from e
+    if len(spec.names) != cfg.num_landmarks:
+        raise CunetError(
+            f"{path}: the model predicts {cfg.num_landmarks} landmarks for task {ckpt['task']}, whose spec has {len(spec.names)}"
+        )
     return ckpt
 
 
@@ -72,7 +93,10 @@ def model_from_checkpoint(path: str | os.PathLike, **config_overrides: Any) -> t
     A checkpoint with a `quant` record (low-bit training) gets the same quantization applied before its weights load.
     """
     ckpt = load_checkpoint(path)
-    cfg = CUNetConfig.from_dict({**ckpt["config"], **config_overrides})
+    try:
+        cfg = CUNetConfig.from_dict({**ckpt["config"], **config_overrides})
+    except CunetError as e:
+        raise CunetError(f"{path}: {e}") from e
     model = CUNet(cfg)
     if ckpt.get("quant"):  # a low-bit QAT checkpoint: the same quantized layers (and their buffers) before loading
         from cunet.model.quant import QuantConfig, apply_quantization
@@ -81,7 +105,11 @@ def model_from_checkpoint(path: str | os.PathLike, **config_overrides: Any) -> t
             apply_quantization(model, QuantConfig.from_dict(ckpt["quant"]))
         except CunetError as e:
             raise CunetError(f"{path}: {e}") from e
-    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    except RuntimeError as e:  # size mismatches: weights of another width/landmark count
+        first = str(e).strip().splitlines()[-1].strip()[:160]
+        raise CunetError(f"{path}: weights do not fit the checkpoint's own config ({first})") from e
     if missing or unexpected:
         raise CunetError(
             f"{path}: weights do not fit the checkpoint's own config "
