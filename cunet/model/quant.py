@@ -97,7 +97,8 @@ class QuantConfig:
             object.__setattr__(self, "act_range", ActRange(self.act_range))
         except ValueError:
             choices = ", ".join(a.value for a in ActRange)
-            raise CunetError(f"invalid quantization: act_range must be one of {choices}, got {self.act_range!r}") from None
+            msg = f"invalid quantization: act_range must be one of {choices}, got {self.act_range!r}"
+            raise CunetError(msg) from None
 
     @property
     def enabled(self) -> bool:
@@ -106,7 +107,8 @@ class QuantConfig:
 
     def describe(self) -> str:
         """Short human form, e.g. "w1 a8 g8" (fp = full precision)."""
-        return " ".join(f"{p}{'fp' if b is None else b}" for p, b in zip("wag", (self.bits_w, self.bits_a, self.bits_g)))
+        bits = (self.bits_w, self.bits_a, self.bits_g)
+        return " ".join(f"{p}{'fp' if b is None else b}" for p, b in zip("wag", bits))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (stored as `quant` in checkpoints and ONNX metadata)."""
@@ -265,10 +267,12 @@ def quantize_input(x: torch.Tensor, bits: int, step: float | torch.Tensor) -> to
         x = torch.clamp(x, max=qmax * step)
     if x.requires_grad:
         s = torch.as_tensor(step, dtype=torch.float32, device=x.device)
-        return torch.fake_quantize_per_tensor_affine(x, s, torch.zeros((), dtype=torch.int32, device=x.device), -128, 127)
+        zero = torch.zeros((), dtype=torch.int32, device=x.device)
+        return torch.fake_quantize_per_tensor_affine(x, s, zero, -128, 127)
     step = float(step)
     ops = torch.ops.quantized_decomposed
-    return ops.dequantize_per_tensor(ops.quantize_per_tensor(x, step, 0, -128, 127, torch.int8), step, 0, -128, 127, torch.int8)
+    q = ops.quantize_per_tensor(x, step, 0, -128, 127, torch.int8)
+    return ops.dequantize_per_tensor(q, step, 0, -128, 127, torch.int8)
 
 
 # ----------------------------------------------------------------------------------------------- the layer

@@ -313,16 +313,16 @@ def test_int4_model_runs_in_onnx_runtime_and_matches_the_int8_model(w4, tmp_path
     model = onnx.load(str(tmp_path / "w4.int4.onnx"))
     int4 = [i for i in model.graph.initializer if i.data_type == TensorProto.INT4]
     assert sum(i.name.endswith("_quantized") for i in int4) == 63
-    dq_zero_points = {n.input[2] for n in model.graph.node if n.op_type == "DequantizeLinear" and "_quantized" in n.input[0]}
+    dqs = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and "_quantized" in n.input[0]]
+    dq_zero_points = {n.input[2] for n in dqs}
     assert dq_zero_points <= {i.name for i in int4}  # (onnxslim shares equal zero-point tensors)
     assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 21
     codes = sum(len(i.raw_data) for i in int4 if i.name.endswith("_quantized"))
     int8 = sum(len(i.raw_data) for i in onnx.load(str(out)).graph.initializer if i.name.endswith("_quantized"))
     assert codes == pytest.approx(int8 / 2, abs=63)
     x = np.random.default_rng(1).standard_normal((1, 3, 64, 64)).astype(np.float32)
-    np.testing.assert_array_equal(
-        _session(str(tmp_path / "w4.int4.onnx")).run(None, {"image": x})[0], _session(str(out)).run(None, {"image": x})[0]
-    )
+    got = _session(str(tmp_path / "w4.int4.onnx")).run(None, {"image": x})[0]
+    np.testing.assert_array_equal(got, _session(str(out)).run(None, {"image": x})[0])
     # INT4 is an ONNX Runtime artifact: TensorRT's Q/DQ rules want int8, and the checker says so.
     assert {v.rule for v in check_trt_model(model) if v.severity == "error"} == {"int8"}
 

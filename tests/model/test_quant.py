@@ -1,6 +1,8 @@
 """Low-bit CU-Net: weight/input/gradient quantizers on hand-made tensors, the STE, which layers are quantized,
 checkpoints that carry the quantization, and a tiny QAT run with 8-bit gradients that lowers the loss."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -26,6 +28,7 @@ from cunet.model.quant import (
 from cunet.train.checkpoint import model_from_checkpoint, save_checkpoint
 
 TINY = CUNetConfig(layers=2, order=1, num_landmarks=5, channels=16, growth=8, input_size=64)
+FACE = dataclasses.replace(TINY, num_landmarks=68)  # checkpoints are checked against their task's landmark count
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -209,7 +212,7 @@ def test_parameters_are_shared_and_names_unchanged():
 def test_checkpoint_with_quant_reloads_the_same_quantized_model(tmp_path, act_range):
     torch.manual_seed(0)
     q = QuantConfig(bits_w=2, bits_a=6, bits_g=8, act_range=act_range)
-    model = apply_quantization(CUNet(TINY), q).train()
+    model = apply_quantization(CUNet(FACE), q).train()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         model(x)  # moves BN statistics and, when calibrated, the input ranges
@@ -221,7 +224,7 @@ def test_checkpoint_with_quant_reloads_the_same_quantized_model(tmp_path, act_ra
 
 
 def test_bad_quant_record_in_a_checkpoint_is_a_clear_error(tmp_path):
-    save_checkpoint(tmp_path / "bad.pt", CUNet(TINY), "face", quant={"bits_w": 11})
+    save_checkpoint(tmp_path / "bad.pt", CUNet(FACE), "face", quant={"bits_w": 11})
     with pytest.raises(CunetError, match=r"bad\.pt: invalid quantization: bits_w"):
         model_from_checkpoint(tmp_path / "bad.pt")
 
