@@ -88,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except click.exceptions.Exit as e:
         return e.exit_code
+    except click.BadParameter as e:
+        if "does not exist" not in e.message:  # a real usage mistake: click's usage hint helps
+            e.show()
+            return e.exit_code
+        # A missing input file is bad input, not bad usage: one line and exit 1 like every other file problem.
+        click.echo(f"error: {e.format_message()}", err=True)
+        return 1
     except click.ClickException as e:
         e.show()
         return e.exit_code

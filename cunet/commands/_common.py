@@ -36,7 +36,8 @@ def console():
     """A rich console on stderr: tables and progress never mix with `--json` output."""
     from rich.console import Console
 
-    return Console(stderr=True)
+    # Logs and pipes are not terminals: rich would assume 80 columns and truncate table cells there.
+    return Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
