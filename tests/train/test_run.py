@@ -41,7 +41,8 @@ def test_checkpoint_holds_everything_to_resume(tiny_run) -> None:
     assert ckpt["history"] == result.history
     args = ckpt["args"]
     # Resolved values, not the Nones of the recipe: the runtime reads the training sigma from here.
-    assert args["sigma"] == RECIPES["cunet-tiny"].sigma_64 * 16 / 64 and args["lr"] == 2e-3 and args["optimizer"] == "adam"
+    assert args["sigma"] == RECIPES["cunet-tiny"].sigma_64 * 16 / 64
+    assert args["lr"] == 2e-3 and args["optimizer"] == "adam"
     assert args["epochs"] == 3 and args["batch_size"] == 4 and args["milestones"] == [2]
     model, _ = model_from_checkpoint(result.last)
     for k, v in model.state_dict().items():
