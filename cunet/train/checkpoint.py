@@ -5,6 +5,8 @@ Layout (a plain dict, loadable with `torch.load(weights_only=True)`):
     task: "face" | "pose", config: CUNetConfig.to_dict()
     model: state_dict
     and, for resuming: optimizer, scheduler, epoch, step, best_metric, rng, args (the training arguments)
+    written by `cunet.train.trainer`, also: history (per-epoch log), metric_name, elapsed (training seconds),
+    scaler (AMP fp16 only, else None) and quant (`QuantConfig.to_dict()` of a low-bit run, else None)
 Written atomically through `cunet.io`, so a run killed mid-save keeps its previous checkpoint.
 """
 
