@@ -221,6 +221,8 @@ def _default_variant(task: str) -> str:
 def resolve_options(opts: TrainOptions, saved: dict[str, Any] | None = None) -> TrainOptions:
     """Fill every None of `opts` from the run being resumed (`saved`, its args) or else from the variant's recipe.
 
+    The result is what `train` runs with (and records as the checkpoint's `args`).
+
     Raises:
         CunetError: when resuming with a run-defining option (`RUN_FIELDS`) that differs from the run's own.
     """
@@ -247,6 +249,7 @@ def resolve_options(opts: TrainOptions, saved: dict[str, Any] | None = None) -> 
     return dataclasses.replace(
         opts,
         variant=variant,
+        sigma=opts.sigma if opts.sigma is not None else _recipe_sigma(variant, opts.overrides),
         epochs=epochs,
         batch_size=opts.batch_size if opts.batch_size is not None else recipe.batch_size,
         lr=opts.lr if opts.lr is not None else recipe.lr,
@@ -258,12 +261,13 @@ def resolve_options(opts: TrainOptions, saved: dict[str, Any] | None = None) -> 
     )
 
 
-def _recipe_sigma(opts: TrainOptions, heatmap_size: int) -> float:
-    """The run's target sigma: the option, else the variant's recipe scaled to the heatmap size."""
-    if opts.sigma is not None:
-        return float(opts.sigma)
-    recipe = RECIPES.get(opts.variant or _default_variant(opts.task), DEFAULT_RECIPE)
-    return recipe.sigma_64 * heatmap_size / 64.0
+def _recipe_sigma(variant: str, overrides: dict[str, Any]) -> float:
+    """The recipe's target sigma scaled to the run's heatmap size (input size / 4)."""
+    from cunet.model.config import HEATMAP_STRIDE, VARIANTS
+
+    base = VARIANTS.get(variant)  # an unknown variant is reported when the model is built
+    input_size = overrides.get("input_size", base.input_size if base is not None else 256)
+    return RECIPES.get(variant, DEFAULT_RECIPE).sigma_64 * (int(input_size) // HEATMAP_STRIDE) / 64.0
 
 
 # --------------------------------------------------------------------------------------------------------- loss
@@ -556,7 +560,6 @@ def train(opts: TrainOptions, on_epoch: Callable[[dict], None] | None = None) ->
     if saved is not None and saved.get("quant") != quant:
         raise CunetError(f"{last_path}: cannot resume with different low-bit settings "
                          f"{quant} (the run has {saved.get('quant')})")
-    run = dataclasses.replace(run, sigma=_recipe_sigma(run, cfg.heatmap_size))
 
     # ---- device, threads, DDP
     threads_before = torch.get_num_threads()
