@@ -78,17 +78,35 @@ class Adapter(_PreActConv1x1):
 
 
 class DenseLayer(nn.Module):
-    """One dense layer: BN-ReLU-conv1x1 (to bottleneck * growth) → BN-ReLU-conv3x3 (to growth)."""
+    """One dense layer: BN-ReLU-conv1x1 (to bottleneck * growth) → BN-ReLU-conv3x3 (to growth).
+
+    Memory-efficient mode recomputes the whole layer in backward and keeps only its inputs (which the block keeps
+    anyway) and its `growth` output channels: recomputing just concat-BN-ReLU left the 4·growth bottleneck stored
+    twice (after the 1x1 conv and after its BN-ReLU), the largest thing a training step kept (bench/train_memory.py).
+    """
 
     def __init__(self, in_ch: int, growth: int, bottleneck: int, efficient: bool) -> None:
         super().__init__()
         width = bottleneck * growth
-        self.reduce = _PreActConv1x1(in_ch, width, efficient)
+        self.reduce = _PreActConv1x1(in_ch, width, efficient=False)  # recomputed with the whole layer instead
         self.norm = nn.BatchNorm2d(width)
         self.conv = nn.Conv2d(width, growth, kernel_size=3, padding=1, bias=False)
+        self.efficient = efficient
+
+    def _layer(self, update_stats: bool, *xs: torch.Tensor) -> torch.Tensor:
+        y = _concat_bn_relu_conv(self.reduce.norm, self.reduce.conv, update_stats, *xs)
+        return _concat_bn_relu_conv(self.norm, self.conv, update_stats, y)
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.relu(self.norm(self.reduce(*xs))))
+        if self.efficient and self.training and torch.is_grad_enabled() and any(x.requires_grad for x in xs):
+            calls = [0]
+
+            def fn(*inputs: torch.Tensor) -> torch.Tensor:
+                calls[0] += 1
+                return self._layer(calls[0] == 1, *inputs)
+
+            return checkpoint(fn, *xs, use_reentrant=False)
+        return self._layer(True, *xs)
 
 
 class _Block(nn.Module):
