@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import click
@@ -94,11 +93,6 @@ def train(task, data, out, variant, resume, epochs, batch_size, lr, optimizer, m
     one object on stdout: {"best", "last", "metric_name", "best_metric", "epoch",
     "seconds", "history": [{"epoch", "train_loss", <metric>, "lr", "seconds", ...}]}.
     """
-    if "torch" not in sys.modules:
-        # OpenMP threads that spin while they wait used 3x the CPU and made a cunet-tiny training step 3x slower
-        # (4.6 s vs 1.5 s, 2 threads, batch 16) on 2 cores shared with other work. It only takes effect before torch
-        # loads its OpenMP runtime; an OMP_WAIT_POLICY the user set wins.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from cunet.train.trainer import TrainOptions
     from cunet.train.trainer import train as run_training
 
