@@ -1,4 +1,4 @@
-"""Training-step memory and time: plain CU-Net vs the memory-efficient variant (recompute concat + BN + ReLU).
+"""Training-step memory and time: plain CU-Net vs the memory-efficient variant (each dense layer recomputed in backward).
 
 Usage:
     .venv/bin/python bench/train_memory.py [--layers 8] [--order 1] [--size 256] [--batch 8] [--steps 3]
