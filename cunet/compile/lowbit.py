@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from cunet.compile.graph import set_nodes
 from cunet.errors import CunetError
 from cunet.io import write_bytes
 
@@ -266,12 +267,7 @@ def weights_to_qdq(proto: Any, codes: dict[str, tuple[np.ndarray, np.ndarray, in
         nodes.append(n)
         if n.output and n.output[0] in after:
             nodes.append(after[n.output[0]])
-    del g.node[:]
-    g.node.extend(nodes)
-    used = {t for n in g.node for t in n.input}
-    keep = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep)
+    set_nodes(g, nodes)
     return proto
 
 

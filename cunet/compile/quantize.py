@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from cunet.compile.graph import set_nodes
 from cunet.errors import CunetError
 from cunet.io import write_bytes
 
@@ -109,12 +110,7 @@ def bn_to_depthwise(model):
                 "Conv", [n.input[0], w_name, b_name], list(n.output), name=f"{n.name}/dw", group=len(scale), kernel_shape=[1, 1]
             )
         )
-    del g.node[:]
-    g.node.extend(nodes)
-    used = {t for n in g.node for t in n.input}
-    keep = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep)
+    set_nodes(g, nodes)
     return model
 
 
