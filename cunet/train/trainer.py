@@ -1,6 +1,6 @@
 """The CU-Net trainer: `train(TrainOptions(...)) -> TrainResult`, the library behind `cunet train`.
 
-Reads top to bottom like `train` below: options → device and DDP → data → model (+ optional low-bit QAT) →
+Reads top to bottom like `train` below: options (`cunet.train.options`) → device and DDP → data → model (+ optional low-bit QAT) →
 optimiser and step schedule → resume → epochs (train, validate, checkpoint, log).
 
 What makes a run reproducible and resumable:
@@ -23,7 +23,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -32,6 +32,15 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from cunet.errors import CunetError
+from cunet.train.options import (  # re-exported: the trainer's API keeps these names
+    DEFAULT_RECIPE,
+    RECIPES,
+    Recipe,
+    TrainOptions,
+    TrainResult,
+    _default_variant,
+    resolve_options,
+)
 
 __all__ = [
     "RECIPES",
@@ -44,231 +53,6 @@ __all__ = [
     "resolve_options",
     "train",
 ]
-
-OPTIMIZERS = ("rmsprop", "adam")
-AMP_MODES = ("auto", "bf16", "fp16", "off")
-#: Options that define what a run is. On `resume` they must equal the run's own (None means "the run's value").
-RUN_FIELDS = ("variant", "sigma", "optimizer", "lr", "batch_size", "milestones", "gamma", "weight_decay", "seed")
-#: Options a resumed run takes from the run when left as None, but which may change (a run can be extended).
-INHERITED = ("epochs",)
-
-
-# ------------------------------------------------------------------------------------------------------ options
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Default training hyper-parameters of a variant (any `TrainOptions` field left as None takes these).
-
-    Attributes:
-        epochs: passes over the training split.
-        batch_size: images per optimiser step, summed over all DDP processes.
-        lr: initial learning rate.
-        optimizer: "rmsprop" or "adam".
-        sigma_64: target Gaussian sigma in pixels of a 64² heatmap, scaled with the heatmap size (so an
-            `input_size` override keeps the same blob relative to the face).
-        milestones: the learning rate is multiplied by `gamma` when these fractions of `epochs` are done.
-        gamma: the step factor (the original's 0.2).
-        weight_decay: L2 penalty of the optimiser.
-    """
-
-    epochs: int
-    batch_size: int
-    lr: float
-    optimizer: str
-    sigma_64: float
-    milestones: tuple[float, ...]
-    gamma: float = 0.2
-    weight_decay: float = 0.0
-
-
-#: The original CU-Net face training: RMSprop lr 2.5e-4, batch 24, sigma 2 at 64², lr x0.2 at 30/100, 60/100 and
-#: 90/100 of the epochs.
-DEFAULT_RECIPE = Recipe(epochs=100, batch_size=24, lr=2.5e-4, optimizer="rmsprop", sigma_64=2.0,
-                        milestones=(0.3, 0.6, 0.9))
-#: cunet-tiny (128² input, 32² heatmaps) on 2 CPU cores, tuned on `cunet data synth --task face --n 600`: Adam at
-#: 2e-3 converges in far fewer steps than the paper's RMSprop 2.5e-4, and a wider target (sigma 1.5 at 32² instead
-#: of 1.0) gives the first epochs a stronger signal (test NME 8.3 % vs 10.2 % after 3 epochs, both ~2.6 % after 15).
-#: 15 epochs of 480 images fit in about 5 minutes on 2 idle cores; lr x0.2 for the last quarter.
-_TINY = Recipe(epochs=15, batch_size=16, lr=2e-3, optimizer="adam", sigma_64=3.0, milestones=(0.75,))
-RECIPES: dict[str, Recipe] = {"cunet-tiny": _TINY, "cunet-tiny-pose": _TINY}
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """Everything `train` needs; what the CLI flags build. None means "the variant's recipe" (`RECIPES`) for a new
-    run and "the run's own value" when resuming.
-
-    Attributes:
-        task: "face" (NME validation) or "pose" (PCKh@0.5 validation).
-        data: dataset folder (DESIGN.md layouts); its "train" split trains, its "test" split validates.
-        out: run folder: last.pt, best.pt, log.csv, history.json.
-        variant: a `cunet.model.VARIANTS` name (None: cunet-tiny / cunet-tiny-pose by task). The task's landmark
-            count replaces the variant's, so any variant trains for either task.
-        epochs, batch_size, lr, optimizer, milestones, gamma, weight_decay: see `Recipe` (milestones here are
-            epoch numbers: the lr drops after that many epochs).
-        sigma: target Gaussian sigma in heatmap pixels (None: the recipe's `sigma_64` scaled to the heatmap);
-            recorded in the checkpoint, where the DARK decoder of every runtime reads it.
-        resume: continue the run in `out` from last.pt (a finished run returns at once).
-        seed: seeds the model init, the batch order and every augmentation.
-        workers: DataLoader worker processes (0: load in the training process; 0 and 1 measured the same on 2 cores).
-        overrides: `CUNetConfig` fields replacing the variant's, e.g. {"layers": 2, "input_size": 128}.
-        bits_w, bits_a, bits_g: low-bit quantization-aware training of weights / conv inputs / weight gradients
-            (`cunet.model.quant`); None keeps that part full precision.
-        max_minutes: stop cleanly after the epoch that crosses this wall-clock budget (counted over resumes).
-        device: "cpu", "cuda", "cuda:1", ... (None: CUDA when available).
-        progress: draw a progress bar and print one line per epoch on stderr.
-        amp: mixed precision on CUDA ("auto": bf16 where supported, else fp16); always off on CPU.
-        threads: `torch.set_num_threads` for this run (None: leave the process's setting alone).
-    """
-
-    task: str
-    data: str | os.PathLike
-    out: str | os.PathLike = "run"
-    variant: str | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    optimizer: str | None = None
-    resume: bool = False
-    seed: int | None = None
-    workers: int = 0
-    sigma: float | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
-    bits_w: int | None = None
-    bits_a: int | None = None
-    bits_g: int | None = None
-    max_minutes: float | None = None
-    device: str | None = None
-    progress: bool = True
-    milestones: tuple[int, ...] | None = None
-    gamma: float | None = None
-    weight_decay: float | None = None
-    amp: str = "auto"
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise CunetError(f"invalid training options: {msg}")
-
-        need(self.task in ("face", "pose"), f"task must be 'face' or 'pose', got {self.task!r}")
-        for name in ("epochs", "batch_size"):
-            v = getattr(self, name)
-            need(v is None or (isinstance(v, int) and v >= 1), f"{name} must be a positive integer, got {v!r}")
-        need(self.lr is None or (math.isfinite(self.lr) and self.lr > 0), f"lr must be positive, got {self.lr!r}")
-        need(self.optimizer is None or self.optimizer in OPTIMIZERS,
-             f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        need(self.sigma is None or self.sigma > 0, f"sigma must be positive, got {self.sigma!r}")
-        need(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
-        need(self.max_minutes is None or self.max_minutes > 0, f"max_minutes must be positive, got {self.max_minutes}")
-        need(self.gamma is None or 0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma!r}")
-        need(self.weight_decay is None or self.weight_decay >= 0, "weight_decay must be >= 0")
-        need(self.amp in AMP_MODES, f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
-        need(self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads!r}")
-        need(self.milestones is None or all(isinstance(m, int) and m >= 1 for m in self.milestones),
-             f"milestones must be positive epoch numbers, got {self.milestones!r}")
-        for name in ("bits_w", "bits_a", "bits_g"):
-            v = getattr(self, name)
-            # The supported widths per part are `cunet.model.quant.QuantConfig`'s to check.
-            need(v is None or (isinstance(v, int) and v >= 1), f"{name} must be a positive bit count, got {v!r}")
-        need(isinstance(self.overrides, dict), "overrides must be a dict of CUNetConfig fields")
-
-    @property
-    def quantized(self) -> bool:
-        return any(b is not None for b in (self.bits_w, self.bits_a, self.bits_g))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON- and `torch.load(weights_only=True)`-friendly dict (paths as strings, tuples as lists)."""
-        d = dataclasses.asdict(self)
-        d["data"], d["out"] = str(self.data), str(self.out)
-        d["milestones"] = None if self.milestones is None else list(self.milestones)
-        return d
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What a finished (or budget-stopped) run produced.
-
-    Attributes:
-        best: best.pt, the epoch with the best validation metric.
-        last: last.pt, the latest epoch (resume from here).
-        history: one dict per epoch: epoch, train_loss, <metric_name>, lr, seconds (the epoch), elapsed (the run).
-        best_metric: the best validation value (NME in percent, or PCKh@0.5 in percent).
-        metric_name: "nme" (lower is better) or "pckh@0.5" (higher is better).
-        seconds: training wall time of the whole run, over all resumes.
-        epoch: epochs completed.
-    """
-
-    best: Path
-    last: Path
-    history: list[dict]
-    best_metric: float
-    metric_name: str
-    seconds: float
-    epoch: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["best"], d["last"] = str(self.best), str(self.last)
-        return d
-
-
-def _default_variant(task: str) -> str:
-    return "cunet-tiny" if task == "face" else "cunet-tiny-pose"
-
-
-def resolve_options(opts: TrainOptions, saved: dict[str, Any] | None = None) -> TrainOptions:
-    """Fill every None of `opts` from the run being resumed (`saved`, its args) or else from the variant's recipe.
-
-    The result is what `train` runs with (and records as the checkpoint's `args`).
-
-    Raises:
-        CunetError: when resuming with a run-defining option (`RUN_FIELDS`) that differs from the run's own.
-    """
-    if saved is not None:
-        differ = []
-        for name in RUN_FIELDS:
-            mine, theirs = getattr(opts, name), saved.get(name)
-            if name == "milestones" and theirs is not None:
-                theirs = tuple(theirs)
-            if mine is not None and mine != theirs:
-                differ.append(f"{name} {mine!r} (the run has {theirs!r})")
-        if differ:
-            raise CunetError(f"{Path(opts.out) / 'last.pt'}: cannot resume with different options: "
-                             f"{'; '.join(differ)}. Leave them out, or train into another --out")
-        filled = {n: (tuple(saved[n]) if n == "milestones" else saved[n]) for n in (*RUN_FIELDS, *INHERITED)
-                  if getattr(opts, n) is None and saved.get(n) is not None}
-        opts = dataclasses.replace(opts, **filled)
-    variant = opts.variant or _default_variant(opts.task)
-    recipe = RECIPES.get(variant, DEFAULT_RECIPE)
-    epochs = opts.epochs if opts.epochs is not None else recipe.epochs
-    milestones = opts.milestones
-    if milestones is None:
-        milestones = tuple(sorted({max(1, round(f * epochs)) for f in recipe.milestones}))
-    return dataclasses.replace(
-        opts,
-        variant=variant,
-        sigma=opts.sigma if opts.sigma is not None else _recipe_sigma(variant, opts.overrides),
-        epochs=epochs,
-        batch_size=opts.batch_size if opts.batch_size is not None else recipe.batch_size,
-        lr=opts.lr if opts.lr is not None else recipe.lr,
-        optimizer=opts.optimizer or recipe.optimizer,
-        seed=opts.seed if opts.seed is not None else 0,
-        milestones=milestones,
-        gamma=opts.gamma if opts.gamma is not None else recipe.gamma,
-        weight_decay=opts.weight_decay if opts.weight_decay is not None else recipe.weight_decay,
-    )
-
-
-def _recipe_sigma(variant: str, overrides: dict[str, Any]) -> float:
-    """The recipe's target sigma scaled to the run's heatmap size (input size / 4)."""
-    from cunet.model.config import HEATMAP_STRIDE, VARIANTS
-
-    base = VARIANTS.get(variant)  # an unknown variant is reported when the model is built
-    input_size = overrides.get("input_size", base.input_size if base is not None else 256)
-    return RECIPES.get(variant, DEFAULT_RECIPE).sigma_64 * (int(input_size) // HEATMAP_STRIDE) / 64.0
-
 
 # --------------------------------------------------------------------------------------------------------- loss
 
