@@ -51,6 +51,9 @@ def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--bits-w", type=click.IntRange(min=1), help="Low-bit training: weight bits (1 binary, 2 ternary, 3-8).")
 @click.option("--bits-a", type=click.IntRange(min=1), help="Low-bit training: bits of conv inputs (2-8).")
 @click.option("--bits-g", type=click.IntRange(min=1), help="Low-bit training: bits of weight gradients (2-16).")
+@click.option("--quant-delay", type=click.IntRange(min=0), metavar="EPOCHS",
+              help="Low-bit training: train this many epochs in full precision first, then quantized (same total "
+                   "--epochs; measured much better for 1-2 bit weights) [0].")
 @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True),
               help="Stop cleanly after the epoch that crosses this wall-clock budget.")
 @click.option("--seed", type=int, help="Seeds init, batch order and augmentation [0].")
@@ -60,8 +63,8 @@ def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--device", help="cpu, cuda, cuda:1 [cuda when available].")
 @json_option
 def train(task, data, out, variant, resume, epochs, batch_size, lr, optimizer, milestones, gamma, weight_decay,
-          sigma, layers, order, input_size, memory_efficient, bits_w, bits_a, bits_g, max_minutes, seed, workers,
-          threads, device, as_json) -> None:
+          sigma, layers, order, input_size, memory_efficient, bits_w, bits_a, bits_g, quant_delay, max_minutes, seed,
+          workers, threads, device, as_json) -> None:
     """Train a CU-Net landmark localizer; writes OUT/best.pt (best validation) and OUT/last.pt (every epoch).
 
     \b
@@ -80,7 +83,7 @@ def train(task, data, out, variant, resume, epochs, batch_size, lr, optimizer, m
       cunet train --task face --data ~/300W --variant cunet-face-8 --out runs/face8
       cunet train --task face --data ~/300W --out runs/face8 --resume     # after a kill
       torchrun --nproc_per_node 2 -m cunet train --task pose --data ~/mpii --variant cunet-pose-16
-      cunet train --task face --data data/faces --bits-w 1 --bits-a 8 --out runs/binary
+      cunet train --task face --data data/faces --bits-w 1 --bits-a 8 --quant-delay 5 --out runs/binary
 
     \b
     Resuming: --resume continues from OUT/last.pt and ends with the same weights as
@@ -100,7 +103,8 @@ def train(task, data, out, variant, resume, epochs, batch_size, lr, optimizer, m
                                        memory_efficient=memory_efficient).items() if v is not None}
     opts = TrainOptions(task=task, data=data, out=out, variant=variant, epochs=epochs, batch_size=batch_size, lr=lr,
                         optimizer=optimizer, resume=resume, seed=seed, workers=workers, sigma=sigma,
-                        overrides=overrides, bits_w=bits_w, bits_a=bits_a, bits_g=bits_g, max_minutes=max_minutes,
+                        overrides=overrides, bits_w=bits_w, bits_a=bits_a, bits_g=bits_g, quant_delay=quant_delay,
+                        max_minutes=max_minutes,
                         device=device, progress=True, milestones=milestones, gamma=gamma, weight_decay=weight_decay,
                         threads=threads)
     result = run_training(opts)

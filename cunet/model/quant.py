@@ -55,6 +55,7 @@ __all__ = [
     "input_step",
     "TERNARY_THRESHOLD",
     "deploy_model",
+    "set_quantization_active",
 ]
 
 #: TWN's threshold: weights with |w| <= 0.7 * mean |w| of their filter become 0.
@@ -290,6 +291,9 @@ class QuantConv2d(nn.Conv2d):
         self.bits_w, self.bits_a, self.bits_g = quant.bits_w, quant.bits_a, quant.bits_g
         self.act_range = quant.act_range
         self.frozen_step: float | None = None  # set by `deploy_model`: the step as a constant for export
+        #: False during a full-precision warm-up (`set_quantization_active`): the conv computes in full precision
+        #: while a calibrated input range keeps learning its running maximum.
+        self.active = True
         if self.bits_a is not None and self.act_range is ActRange.CALIBRATED:
             self.register_buffer("act_max", torch.zeros((), device=self.weight.device))
 
@@ -328,7 +332,10 @@ class QuantConv2d(nn.Conv2d):
                 with torch.no_grad():
                     m = x.detach().amax()
                     self.act_max.copy_(torch.where(self.act_max > 0, torch.lerp(self.act_max, m, ACT_MOMENTUM), m))
-            x = quantize_input(x, self.bits_a, self.input_step())
+            if self.active:
+                x = quantize_input(x, self.bits_a, self.input_step())
+        if not self.active:
+            return self._conv_forward(x, self.weight, self.bias)
         if self.bits_w is None and self.bits_g is None:
             w = self.weight
         else:
@@ -396,6 +403,24 @@ def quantized_layers(model: nn.Module) -> list[dict[str, Any]]:
     return out
 
 
+def set_quantization_active(model: nn.Module, active: bool) -> int:
+    """Switch the quantizers of every `QuantConv2d` in `model` on or off (a full-precision warm-up).
+
+    Off, the convs compute in full precision and gradients are not quantized; calibrated input ranges keep their
+    running maximum up to date, so they are ready when quantization starts. Export (`deploy_model`) always
+    quantizes.
+
+    Returns:
+        The number of quantized convs switched.
+    """
+    n = 0
+    for m in model.modules():
+        if isinstance(m, QuantConv2d):
+            m.active = bool(active)
+            n += 1
+    return n
+
+
 def deploy_model(model: nn.Module) -> tuple[nn.Module, dict[str, tuple[torch.Tensor, torch.Tensor, int]]]:
     """The inference form of a quantized model: a copy whose weights ARE their quantized values.
 
@@ -424,5 +449,6 @@ def deploy_model(model: nn.Module) -> tuple[nn.Module, dict[str, tuple[torch.Ten
         if m.bits_a is not None:
             m.frozen_step = float(m.input_step())
         m.bits_w = m.bits_g = None
+        m.active = True
     dep.quant_config = None
     return dep, codes

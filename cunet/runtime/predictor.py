@@ -248,7 +248,7 @@ def open_predictor(
 
         meta = read_onnx_meta(path)
         device_id = _cuda_index(device) if backend != "ort-cpu" else 0
-        ort_backend = OrtBackend(path, backend, threads, device_id, meta.precision)
+        ort_backend = OrtBackend(path, backend, threads, device_id, meta.precision, lowbit=meta.quant is not None)
         return Predictor(path, meta, ort_backend, decode_method)
     if suffix in ENGINE_SUFFIXES:
         if backend not in ("auto", "tensorrt"):

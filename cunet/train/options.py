@@ -18,7 +18,8 @@ __all__ = ["OPTIMIZERS", "AMP_MODES", "RUN_FIELDS", "INHERITED", "Recipe", "DEFA
 OPTIMIZERS = ("rmsprop", "adam")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 #: Options that define what a run is. On `resume` they must equal the run's own (None means "the run's value").
-RUN_FIELDS = ("variant", "sigma", "optimizer", "lr", "batch_size", "milestones", "gamma", "weight_decay", "seed")
+RUN_FIELDS = ("variant", "sigma", "optimizer", "lr", "batch_size", "milestones", "gamma", "weight_decay", "seed",
+              "quant_delay")
 #: Options a resumed run takes from the run when left as None, but which may change (a run can be extended).
 INHERITED = ("epochs",)
 
@@ -85,6 +86,10 @@ class TrainOptions:
         overrides: `CUNetConfig` fields replacing the variant's, e.g. {"layers": 2, "input_size": 128}.
         bits_w, bits_a, bits_g: low-bit quantization-aware training of weights / conv inputs / weight gradients
             (`cunet.model.quant`); None keeps that part full precision.
+        quant_delay: low-bit runs only: train this many epochs in full precision before the quantizers switch on
+            (TensorFlow's `quant_delay`, in epochs): the binary/ternary weights then start from trained weights
+            instead of a random init, within the same number of epochs. Calibrated input ranges are learnt during
+            the warm-up; best.pt is chosen among quantized epochs only. None: 0.
         max_minutes: stop cleanly after the epoch that crosses this wall-clock budget (counted over resumes).
         device: "cpu", "cuda", "cuda:1", ... (None: CUDA when available).
         progress: draw a progress bar and print one line per epoch on stderr.
@@ -108,6 +113,7 @@ class TrainOptions:
     bits_w: int | None = None
     bits_a: int | None = None
     bits_g: int | None = None
+    quant_delay: int | None = None
     max_minutes: float | None = None
     device: str | None = None
     progress: bool = True
@@ -143,6 +149,13 @@ class TrainOptions:
             # The supported widths per part are `cunet.model.quant.QuantConfig`'s to check.
             need(v is None or (isinstance(v, int) and v >= 1), f"{name} must be a positive bit count, got {v!r}")
         need(isinstance(self.overrides, dict), "overrides must be a dict of CUNetConfig fields")
+        need(self.quant_delay is None or (isinstance(self.quant_delay, int) and self.quant_delay >= 0),
+             f"quant_delay must be a whole number of epochs >= 0, got {self.quant_delay!r}")
+        need(not self.quant_delay or self.quantized,
+             "quant_delay delays quantization: it needs --bits-w, --bits-a or --bits-g")
+        need(not self.quant_delay or self.epochs is None or self.quant_delay < self.epochs,
+             f"quant_delay ({self.quant_delay}) must be smaller than epochs ({self.epochs}): the run would never "
+             "train quantized")
 
     @property
     def quantized(self) -> bool:
@@ -202,6 +215,8 @@ def resolve_options(opts: TrainOptions, saved: dict[str, Any] | None = None) -> 
             mine, theirs = getattr(opts, name), saved.get(name)
             if name == "milestones" and theirs is not None:
                 theirs = tuple(theirs)
+            if name == "quant_delay" and theirs is None:
+                theirs = 0  # a run from before quant_delay existed
             if mine is not None and mine != theirs:
                 differ.append(f"{name} {mine!r} (the run has {theirs!r})")
         if differ:
@@ -213,6 +228,9 @@ def resolve_options(opts: TrainOptions, saved: dict[str, Any] | None = None) -> 
     variant = opts.variant or _default_variant(opts.task)
     recipe = RECIPES.get(variant, DEFAULT_RECIPE)
     epochs = opts.epochs if opts.epochs is not None else recipe.epochs
+    if opts.quant_delay and opts.quant_delay >= epochs:
+        raise CunetError(f"invalid training options: quant_delay ({opts.quant_delay}) must be smaller than epochs "
+                         f"({epochs}): the run would never train quantized")
     milestones = opts.milestones
     if milestones is None:
         milestones = tuple(sorted({max(1, round(f * epochs)) for f in recipe.milestones}))
@@ -228,6 +246,7 @@ def resolve_options(opts: TrainOptions, saved: dict[str, Any] | None = None) -> 
         milestones=milestones,
         gamma=opts.gamma if opts.gamma is not None else recipe.gamma,
         weight_decay=opts.weight_decay if opts.weight_decay is not None else recipe.weight_decay,
+        quant_delay=opts.quant_delay if opts.quant_delay is not None else 0,
     )
 
 

@@ -438,7 +438,10 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     if show and start_epoch == 0:
-        log(f"training {run.variant} ({_describe(cfg)}) on {len(train_samples)} {run.task} images, validating on "
+        log(f"training {run.variant} ({_describe(cfg)}"
+            + (f", {quant_cfg.describe()}" if quant_cfg is not None else "")
+            + (f" after {run.quant_delay} full-precision epoch(s)" if quant_cfg is not None and run.quant_delay else "")
+            + f") on {len(train_samples)} {run.task} images, validating on "
             f"{len(val_samples)}; {run.optimizer} lr {run.lr:g}, batch {run.batch_size}, {run.epochs} epoch(s), "
             f"lr x{run.gamma:g} after epoch(s) {', '.join(map(str, run.milestones)) or '-'}; device {device}"
             + (f", {d.world} processes" if d.world > 1 else ""))
@@ -454,6 +457,11 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
             train_ds.set_epoch(epoch)
             sampler.set_epoch(epoch)
             lr = optimizer.param_groups[0]["lr"]
+            quantizing = quant_cfg is not None and epoch >= run.quant_delay
+            if quant_cfg is not None:
+                from cunet.model.quant import set_quantization_active
+
+                set_quantization_active(model, quantizing)
             net.train()
             total, count = torch.zeros((), dtype=torch.float64, device=device), 0
             task_id = progress.add_task(f"epoch {epoch + 1}/{run.epochs}", total=len(loader), loss="") \
@@ -485,7 +493,9 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
             epoch += 1
             seconds = time.perf_counter() - t0
             elapsed += seconds
-            improved = _better(metric_name, value, best)
+            # A full-precision warm-up epoch is not a candidate for best.pt: it would export as a quantized model
+            # that was never trained quantized.
+            improved = _better(metric_name, value, best) and (quant_cfg is None or quantizing)
             stop_now = elapsed >= budget and epoch < run.epochs
             value, improved_f, stop_f = _broadcast([value, float(improved), float(stop_now)], d)
             improved, stopped = bool(improved_f), bool(stop_f)
@@ -493,6 +503,8 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
                 best = value
             entry = {"epoch": epoch, "train_loss": train_loss, metric_name: value, "lr": lr, "seconds": seconds,
                      "elapsed": elapsed, "best": improved}
+            if quant_cfg is not None:
+                entry["quantized"] = quantizing
             history.append(entry)
             if d.main:
                 state = {
@@ -509,7 +521,8 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
                 if progress is not None:
                     progress.remove_task(task_id)
                 log(f"epoch {epoch}/{run.epochs}  loss {train_loss:.4e}  {metric_name} {value:.2f}%  lr {lr:.2e}  "
-                    f"{seconds:.1f}s{'  *best' if improved else ''}")
+                    f"{seconds:.1f}s{'  *best' if improved else ''}"
+                    f"{'  (full-precision warm-up)' if quant_cfg is not None and not quantizing else ''}")
                 if on_epoch is not None:
                     on_epoch(entry)
         if stopped:

@@ -200,6 +200,23 @@ def test_parity_with_pytorch(w1, w4):
     assert diff.mean() <= 0.02 * np.abs(ref).mean()
 
 
+def test_the_predictor_runs_low_bit_models_on_cpu_with_weight_dequantization_folded(w1):
+    """`LOWBIT_CPU_CONFIG` turns ONNX Runtime's QDQ fusion off for low-bit models (it finds nothing to fuse but keeps
+    every weight DequantizeLinear from being folded): the Predictor's session carries it and its heatmaps are
+    bit-identical to a default session's (the setting changes which graph runs, not one float of the result)."""
+    from cunet.runtime.ort_backend import LOWBIT_CPU_CONFIG
+    from cunet.runtime.predictor import open_predictor
+
+    _, out, _ = w1
+    x = np.random.default_rng(6).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    with open_predictor(out, backend="ort-cpu", threads=1) as pred:
+        options = pred._backend._session.get_session_options()
+        for key, value in LOWBIT_CPU_CONFIG.items():
+            assert options.get_session_config_entry(key) == value
+        got = pred.predict_heatmaps(x)
+    assert np.array_equal(got, _session(str(out)).run(None, {"image": x})[0])
+
+
 def test_input_qdq_check_catches_a_wrong_step(w1):
     ckpt, out, _ = w1
     model = onnx.load(str(out))

@@ -22,6 +22,7 @@ from cunet.model.quant import (
     quantize_input,
     quantize_weight,
     quantized_layers,
+    set_quantization_active,
     ternarize,
     uniform_quantize,
 )
@@ -164,6 +165,45 @@ def test_calibrated_input_range_is_a_running_max_frozen_at_inference():
     conv.eval()
     conv(t([9.0, 9.0]).reshape(1, 2, 1, 1))
     assert float(conv.act_max) == pytest.approx(1.9) and float(conv.input_step()) == pytest.approx(1.9 / 127)
+
+
+def test_an_inactive_quantized_conv_is_full_precision_but_keeps_calibrating():
+    torch.manual_seed(0)
+    conv = QuantConv2d(3, 4, 3, padding=1, quant=QuantConfig(bits_w=1, bits_a=4, bits_g=4))
+    plain = torch.nn.Conv2d(3, 4, 3, padding=1)
+    plain.load_state_dict({k: v for k, v in conv.state_dict().items() if k != "act_max"})
+    x = torch.rand(2, 3, 5, 5) * 3
+    conv.active = False
+    out = conv(x)
+    assert float(conv.act_max) == pytest.approx(float(x.max()))  # the running max is learnt during the warm-up
+    assert torch.equal(out, plain(x))  # no input or weight quantization
+    out.sum().backward()
+    plain(x).sum().backward()
+    assert torch.equal(conv.weight.grad, plain.weight.grad)  # and no 4-bit gradient quantization
+    # Switched on, the same conv quantizes: 1-bit weights, 4-bit inputs.
+    assert set_quantization_active(conv, True) == 1 and conv.active
+    q = conv(x)
+    codes, scale = binarize(conv.weight.detach())
+    expected = F.conv2d(quantize_input(x, 4, conv.input_step().detach()), codes * scale.reshape(-1, 1, 1, 1),
+                        conv.bias, padding=1)
+    assert torch.allclose(q, expected, atol=1e-6) and not torch.allclose(q, plain(x), atol=1e-3)
+
+
+def test_deploy_model_quantizes_even_a_model_left_inactive():
+    torch.manual_seed(0)
+    model = apply_quantization(CUNet(TINY), QuantConfig(bits_w=2, bits_a=8))
+    model.train()
+    model(torch.rand(2, 3, 64, 64))  # calibrate the input ranges
+    model.eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        quantized = model(x)[-1]
+        assert set_quantization_active(model, False) == len([q for q in quantized_layers(model) if q["bits_w"]])
+        full = model(x)[-1]
+        dep, _ = deploy_model(model)
+        deployed = dep(x)[-1]
+    assert not torch.allclose(full, quantized, atol=1e-4)
+    assert torch.equal(deployed, quantized)
 
 
 # ------------------------------------------------------------------------------------------------- model

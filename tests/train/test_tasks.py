@@ -33,6 +33,33 @@ def test_low_bit_hook_stores_the_quant_config(faces, tmp_path) -> None:
     assert quant_config_of(model) == QuantConfig(bits_w=2, bits_a=8, bits_g=8)
 
 
+def test_quant_delay_trains_full_precision_first_and_resumes_across_the_switch(faces, tmp_path) -> None:
+    """--quant-delay 1 of 3 epochs: epoch 1 is full precision (and no best.pt candidate), epochs 2-3 quantized; a
+    run stopped after epoch 2 and resumed to 3 ends bit-identical to the uninterrupted one (one thread, CPU)."""
+    import torch
+
+    from cunet.train.checkpoint import load_checkpoint
+    from cunet.train.trainer import train
+
+    q = dict(bits_w=1, bits_a=8, bits_g=8, quant_delay=1)
+    full = train(tiny_options(faces, tmp_path / "full", epochs=3, **q))
+    assert [h["quantized"] for h in full.history] == [False, True, True]
+    assert not full.history[0]["best"] and any(h["best"] for h in full.history[1:])
+    assert load_checkpoint(full.best)["epoch"] >= 2
+
+    train(tiny_options(faces, tmp_path / "resumed", epochs=2, **q))
+    resumed = train(tiny_options(faces, tmp_path / "resumed", epochs=3, resume=True, bits_w=1, bits_a=8, bits_g=8))
+    a, b = load_checkpoint(full.last), load_checkpoint(resumed.last)
+    assert a["args"]["quant_delay"] == b["args"]["quant_delay"] == 1
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert [h["nme"] for h in a["history"]] == [h["nme"] for h in b["history"]]
+
+    # The warm-up changed the result: the same run quantized from epoch 1 ends elsewhere.
+    direct = load_checkpoint(train(tiny_options(faces, tmp_path / "direct", epochs=3, **{**q, "quant_delay": 0})).last)
+    assert any(not torch.equal(v, direct["model"][k]) for k, v in a["model"].items())
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -40,6 +67,10 @@ def test_low_bit_hook_stores_the_quant_config(faces, tmp_path) -> None:
         (["--data", "{faces}", "--input-size", "100"], "input_size must be a multiple of 64"),
         (["--data", "{faces}", "--variant", "cunet-huge"], "unknown variant 'cunet-huge'"),
         (["--data", "{faces}", "--bits-w", "9"], "bits_w must be an integer in 1..8"),
+        (["--data", "{faces}", "--quant-delay", "2"], "quant_delay delays quantization: it needs --bits-w"),
+        (["--data", "{faces}", "--bits-w", "1", "--epochs", "3", "--quant-delay", "3"],
+         "quant_delay (3) must be smaller than epochs (3)"),
+        (["--data", "{faces}", "--bits-w", "1", "--quant-delay", "15"], "quant_delay (15) must be smaller than epochs (15)"),
     ],
 )
 def test_cli_errors_are_one_line(faces, tmp_path, capsys, args, message) -> None:
