@@ -53,7 +53,7 @@ def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--bits-g", type=click.IntRange(min=1), help="Low-bit training: bits of weight gradients (2-16).")
 @click.option("--quant-delay", type=click.IntRange(min=0), metavar="EPOCHS",
               help="Low-bit training: train this many epochs in full precision first, then quantized (same total "
-                   "--epochs; measured much better for 1-2 bit weights) [0].")
+                   "--epochs; input ranges calibrate meanwhile) [0].")
 @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True),
               help="Stop cleanly after the epoch that crosses this wall-clock budget.")
 @click.option("--seed", type=int, help="Seeds init, batch order and augmentation [0].")

@@ -89,7 +89,10 @@ class TrainOptions:
         quant_delay: low-bit runs only: train this many epochs in full precision before the quantizers switch on
             (TensorFlow's `quant_delay`, in epochs): the binary/ternary weights then start from trained weights
             instead of a random init, within the same number of epochs. Calibrated input ranges are learnt during
-            the warm-up; best.pt is chosen among quantized epochs only. None: 0.
+            the warm-up; best.pt is chosen among quantized epochs only. None: 0. Measured on cunet-tiny, 300
+            synthetic faces, 10 epochs, w1a8g8: NME 8.30 % with 5 warm-up epochs vs 8.22 % without (no gain at
+            this budget: the switch costs the warm-up's progress, 9.35 → 13.35 %, and the run ends where the
+            directly quantized one does).
         max_minutes: stop cleanly after the epoch that crosses this wall-clock budget (counted over resumes).
         device: "cpu", "cuda", "cuda:1", ... (None: CUDA when available).
         progress: draw a progress bar and print one line per epoch on stderr.
