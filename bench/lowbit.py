@@ -1,16 +1,20 @@
 """Low-bit CU-Net at an equal training budget: FP32 vs 8/4/2/1-bit weights (8-bit inputs, 8-bit gradients).
 
 Usage:
-    .venv/bin/python bench/lowbit.py [--data DIR] [--epochs 10] [--iters 30] [--no-face8] [--out JSON]
+    .venv/bin/python bench/lowbit.py [--data DIR] [--epochs 10] [--seeds 0,1,2] [--jobs 2] [--quant-delay N]
+                                     [--iters 30] [--no-face8] [--out JSON]
 
-Each row trains cunet-tiny (128² input) with `cunet.train.trainer.train` on the same synthetic faces, seed and
-epochs (the default data is `cunet data synth --task face --n 300 --seed 0`, made once under --work), then
+Each row trains cunet-tiny (128² input) with `cunet train` (a real subprocess, one torch thread, --jobs at a time)
+on the same synthetic faces and epochs, once per seed (the default data is `cunet data synth --task face --n 300
+--seed 0`, made once under --work). Runs this short are noisy — the thread count alone moved a w1a8 result from
+7.91 to 8.22 % — so every row reports the mean over seeds with its range, and the relative gap compares means. Then
 - NME (percent, inter-ocular) on the test split of last.pt (every row gets all its epochs; best.pt would be chosen
   on the very split we report), with PyTorch and with the exported ONNX model on ONNX Runtime (what deploys);
 - file sizes: the ONNX model (`cunet export`: int8 Q/DQ weights for low-bit rows), the bit-packed `.cunetq`
   (`cunet pack`) and, for 4-bit weights, the INT4 ONNX model;
-- CPU latency: ONNX Runtime, batch 1, --threads threads, runs interleaved across models (the machine is shared:
-  compare ratios from one run, never absolute times across runs);
+- CPU latency (first seed's models): ONNX Runtime as `cunet` opens them (low-bit models with
+  `LOWBIT_CPU_CONFIG`), batch 1, --threads threads, runs interleaved across models (the machine is shared: compare
+  ratios from one run, never absolute times across runs);
 - the training loss per epoch (the low-bit rows train with 8-bit weight gradients).
 Unless --no-face8, a random-init cunet-face-8 is also exported in FP32 and 1-bit and packed: the size goal is set
 for that model, and file size does not depend on training.
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,15 +48,42 @@ def _load() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
 
-def _train(name: str, bits: tuple, data: Path, work: Path, epochs: int, seed: int) -> dict:
-    from cunet.train.trainer import TrainOptions, train
+def _train_cmd(bits: tuple, data: Path, out: Path, epochs: int, seed: int, quant_delay: int) -> list[str]:
+    cmd = [sys.executable, "-m", "cunet", "train", "--task", "face", "--data", str(data), "--out", str(out),
+           "--variant", "cunet-tiny", "--epochs", str(epochs), "--seed", str(seed), "--threads", "1", "--json"]
+    for flag, b in zip(("--bits-w", "--bits-a", "--bits-g"), bits):
+        if b is not None:
+            cmd += [flag, str(b)]
+    if quant_delay and any(b is not None for b in bits):
+        cmd += ["--quant-delay", str(quant_delay)]
+    return cmd
 
-    bw, ba, bg = bits
-    r = train(
-        TrainOptions(task="face", data=data, out=work / name, variant="cunet-tiny", epochs=epochs, seed=seed,
-                     bits_w=bw, bits_a=ba, bits_g=bg, progress=False)
-    )
-    return {"checkpoint": r.last, "seconds": r.seconds, "history": r.history}
+
+def _train_all(jobs: list[tuple[str, int, tuple]], data: Path, work: Path, epochs: int, quant_delay: int,
+               parallel: int) -> dict[tuple[str, int], dict]:
+    """Train every (row, seed, bits) job, `parallel` processes at a time; {(row, seed): train --json result}."""
+    pending, running, done = list(jobs), {}, {}
+    while pending or running:
+        while pending and len(running) < parallel:
+            name, seed, bits = pending.pop(0)
+            out = work / f"{name}.s{seed}"
+            print(f"[{name} seed {seed}] training {epochs} epochs (load {_load()})", file=sys.stderr, flush=True)
+            log = open(work / f"{name}.s{seed}.log", "w")
+            proc = subprocess.Popen(_train_cmd(bits, data, out, epochs, seed, quant_delay), stdout=subprocess.PIPE,
+                                    stderr=log, text=True)
+            running[(name, seed)] = (proc, log)
+        time.sleep(1.0)
+        for key, (proc, log) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            out = proc.stdout.read()
+            log.close()
+            del running[key]
+            if proc.returncode != 0:
+                raise SystemExit(f"training {key} failed (exit {proc.returncode}); see {log.name}")
+            done[key] = json.loads(out)
+            print(f"[{key[0]} seed {key[1]}] done in {done[key]['seconds']:.0f} s", file=sys.stderr, flush=True)
+    return done
 
 
 def _files(name: str, ckpt: Path, work: Path, bits_w: int | None) -> dict:
@@ -78,11 +110,17 @@ def _nme(model: Path, data: Path, backend: str, threads: int) -> float:
 def _latency(models: dict[str, Path], threads: int, iters: int, size: int) -> dict[str, dict]:
     import onnxruntime as ort
 
+    from cunet.runtime.meta import read_onnx_meta
+    from cunet.runtime.ort_backend import LOWBIT_CPU_CONFIG
+
     sessions = {}
     for k, p in models.items():
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
         so.log_severity_level = 3
+        if read_onnx_meta(p).quant is not None:  # as cunet's Predictor opens a low-bit model
+            for key, value in LOWBIT_CPU_CONFIG.items():
+                so.add_session_config_entry(key, value)
         sessions[k] = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
     times: dict[str, list[float]] = {k: [] for k in sessions}
@@ -120,7 +158,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, help="Face dataset (default: synthetic, 300 images, made under --work).")
     ap.add_argument("--work", type=Path, help="Where runs and models go (default: a new temporary folder).")
     ap.add_argument("--epochs", type=int, default=10, help="Training epochs of every row (the equal budget).")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0,1,2", help="Train every row once per seed; report mean and range.")
+    ap.add_argument("--jobs", type=int, default=2, help="Training processes at a time (one torch thread each).")
+    ap.add_argument("--quant-delay", type=int, default=0, help="Full-precision warm-up epochs of low-bit rows.")
     ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for NME and latency.")
     ap.add_argument("--iters", type=int, default=30, help="Timed runs per model (interleaved).")
     ap.add_argument("--rows", default=",".join(r[0] for r in ROWS), help="Which rows, e.g. fp32,w1a8.")
@@ -142,23 +182,40 @@ def main() -> None:
             synthesize(data, "face", n=300, seed=0)
     wanted = args.rows.split(",")
     rows = [r for r in ROWS if r[0] in wanted]
+    seeds = [int(x) for x in args.seeds.split(",")]
     load_start, t0 = _load(), time.perf_counter()
+    trained = _train_all([(name, seed, tuple(bits)) for name, *bits in rows for seed in seeds], data, work,
+                         args.epochs, args.quant_delay, args.jobs)
     results: dict[str, dict] = {}
     for name, *bits in rows:
-        print(f"[{name}] training {args.epochs} epochs (load {_load()})", file=sys.stderr, flush=True)
-        tr = _train(name, tuple(bits), data, work, args.epochs, args.seed)
-        files = _files(name, tr["checkpoint"], work, bits[0])
+        per_seed = []
+        for seed in seeds:
+            tr = trained[(name, seed)]
+            ckpt = Path(tr["last"])
+            files = _files(f"{name}.s{seed}", ckpt, work, bits[0])
+            per_seed.append({
+                "seed": seed, "train_seconds": tr["seconds"],
+                "loss_curve": [h["train_loss"] for h in tr["history"]],
+                "val_nme_curve": [h["nme"] for h in tr["history"]],
+                "nme_torch": _nme(ckpt, data, "torch", args.threads),
+                "nme_onnx": _nme(files["onnx"], data, "ort-cpu", args.threads),
+                **{k: v for k, v in files.items() if k != "onnx"},
+                "onnx": str(files["onnx"]),
+            })
+        first = per_seed[0]
+        nme = [r["nme_onnx"] for r in per_seed]
         results[name] = {
             "bits_w": bits[0], "bits_a": bits[1], "bits_g": bits[2],
-            "train_seconds": tr["seconds"],
-            "loss_curve": [h["train_loss"] for h in tr["history"]],
-            "val_nme_curve": [h["nme"] for h in tr["history"]],
-            "nme_torch": _nme(tr["checkpoint"], data, "torch", args.threads),
-            "nme_onnx": _nme(files["onnx"], data, "ort-cpu", args.threads),
-            **{k: v for k, v in files.items() if k != "onnx"},
-            "onnx": str(files["onnx"]),
+            "quant_delay": args.quant_delay if bits[0] is not None else 0,
+            "train_seconds": float(np.mean([r["train_seconds"] for r in per_seed])),
+            "loss_curve": first["loss_curve"], "val_nme_curve": first["val_nme_curve"],
+            "nme_torch": float(np.mean([r["nme_torch"] for r in per_seed])),
+            "nme_onnx": float(np.mean(nme)), "nme_onnx_min": float(min(nme)), "nme_onnx_max": float(max(nme)),
+            **{k: first[k] for k in ("onnx_bytes", "verify_error", "verify_tolerance", "packed_bytes", "int4_bytes",
+                                     "onnx")},
+            "seeds": per_seed,
         }
-    train_seconds = sum(r["train_seconds"] for r in results.values())
+    train_seconds = sum(r["train_seconds"] for s_ in results.values() for r in s_["seeds"])
     lat = _latency({k: Path(r["onnx"]) for k, r in results.items()}, args.threads, args.iters,
                    get_variant("cunet-tiny").input_size)
     ref = results.get("fp32")
@@ -172,7 +229,8 @@ def main() -> None:
     face8 = None if args.no_face8 else _face8(work)
     doc = {
         "variant": "cunet-tiny", "input_size": get_variant("cunet-tiny").input_size, "data": str(data),
-        "epochs": args.epochs, "seed": args.seed, "threads": args.threads, "iters": args.iters,
+        "epochs": args.epochs, "seeds": seeds, "jobs": args.jobs, "quant_delay": args.quant_delay,
+        "threads": args.threads, "iters": args.iters,
         "train_seconds_total": train_seconds, "wall_seconds": time.perf_counter() - t0,
         "load_average": {"start": load_start, "end": _load()}, "rows": results, "face8": face8,
     }
@@ -185,13 +243,15 @@ def main() -> None:
     table = []
     for k, r in results.items():
         table.append((
-            k, r["nme_torch"], r["nme_onnx"], r.get("nme_rel_vs_fp32", float("nan")) * 100,
+            k, r["nme_torch"], r["nme_onnx"], f"{r['nme_onnx_min']:.2f}-{r['nme_onnx_max']:.2f}",
+            r.get("nme_rel_vs_fp32", float("nan")) * 100,
             mb(r["onnx_bytes"]), mb(r["packed_bytes"]) or float("nan"), mb(r["int4_bytes"]) or float("nan"),
             r["p50_ms"], r["train_seconds"], r["loss_curve"][0], r["loss_curve"][-1],
         ))
     print_table(
-        f"low-bit cunet-tiny, {args.epochs} epochs each ({train_seconds / 60:.1f} min of training, load {load_start})",
-        ["row", "NME torch", "NME ORT", "Δ% vs FP32", "ONNX MB", "packed MB", "INT4 MB", "p50 ms", "train s",
+        f"low-bit cunet-tiny, {args.epochs} epochs each, mean of seeds {args.seeds} "
+        f"({train_seconds / 60:.1f} min of training, load {load_start})",
+        ["row", "NME torch", "NME ORT", "ORT range", "Δ% vs FP32", "ONNX MB", "packed MB", "INT4 MB", "p50 ms", "train s",
          "loss ep1", "loss last"],
         table,
     )
