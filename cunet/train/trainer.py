@@ -230,6 +230,26 @@ def _quant_config(opts: TrainOptions):
     return QuantConfig(bits_w=opts.bits_w, bits_a=opts.bits_a, bits_g=opts.bits_g)
 
 
+def _param_groups(opts: TrainOptions, model: torch.nn.Module) -> list[dict[str, Any]]:
+    """One group, or two when the latent weights of quantized convs train at `quant_lr_scale` x lr.
+
+    Adam and RMSprop move every weight by about lr per step whatever the gradient's size, and a binary (ternary)
+    weight only changes when its latent value crosses zero (the threshold): at lr 2e-3 a He-initialised latent
+    weight of ~0.1 needs ~50 steps of one sign to flip, more than a short run has, so the signs stay near their
+    random init. The quantizers' per-filter scales make the convs indifferent to the latent weights' magnitude, so
+    a larger step only makes flips reachable.
+    """
+    scale = opts.quant_lr_scale if opts.quant_lr_scale is not None else 1.0
+    if scale == 1.0:
+        return [{"params": list(model.parameters())}]
+    from cunet.model.quant import QuantConv2d
+
+    latent = [m.weight for m in model.modules() if isinstance(m, QuantConv2d) and m.bits_w is not None]
+    ids = {id(p) for p in latent}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": rest}, {"params": latent, "lr": opts.lr * scale}]
+
+
 def _optimizer(opts: TrainOptions, params) -> torch.optim.Optimizer:
     if opts.optimizer == "adam":
         return torch.optim.Adam(params, lr=opts.lr, weight_decay=opts.weight_decay)
@@ -413,7 +433,7 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
 
         apply_quantization(model, quant_cfg)
     model.to(device)
-    optimizer = _optimizer(run, model.parameters())
+    optimizer = _optimizer(run, _param_groups(run, model))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(run.milestones), gamma=run.gamma)
     amp = _amp_dtype(run, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
