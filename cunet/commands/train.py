@@ -90,7 +90,7 @@ def train(task, data, out, variant, resume, epochs, batch_size, lr, optimizer, m
 
     \b
     Low-bit (ECCV paper): --bits-w 1|2|4|8 quantizes every conv's weights but the
-    stem's and the last head's, --bits-a their inputs, --bits-g their weight
+    stem's and the heatmap heads', --bits-a their inputs, --bits-g their weight
     gradients. 1- and 2-bit latent weights train at 10x the lr (--quant-lr-scale)
     so that their signs can still change in a short run. Export with `cunet
     export`, shrink with `cunet pack`.

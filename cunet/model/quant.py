@@ -2,8 +2,11 @@
 straight-through estimator (STE).
 
 What is quantized, and how:
-- weights of every convolution except the stem and the last head (the paper keeps those, and every BatchNorm,
-  in full precision):
+- weights of every convolution except the stem and the heatmap heads (the paper keeps the first and last layers,
+  and every BatchNorm, in full precision; an intermediate head is the last layer of its U-Net's loss and exists in
+  training only — the exported model computes just the last head, so this costs no deployed byte. Measured on
+  cunet-tiny, 300 synthetic faces, 10 epochs, w1a8g8, seed 0: NME 8.22 % with binary intermediate heads, 7.74 %
+  without; with the 10x latent-weight lr of `cunet train` 6.42 % vs 4.89 % (FP32 5.59 %)):
   1 bit — XNOR style, `sign(w) * alpha` with alpha = mean |w| of the filter (one alpha per output channel);
   2 bits — ternary (TWN), `{-1, 0, +1} * alpha`: weights with |w| <= 0.7 * mean |w| become 0, alpha is the mean |w|
   of the weights that are kept;
@@ -351,8 +354,8 @@ class QuantConv2d(nn.Conv2d):
 
 
 def _full_precision_convs(model: nn.Module) -> set[str]:
-    # The stem's conv and the last head's conv (the last U-Net is always supervised; refinement reuses its head).
-    return {"stem.0", f"heads.{model.cfg.layers - 1}.conv"}
+    # The stem's conv and every heatmap head's (the last U-Net is always supervised; refinement reuses the heads).
+    return {"stem.0", *(f"heads.{i}.conv" for i in model.heads)}
 
 
 def quant_config_of(model: nn.Module) -> QuantConfig | None:
@@ -361,7 +364,7 @@ def quant_config_of(model: nn.Module) -> QuantConfig | None:
 
 
 def apply_quantization(model: nn.Module, quant: QuantConfig) -> nn.Module:
-    """Quantize a `CUNet` in place: every conv except the stem's and the last head's becomes a `QuantConv2d`.
+    """Quantize a `CUNet` in place: every conv except the stem's and the heads' becomes a `QuantConv2d`.
 
     Parameters are shared, not copied, so call it before building the optimizer (or rebuild it). Parameter names
     and values are unchanged; a calibrated input range adds one `act_max` buffer per quantized conv.

@@ -37,7 +37,8 @@ def _count_macs(model: nn.Module, cfg: CUNetConfig) -> int:
 
 def _quant_summary(model: CUNet, quant: Any) -> dict[str, Any]:
     # Which convs are low-bit and what the weights then weigh: codes at bits_w per weight plus one float32 scale per
-    # output channel; every other parameter (stem, last head, BatchNorm) stays float32.
+    # output channel; every other parameter (stem, heads, BatchNorm) stays float32. Counted over the training model:
+    # an export drops the intermediate heads.
     from cunet.model.quant import apply_quantization, quantized_layers
 
     apply_quantization(model, quant)
