@@ -48,7 +48,8 @@ def _load() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
 
-def _train_cmd(bits: tuple, data: Path, out: Path, epochs: int, seed: int, quant_delay: int) -> list[str]:
+def _train_cmd(bits: tuple, data: Path, out: Path, epochs: int, seed: int, quant_delay: int,
+               conv_lr_scale: float | None) -> list[str]:
     cmd = [sys.executable, "-m", "cunet", "train", "--task", "face", "--data", str(data), "--out", str(out),
            "--variant", "cunet-tiny", "--epochs", str(epochs), "--seed", str(seed), "--threads", "1", "--json"]
     for flag, b in zip(("--bits-w", "--bits-a", "--bits-g"), bits):
@@ -56,11 +57,13 @@ def _train_cmd(bits: tuple, data: Path, out: Path, epochs: int, seed: int, quant
             cmd += [flag, str(b)]
     if quant_delay and any(b is not None for b in bits):
         cmd += ["--quant-delay", str(quant_delay)]
+    if conv_lr_scale is not None:
+        cmd += ["--conv-lr-scale", str(conv_lr_scale)]
     return cmd
 
 
 def _train_all(jobs: list[tuple[str, int, tuple]], data: Path, work: Path, epochs: int, quant_delay: int,
-               parallel: int) -> dict[tuple[str, int], dict]:
+               conv_lr_scale: float | None, parallel: int) -> dict[tuple[str, int], dict]:
     """Train every (row, seed, bits) job, `parallel` processes at a time; {(row, seed): train --json result}."""
     pending, running, done = list(jobs), {}, {}
     while pending or running:
@@ -69,7 +72,7 @@ def _train_all(jobs: list[tuple[str, int, tuple]], data: Path, work: Path, epoch
             out = work / f"{name}.s{seed}"
             print(f"[{name} seed {seed}] training {epochs} epochs (load {_load()})", file=sys.stderr, flush=True)
             log = open(work / f"{name}.s{seed}.log", "w")
-            proc = subprocess.Popen(_train_cmd(bits, data, out, epochs, seed, quant_delay), stdout=subprocess.PIPE,
+            proc = subprocess.Popen(_train_cmd(bits, data, out, epochs, seed, quant_delay, conv_lr_scale), stdout=subprocess.PIPE,
                                     stderr=log, text=True)
             running[(name, seed)] = (proc, log)
         time.sleep(1.0)
@@ -161,6 +164,9 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2", help="Train every row once per seed; report mean and range.")
     ap.add_argument("--jobs", type=int, default=2, help="Training processes at a time (one torch thread each).")
     ap.add_argument("--quant-delay", type=int, default=0, help="Full-precision warm-up epochs of low-bit rows.")
+    ap.add_argument("--conv-lr-scale", type=float,
+                    help="One inner-conv lr multiplier for every row, FP32 included (default: each row's own: 10 for "
+                         "1-2 bit weights, else 1). 10 gives every row the same recipe.")
     ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for NME and latency.")
     ap.add_argument("--iters", type=int, default=30, help="Timed runs per model (interleaved).")
     ap.add_argument("--rows", default=",".join(r[0] for r in ROWS), help="Which rows, e.g. fp32,w1a8.")
@@ -172,6 +178,7 @@ def main() -> None:
     from cunet.data.synth import synthesize
     from cunet.io import write_json
     from cunet.model import get_variant
+    from cunet.train.options import LOW_BIT_CONV_LR_SCALE
 
     work = args.work or Path(tempfile.mkdtemp(prefix="cunet-bench-lowbit-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -185,7 +192,7 @@ def main() -> None:
     seeds = [int(x) for x in args.seeds.split(",")]
     load_start, t0 = _load(), time.perf_counter()
     trained = _train_all([(name, seed, tuple(bits)) for name, *bits in rows for seed in seeds], data, work,
-                         args.epochs, args.quant_delay, args.jobs)
+                         args.epochs, args.quant_delay, args.conv_lr_scale, args.jobs)
     results: dict[str, dict] = {}
     for name, *bits in rows:
         per_seed = []
@@ -207,6 +214,7 @@ def main() -> None:
         results[name] = {
             "bits_w": bits[0], "bits_a": bits[1], "bits_g": bits[2],
             "quant_delay": args.quant_delay if bits[0] is not None else 0,
+            "conv_lr_scale": args.conv_lr_scale or (LOW_BIT_CONV_LR_SCALE if bits[0] in (1, 2) else 1.0),
             "train_seconds": float(np.mean([r["train_seconds"] for r in per_seed])),
             "loss_curve": first["loss_curve"], "val_nme_curve": first["val_nme_curve"],
             "nme_torch": float(np.mean([r["nme_torch"] for r in per_seed])),
@@ -230,6 +238,7 @@ def main() -> None:
     doc = {
         "variant": "cunet-tiny", "input_size": get_variant("cunet-tiny").input_size, "data": str(data),
         "epochs": args.epochs, "seeds": seeds, "jobs": args.jobs, "quant_delay": args.quant_delay,
+        "conv_lr_scale": args.conv_lr_scale,
         "threads": args.threads, "iters": args.iters,
         "train_seconds_total": train_seconds, "wall_seconds": time.perf_counter() - t0,
         "load_average": {"start": load_start, "end": _load()}, "rows": results, "face8": face8,
@@ -249,7 +258,8 @@ def main() -> None:
             r["p50_ms"], r["train_seconds"], r["loss_curve"][0], r["loss_curve"][-1],
         ))
     print_table(
-        f"low-bit cunet-tiny, {args.epochs} epochs each, mean of seeds {args.seeds} "
+        f"low-bit cunet-tiny, {args.epochs} epochs each, mean of seeds {args.seeds}, inner-conv lr x"
+        f"{args.conv_lr_scale or 'default'} "
         f"({train_seconds / 60:.1f} min of training, load {load_start})",
         ["row", "NME torch", "NME ORT", "ORT range", "Δ% vs FP32", "ONNX MB", "packed MB", "INT4 MB", "p50 ms", "train s",
          "loss ep1", "loss last"],

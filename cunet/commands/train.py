@@ -54,9 +54,9 @@ def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--quant-delay", type=click.IntRange(min=0), metavar="EPOCHS",
               help="Low-bit training: train this many epochs in full precision first, then quantized (same total "
                    "--epochs; input ranges calibrate meanwhile) [0].")
-@click.option("--quant-lr-scale", type=click.FloatRange(min=0, min_open=True), metavar="X",
-              help="Low-bit training: the latent weights of quantized convs train at X times --lr (a binary weight "
-                   "changes only when its latent value crosses zero) [10 for --bits-w 1 or 2, else 1].")
+@click.option("--conv-lr-scale", type=click.FloatRange(min=0, min_open=True), metavar="X",
+              help="Train the inner convs' weights (all but the stem's and the heads') at X times --lr; a binary "
+                   "weight changes only when its latent value crosses zero [10 for --bits-w 1 or 2, else 1].")
 @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True),
               help="Stop cleanly after the epoch that crosses this wall-clock budget.")
 @click.option("--seed", type=int, help="Seeds init, batch order and augmentation [0].")
@@ -66,7 +66,7 @@ def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--device", help="cpu, cuda, cuda:1 [cuda when available].")
 @json_option
 def train(task, data, out, variant, resume, epochs, batch_size, lr, optimizer, milestones, gamma, weight_decay,
-          sigma, layers, order, input_size, memory_efficient, bits_w, bits_a, bits_g, quant_delay, quant_lr_scale,
+          sigma, layers, order, input_size, memory_efficient, bits_w, bits_a, bits_g, quant_delay, conv_lr_scale,
           max_minutes, seed, workers, threads, device, as_json) -> None:
     """Train a CU-Net landmark localizer; writes OUT/best.pt (best validation) and OUT/last.pt (every epoch).
 
@@ -91,7 +91,7 @@ def train(task, data, out, variant, resume, epochs, batch_size, lr, optimizer, m
     \b
     Low-bit (ECCV paper): --bits-w 1|2|4|8 quantizes every conv's weights but the
     stem's and the heatmap heads', --bits-a their inputs, --bits-g their weight
-    gradients. 1- and 2-bit latent weights train at 10x the lr (--quant-lr-scale)
+    gradients. 1- and 2-bit latent weights train at 10x the lr (--conv-lr-scale)
     so that their signs can still change in a short run. Export with `cunet
     export`, shrink with `cunet pack`.
 
@@ -114,7 +114,7 @@ def train(task, data, out, variant, resume, epochs, batch_size, lr, optimizer, m
     opts = TrainOptions(task=task, data=data, out=out, variant=variant, epochs=epochs, batch_size=batch_size, lr=lr,
                         optimizer=optimizer, resume=resume, seed=seed, workers=workers, sigma=sigma,
                         overrides=overrides, bits_w=bits_w, bits_a=bits_a, bits_g=bits_g, quant_delay=quant_delay,
-                        quant_lr_scale=quant_lr_scale,
+                        conv_lr_scale=conv_lr_scale,
                         max_minutes=max_minutes,
                         device=device, progress=True, milestones=milestones, gamma=gamma, weight_decay=weight_decay,
                         threads=threads)

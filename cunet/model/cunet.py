@@ -211,6 +211,14 @@ class CUNet(nn.Module):
         for head in self.heads.values():
             nn.init.normal_(head.conv.weight, std=1e-3)
 
+    def edge_convs(self) -> set[str]:
+        """Module names of the first and last layers: the stem's conv and every heatmap head's conv.
+
+        Low-bit models keep them in full precision (`cunet.model.quant`), and `cunet train --conv-lr-scale` leaves
+        their lr alone; every other conv is an "inner" conv.
+        """
+        return {"stem.0", *(f"heads.{i}.conv" for i in self.heads)}
+
     def _pass(self, x: torch.Tensor, outputs: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         k = self.cfg.order
         inputs: list[torch.Tensor] = []  # inputs of the U-Nets of this pass, for the bridges

@@ -355,7 +355,7 @@ class QuantConv2d(nn.Conv2d):
 
 def _full_precision_convs(model: nn.Module) -> set[str]:
     # The stem's conv and every heatmap head's (the last U-Net is always supervised; refinement reuses the heads).
-    return {"stem.0", *(f"heads.{i}.conv" for i in model.heads)}
+    return model.edge_convs()
 
 
 def quant_config_of(model: nn.Module) -> QuantConfig | None:

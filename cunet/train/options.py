@@ -12,17 +12,17 @@ from typing import Any
 
 from cunet.errors import CunetError
 
-__all__ = ["OPTIMIZERS", "LOW_BIT_LR_SCALE", "AMP_MODES", "RUN_FIELDS", "INHERITED", "Recipe", "DEFAULT_RECIPE", "RECIPES", "TrainOptions",
+__all__ = ["OPTIMIZERS", "LOW_BIT_CONV_LR_SCALE", "AMP_MODES", "RUN_FIELDS", "INHERITED", "Recipe", "DEFAULT_RECIPE", "RECIPES", "TrainOptions",
            "TrainResult", "resolve_options"]
 
 OPTIMIZERS = ("rmsprop", "adam")
-#: Default `quant_lr_scale` for 1- and 2-bit weights. Measured on cunet-tiny, 300 synthetic faces, 10 epochs,
-#: w1a8g8, seed 0, one thread: NME 8.22 % at 1x, 6.42 % at 10x (FP32 5.59 %); 30x trained unstably.
-LOW_BIT_LR_SCALE = 10.0
+#: Default `conv_lr_scale` for 1- and 2-bit weights. Measured on cunet-tiny, 300 synthetic faces, 10 epochs,
+#: w1a8g8, seed 0, one thread: NME 8.22 % at 1x, 6.42 % at 10x (FP32 at 1x 5.59 %); 30x trained unstably.
+LOW_BIT_CONV_LR_SCALE = 10.0
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 #: Options that define what a run is. On `resume` they must equal the run's own (None means "the run's value").
 RUN_FIELDS = ("variant", "sigma", "optimizer", "lr", "batch_size", "milestones", "gamma", "weight_decay", "seed",
-              "quant_delay", "quant_lr_scale")
+              "quant_delay", "conv_lr_scale")
 #: Options a resumed run takes from the run when left as None, but which may change (a run can be extended).
 INHERITED = ("epochs",)
 
@@ -96,8 +96,9 @@ class TrainOptions:
             synthetic faces, 10 epochs, w1a8g8: NME 8.30 % with 5 warm-up epochs vs 8.22 % without (no gain at
             this budget: the switch costs the warm-up's progress, 9.35 → 13.35 %, and the run ends where the
             directly quantized one does).
-        quant_lr_scale: low-bit runs only: the latent weights of the quantized convs train at this multiple of lr
-            (None: `LOW_BIT_LR_SCALE` for 1- and 2-bit weights, else 1; see `trainer._param_groups` for why).
+        conv_lr_scale: the weights of the inner convs (all but the stem's and the heads', `CUNet.edge_convs`; the
+            latent weights of a low-bit model) train at this multiple of lr (None: `LOW_BIT_CONV_LR_SCALE` for 1-
+            and 2-bit weights, else 1; see `trainer._param_groups` for why).
         max_minutes: stop cleanly after the epoch that crosses this wall-clock budget (counted over resumes).
         device: "cpu", "cuda", "cuda:1", ... (None: CUDA when available).
         progress: draw a progress bar and print one line per epoch on stderr.
@@ -122,7 +123,7 @@ class TrainOptions:
     bits_a: int | None = None
     bits_g: int | None = None
     quant_delay: int | None = None
-    quant_lr_scale: float | None = None
+    conv_lr_scale: float | None = None
     max_minutes: float | None = None
     device: str | None = None
     progress: bool = True
@@ -162,10 +163,8 @@ class TrainOptions:
              f"quant_delay must be a whole number of epochs >= 0, got {self.quant_delay!r}")
         need(not self.quant_delay or self.quantized,
              "quant_delay delays quantization: it needs --bits-w, --bits-a or --bits-g")
-        need(self.quant_lr_scale is None or (math.isfinite(self.quant_lr_scale) and self.quant_lr_scale > 0),
-             f"quant_lr_scale must be positive, got {self.quant_lr_scale!r}")
-        need(self.quant_lr_scale is None or self.quant_lr_scale == 1 or self.bits_w is not None,
-             "quant_lr_scale scales the lr of quantized weights: it needs --bits-w")
+        need(self.conv_lr_scale is None or (math.isfinite(self.conv_lr_scale) and self.conv_lr_scale > 0),
+             f"conv_lr_scale must be positive, got {self.conv_lr_scale!r}")
         need(not self.quant_delay or self.epochs is None or self.quant_delay < self.epochs,
              f"quant_delay ({self.quant_delay}) must be smaller than epochs ({self.epochs}): the run would never "
              "train quantized")
@@ -230,8 +229,8 @@ def resolve_options(opts: TrainOptions, saved: dict[str, Any] | None = None) -> 
                 theirs = tuple(theirs)
             if name == "quant_delay" and theirs is None:
                 theirs = 0  # a run from before quant_delay existed
-            if name == "quant_lr_scale" and theirs is None:
-                theirs = 1.0  # a run from before quant_lr_scale existed
+            if name == "conv_lr_scale" and theirs is None:
+                theirs = 1.0  # a run from before conv_lr_scale existed
             if mine is not None and mine != theirs:
                 differ.append(f"{name} {mine!r} (the run has {theirs!r})")
         if differ:
@@ -239,8 +238,8 @@ def resolve_options(opts: TrainOptions, saved: dict[str, Any] | None = None) -> 
                              f"{'; '.join(differ)}. Leave them out, or train into another --out")
         filled = {n: (tuple(saved[n]) if n == "milestones" else saved[n]) for n in (*RUN_FIELDS, *INHERITED)
                   if getattr(opts, n) is None and saved.get(n) is not None}
-        if opts.quant_lr_scale is None and filled.get("quant_lr_scale") is None and "quant_lr_scale" not in saved:
-            filled["quant_lr_scale"] = 1.0  # a run from before the option trained every weight at lr
+        if opts.conv_lr_scale is None and filled.get("conv_lr_scale") is None and "conv_lr_scale" not in saved:
+            filled["conv_lr_scale"] = 1.0  # a run from before the option trained every weight at lr
         opts = dataclasses.replace(opts, **filled)
     variant = opts.variant or _default_variant(opts.task)
     recipe = RECIPES.get(variant, DEFAULT_RECIPE)
@@ -264,8 +263,8 @@ def resolve_options(opts: TrainOptions, saved: dict[str, Any] | None = None) -> 
         gamma=opts.gamma if opts.gamma is not None else recipe.gamma,
         weight_decay=opts.weight_decay if opts.weight_decay is not None else recipe.weight_decay,
         quant_delay=opts.quant_delay if opts.quant_delay is not None else 0,
-        quant_lr_scale=(opts.quant_lr_scale if opts.quant_lr_scale is not None
-                        else LOW_BIT_LR_SCALE if opts.bits_w in (1, 2) else 1.0),
+        conv_lr_scale=(opts.conv_lr_scale if opts.conv_lr_scale is not None
+                       else LOW_BIT_CONV_LR_SCALE if opts.bits_w in (1, 2) else 1.0),
     )
 
 

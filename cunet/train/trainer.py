@@ -231,23 +231,22 @@ def _quant_config(opts: TrainOptions):
 
 
 def _param_groups(opts: TrainOptions, model: torch.nn.Module) -> list[dict[str, Any]]:
-    """One group, or two when the latent weights of quantized convs train at `quant_lr_scale` x lr.
+    """One group, or two when the inner convs' weights (`CUNet.edge_convs`) train at `conv_lr_scale` x lr.
 
     Adam and RMSprop move every weight by about lr per step whatever the gradient's size, and a binary (ternary)
     weight only changes when its latent value crosses zero (the threshold): at lr 2e-3 a He-initialised latent
     weight of ~0.1 needs ~50 steps of one sign to flip, more than a short run has, so the signs stay near their
-    random init. The quantizers' per-filter scales make the convs indifferent to the latent weights' magnitude, so
-    a larger step only makes flips reachable.
+    random init. Every inner conv feeds a BatchNorm (directly or through concatenation and pooling), and the
+    low-bit quantizers rescale per filter, so a larger step changes no output scale: it makes changes reachable.
     """
-    scale = opts.quant_lr_scale if opts.quant_lr_scale is not None else 1.0
+    scale = opts.conv_lr_scale if opts.conv_lr_scale is not None else 1.0
     if scale == 1.0:
         return [{"params": list(model.parameters())}]
-    from cunet.model.quant import QuantConv2d
-
-    latent = [m.weight for m in model.modules() if isinstance(m, QuantConv2d) and m.bits_w is not None]
-    ids = {id(p) for p in latent}
+    edge = model.edge_convs()
+    inner = [m.weight for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and name not in edge]
+    ids = {id(p) for p in inner}
     rest = [p for p in model.parameters() if id(p) not in ids]
-    return [{"params": rest}, {"params": latent, "lr": opts.lr * scale}]
+    return [{"params": rest}, {"params": inner, "lr": opts.lr * scale}]
 
 
 def _optimizer(opts: TrainOptions, params) -> torch.optim.Optimizer:

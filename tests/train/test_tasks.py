@@ -62,16 +62,19 @@ def test_quant_delay_trains_full_precision_first_and_resumes_across_the_switch(f
 
 @pytest.mark.parametrize(
     ("bits_w", "given", "expected"),
-    [(None, None, 1.0), (1, None, 10.0), (2, None, 10.0), (4, None, 1.0), (8, 3.0, 3.0), (1, 1.0, 1.0)],
+    [(None, None, 1.0), (1, None, 10.0), (2, None, 10.0), (4, None, 1.0), (8, 3.0, 3.0), (1, 1.0, 1.0),
+     (None, 10.0, 10.0)],
 )
-def test_latent_weights_of_quantized_convs_train_at_the_quant_lr_scale(faces, tmp_path, bits_w, given, expected):
+def test_inner_conv_weights_train_at_the_conv_lr_scale(faces, tmp_path, bits_w, given, expected):
+    import torch
+
     from cunet.model import CUNet, get_variant
     from cunet.model.quant import QuantConfig, QuantConv2d, apply_quantization
     from cunet.train.options import resolve_options
     from cunet.train.trainer import _optimizer, _param_groups
 
-    opts = resolve_options(tiny_options(faces, tmp_path, bits_w=bits_w, quant_lr_scale=given), None)
-    assert opts.quant_lr_scale == expected
+    opts = resolve_options(tiny_options(faces, tmp_path, bits_w=bits_w, conv_lr_scale=given), None)
+    assert opts.conv_lr_scale == expected
     model = CUNet(get_variant("cunet-tiny", input_size=64))
     if bits_w is not None:
         apply_quantization(model, QuantConfig(bits_w=bits_w))
@@ -81,12 +84,15 @@ def test_latent_weights_of_quantized_convs_train_at_the_quant_lr_scale(faces, tm
     if expected == 1.0:
         assert len(groups) == 1 and groups[0]["lr"] == opts.lr
         return
-    latent = {id(m.weight) for m in model.modules() if isinstance(m, QuantConv2d)}
+    edge = {"stem.0", "heads.0.conv", "heads.1.conv"}
+    inner = {id(m.weight) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and n not in edge}
+    if bits_w is not None:  # the inner convs are exactly the quantized ones
+        assert inner == {id(m.weight) for m in model.modules() if isinstance(m, QuantConv2d)}
     # A 1-bit run recorded before the option existed resumes as it trained: every weight at lr.
-    old = {k: v for k, v in opts.to_dict().items() if k != "quant_lr_scale"}
-    assert resolve_options(tiny_options(faces, tmp_path, bits_w=bits_w, resume=True), old).quant_lr_scale == 1.0
+    old = {k: v for k, v in opts.to_dict().items() if k != "conv_lr_scale"}
+    assert resolve_options(tiny_options(faces, tmp_path, bits_w=bits_w, resume=True), old).conv_lr_scale == 1.0
     assert [g["lr"] for g in groups] == [opts.lr, opts.lr * expected]
-    assert {id(p) for p in groups[1]["params"]} == latent and not latent & {id(p) for p in groups[0]["params"]}
+    assert {id(p) for p in groups[1]["params"]} == inner and not inner & {id(p) for p in groups[0]["params"]}
 
 
 @pytest.mark.parametrize(
@@ -99,7 +105,6 @@ def test_latent_weights_of_quantized_convs_train_at_the_quant_lr_scale(faces, tm
         (["--data", "{faces}", "--quant-delay", "2"], "quant_delay delays quantization: it needs --bits-w"),
         (["--data", "{faces}", "--bits-w", "1", "--epochs", "3", "--quant-delay", "3"],
          "quant_delay (3) must be smaller than epochs (3)"),
-        (["--data", "{faces}", "--bits-a", "8", "--quant-lr-scale", "5"], "quant_lr_scale scales the lr of quantized"),
         (["--data", "{faces}", "--bits-w", "1", "--quant-delay", "15"], "quant_delay (15) must be smaller than epochs (15)"),
     ],
 )
