@@ -73,7 +73,18 @@ def summary(variant, layers, order, landmarks, loss_num, input_size, refine, bit
         q = s["quant"]
         rows += [
             ("quantized convs", f"{q['quantized_convs']} of {q['convs']} ({quant.describe()})"),
-            ("full precision", ", ".join(q["full_precision_convs"]) + ", every BatchNorm"),
+            ("full precision", _full_precision(q["full_precision_convs"])),
             ("low-bit size (MB)", f"{q['size_mb']:.3f} ({s['size_mb'] / q['size_mb']:.1f}× smaller)"),
         ]
     print_table(name, ["", "value"], rows)
+
+
+def _full_precision(names: list[str]) -> str:
+    """"stem.0, heads.*.conv (8), every BatchNorm": one entry per head would widen the table past any terminal."""
+    heads = [n for n in names if n.startswith("heads.") and n.endswith(".conv")]
+    rest = [n for n in names if n not in heads]
+    if len(heads) > 2:
+        rest.append(f"heads.*.conv ({len(heads)})")
+    else:
+        rest += heads
+    return ", ".join(rest + ["every BatchNorm"])

@@ -233,3 +233,12 @@ def test_summary_bad_config_is_one_line_error():
     assert r.returncode == 1
     assert r.stderr.strip().count("\n") == 0 and "order 3" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_summary_lists_full_precision_convs_compactly():
+    from cunet.commands.summary import _full_precision
+
+    heads8 = [f"heads.{i}.conv" for i in range(8)]
+    assert _full_precision(["stem.0", *heads8]) == "stem.0, heads.*.conv (8), every BatchNorm"
+    assert _full_precision(["stem.0", "heads.0.conv", "heads.1.conv"]) == (
+        "stem.0, heads.0.conv, heads.1.conv, every BatchNorm")
