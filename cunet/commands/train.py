@@ -56,7 +56,8 @@ def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -
                    "--epochs; input ranges calibrate meanwhile) [0].")
 @click.option("--conv-lr-scale", type=click.FloatRange(min=0, min_open=True), metavar="X",
               help="Train the inner convs' weights (all but the stem's and the heads') at X times --lr; a binary "
-                   "weight changes only when its latent value crosses zero [10 for --bits-w 1 or 2, else 1].")
+                   "weight changes only when its latent value crosses zero [10 for --bits-w 1 or 2 and for cunet-tiny, "
+                   "else 1].")
 @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True),
               help="Stop cleanly after the epoch that crosses this wall-clock budget.")
 @click.option("--seed", type=int, help="Seeds init, batch order and augmentation [0].")

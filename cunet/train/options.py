@@ -44,6 +44,7 @@ class Recipe:
         milestones: the learning rate is multiplied by `gamma` when these fractions of `epochs` are done.
         gamma: the step factor (the original's 0.2).
         weight_decay: L2 penalty of the optimiser.
+        conv_lr_scale: lr multiplier of the inner convs' weights (`TrainOptions.conv_lr_scale`).
     """
 
     epochs: int
@@ -54,6 +55,7 @@ class Recipe:
     milestones: tuple[float, ...]
     gamma: float = 0.2
     weight_decay: float = 0.0
+    conv_lr_scale: float = 1.0
 
 
 #: The original CU-Net face training: RMSprop lr 2.5e-4, batch 24, sigma 2 at 64², lr x0.2 at 30/100, 60/100 and
@@ -63,8 +65,12 @@ DEFAULT_RECIPE = Recipe(epochs=100, batch_size=24, lr=2.5e-4, optimizer="rmsprop
 #: cunet-tiny (128² input, 32² heatmaps) on 2 CPU cores, tuned on `cunet data synth --task face --n 600`: Adam at
 #: 2e-3 converges in far fewer steps than the paper's RMSprop 2.5e-4, and a wider target (sigma 1.5 at 32² instead
 #: of 1.0) gives the first epochs a stronger signal (test NME 8.3 % vs 10.2 % after 3 epochs, both ~2.6 % after 15).
-#: 15 epochs of 480 images fit in about 5 minutes on 2 idle cores; lr x0.2 for the last quarter.
-_TINY = Recipe(epochs=15, batch_size=16, lr=2e-3, optimizer="adam", sigma_64=3.0, milestones=(0.75,))
+#: 15 epochs of 480 images fit in about 5 minutes on 2 idle cores; lr x0.2 for the last quarter. The inner convs
+#: train at 10x lr (their outputs all feed BatchNorm, so only the pace of change grows): on 300 synthetic faces,
+#: 10 epochs, seeds 0-2, face NME 5.60 → 3.52 % (mean; every seed better); 300 synthetic poses, 10 epochs, seed 0,
+#: PCKh@0.5 65.4 → 76.5 %.
+_TINY = Recipe(epochs=15, batch_size=16, lr=2e-3, optimizer="adam", sigma_64=3.0, milestones=(0.75,),
+               conv_lr_scale=10.0)
 RECIPES: dict[str, Recipe] = {"cunet-tiny": _TINY, "cunet-tiny-pose": _TINY}
 
 
@@ -98,7 +104,8 @@ class TrainOptions:
             directly quantized one does).
         conv_lr_scale: the weights of the inner convs (all but the stem's and the heads', `CUNet.edge_convs`; the
             latent weights of a low-bit model) train at this multiple of lr (None: `LOW_BIT_CONV_LR_SCALE` for 1-
-            and 2-bit weights, else 1; see `trainer._param_groups` for why).
+            and 2-bit weights, else the recipe's: 10 for cunet-tiny, 1 for the paper's models; see
+            `trainer._param_groups` for why).
         max_minutes: stop cleanly after the epoch that crosses this wall-clock budget (counted over resumes).
         device: "cpu", "cuda", "cuda:1", ... (None: CUDA when available).
         progress: draw a progress bar and print one line per epoch on stderr.
@@ -264,7 +271,7 @@ def resolve_options(opts: TrainOptions, saved: dict[str, Any] | None = None) -> 
         weight_decay=opts.weight_decay if opts.weight_decay is not None else recipe.weight_decay,
         quant_delay=opts.quant_delay if opts.quant_delay is not None else 0,
         conv_lr_scale=(opts.conv_lr_scale if opts.conv_lr_scale is not None
-                       else LOW_BIT_CONV_LR_SCALE if opts.bits_w in (1, 2) else 1.0),
+                       else LOW_BIT_CONV_LR_SCALE if opts.bits_w in (1, 2) else recipe.conv_lr_scale),
     )
 
 

@@ -461,7 +461,9 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
             + (f", {quant_cfg.describe()}" if quant_cfg is not None else "")
             + (f" after {run.quant_delay} full-precision epoch(s)" if quant_cfg is not None and run.quant_delay else "")
             + f") on {len(train_samples)} {run.task} images, validating on "
-            f"{len(val_samples)}; {run.optimizer} lr {run.lr:g}, batch {run.batch_size}, {run.epochs} epoch(s), "
+            f"{len(val_samples)}; {run.optimizer} lr {run.lr:g}"
+            + (f" (inner convs x{run.conv_lr_scale:g})" if run.conv_lr_scale not in (None, 1.0) else "")
+            + f", batch {run.batch_size}, {run.epochs} epoch(s), "
             f"lr x{run.gamma:g} after epoch(s) {', '.join(map(str, run.milestones)) or '-'}; device {device}"
             + (f", {d.world} processes" if d.world > 1 else ""))
 

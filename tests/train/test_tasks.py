@@ -61,11 +61,13 @@ def test_quant_delay_trains_full_precision_first_and_resumes_across_the_switch(f
 
 
 @pytest.mark.parametrize(
-    ("bits_w", "given", "expected"),
-    [(None, None, 1.0), (1, None, 10.0), (2, None, 10.0), (4, None, 1.0), (8, 3.0, 3.0), (1, 1.0, 1.0),
-     (None, 10.0, 10.0)],
+    ("variant", "bits_w", "given", "expected"),
+    [("cunet-tiny", None, None, 10.0), ("cunet-face-8", None, None, 1.0), ("cunet-face-8", 1, None, 10.0),
+     ("cunet-face-8", 2, None, 10.0), ("cunet-face-8", 4, None, 1.0), ("cunet-tiny", 8, 3.0, 3.0),
+     ("cunet-tiny", 1, 1.0, 1.0), ("cunet-face-8", None, 10.0, 10.0)],
 )
-def test_inner_conv_weights_train_at_the_conv_lr_scale(faces, tmp_path, bits_w, given, expected):
+def test_inner_conv_weights_train_at_the_conv_lr_scale(faces, tmp_path, variant, bits_w, given, expected):
+    """The default is 10 for 1-2 bit weights (their signs must move) and for cunet-tiny's recipe, else 1."""
     import torch
 
     from cunet.model import CUNet, get_variant
@@ -73,7 +75,7 @@ def test_inner_conv_weights_train_at_the_conv_lr_scale(faces, tmp_path, bits_w, 
     from cunet.train.options import resolve_options
     from cunet.train.trainer import _optimizer, _param_groups
 
-    opts = resolve_options(tiny_options(faces, tmp_path, bits_w=bits_w, conv_lr_scale=given), None)
+    opts = resolve_options(tiny_options(faces, tmp_path, variant=variant, bits_w=bits_w, conv_lr_scale=given), None)
     assert opts.conv_lr_scale == expected
     model = CUNet(get_variant("cunet-tiny", input_size=64))
     if bits_w is not None:
@@ -90,7 +92,8 @@ def test_inner_conv_weights_train_at_the_conv_lr_scale(faces, tmp_path, bits_w, 
         assert inner == {id(m.weight) for m in model.modules() if isinstance(m, QuantConv2d)}
     # A 1-bit run recorded before the option existed resumes as it trained: every weight at lr.
     old = {k: v for k, v in opts.to_dict().items() if k != "conv_lr_scale"}
-    assert resolve_options(tiny_options(faces, tmp_path, bits_w=bits_w, resume=True), old).conv_lr_scale == 1.0
+    again = tiny_options(faces, tmp_path, variant=variant, bits_w=bits_w, resume=True)
+    assert resolve_options(again, old).conv_lr_scale == 1.0
     assert [g["lr"] for g in groups] == [opts.lr, opts.lr * expected]
     assert {id(p) for p in groups[1]["params"]} == inner and not inner & {id(p) for p in groups[0]["params"]}
 
