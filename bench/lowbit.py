@@ -34,13 +34,16 @@ from pathlib import Path
 
 import numpy as np
 
-#: (row name, bits_w, bits_a, bits_g); None = full precision.
+#: (row name, bits_w, bits_a, bits_g); None = full precision. The issue's accuracy goals are about weights and
+#: inputs (rows without g); the g8 rows are the paper's full recipe and show that 8-bit gradients converge.
 ROWS = [
     ("fp32", None, None, None),
-    ("w8a8", 8, 8, 8),
-    ("w4a8", 4, 8, 8),
-    ("w2a8", 2, 8, 8),
-    ("w1a8", 1, 8, 8),
+    ("w8a8", 8, 8, None),
+    ("w1a8", 1, 8, None),
+    ("w8a8g8", 8, 8, 8),
+    ("w4a8g8", 4, 8, 8),
+    ("w2a8g8", 2, 8, 8),
+    ("w1a8g8", 1, 8, 8),
 ]
 
 
