@@ -99,7 +99,7 @@ def train(task, data, out, variant, resume, epochs, batch_size, lr, optimizer, m
     \b
     Resuming: --resume continues from OUT/last.pt and ends with the same weights as
     an uninterrupted run. Options that define the run (model, sigma, optimizer,
-    lr, batch size, schedule, seed) come from the run; giving different ones is
+    lr, batch size, schedule, seed, low-bit widths) come from the run; giving different ones is
     an error. --epochs and --max-minutes may grow.
 
     \b

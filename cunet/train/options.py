@@ -247,6 +247,8 @@ def resolve_options(opts: TrainOptions, saved: dict[str, Any] | None = None) -> 
                   if getattr(opts, n) is None and saved.get(n) is not None}
         if opts.conv_lr_scale is None and filled.get("conv_lr_scale") is None and "conv_lr_scale" not in saved:
             filled["conv_lr_scale"] = 1.0  # a run from before the option trained every weight at lr
+        if not opts.quantized:  # no --bits-* given: a low-bit run resumes low-bit (given ones are checked by train)
+            filled.update({b: saved[b] for b in ("bits_w", "bits_a", "bits_g") if saved.get(b) is not None})
         opts = dataclasses.replace(opts, **filled)
     variant = opts.variant or _default_variant(opts.task)
     recipe = RECIPES.get(variant, DEFAULT_RECIPE)

@@ -48,7 +48,7 @@ def test_quant_delay_trains_full_precision_first_and_resumes_across_the_switch(f
     assert load_checkpoint(full.best)["epoch"] >= 2
 
     train(tiny_options(faces, tmp_path / "resumed", epochs=2, **q))
-    resumed = train(tiny_options(faces, tmp_path / "resumed", epochs=3, resume=True, bits_w=1, bits_a=8, bits_g=8))
+    resumed = train(tiny_options(faces, tmp_path / "resumed", epochs=3, resume=True))  # the bits come from the run
     a, b = load_checkpoint(full.last), load_checkpoint(resumed.last)
     assert a["args"]["quant_delay"] == b["args"]["quant_delay"] == 1
     for k, v in a["model"].items():
