@@ -99,8 +99,8 @@ def train(task, data, out, variant, resume, epochs, batch_size, lr, optimizer, m
     \b
     Resuming: --resume continues from OUT/last.pt and ends with the same weights as
     an uninterrupted run. Options that define the run (model, sigma, optimizer,
-    lr, batch size, schedule, seed, low-bit widths) come from the run; giving different ones is
-    an error. --epochs and --max-minutes may grow.
+    lr, batch size, schedule, seed, low-bit widths) come from the run; giving
+    different ones is an error. --epochs and --max-minutes may grow.
 
     \b
     Output: one line per epoch on stderr (loss, metric, lr, time); with --json
