@@ -45,14 +45,7 @@ TINY = CUNetConfig(layers=2, order=1, channels=16, growth=8, input_size=64, num_
 W1 = QuantConfig(bits_w=1, bits_a=8, bits_g=8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: these tiny models gain nothing from two, and on a shared 2-core machine two spinning
-    OpenMP threads per process slow every test several times over when other work is running."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _warm(model: CUNet, seed: int) -> CUNet:

@@ -32,14 +32,7 @@ TINY = CUNetConfig(layers=2, order=1, num_landmarks=5, channels=16, growth=8, in
 FACE = dataclasses.replace(TINY, num_landmarks=68)  # checkpoints are checked against their task's landmark count
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: these tiny models gain nothing from two, and on a shared 2-core machine two spinning
-    OpenMP threads per process slow every test several times over when other work is running."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def t(rows):
