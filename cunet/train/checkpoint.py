@@ -15,10 +15,12 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import random
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import cunet
@@ -27,7 +29,7 @@ from cunet.errors import CunetError
 from cunet.io import write_bytes
 from cunet.model import CUNet, CUNetConfig
 
-__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "model_from_checkpoint"]
+__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "model_from_checkpoint", "rng_state", "set_rng_state"]
 
 FORMAT = "cunet-checkpoint"
 FORMAT_VERSION = 1
@@ -118,3 +120,31 @@ def model_from_checkpoint(path: str | os.PathLike, **config_overrides: Any) -> t
             f"({len(missing)} missing, {len(unexpected)} unexpected, e.g. {(missing or unexpected)[0]})"
         )
     return model.eval(), ckpt
+
+
+# ------------------------------------------------------------------------------- RNG state (for resuming)
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states as tensors and plain Python values (loadable with `weights_only=True`)."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` captured (the CUDA states only where CUDA is available)."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,7 +1,8 @@
 """The CU-Net trainer: `train(TrainOptions(...)) -> TrainResult`, the library behind `cunet train`.
 
-Reads top to bottom like `train` below: options (`cunet.train.options`) → device and DDP → data → model (+ optional low-bit QAT) →
-optimiser and step schedule → resume → epochs (train, validate, checkpoint, log).
+Reads top to bottom like `train` below: options (`cunet.train.options`) → device and DDP (`cunet.train.distributed`)
+→ data → model (+ optional low-bit QAT) → optimiser and step schedule → resume (RNG state: `cunet.train.checkpoint`)
+→ epochs (train, validate, checkpoint, log).
 
 What makes a run reproducible and resumable:
 - every random choice of the data comes from (seed, epoch, index) (`LandmarkDataset`) and the batch order from
@@ -20,10 +21,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import random
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -32,6 +31,8 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from cunet.errors import CunetError
+from cunet.train.checkpoint import rng_state, set_rng_state
+from cunet.train.distributed import Dist, all_mean, broadcast, init_distributed, run_device
 from cunet.train.options import (  # re-exported: the trainer's API keeps these names
     DEFAULT_RECIPE,
     RECIPES,
@@ -105,92 +106,7 @@ class EpochSampler(Sampler[int]):
         return iter(perm[self.rank :: self.world].tolist())
 
 
-# ------------------------------------------------------------------------------------------------- rng and DDP
-
-
-def _rng_state() -> dict[str, Any]:
-    """The global RNG states as tensors and plain Python values (loadable with `weights_only=True`)."""
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    started: bool = False  # this call initialised the process group (and so tears it down)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _init_distributed(device_type: str) -> _Dist:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1): gloo on CPU, NCCL on CUDA."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist()
-    import torch.distributed as dist
-
-    started = False
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-        started = True
-    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), started)
-
-
-def _broadcast(values: list[float], d: _Dist) -> list[float]:
-    """Rank 0's values on every rank (the validation metric and the stop decision)."""
-    if d.world == 1:
-        return values
-    import torch.distributed as dist
-
-    t = torch.tensor(values, dtype=torch.float64)
-    dist.broadcast(t, src=0)
-    return t.tolist()
-
-
-def _all_mean(total: float, count: int, d: _Dist) -> float:
-    if d.world > 1:
-        import torch.distributed as dist
-
-        t = torch.tensor([total, float(count)], dtype=torch.float64)
-        dist.all_reduce(t)
-        total, count = float(t[0]), int(t[1])
-    return total / max(count, 1)
-
-
 # ------------------------------------------------------------------------------------------------------ helpers
-
-
-def _device(opts: TrainOptions, d_local_rank: int) -> torch.device:
-    if opts.device is not None:
-        dev = torch.device(opts.device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise CunetError(f"device {opts.device!r} asked for, but this machine has no CUDA device")
-        return dev
-    if torch.cuda.is_available():
-        return torch.device("cuda", d_local_rank if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0)
-    return torch.device("cpu")
 
 
 def _amp_dtype(opts: TrainOptions, device: torch.device) -> torch.dtype | None:
@@ -368,10 +284,10 @@ def train(opts: TrainOptions, on_epoch: Callable[[dict], None] | None = None) ->
     threads_before = torch.get_num_threads()
     if run.threads is not None:
         torch.set_num_threads(run.threads)
-    device = _device(run, int(os.environ.get("LOCAL_RANK", "0")))
+    device = run_device(run, int(os.environ.get("LOCAL_RANK", "0")))
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    d = _init_distributed(device.type)
+    d = init_distributed(device.type)
     try:
         return _train(run, cfg, quant_cfg, saved, device, d, on_epoch)
     finally:
@@ -382,7 +298,7 @@ def train(opts: TrainOptions, on_epoch: Callable[[dict], None] | None = None) ->
             dist.destroy_process_group()
 
 
-def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.device, d: _Dist,
+def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.device, d: Dist,
            on_epoch: Callable[[dict], None] | None) -> TrainResult:
     """The loop of `train` once options, model config, device and process group are settled."""
     from cunet.data.augment import AugmentConfig
@@ -447,7 +363,7 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
             scaler.load_state_dict(saved["scaler"])
         start_epoch, step, best = int(saved["epoch"]), int(saved["step"]), saved.get("best_metric")
         history, elapsed = list(saved.get("history", [])), float(saved.get("elapsed", 0.0))
-        _set_rng_state(saved["rng"])
+        set_rng_state(saved["rng"])
         log(f"resuming {last_path} after epoch {start_epoch}/{run.epochs} "
             f"(best {metric_name} {_fmt_metric(best)})")
     net = model
@@ -506,7 +422,7 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
                     shown = device.type == "cpu" or step % 20 == 0  # the same host sync, so not every step on GPUs
                     progress.update(task_id, advance=1, **({"loss": f"loss {loss.item():.3e}"} if shown else {}))
             scheduler.step()
-            train_loss = _all_mean(float(total), count, d)
+            train_loss = all_mean(float(total), count, d)
             if not math.isfinite(train_loss):
                 raise CunetError(f"training diverged: loss {train_loss} in epoch {epoch + 1}; lower the lr "
                                  f"(now {run.lr:g}) or resume from an earlier {last_path}")
@@ -518,7 +434,7 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
             # that was never trained quantized.
             improved = _better(metric_name, value, best) and (quant_cfg is None or quantizing)
             stop_now = elapsed >= budget and epoch < run.epochs
-            value, improved_f, stop_f = _broadcast([value, float(improved), float(stop_now)], d)
+            value, improved_f, stop_f = broadcast([value, float(improved), float(stop_now)], d)
             improved, stopped = bool(improved_f), bool(stop_f)
             if improved:
                 best = value
@@ -532,7 +448,7 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                     "epoch": epoch, "step": step, "best_metric": best, "metric_name": metric_name,
-                    "rng": _rng_state(), "args": run.to_dict(), "history": history, "quant": quant,
+                    "rng": rng_state(), "args": run.to_dict(), "history": history, "quant": quant,
                     "elapsed": elapsed,
                 }
                 if improved:
