@@ -38,8 +38,8 @@ def pack(model, output, fmt, as_json):
       cunet unpack face-w1.cunetq -o face-w1.onnx           # identical to the original file
       cunet pack face-w4.onnx --format int4 -o face-w4.int4.onnx
     """
-    from cunet.compile.lowbit import pack as run
-    from cunet.compile.lowbit import write_int4
+    from cunet.compile.packing import pack as run
+    from cunet.compile.packing import write_int4
 
     if fmt == "int4":
         r = write_int4(model, output)
@@ -84,7 +84,7 @@ def unpack(packed, output, as_json):
     The restored bytes are checked against the sha256 recorded at packing; a damaged file is an error.
       cunet unpack face-w1.cunetq -o face-w1.onnx
     """
-    from cunet.compile.lowbit import unpack as run
+    from cunet.compile.packing import unpack as run
 
     report = run(packed, output)
     if as_json:

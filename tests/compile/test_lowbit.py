@@ -20,10 +20,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from cunet.cli import cli, main
 from cunet.compile.export import VERIFY_ATOL, export_onnx
-from cunet.compile.lowbit import (
-    LOWBIT_VERIFY_ATOL,
+from cunet.compile.lowbit import LOWBIT_VERIFY_ATOL, check_input_qdq
+from cunet.compile.packing import (
     MAGIC,
-    check_input_qdq,
     code_bits,
     pack,
     pack_bytes,
