@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _latency import interleaved_latency  # bench/_latency.py (the script's own folder is on sys.path)
+
 #: (row name, bits_w, bits_a, bits_g); None = full precision. The issue's accuracy goals are about weights and
 #: inputs (rows without g); the g8 rows are the paper's full recipe and show that 8-bit gradients converge.
 ROWS = [
@@ -94,7 +96,7 @@ def _train_all(jobs: list[tuple[str, int, tuple]], data: Path, work: Path, epoch
 
 def _files(name: str, ckpt: Path, work: Path, bits_w: int | None) -> dict:
     from cunet.compile.export import export_onnx
-    from cunet.compile.lowbit import pack, write_int4
+    from cunet.compile.packing import pack, write_int4
 
     onnx_path = work / f"{name}.onnx"
     rep = export_onnx(ckpt, onnx_path)
@@ -113,39 +115,12 @@ def _nme(model: Path, data: Path, backend: str, threads: int) -> float:
     return float(evaluate(model, data, backend=backend, threads=threads)["nme"])
 
 
-def _latency(models: dict[str, Path], threads: int, iters: int, size: int) -> dict[str, dict]:
-    import onnxruntime as ort
-
-    from cunet.runtime.meta import read_onnx_meta
-    from cunet.runtime.ort_backend import LOWBIT_CPU_CONFIG
-
-    sessions = {}
-    for k, p in models.items():
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-        so.log_severity_level = 3
-        if read_onnx_meta(p).quant is not None:  # as cunet's Predictor opens a low-bit model
-            for key, value in LOWBIT_CPU_CONFIG.items():
-                so.add_session_config_entry(key, value)
-        sessions[k] = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for s in sessions.values():  # warm-up
-        s.run(None, {"image": x})
-    for _ in range(iters):
-        for k, s in sessions.items():
-            t = time.perf_counter_ns()
-            s.run(None, {"image": x})
-            times[k].append((time.perf_counter_ns() - t) / 1e6)
-    return {k: {"p50_ms": float(np.median(v)), "p90_ms": float(np.percentile(v, 90))} for k, v in times.items()}
-
-
 def _face8(work: Path) -> dict:
     """FP32 vs 1-bit (8-bit inputs) cunet-face-8, random init: ONNX and packed sizes."""
     import torch
 
     from cunet.compile.export import export_onnx
-    from cunet.compile.lowbit import pack
+    from cunet.compile.packing import pack
     from cunet.model import CUNet, get_variant
     from cunet.model.quant import QuantConfig, apply_quantization
 
@@ -227,8 +202,8 @@ def main() -> None:
             "seeds": per_seed,
         }
     train_seconds = sum(r["train_seconds"] for s_ in results.values() for r in s_["seeds"])
-    lat = _latency({k: Path(r["onnx"]) for k, r in results.items()}, args.threads, args.iters,
-                   get_variant("cunet-tiny").input_size)
+    lat = interleaved_latency({k: Path(r["onnx"]) for k, r in results.items()}, get_variant("cunet-tiny").input_size,
+                              args.threads, args.iters)
     ref = results.get("fp32")
     for k, r in results.items():
         r.update(lat[k])

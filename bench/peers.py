@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _latency import interleaved_latency  # bench/_latency.py (the script's own folder is on sys.path)
+
 _RESULTS = Path(__file__).resolve().parent / "results" / "peers.json"
 
 
@@ -91,15 +93,6 @@ def _measure_training(args, order: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
 def _export_models(args, work: Path, data: Path) -> dict[str, Path]:
     import torch
 
@@ -118,21 +111,6 @@ def _export_models(args, work: Path, data: Path) -> dict[str, Path]:
         quantize(fp32, int8, "cpu", data, samples=args.calib, cache_dir=work / "calib-cache")
         models[f"{order}/fp32"], models[f"{order}/int8"] = fp32, int8
     return models
-
-
-def _latency(models: dict[str, Path], size: int, threads: int, iters: int) -> dict[str, dict]:
-    sessions = {k: _session(p, threads) for k, p in models.items()}
-    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
-    for s in sessions.values():  # warm-up: allocations and kernel selection happen on the first runs
-        for _ in range(3):
-            s.run(None, {"image": x})
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(iters):
-        for k, s in sessions.items():
-            t = time.perf_counter_ns()
-            s.run(None, {"image": x})
-            times[k].append((time.perf_counter_ns() - t) / 1e6)
-    return {k: {"p50_ms": float(np.median(v)), "p90_ms": float(np.percentile(v, 90))} for k, v in times.items()}
 
 
 def _print_table(title: str, columns: list[str], rows: list[tuple]) -> None:
@@ -180,7 +158,7 @@ def main() -> None:
     synthesize(work / "faces", "face", n=args.calib, seed=0, image_size=args.size)
     models = _export_models(args, work, work / "faces")
     print(f"timing {len(models)} ONNX Runtime sessions, {args.iters} interleaved runs each ...", file=sys.stderr)
-    latency = _latency(models, args.size, args.threads, args.iters)
+    latency = interleaved_latency(models, args.size, args.threads, args.iters)
     results = []
     for order in args.orders:
         print(f"training step, order {order} (subprocess) ...", file=sys.stderr, flush=True)

@@ -14,7 +14,6 @@ says something that does not name the file. The tally counts cases per command f
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -242,26 +241,18 @@ POSE_DATA = [
 def _dataset_cases() -> list[Case]:
     """Each broken dataset is tried by `cunet evaluate` (it must stop at the file) and `cunet data check`."""
     cases = []
-    for name, build, problem in FACE_DATA:
-        def run_eval(env, build=build):
-            return evaluate(env.face_onnx, _faces(env), build(env))
+    tasks = [("face", FACE_DATA, lambda env: env.face_onnx, _faces), ("pose", POSE_DATA, lambda env: env.pose_ckpt, _poses)]
+    for task, table, model_of, folder_of in tasks:
+        for name, build, problem in table:
+            def run_eval(env, build=build, model_of=model_of, folder_of=folder_of):
+                return evaluate(model_of(env), folder_of(env), build(env))
 
-        def run_check(env, build=build):
-            bad = build(env)
-            return Run(["data", "check", str(_faces(env)), "--task", "face", "--json"], bad)
+            def run_check(env, build=build, task=task, folder_of=folder_of):
+                bad = build(env)
+                return Run(["data", "check", str(folder_of(env)), "--task", task, "--json"], bad)
 
-        cases += [Case(f"evaluate-{name}", "evaluate", run_eval, problem),
-                  Case(f"data-check-{name}", "data check", run_check, problem)]
-    for name, build, problem in POSE_DATA:
-        def run_eval(env, build=build):
-            return evaluate(env.pose_ckpt, _poses(env), build(env))
-
-        def run_check(env, build=build):
-            bad = build(env)
-            return Run(["data", "check", str(_poses(env)), "--task", "pose", "--json"], bad)
-
-        cases += [Case(f"evaluate-{name}", "evaluate", run_eval, problem),
-                  Case(f"data-check-{name}", "data check", run_check, problem)]
+            cases += [Case(f"evaluate-{name}", "evaluate", run_eval, problem),
+                      Case(f"data-check-{name}", "data check", run_check, problem)]
     return cases
 
 
