@@ -168,13 +168,8 @@ class TrainOptions:
         need(isinstance(self.overrides, dict), "overrides must be a dict of CUNetConfig fields")
         need(self.quant_delay is None or (isinstance(self.quant_delay, int) and self.quant_delay >= 0),
              f"quant_delay must be a whole number of epochs >= 0, got {self.quant_delay!r}")
-        need(not self.quant_delay or self.quantized,
-             "quant_delay delays quantization: it needs --bits-w, --bits-a or --bits-g")
         need(self.conv_lr_scale is None or (math.isfinite(self.conv_lr_scale) and self.conv_lr_scale > 0),
              f"conv_lr_scale must be positive, got {self.conv_lr_scale!r}")
-        need(not self.quant_delay or self.epochs is None or self.quant_delay < self.epochs,
-             f"quant_delay ({self.quant_delay}) must be smaller than epochs ({self.epochs}): the run would never "
-             "train quantized")
 
     @property
     def quantized(self) -> bool:
@@ -253,6 +248,9 @@ def resolve_options(opts: TrainOptions, saved: dict[str, Any] | None = None) -> 
     variant = opts.variant or _default_variant(opts.task)
     recipe = RECIPES.get(variant, DEFAULT_RECIPE)
     epochs = opts.epochs if opts.epochs is not None else recipe.epochs
+    if opts.quant_delay and not opts.quantized:  # checked here: a resumed run's bits come from the run
+        raise CunetError("invalid training options: quant_delay delays quantization: it needs --bits-w, --bits-a or "
+                         "--bits-g")
     if opts.quant_delay and opts.quant_delay >= epochs:
         raise CunetError(f"invalid training options: quant_delay ({opts.quant_delay}) must be smaller than epochs "
                          f"({epochs}): the run would never train quantized")
