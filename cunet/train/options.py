@@ -17,7 +17,7 @@ __all__ = ["OPTIMIZERS", "LOW_BIT_CONV_LR_SCALE", "AMP_MODES", "RUN_FIELDS", "IN
 
 OPTIMIZERS = ("rmsprop", "adam")
 #: Default `conv_lr_scale` for 1- and 2-bit weights. Measured on cunet-tiny, 300 synthetic faces, 10 epochs,
-#: w1a8g8, seed 0, one thread: NME 8.22 % at 1x, 6.42 % at 10x (FP32 at 1x 5.59 %); 30x trained unstably.
+#: w1a8g8, seed 0, one thread: NME 7.74 % at 1x, 4.89 % at 10x, 5.00 % at 20x; 30x trained unstably.
 LOW_BIT_CONV_LR_SCALE = 10.0
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 #: Options that define what a run is. On `resume` they must equal the run's own (None means "the run's value").
