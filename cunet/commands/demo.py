@@ -44,7 +44,7 @@ def demo(out, task, quick, fresh, minutes, threads, as_json):
       cunet demo --task pose --out pose-demo
       cunet demo --quick --out /tmp/q --json
     """
-    from cunet.demo import DemoOptions, run_demo
+    from cunet.pipeline.demo import DemoOptions, run_demo
 
     opts = DemoOptions(out=out, task=task, quick=quick, fresh=fresh, minutes=minutes, threads=threads)
     result = run_demo(opts, log=lambda line: click.echo(line, err=True))

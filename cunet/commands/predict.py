@@ -52,7 +52,7 @@ def predict(model, images, out, boxes, fmt, backend, threads, flip, no_draw, as_
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from cunet.predict import PredictOptions, predict_files
+    from cunet.pipeline.predict import PredictOptions, predict_files
 
     opts = PredictOptions(model=model, inputs=tuple(images), out=out, boxes=boxes, format=fmt, backend=backend,
                           threads=threads, draw=not no_draw, flip=flip)

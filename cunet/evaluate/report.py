@@ -3,11 +3,11 @@
 - `draw_landmarks` / `example_grid`: predicted landmarks (one colour) over the true ones (another) on test images,
   drawn with OpenCV at 1/16-pixel precision and cropped to each sample's box so small faces stay readable.
 - `plot_accuracy`: CED curves of every artifact on one axis (faces) or PCKh@0.5 per joint (pose), from the
-  per-image / per-joint arrays `cunet.evaluate.bench` returns.
+  per-image / per-joint arrays `cunet.pipeline.bench` returns.
 - `write_report`: `report.json` (everything, machine-readable) and `report.md` (bench table, accuracy budget, settings,
   environment, time per stage, training curve, links to the pictures), both written atomically.
 
-Nothing here trains, exports or times a model: the demo (`cunet.demo`) gathers the numbers and this module only
+Nothing here trains, exports or times a model: the demo (`cunet.pipeline.demo`) gathers the numbers and this module only
 presents them, so a report can be rebuilt from `report.json` alone.
 """
 
@@ -271,7 +271,7 @@ class ReportInputs:
         title: the page title.
         task: "face" or "pose".
         metric_name: "nme" or "pckh@0.5" (bench rows' `metric`).
-        rows: the bench rows (`cunet.evaluate.bench` JSON rows).
+        rows: the bench rows (`cunet.pipeline.bench` JSON rows).
         budget: {"metric", "max_drop", "within", "worst_drop", "rows": [artifact]} of the INT8 rows.
         settings: the demo's settings (dataset size, variant, epochs ...).
         environment: `cunet.evaluate.profile.environment()`.

@@ -15,7 +15,7 @@ class BenchRun:
     data: Path
     report: Path
     work: Path
-    result: object  # cunet.evaluate.bench.BenchResult
+    result: object  # cunet.pipeline.bench.BenchResult
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +23,7 @@ def bench_run(tmp_path_factory) -> BenchRun:
     import torch
 
     from cunet.data.synth import synthesize
-    from cunet.evaluate.bench import BenchOptions, run_bench
+    from cunet.pipeline.bench import BenchOptions, run_bench
     from cunet.model import CUNet, get_variant
     from cunet.train.checkpoint import save_checkpoint
 

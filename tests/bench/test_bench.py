@@ -13,7 +13,7 @@ import pytest
 
 from cunet.compile.tensorrt import unavailable_reason
 from cunet.errors import CunetError
-from cunet.evaluate.bench import ROW_KEYS, BenchOptions, budget_drop, run_bench
+from cunet.pipeline.bench import ROW_KEYS, BenchOptions, budget_drop, run_bench
 
 CPU_ROWS = ("pytorch-fp32", "onnx-fp32", "onnx-fp16", "onnx-int8-cpu", "onnx-int8-tensorrt")
 ENGINE_ROWS = ("tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8")

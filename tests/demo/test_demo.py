@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from cunet.demo import _budget, _pick_examples  # noqa: E402
+from cunet.pipeline.demo import _budget, _pick_examples  # noqa: E402
 
 STAGES = ("data", "train", "bench", "examples", "report")
 TIMEOUT = 300

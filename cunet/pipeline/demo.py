@@ -4,7 +4,7 @@ Five stages, each a library call the other commands also make:
 
     [1/5] data      cunet.data.synth.synthesize      → OUT/data      (300-W or MPII layout)
     [2/5] train     cunet.train.trainer.train        → OUT/run       (best.pt, last.pt, log.csv)
-    [3/5] bench     cunet.evaluate.bench.run_bench   → OUT/artifacts (ONNX FP32, INT8 cpu + tensorrt recipes,
+    [3/5] bench     cunet.pipeline.bench.run_bench   → OUT/artifacts (ONNX FP32, INT8 cpu + tensorrt recipes,
                                                        TensorRT engines where a GPU and TensorRT exist), every
                                                        artifact evaluated and profiled → OUT/report/bench.*
     [4/5] examples  cunet.evaluate.report            → OUT/report/examples_*.png (predicted vs true landmarks)
@@ -318,7 +318,7 @@ def _stage_bench(out: Path, data: Path, train_stamp: dict, plan: DemoPlan, st: _
                  progress: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     import numpy as np
 
-    from cunet.evaluate.bench import BenchOptions, run_bench
+    from cunet.pipeline.bench import BenchOptions, run_bench
 
     work, report = out / "artifacts", out / "report"
     best = Path(train_stamp["result"]["best"])
@@ -402,7 +402,7 @@ def _budget(rows: list[dict], metric: str, max_drop: float | None) -> dict[str, 
 
     A row the bench marked "failed validation" for exceeding the budget still counts: it was scored.
     """
-    from cunet.evaluate.bench import budget_drop
+    from cunet.pipeline.bench import budget_drop
 
     drops = {r["artifact"]: budget_drop(metric, float(r["delta"])) for r in rows
              if r.get("precision") == "int8" and r.get("delta") is not None}
