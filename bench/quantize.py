@@ -67,7 +67,7 @@ def main() -> None:
     if args.model:
         fp32, source = args.model, str(args.model)
     elif args.checkpoint:
-        from cunet.train.checkpoint import model_from_checkpoint
+        from cunet.model.checkpoint import model_from_checkpoint
 
         model, ckpt = model_from_checkpoint(args.checkpoint)
         fp32, source = _export(model, tmp / "model.onnx", ckpt["task"]), str(args.checkpoint)

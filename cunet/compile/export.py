@@ -118,7 +118,7 @@ def _quiet_exporter() -> Iterator[None]:
 
 def _load(checkpoint_or_model: Any, task: str | None) -> tuple[Any, ModelMeta]:
     from cunet.model import CUNet
-    from cunet.train.checkpoint import model_from_checkpoint
+    from cunet.model.checkpoint import model_from_checkpoint
 
     if isinstance(checkpoint_or_model, CUNet):
         if task is None:

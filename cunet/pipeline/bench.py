@@ -406,7 +406,7 @@ def run_bench(opts: BenchOptions) -> BenchResult:
         CunetError: the checkpoint or the data folder is unusable (per-artifact failures become rows instead).
     """
     from cunet.evaluate.profile import environment
-    from cunet.train.checkpoint import load_checkpoint
+    from cunet.model.checkpoint import load_checkpoint
 
     ckpt = Path(opts.checkpoint)
     task = load_checkpoint(ckpt)["task"]

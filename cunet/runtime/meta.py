@@ -147,7 +147,7 @@ class ModelMeta:
     def from_checkpoint(
         cls, ckpt: dict[str, Any], source_sha256: str | None = None, precision: str = "fp32"
     ) -> "ModelMeta":
-        """The metadata of a loaded checkpoint dict (see `cunet.train.checkpoint`).
+        """The metadata of a loaded checkpoint dict (see `cunet.model.checkpoint`).
 
         Landmark names and flip pairs come from the task's `LandmarkSpec`; mean/std from `cunet.data.preprocess`;
         sigma from the training arguments (`ckpt["args"]["sigma"]`) when they were saved.

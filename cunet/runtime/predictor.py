@@ -265,7 +265,7 @@ def _open_torch(path: Path, backend: str, threads: int | None, device: str | Non
     if backend not in ("auto", "torch"):
         raise CunetError(f"{path}: a .pt checkpoint runs on the torch backend; export it first for {backend}")
     from cunet.runtime.torch_backend import TorchBackend
-    from cunet.train.checkpoint import model_from_checkpoint
+    from cunet.model.checkpoint import model_from_checkpoint
 
     if device is None:
         device = "cuda" if cuda_device_available() else "cpu"

@@ -16,7 +16,7 @@ class TorchBackend(Backend):
     """Runs a `CUNet` on CPU or a CUDA device.
 
     Args:
-        model: the CU-Net (from `cunet.train.checkpoint.model_from_checkpoint`).
+        model: the CU-Net (from `cunet.model.checkpoint.model_from_checkpoint`).
         device: "cpu", "cuda" or "cuda:N".
         threads: intra-op CPU threads (`torch.set_num_threads`, process-wide), None keeps torch's default.
     """

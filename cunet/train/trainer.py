@@ -1,7 +1,7 @@
 """The CU-Net trainer: `train(TrainOptions(...)) -> TrainResult`, the library behind `cunet train`.
 
 Reads top to bottom like `train` below: options (`cunet.train.options`) → device and DDP (`cunet.train.distributed`)
-→ data → model (+ optional low-bit QAT) → optimiser and step schedule → resume (RNG state: `cunet.train.checkpoint`)
+→ data → model (+ optional low-bit QAT) → optimiser and step schedule → resume (RNG state: `cunet.train.rng`)
 → epochs (train, validate, checkpoint, log).
 
 What makes a run reproducible and resumable:
@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from cunet.errors import CunetError
-from cunet.train.checkpoint import rng_state, set_rng_state
+from cunet.train.rng import rng_state, set_rng_state
 from cunet.train.distributed import Dist, all_mean, broadcast, init_distributed, run_device
 from cunet.train.options import (  # re-exported: the trainer's API keeps these names
     DEFAULT_RECIPE,
@@ -254,7 +254,7 @@ def train(opts: TrainOptions, on_epoch: Callable[[dict], None] | None = None) ->
         CunetError: unusable data, options or run folder (an existing run without `resume`, nothing to resume,
             options that differ from the resumed run's), or a diverged loss.
     """
-    from cunet.train.checkpoint import load_checkpoint
+    from cunet.model.checkpoint import load_checkpoint
 
     # ---- options, run folder and resume state
     out = Path(opts.out)
@@ -305,7 +305,7 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
     from cunet.data.spec import get_spec
     from cunet.data.torch_dataset import LandmarkDataset
     from cunet.model import CUNet
-    from cunet.train.checkpoint import save_checkpoint
+    from cunet.model.checkpoint import save_checkpoint
 
     out = Path(run.out)
     last_path, best_path = out / "last.pt", out / "best.pt"

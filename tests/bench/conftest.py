@@ -25,7 +25,7 @@ def bench_run(tmp_path_factory) -> BenchRun:
     from cunet.data.synth import synthesize
     from cunet.pipeline.bench import BenchOptions, run_bench
     from cunet.model import CUNet, get_variant
-    from cunet.train.checkpoint import save_checkpoint
+    from cunet.model.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("bench")
     torch.manual_seed(0)

@@ -20,7 +20,7 @@ from cunet.compile.export import VERIFY_ATOL, export_onnx
 from cunet.errors import CunetError
 from cunet.model import CUNet, CUNetConfig
 from cunet.runtime.meta import META_KEY, ModelMeta, read_onnx_meta, write_onnx_meta
-from cunet.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from cunet.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 
 TINY = CUNetConfig(layers=2, order=1, channels=16, growth=8, input_size=64, num_landmarks=68)
 

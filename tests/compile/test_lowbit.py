@@ -38,7 +38,7 @@ from cunet.errors import CunetError
 from cunet.model import CUNet, CUNetConfig
 from cunet.model.quant import QuantConfig, apply_quantization, quantize_input, quantize_weight
 from cunet.runtime.meta import read_onnx_meta
-from cunet.train.checkpoint import model_from_checkpoint, save_checkpoint
+from cunet.model.checkpoint import model_from_checkpoint, save_checkpoint
 
 TINY = CUNetConfig(layers=2, order=1, channels=16, growth=8, input_size=64, num_landmarks=68)
 W1 = QuantConfig(bits_w=1, bits_a=8, bits_g=8)

@@ -23,7 +23,7 @@ RUN_KEYS = {"model", "task", "backend", "provider", "flip"}
 
 def _checkpoint(path: Path, task: str, landmarks: int) -> Path:
     from cunet.model import CUNet, CUNetConfig
-    from cunet.train.checkpoint import save_checkpoint
+    from cunet.model.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     cfg = CUNetConfig(layers=1, order=0, channels=16, growth=8, input_size=64, num_landmarks=landmarks)

@@ -11,7 +11,7 @@ import torch
 from cunet.errors import CunetError
 from cunet.evaluate.profile import environment, latency_stats, peak_rss_mb, profile
 from cunet.model import CUNet, CUNetConfig
-from cunet.train.checkpoint import save_checkpoint
+from cunet.model.checkpoint import save_checkpoint
 
 TINY = CUNetConfig(layers=1, order=0, channels=16, growth=8, input_size=64, num_landmarks=68)
 STAGES = {"total", "preprocess", "inference", "decode"}

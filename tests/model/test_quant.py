@@ -26,7 +26,7 @@ from cunet.model.quant import (
     ternarize,
     uniform_quantize,
 )
-from cunet.train.checkpoint import model_from_checkpoint, save_checkpoint
+from cunet.model.checkpoint import model_from_checkpoint, save_checkpoint
 
 TINY = CUNetConfig(layers=2, order=1, num_landmarks=5, channels=16, growth=8, input_size=64)
 FACE = dataclasses.replace(TINY, num_landmarks=68)  # checkpoints are checked against their task's landmark count

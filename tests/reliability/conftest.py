@@ -67,7 +67,7 @@ def save_tiny_checkpoint(path: Path, task: str, seed: int = 0, **config) -> Path
 
     from cunet.data.spec import get_spec
     from cunet.model import CUNet, CUNetConfig
-    from cunet.train.checkpoint import save_checkpoint
+    from cunet.model.checkpoint import save_checkpoint
 
     torch.manual_seed(seed)
     cfg = CUNetConfig(**{**TINY, "num_landmarks": get_spec(task).num_landmarks, **config})

@@ -148,7 +148,7 @@ def test_sigkill_mid_checkpoint_save_keeps_the_previous_checkpoint(tmp_path, tal
     SIGKILLed. The old checkpoint must still load with the old weights."""
     import torch
 
-    from cunet.train.checkpoint import load_checkpoint, model_from_checkpoint
+    from cunet.model.checkpoint import load_checkpoint, model_from_checkpoint
 
     run = tmp_path / "run"
     ckpt = run / "last.pt"
@@ -156,7 +156,7 @@ def test_sigkill_mid_checkpoint_save_keeps_the_previous_checkpoint(tmp_path, tal
         import io, os, sys, time
         import torch
         from cunet.model import CUNet, CUNetConfig
-        from cunet.train.checkpoint import save_checkpoint
+        from cunet.model.checkpoint import save_checkpoint
 
         run = os.path.realpath(sys.argv[1])
         cfg = CUNetConfig(layers=1, order=0, channels=16, growth=8, input_size=64, num_landmarks=68)

@@ -15,7 +15,7 @@ from cunet.model import CUNet, CUNetConfig
 from cunet.runtime import available_backends, open_predictor, whole_image_box
 from cunet.runtime.base import cuda_device_available
 from cunet.runtime.ort_backend import ort_available_providers
-from cunet.train.checkpoint import save_checkpoint
+from cunet.model.checkpoint import save_checkpoint
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 TINY = CUNetConfig(layers=2, order=1, channels=16, growth=8, input_size=64, num_landmarks=68)

@@ -11,7 +11,7 @@ from .conftest import TINY
 
 
 def test_torchrun_two_cpu_processes(faces, tmp_path) -> None:
-    from cunet.train.checkpoint import load_checkpoint, model_from_checkpoint
+    from cunet.model.checkpoint import load_checkpoint, model_from_checkpoint
 
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

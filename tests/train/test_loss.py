@@ -42,7 +42,7 @@ def test_one_epoch_lowers_the_loss_on_a_fixed_batch(faces, tmp_path) -> None:
     from cunet.data.dataset import load_samples
     from cunet.data.torch_dataset import LandmarkDataset
     from cunet.model import CUNet
-    from cunet.train.checkpoint import model_from_checkpoint
+    from cunet.model.checkpoint import model_from_checkpoint
     from cunet.train.trainer import train
 
     from .conftest import tiny_options

@@ -44,7 +44,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(faces, tmp_path, capsys
     """A real `cunet train` process is SIGKILLed once its first checkpoint is on disk (usually mid-epoch 2),
     then resumed; meanwhile the same run goes uninterrupted in this process through the same CLI code."""
     from cunet.cli import main
-    from cunet.train.checkpoint import load_checkpoint
+    from cunet.model.checkpoint import load_checkpoint
 
     opts = ["--epochs", str(EPOCHS), "--batch-size", "4", "--input-size", "64", "--lr", "2e-3", "--optimizer", "adam"]
     killed = subprocess.Popen(_cli(faces, tmp_path / "killed", *opts), stdout=subprocess.DEVNULL,
@@ -86,7 +86,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(faces, tmp_path, capsys
 
 
 def test_budget_stop_then_resume_equals_the_uninterrupted_run(tiny_run, tmp_path) -> None:
-    from cunet.train.checkpoint import load_checkpoint
+    from cunet.model.checkpoint import load_checkpoint
     from cunet.train.trainer import train
 
     opts, whole = tiny_run

@@ -27,7 +27,7 @@ def test_run_writes_logs_that_match_the_result(tiny_run) -> None:
 
 def test_checkpoint_holds_everything_to_resume(tiny_run) -> None:
     from cunet.train.trainer import RECIPES
-    from cunet.train.checkpoint import load_checkpoint, model_from_checkpoint
+    from cunet.model.checkpoint import load_checkpoint, model_from_checkpoint
 
     opts, result = tiny_run
     ckpt = load_checkpoint(result.last)  # weights_only=True: no pickled code in the file
@@ -50,7 +50,7 @@ def test_checkpoint_holds_everything_to_resume(tiny_run) -> None:
 
 
 def test_best_is_the_best_validated_epoch_and_last_the_latest(tiny_run) -> None:
-    from cunet.train.checkpoint import load_checkpoint
+    from cunet.model.checkpoint import load_checkpoint
 
     _, result = tiny_run
     nmes = [h["nme"] for h in result.history]

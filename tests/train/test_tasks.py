@@ -9,7 +9,7 @@ from .conftest import tiny_options
 
 def test_pose_run_validates_with_pckh(poses, tmp_path) -> None:
     from cunet.evaluate.accuracy import evaluate
-    from cunet.train.checkpoint import load_checkpoint
+    from cunet.model.checkpoint import load_checkpoint
     from cunet.train.trainer import train
 
     # "cunet-tiny" is a 68-point variant: the task's 16 joints replace its landmark count.
@@ -23,7 +23,7 @@ def test_pose_run_validates_with_pckh(poses, tmp_path) -> None:
 
 def test_low_bit_hook_stores_the_quant_config(faces, tmp_path) -> None:
     from cunet.model.quant import QuantConfig, quant_config_of
-    from cunet.train.checkpoint import load_checkpoint, model_from_checkpoint
+    from cunet.model.checkpoint import load_checkpoint, model_from_checkpoint
     from cunet.train.trainer import train
 
     result = train(tiny_options(faces, tmp_path / "q", epochs=1, bits_w=2, bits_a=8, bits_g=8))
@@ -38,7 +38,7 @@ def test_quant_delay_trains_full_precision_first_and_resumes_across_the_switch(f
     run stopped after epoch 2 and resumed to 3 ends bit-identical to the uninterrupted one (one thread, CPU)."""
     import torch
 
-    from cunet.train.checkpoint import load_checkpoint
+    from cunet.model.checkpoint import load_checkpoint
     from cunet.train.trainer import train
 
     q = dict(bits_w=1, bits_a=8, bits_g=8, quant_delay=1)

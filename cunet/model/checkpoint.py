@@ -4,7 +4,8 @@ Layout (a plain dict, loadable with `torch.load(weights_only=True)`):
     format: "cunet-checkpoint", format_version: 1, cunet_version
     task: "face" | "pose", config: CUNetConfig.to_dict()
     model: state_dict
-    and, for resuming: optimizer, scheduler, epoch, step, best_metric, rng, args (the training arguments)
+    and, for resuming: optimizer, scheduler, epoch, step, best_metric, rng (`cunet.train.rng`), args (the training
+    arguments)
     written by `cunet.train.trainer`, also: history (per-epoch log), metric_name, elapsed (training seconds),
     scaler (AMP fp16 only, else None) and quant (`QuantConfig.to_dict()` of a low-bit run, else None)
 Written atomically through `cunet.io`, so a run killed mid-save keeps its previous checkpoint.
@@ -15,21 +16,20 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import random
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 import cunet
 from cunet.data.spec import get_spec
 from cunet.errors import CunetError
 from cunet.io import write_bytes
-from cunet.model import CUNet, CUNetConfig
+from cunet.model.config import CUNetConfig
+from cunet.model.cunet import CUNet
 
-__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "model_from_checkpoint", "rng_state", "set_rng_state"]
+__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "model_from_checkpoint"]
 
 FORMAT = "cunet-checkpoint"
 FORMAT_VERSION = 1
@@ -120,31 +120,3 @@ def model_from_checkpoint(path: str | os.PathLike, **config_overrides: Any) -> t
             f"({len(missing)} missing, {len(unexpected)} unexpected, e.g. {(missing or unexpected)[0]})"
         )
     return model.eval(), ckpt
-
-
-# ------------------------------------------------------------------------------- RNG state (for resuming)
-
-
-def rng_state() -> dict[str, Any]:
-    """The global RNG states as tensors and plain Python values (loadable with `weights_only=True`)."""
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what `rng_state` captured (the CUDA states only where CUDA is available)."""
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
