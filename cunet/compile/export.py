@@ -221,7 +221,7 @@ def export_onnx(
     if getattr(model, "quant_config", None) is not None:  # low-bit QAT model: export its Q/DQ deploy form
         from cunet.compile.lowbit import LowbitExport
 
-        lowbit = LowbitExport(model, meta)
+        lowbit = LowbitExport(model, meta, fp32_atol=VERIFY_ATOL)
         model, meta = lowbit.model, lowbit.meta
     was_training = model.training
     model.eval()

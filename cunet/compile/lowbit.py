@@ -51,11 +51,11 @@ class LowbitExport:
         meta: the metadata to write: precision "int8" when anything is Q/DQ, `quant` = the model's bits.
         codes: {weight initializer name: (int8 codes, float32 scales [C_out], bits)}.
         steps: {weight name of every conv with quantized inputs: (bits_a, input step)}.
-        verify_atol: the end-to-end tolerance of the export check (see `LOWBIT_VERIFY_ATOL`).
+        verify_atol: the end-to-end tolerance of the export check: `LOWBIT_VERIFY_ATOL` with quantized inputs, else
+            `fp32_atol` (the FP32 tolerance the exporter passes in, so this module never imports the exporter).
     """
 
-    def __init__(self, model: Any, meta: Any) -> None:
-        from cunet.compile.export import VERIFY_ATOL
+    def __init__(self, model: Any, meta: Any, fp32_atol: float) -> None:
         from cunet.model.quant import QuantConv2d, deploy_model, quant_config_of
 
         quant = quant_config_of(model)
@@ -70,7 +70,7 @@ class LowbitExport:
         }
         qdq = quant.bits_w is not None or quant.bits_a is not None
         self.meta = dataclasses.replace(meta, precision="int8" if qdq else meta.precision, quant=quant.to_dict())
-        self.verify_atol = VERIFY_ATOL if quant.bits_a is None else LOWBIT_VERIFY_ATOL
+        self.verify_atol = fp32_atol if quant.bits_a is None else LOWBIT_VERIFY_ATOL
 
     def rewrite(self, proto: Any) -> Any:
         """Store the quantized weights as int8 + DequantizeLinear and check every input Q/DQ (in place)."""
