@@ -200,7 +200,7 @@ def predict_files(opts: PredictOptions, progress: Progress | None = None) -> dic
     from cunet.data.dataset import read_image
     from cunet.data.formats import PoseRecord, write_mpii_json, write_pts
     from cunet.data.spec import get_spec
-    from cunet.evaluate.report import PRED_COLOUR, draw_landmarks
+    from cunet.evaluate.draw import PRED_COLOUR, draw_landmarks
     from cunet.io import write_bytes, write_json
     from cunet.runtime import open_predictor, whole_image_box
 
