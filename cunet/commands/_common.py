@@ -9,6 +9,8 @@ from typing import Any, Sequence
 
 import click
 
+from cunet.console import console
+
 __all__ = ["emit_json", "print_table", "console", "json_option"]
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout and nothing else there.")
@@ -30,14 +32,6 @@ def emit_json(obj: Any) -> None:
     """Print `obj` as one JSON object on stdout (NaN/inf become null so strict parsers accept it)."""
     sys.stdout.write(json.dumps(_clean(obj), indent=2) + "\n")
     sys.stdout.flush()
-
-
-def console():
-    """A rich console on stderr: tables and progress never mix with `--json` output."""
-    from rich.console import Console
-
-    # Logs and pipes are not terminals: rich would assume 80 columns and truncate table cells there.
-    return Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

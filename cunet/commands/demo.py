@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from cunet.commands._common import emit_json, json_option, print_table
+from cunet.errors import require_torch
 
 __all__ = ["demo"]
 
@@ -44,6 +45,7 @@ def demo(out, task, quick, fresh, minutes, threads, as_json):
       cunet demo --task pose --out pose-demo
       cunet demo --quick --out /tmp/q --json
     """
+    require_torch("cunet demo")
     from cunet.pipeline.demo import DemoOptions, run_demo
 
     opts = DemoOptions(out=out, task=task, quick=quick, fresh=fresh, minutes=minutes, threads=threads)

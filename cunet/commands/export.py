@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cunet.commands._common import emit_json, json_option, print_table
+from cunet.errors import require_torch
 
 __all__ = ["export"]
 
@@ -31,6 +32,7 @@ def export(checkpoint, output, opset, no_simplify, no_verify, as_json):
       cunet export runs/face/best.pt -o face.onnx
       cunet export best.pt -o face.onnx --opset 17 --json
     """
+    require_torch("cunet export")
     from cunet.compile.export import export_onnx
 
     report = export_onnx(checkpoint, output, opset=opset, simplify=not no_simplify, verify=not no_verify)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cunet.commands._common import emit_json, json_option, print_table
+from cunet.errors import require_torch
 
 __all__ = ["summary"]
 
@@ -32,6 +33,7 @@ def summary(variant, layers, order, landmarks, loss_num, input_size, refine, bit
       cunet summary cunet-face-8 --bits-w 1 --bits-a 8      # which convs are low-bit, and the low-bit size
     Options given with a variant override it.
     """
+    require_torch("cunet summary of a variant")
     from cunet.model.config import CUNetConfig, get_variant
     from cunet.model.summary import summarize
 

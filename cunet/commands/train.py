@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from cunet.commands._common import emit_json, json_option
+from cunet.errors import require_torch
 
 __all__ = ["train"]
 
@@ -108,6 +109,7 @@ def train(task, data, out, variant, resume, epochs, batch_size, lr, optimizer, m
     one object on stdout: {"best", "last", "metric_name", "best_metric", "epoch",
     "seconds", "history": [{"epoch", "train_loss", <metric>, "lr", "seconds", ...}]}.
     """
+    require_torch("cunet train")
     from cunet.train.trainer import TrainOptions
     from cunet.train.trainer import train as run_training
 

@@ -5,9 +5,10 @@ a float16 converter is installed), INT8 with the `cpu` and the `tensorrt` recipe
 provider), and TensorRT engines where TensorRT and a GPU exist (else their rows say "skipped" and why). Each row is
 then validated (the INT8 `tensorrt` model must obey TensorRT's Q/DQ rules, predictions must be finite, and with
 `max_drop` the accuracy loss must stay within budget), scored on the dataset's test split with the same code as
-`cunet evaluate`, and timed with `cunet profile` in a child process: one process per artifact, so its peak memory
-is its own and not the sum of everything this process loaded before. A row that fails to build, validate or run
-records the reason and the others go on.
+`cunet evaluate`, and timed by `cunet.evaluate.profile.profile` in a child process: one process per artifact, so its
+peak memory is its own and not the sum of everything this process loaded before, and a runtime crash costs one row.
+A row that fails to build, validate or run records the reason and the others go on. Given an ONNX FP32 model
+instead of a checkpoint, bench skips export (and the PyTorch row) and needs no PyTorch.
 
 Artifacts are built under `work` (default REPORT/artifacts) and reused when a stamp beside each says it was built
 from the same inputs (checkpoint or source-model hash, calibration data fingerprint, settings). Results go to
@@ -22,8 +23,7 @@ import io
 import json
 import math
 import os
-import subprocess
-import sys
+import multiprocessing
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cunet.errors import CunetError
+from cunet.errors import CunetError, require_torch
 from cunet.io import write_bytes, write_json, write_text
 from cunet.runtime.manifest import sha256_file
 
@@ -52,7 +52,7 @@ class BenchOptions:
     """What `run_bench` builds and measures.
 
     Attributes:
-        checkpoint: the training checkpoint (`.pt`).
+        checkpoint: the training checkpoint (`.pt`), or an FP32 `.onnx` model (then nothing is exported).
         data: dataset root (calibration uses its training split, accuracy its test split).
         report: folder for bench.json, bench.csv and accuracy_latency.png.
         work: where artifacts are built (default REPORT/artifacts); up-to-date artifacts there are reused.
@@ -141,6 +141,10 @@ class _RowFailure(Exception):
         self.status, self.reason = status, reason
 
 
+def _is_onnx(path: Path) -> bool:
+    return path.suffix.lower() == ".onnx"
+
+
 def budget_drop(metric_name: str, delta: float) -> float:
     """The accuracy lost for a Δ in metric points: NME rises when worse, PCKh falls."""
     return delta if metric_name == "nme" else -delta
@@ -162,16 +166,22 @@ def _fresh(path: Path, key: dict[str, Any]) -> bool:
 
 def _plan(opts: BenchOptions, work: Path, ckpt: Path) -> list[_Artifact]:
     from cunet.calib.reader import read_preprocess_spec, select_calibration_images
-    from cunet.compile.export import export_onnx
     from cunet.compile.quantize import quantize
     from cunet.compile.tensorrt import compile_engine, fp16_converter, to_fp16_onnx, unavailable_reason
 
-    fp32 = work / "model.onnx"
-    plan = [
-        _Artifact("pytorch-fp32", "pt", "fp32", "torch", ckpt),
-        _Artifact("onnx-fp32", "onnx", "fp32", "ort-cpu", fp32, build=lambda: export_onnx(ckpt, fp32),
-                  key=lambda: {"checkpoint_sha256": sha256_file(ckpt)}),
-    ]
+    if _is_onnx(ckpt):  # an exported model: it is the FP32 row, and there is no checkpoint to run
+        fp32 = ckpt
+        plan = [_Artifact("pytorch-fp32", "pt", "fp32", "torch", ckpt, skip="the input is an ONNX model, not a .pt"),
+                _Artifact("onnx-fp32", "onnx", "fp32", "ort-cpu", fp32)]
+    else:
+        from cunet.compile.export import export_onnx
+
+        fp32 = work / "model.onnx"
+        plan = [
+            _Artifact("pytorch-fp32", "pt", "fp32", "torch", ckpt),
+            _Artifact("onnx-fp32", "onnx", "fp32", "ort-cpu", fp32, build=lambda: export_onnx(ckpt, fp32),
+                      key=lambda: {"checkpoint_sha256": sha256_file(ckpt)}),
+        ]
     fp16 = work / "model.fp16.onnx"
     plan.append(_Artifact(
         "onnx-fp16", "onnx", "fp16", "ort-cpu", fp16, build=lambda: to_fp16_onnx(fp32, fp16),
@@ -240,19 +250,46 @@ def _score(art: _Artifact, opts: BenchOptions, task: str, work: Path) -> tuple[f
     return float(result["pckh@0.5"]), correct
 
 
-def _profile(art: _Artifact, opts: BenchOptions) -> dict[str, float]:
-    # A child process per artifact: its peak RSS is this artifact's alone, and a runtime crash costs one row.
-    cmd = [sys.executable, "-m", "cunet", "profile", str(art.path), "--backend", art.backend, "--batch",
-           str(opts.batch), "--warmup", str(opts.warmup), "--iters", str(opts.timed_iters), "--threads",
-           str(opts.threads), "--json"]
+def _profile_child(conn: Any, kwargs: dict[str, Any]) -> None:
+    """The child process's side of `_profile`: run the library's profile and send back ("ok", report) or
+    ("error", one line)."""
+    from cunet.evaluate.profile import profile
+
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PROFILE_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise _RowFailure(FAILED, f"profiling took longer than {PROFILE_TIMEOUT_S} s") from None
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        raise _RowFailure(FAILED, f"profiling failed (exit {proc.returncode}): {lines[-1] if lines else 'no output'}")
-    r = json.loads(proc.stdout)["results"][0]
+        conn.send(("ok", profile(**kwargs)))
+    except Exception as e:  # the parent turns any failure into this row's reason
+        conn.send(("error", e.args[0] if isinstance(e, CunetError) and e.args else f"{type(e).__name__}: "
+                                                                                    f"{_first_line(e)}"))
+    finally:
+        conn.close()
+
+
+def _profile(art: _Artifact, opts: BenchOptions) -> dict[str, float]:
+    # A fresh (spawned) child process per artifact: its peak RSS is this artifact's alone, and a runtime crash
+    # (TensorRT can abort the process) costs one row.
+    kwargs = {"model_path": str(art.path), "backend": art.backend, "batch_sizes": (opts.batch,),
+              "warmup": opts.warmup, "iters": opts.timed_iters, "threads": opts.threads}
+    ctx = multiprocessing.get_context("spawn")
+    ours, theirs = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_profile_child, args=(theirs, kwargs), daemon=True)
+    child.start()
+    theirs.close()
+    try:
+        if not ours.poll(PROFILE_TIMEOUT_S):
+            raise _RowFailure(FAILED, f"profiling took longer than {PROFILE_TIMEOUT_S} s")
+        try:
+            status, report = ours.recv()
+        except EOFError:  # the child died without a word: a crash inside a runtime
+            child.join()
+            raise _RowFailure(FAILED, f"profiling failed: its process died (exit {child.exitcode})") from None
+    finally:
+        ours.close()
+        if child.is_alive():
+            child.kill()
+        child.join()
+    if status != "ok":
+        raise _RowFailure(FAILED, f"profiling failed: {report}")
+    r = report["results"][0]
     total = r["latency_ms"]["total"]
     return {"p50_ms": total["p50"], "p99_ms": total["p99"], "throughput": r["throughput_ips"],
             "peak_mb": r["peak_rss_mb"]}
@@ -367,7 +404,7 @@ def _print_table(rows: list[dict[str, Any]], metric: str, ref: str | None) -> No
     from rich.markup import escape
     from rich.table import Table
 
-    from cunet.commands._common import console
+    from cunet.console import console
 
     out = console()
     if not out.is_terminal:  # logs and CI: full rows rather than the 80-column default
@@ -406,10 +443,17 @@ def run_bench(opts: BenchOptions) -> BenchResult:
         CunetError: the checkpoint or the data folder is unusable (per-artifact failures become rows instead).
     """
     from cunet.evaluate.profile import environment
-    from cunet.model.checkpoint import load_checkpoint
 
     ckpt = Path(opts.checkpoint)
-    task = load_checkpoint(ckpt)["task"]
+    if _is_onnx(ckpt):
+        from cunet.runtime.meta import read_onnx_meta
+
+        task = read_onnx_meta(ckpt).task
+    else:
+        require_torch(f"{ckpt}: a .pt checkpoint")
+        from cunet.model.checkpoint import load_checkpoint
+
+        task = load_checkpoint(ckpt)["task"]
     if not Path(opts.data).is_dir():
         raise CunetError(f"{opts.data}: data folder not found")
     report = Path(opts.report)
@@ -458,7 +502,7 @@ class _Progress:
         if enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            from cunet.commands._common import console
+            from cunet.console import console
 
             self._bar = Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=console(), transient=True)

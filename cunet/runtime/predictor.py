@@ -19,7 +19,7 @@ import numpy as np
 
 from cunet.data.decode import DEFAULT_METHOD, DecodeMethod, decode, flip_back, heatmap_to_image, merge_flip
 from cunet.data.preprocess import Box, crop_affine, to_input, warp
-from cunet.errors import CunetError
+from cunet.errors import CunetError, require_torch
 from cunet.runtime.base import BACKENDS, Backend, cuda_device_available
 from cunet.runtime.meta import ModelMeta, read_engine_meta, read_onnx_meta
 
@@ -264,8 +264,9 @@ def open_predictor(
 def _open_torch(path: Path, backend: str, threads: int | None, device: str | None, decode_method: str) -> Predictor:
     if backend not in ("auto", "torch"):
         raise CunetError(f"{path}: a .pt checkpoint runs on the torch backend; export it first for {backend}")
-    from cunet.runtime.torch_backend import TorchBackend
+    require_torch(f"{path}: a .pt checkpoint")
     from cunet.model.checkpoint import model_from_checkpoint
+    from cunet.runtime.torch_backend import TorchBackend
 
     if device is None:
         device = "cuda" if cuda_device_available() else "cpu"
