@@ -1,0 +1,113 @@
+"""Every deployment command on ONNX artifacts with torch out of reach, and the torch commands refusing in one line.
+
+Run in both installs (see conftest.py): in the full one torch is blocked in each child, in .venv-deploy it is not
+installed at all.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+TRAIN_HINT = "pip install 'cunet[train]'"
+
+
+def _one_error_line(run) -> str:
+    assert run.code == 1, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr
+    return lines[0]
+
+
+def test_import_and_help_load_no_torch(no_torch_env) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, cunet, cunet.cli\n"
+            "from click.testing import CliRunner\n"
+            "assert CliRunner().invoke(cunet.cli.cli, ['--help']).exit_code == 0\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    # no block here: in the full install torch is importable, and nothing may import it anyway
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("args, what", [
+    (["train", "--task", "face", "--data", "{data}", "--out", "{tmp}/run"], "cunet train"),
+    (["export", "{pt}", "-o", "{tmp}/x.onnx"], "cunet export"),
+    (["summary", "cunet-tiny"], "cunet summary of a variant"),
+    (["demo", "--quick", "--out", "{tmp}/demo"], "cunet demo"),
+    (["evaluate", "{pt}", "--data", "{data}"], "{pt}: a .pt checkpoint"),
+    (["profile", "{pt}", "--iters", "1"], "{pt}: a .pt checkpoint"),
+    (["bench", "{pt}", "--data", "{data}", "--quick", "--report", "{tmp}/bench"], "{pt}: a .pt checkpoint"),
+])
+def test_torch_commands_refuse_in_one_line(cunet, artifacts, tmp_path, args, what) -> None:
+    fill = {"data": artifacts.data, "pt": artifacts.checkpoint, "tmp": tmp_path}
+    line = _one_error_line(cunet(*[a.format(**fill) for a in args]))
+    assert line == f"error: {what.format(**fill)} needs PyTorch, which this install lacks: {TRAIN_HINT}"
+    assert list(tmp_path.iterdir()) == []  # refused before writing anything
+
+
+def test_evaluate_then_metrics_score_the_saved_predictions_alike(cunet, artifacts, tmp_path) -> None:
+    ev = cunet("evaluate", artifacts.onnx, "--data", artifacts.data, "--save-predictions", tmp_path / "pred",
+               "--json")
+    assert ev.code == 0, ev.stderr
+    nme = ev.json()["nme"]
+    assert 0 < nme < 1000
+    m = cunet("metrics", "--task", "face", "--gt", artifacts.data, "--pred", tmp_path / "pred", "--json")
+    assert m.code in (0, 1), m.stderr  # exit 1 only where some ground truth lacks a prediction
+    assert m.json()["nme"] == pytest.approx(nme, rel=1e-6)
+
+
+def test_profile_and_predict(cunet, artifacts, tmp_path) -> None:
+    prof = cunet("profile", artifacts.onnx, "--iters", "2", "--warmup", "0", "--threads", "1", "--json")
+    assert prof.code == 0, prof.stderr
+    report = prof.json()
+    assert report["format"] == "onnx" and report["results"][0]["latency_ms"]["total"]["p50"] > 0
+    image = next(p for p in sorted(artifacts.data.rglob("*.png")))
+    pred = cunet("predict", artifacts.onnx, image, "--out", tmp_path / "out", "--json")
+    assert pred.code == 0, pred.stderr
+    written = [p.name for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert any(n.endswith(".json") for n in written) and any(n.endswith(".overlay.png") for n in written)
+
+
+def test_calibrate_quantize_check_trt(cunet, artifacts, tmp_path) -> None:
+    cal = cunet("calibrate", artifacts.onnx, "--data", artifacts.data, "--samples", "4", "--cache-dir",
+                tmp_path / "cache", "-o", tmp_path / "ranges.json", "--json")
+    assert cal.code == 0, cal.stderr
+    assert json.loads((tmp_path / "ranges.json").read_text())
+    for recipe in ("cpu", "tensorrt"):
+        out = tmp_path / f"int8-{recipe}.onnx"
+        q = cunet("quantize", artifacts.onnx, "--recipe", recipe, "--data", artifacts.data, "--samples", "4",
+                  "--cache-dir", tmp_path / "cache", "-o", out, "--json")
+        assert q.code == 0, q.stderr
+        assert out.stat().st_size > 0
+    trt = cunet("check-trt", tmp_path / "int8-tensorrt.onnx", "--json")
+    assert trt.code == 0, trt.stderr
+
+
+def test_data_doctor_summary_compile(cunet, artifacts, tmp_path) -> None:
+    check = cunet("data", "check", artifacts.data, "--task", "face", "--json")
+    assert check.code == 0, check.stderr
+    synth = cunet("data", "synth", "--task", "pose", "--out", tmp_path / "pose", "--n", "4", "--image-size", "64")
+    assert synth.code == 0, synth.stderr
+    doctor = cunet("doctor", "--json")
+    assert doctor.code in (0, 1), doctor.stderr
+    assert doctor.json()["torch"]["installed"] is False
+    # no TensorRT on a torch-free CPU machine: one line, no traceback
+    line = _one_error_line(cunet("compile", artifacts.onnx, "--precision", "fp32", "-o", tmp_path / "m.engine"))
+    assert "TensorRT" in line or "CUDA" in line
+
+
+def test_bench_of_an_onnx_model_skips_export(cunet, artifacts, tmp_path) -> None:
+    run = cunet("bench", artifacts.onnx, "--data", artifacts.data, "--quick", "--threads", "1", "--calib-samples",
+                "4", "--report", tmp_path / "report", "--no-progress", "--json")
+    assert run.code == 0, run.stderr
+    rows = {r["artifact"]: r for r in run.json()["rows"]}
+    assert rows["pytorch-fp32"]["status"] == "skipped" and ".pt" in rows["pytorch-fp32"]["reason"]
+    assert rows["onnx-fp32"]["status"] == "ok" and rows["onnx-fp32"]["path"] == str(artifacts.onnx)
+    assert rows["onnx-fp32"]["p50_ms"] > 0 and rows["onnx-fp32"]["delta"] == 0
+    assert rows["onnx-int8-cpu"]["status"] == "ok"
+    assert not (tmp_path / "report" / "artifacts" / "model.onnx").exists()  # nothing exported
