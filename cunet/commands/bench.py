@@ -25,9 +25,10 @@ __all__ = ["bench"]
 @click.option("--calib-samples", default=64, show_default=True, type=int, help="INT8 calibration images.")
 @click.option("--quick", is_flag=True, help="Few timing iterations and at most 8 calibration images (CI).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--label", help="Name this machine in bench.json (`cunet compare` column; default: the host name).")
 @json_option
 def bench(checkpoint, data, report, work, max_drop, threads, batch, iters, calib_samples, quick, no_progress,
-          as_json):
+          label, as_json):
     """Build every artifact of CHECKPOINT this machine can, and compare them in one table.
 
     \b
@@ -45,7 +46,7 @@ def bench(checkpoint, data, report, work, max_drop, threads, batch, iters, calib
 
     res = run_bench(BenchOptions(checkpoint=checkpoint, data=data, report=report, work=work, max_drop=max_drop,
                                  threads=threads, batch=batch, iters=iters, calib_samples=calib_samples,
-                                 quick=quick, progress=not no_progress and not as_json))
+                                 quick=quick, progress=not no_progress and not as_json, label=label))
     if as_json:
         emit_json({"task": res.task, "metric": res.metric_name, "exit_code": res.exit_code, "files": res.files,
                    "rows": res.rows})

@@ -31,8 +31,9 @@ def _batches(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--iters", default=50, show_default=True, type=int, help="Timed calls per batch size.")
 @click.option("--threads", type=int, help="CPU inference threads (default: the runtime's own).")
 @click.option("--device", help="cpu, cuda or cuda:N (torch default: CUDA when available).")
+@click.option("--label", help="Name this machine in the report (`cunet compare` column; default: the host name).")
 @json_option
-def profile(model, backend, batch, warmup, iters, threads, device, as_json):
+def profile(model, backend, batch, warmup, iters, threads, device, label, as_json):
     """Time MODEL's whole predict path (crop → inference → decode) on random 640x480 frames.
 
     \b
@@ -50,6 +51,8 @@ def profile(model, backend, batch, warmup, iters, threads, device, as_json):
 
     report = run_profile(model, backend=backend, batch_sizes=batch, warmup=warmup, iters=iters, threads=threads,
                          device=device)
+    if label:
+        report["environment"]["label"] = label
     if as_json:
         emit_json(report)
         return

@@ -97,15 +97,17 @@ def _cpu_model() -> str:
 
 
 def environment(device: str = "cpu") -> dict[str, Any]:
-    """What two reports need in common to be comparable (no hostname, no user): hardware and library versions.
+    """What two reports need in common to be comparable: the machine, its hardware and library versions.
 
-    Versions come from package metadata, so TensorRT is never imported here.
+    `host` (the network name, no user) names the report's column in `cunet compare`; bench and profile's `--label`
+    adds a `label` that replaces it there. Versions come from package metadata, so TensorRT is never imported here.
     """
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
     return {
+        "host": platform.node() or None,
         "device": device,
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),

@@ -64,6 +64,7 @@ class BenchOptions:
         calib_samples: calibration images for the INT8 recipes (at most 8 with `quick`).
         quick: few timing iterations and calibration images (CI and smoke tests).
         progress: draw a progress bar on stderr.
+        label: the machine's name in bench.json's environment (`cunet compare` columns; None: the host name).
     """
 
     checkpoint: str | os.PathLike
@@ -77,6 +78,7 @@ class BenchOptions:
     calib_samples: int = 64
     quick: bool = False
     progress: bool = True
+    label: str | None = None
 
     def __post_init__(self) -> None:
         if self.threads < 1 or self.batch < 1 or self.calib_samples < 1:
@@ -481,7 +483,7 @@ def run_bench(opts: BenchOptions) -> BenchResult:
         "settings": {"threads": opts.threads, "batch": opts.batch, "iters": opts.timed_iters, "warmup": opts.warmup,
                      "calib_samples": opts.samples, "calib_method": CALIB_METHOD, "quick": opts.quick,
                      "work": str(work)},
-        "environment": environment(),
+        "environment": {**environment(), **({"label": opts.label} if opts.label else {})},
         "rows": [_jsonable(r) for r in rows],
     })
     _write_csv(Path(files["csv"]), rows)

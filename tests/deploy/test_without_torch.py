@@ -101,13 +101,43 @@ def test_data_doctor_summary_compile(cunet, artifacts, tmp_path) -> None:
     assert "TensorRT" in line or "CUDA" in line
 
 
-def test_bench_of_an_onnx_model_skips_export(cunet, artifacts, tmp_path) -> None:
-    run = cunet("bench", artifacts.onnx, "--data", artifacts.data, "--quick", "--threads", "1", "--calib-samples",
-                "4", "--report", tmp_path / "report", "--no-progress", "--json")
-    assert run.code == 0, run.stderr
-    rows = {r["artifact"]: r for r in run.json()["rows"]}
+def test_bench_of_an_onnx_model_skips_export_and_two_runs_compare(cunet, artifacts, tmp_path) -> None:
+    def bench(report, *extra):
+        run = cunet("bench", artifacts.onnx, "--data", artifacts.data, "--quick", "--calib-samples", "4",
+                    "--report", report, "--work", tmp_path / "work", "--no-progress", "--json", *extra)
+        assert run.code == 0, run.stderr
+        return {r["artifact"]: r for r in run.json()["rows"]}
+
+    rows = bench(tmp_path / "a", "--threads", "1")
     assert rows["pytorch-fp32"]["status"] == "skipped" and ".pt" in rows["pytorch-fp32"]["reason"]
     assert rows["onnx-fp32"]["status"] == "ok" and rows["onnx-fp32"]["path"] == str(artifacts.onnx)
     assert rows["onnx-fp32"]["p50_ms"] > 0 and rows["onnx-fp32"]["delta"] == 0
     assert rows["onnx-int8-cpu"]["status"] == "ok"
-    assert not (tmp_path / "report" / "artifacts" / "model.onnx").exists()  # nothing exported
+    assert not (tmp_path / "work" / "model.onnx").exists()  # nothing exported
+    second = bench(tmp_path / "b", "--threads", "2", "--label", "two-threads")
+    assert second["onnx-int8-cpu"]["reused"] is True
+
+    a, b = tmp_path / "a" / "bench.json", tmp_path / "b" / "bench.json"
+    run = cunet("compare", a, b, "--csv", tmp_path / "cmp.csv", "--plot", tmp_path / "cmp.png", "--json")
+    assert run.code == 0, run.stderr
+    cmp = run.json()
+    host = json.loads(a.read_text())["environment"]["host"]
+    assert [c["label"] for c in cmp["columns"]] == [host, "two-threads"] and cmp["baseline"] == "onnx-fp32"
+    by_row = {r["artifact"]: r for r in cmp["rows"]}
+    assert by_row["onnx-int8-cpu"]["values"] == {host: rows["onnx-int8-cpu"]["p50_ms"],
+                                                 "two-threads": second["onnx-int8-cpu"]["p50_ms"]}
+    assert by_row["onnx-int8-cpu"]["ratios"][host] == pytest.approx(
+        rows["onnx-int8-cpu"]["p50_ms"] / rows["onnx-fp32"]["p50_ms"])
+    assert by_row["onnx-fp32"]["ratios"] == {host: 1.0, "two-threads": 1.0}
+    csv_lines = (tmp_path / "cmp.csv").read_text().splitlines()
+    assert csv_lines[0] == f"artifact,{host} p50_ms,two-threads p50_ms,{host} ratio,two-threads ratio"
+    assert len(csv_lines) == 1 + len(cmp["rows"])
+    assert (tmp_path / "cmp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = cunet("compare", a, b)
+    assert table.code == 0 and table.stdout == "" and "two-threads" in table.stderr and "onnx-int8-cpu" in table.stderr
+    line = _one_error_line(cunet("compare", a, artifacts.data / "train" / "x.json"))
+    assert line.startswith("error: ") and "no such report file" in line
+    not_ours = tmp_path / "other.json"
+    not_ours.write_text('{"rows": [1, 2]}')
+    assert _one_error_line(cunet("compare", a, not_ours)) == (
+        f"error: {not_ours}: not a cunet report (expected the JSON of `cunet bench` or `cunet profile --json`)")
