@@ -5,18 +5,23 @@ fsynced so the rename itself survives a power cut. A process killed mid-write le
 worst a stray hidden `.<name>.tmp-*` file that the next write ignores. The temporary file is created with mode 0o666
 (the kernel applies the umask), so the artifact gets the permissions a plain `open(path, "w")` would give it, not
 `tempfile.mkstemp`'s private 0o600 (a model written for a team must be readable by the team).
+
+Also here, because every layer writes JSON and hashes files: `jsonable`, the one cleaner that makes a result
+strict JSON (NaN/inf → null, numpy → Python, paths → text), and `sha256_file`, the one file hash.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import math
 import os
 import uuid
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-__all__ = ["atomic_write", "write_bytes", "write_text", "write_json"]
+__all__ = ["atomic_write", "write_bytes", "write_text", "write_json", "jsonable", "sha256_file"]
 
 
 @contextlib.contextmanager
@@ -82,15 +87,30 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Atomically write `obj` as indented JSON (NaN is written as null, as strict JSON readers expect)."""
-    write_text(path, json.dumps(_nan_to_none(obj), indent=2) + "\n")
+    """Atomically write `obj` as indented JSON, cleaned by `jsonable` (strict JSON readers accept it)."""
+    write_text(path, json.dumps(jsonable(obj), indent=2) + "\n")
 
 
-def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, float) and obj != obj:
-        return None
+def jsonable(obj: Any) -> Any:
+    """`obj` as plain JSON values: NaN and inf → None, numpy arrays and scalars → lists and numbers, paths → str,
+    tuples → lists, dict keys → str."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if callable(getattr(obj, "tolist", None)):  # numpy arrays and scalars, without importing numpy here
+        return jsonable(obj.tolist())
     return obj
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """The sha256 hex digest of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

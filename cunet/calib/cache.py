@@ -21,7 +21,7 @@ from typing import Any
 
 from cunet.io import write_json
 
-__all__ = ["CacheKey", "default_cache_dir", "sha256_file", "entry_path", "read_entry", "write_entry", "entry_lock"]
+__all__ = ["CacheKey", "default_cache_dir", "entry_path", "read_entry", "write_entry", "entry_lock"]
 
 CACHE_FORMAT = "cunet-calibration"
 CACHE_FORMAT_VERSION = 1
@@ -45,15 +45,6 @@ def default_cache_dir() -> Path:
     """`$XDG_CACHE_HOME/cunet/calib`, i.e. `~/.cache/cunet/calib` on most systems."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "cunet" / "calib"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """The sha256 hex digest of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def entry_path(cache_dir: str | os.PathLike, key: CacheKey) -> Path:

@@ -21,9 +21,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cunet.calib.cache import CacheKey, default_cache_dir, entry_lock, entry_path, read_entry, sha256_file, write_entry
+from cunet.calib.cache import CacheKey, default_cache_dir, entry_lock, entry_path, read_entry, write_entry
 from cunet.calib.reader import CalibrationInputs, inputs_from_arrays, read_preprocess_spec, select_calibration_images
 from cunet.errors import CunetError
+from cunet.io import sha256_file
 
 __all__ = ["Method", "Ranges", "calibrate", "calibrate_inputs"]
 

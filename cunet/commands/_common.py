@@ -10,27 +10,16 @@ from typing import Any, Sequence
 import click
 
 from cunet.console import console
+from cunet.io import jsonable
 
 __all__ = ["emit_json", "print_table", "console", "json_option"]
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout and nothing else there.")
 
 
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
-        return _clean(obj.item())
-    return obj
-
-
 def emit_json(obj: Any) -> None:
     """Print `obj` as one JSON object on stdout (NaN/inf become null so strict parsers accept it)."""
-    sys.stdout.write(json.dumps(_clean(obj), indent=2) + "\n")
+    sys.stdout.write(json.dumps(jsonable(obj), indent=2) + "\n")
     sys.stdout.flush()
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import ast
 
 import contextlib
-import hashlib
 import logging
 import os
 import sys
@@ -29,7 +28,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from cunet.errors import CunetError
-from cunet.io import write_bytes
+from cunet.io import sha256_file, write_bytes
 from cunet.runtime.meta import ModelMeta, read_onnx_meta, write_onnx_meta
 
 __all__ = ["ExportReport", "export_onnx", "read_onnx_meta", "write_onnx_meta", "ModelMeta", "INPUT_NAME", "OUTPUT_NAME"]
@@ -93,14 +92,6 @@ class ExportReport:
         }
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     # The dynamo exporter logs optional-op registration notes and prints conversion notes on stdout; `--json` owns
@@ -127,7 +118,7 @@ def _load(checkpoint_or_model: Any, task: str | None) -> tuple[Any, ModelMeta]:
         return checkpoint_or_model, ModelMeta.from_checkpoint(ckpt)
     path = Path(checkpoint_or_model)
     model, ckpt = model_from_checkpoint(path)
-    return model, ModelMeta.from_checkpoint(ckpt, source_sha256=_sha256(path))
+    return model, ModelMeta.from_checkpoint(ckpt, source_sha256=sha256_file(path))
 
 
 def _export(model: Any, size: int, opset: int) -> Any:

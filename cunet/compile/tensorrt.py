@@ -30,9 +30,9 @@ from typing import Any, Callable
 import numpy as np
 
 from cunet.errors import CunetError
-from cunet.io import write_bytes
+from cunet.io import sha256_file, write_bytes
 from cunet.runtime.base import cuda_device_available
-from cunet.runtime.manifest import DeviceInfo, EngineManifest, sha256_file, write_manifest
+from cunet.runtime.manifest import DeviceInfo, EngineManifest, write_manifest
 from cunet.runtime.meta import PRECISIONS, ModelMeta, meta_from_onnx_proto, write_onnx_meta
 
 __all__ = [

@@ -317,7 +317,7 @@ def write_report(report_dir: str | os.PathLike, inp: ReportInputs) -> dict[str, 
         "pictures": inp.pictures,
         "examples": [vars(e) | {"png": Path(e.png).name} for e in inp.examples],
     }
-    write_json(report_dir / "report.json", _jsonable(doc))
+    write_json(report_dir / "report.json", doc)
     lines = [f"# {inp.title}", ""]
     lines += _bench_section(inp) + _budget_section(inp) + _pictures_section(inp) + _training_section(inp)
     lines += _mapping_section("Settings", inp.settings) + _mapping_section("Environment", inp.environment)
@@ -327,18 +327,3 @@ def write_report(report_dir: str | os.PathLike, inp: ReportInputs) -> dict[str, 
     write_text(report_dir / "report.md", "\n".join(lines))
     return doc
 
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

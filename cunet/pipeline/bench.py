@@ -32,8 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from cunet.errors import CunetError, require_torch
-from cunet.io import write_bytes, write_json, write_text
-from cunet.runtime.manifest import sha256_file
+from cunet.io import sha256_file, write_bytes, write_json, write_text
 
 __all__ = ["BenchOptions", "BenchResult", "run_bench", "ROW_KEYS", "budget_drop"]
 
@@ -484,16 +483,12 @@ def run_bench(opts: BenchOptions) -> BenchResult:
                      "calib_samples": opts.samples, "calib_method": CALIB_METHOD, "quick": opts.quick,
                      "work": str(work)},
         "environment": {**environment(), **({"label": opts.label} if opts.label else {})},
-        "rows": [_jsonable(r) for r in rows],
+        "rows": rows,
     })
     _write_csv(Path(files["csv"]), rows)
     _plot(Path(files["plot"]), rows, metric, opts)
     _print_table(rows, metric, ref)
     return BenchResult(rows, per_image, metric, exit_code, task, files)
-
-
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
 
 
 class _Progress:

@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import cunet
 from cunet.errors import CunetError
-from cunet.io import write_bytes, write_json, write_text
+from cunet.io import sha256_file, write_bytes, write_json, write_text
 
 __all__ = ["DemoOptions", "DemoPlan", "DemoResult", "StageRecord", "plan_demo", "run_demo", "STAGES"]
 
@@ -175,14 +175,6 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 def _read_stamp(path: Path) -> dict[str, Any] | None:
     """A stamp file's content, or None when it is missing or unreadable (then the stage is rebuilt)."""
     try:
@@ -304,7 +296,7 @@ def _stage_train(out: Path, data: Path, data_stamp: dict, plan: DemoPlan, st: _S
     summary = {"best": str(result.best), "last": str(result.last), "best_metric": float(result.best_metric),
                "metric_name": result.metric_name, "epochs": len(result.history), "train_seconds": result.seconds,
                "history": result.history}
-    stamp.update(finished=True, result=summary, best_sha256=_file_digest(Path(result.best)))
+    stamp.update(finished=True, result=summary, best_sha256=sha256_file(result.best)[:16])
     write_json(run / _STAMP, stamp)
     st.done("train", t0, stamp["seconds"], detail=_train_detail(summary))
     return run, stamp

@@ -14,7 +14,6 @@ only after a CUDA device was seen.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import MISSING, dataclass, field, fields
@@ -23,7 +22,7 @@ from typing import Any
 
 import cunet
 from cunet.errors import CunetError
-from cunet.io import write_json
+from cunet.io import sha256_file, write_json
 from cunet.runtime.meta import META_KEY, PRECISIONS, ModelMeta, engine_manifest_path
 
 __all__ = [
@@ -36,22 +35,12 @@ __all__ = [
     "write_manifest",
     "check_compatible",
     "current_device",
-    "sha256_file",
 ]
 
 MANIFEST_FORMAT = "cunet-engine-manifest"
 MANIFEST_FORMAT_VERSION = 1
 #: The full engine file name is kept (`a.engine.manifest.json`), so `a.engine` and `a.plan` never share one.
 MANIFEST_SUFFIX = ".manifest.json"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """The sha256 hex digest of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 #: `model.engine` → `model.engine.manifest.json` (defined once, in `cunet.runtime.meta`).

@@ -10,7 +10,6 @@ batches.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +19,7 @@ import numpy as np
 from cunet.data.decode import DEFAULT_METHOD, DecodeMethod, decode, flip_back, heatmap_to_image, merge_flip
 from cunet.data.preprocess import Box, crop_affine, to_input, warp
 from cunet.errors import CunetError, require_torch
+from cunet.io import sha256_file
 from cunet.runtime.base import BACKENDS, Backend, cuda_device_available
 from cunet.runtime.meta import ModelMeta, read_engine_meta, read_onnx_meta
 
@@ -188,14 +188,6 @@ class Predictor:
 # ---------------------------------------------------------------------------------------------------- factories
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _cuda_index(device: str | None) -> int:
     if device in (None, "cuda"):
         return 0
@@ -275,7 +267,7 @@ def _open_torch(path: Path, backend: str, threads: int | None, device: str | Non
         if not cuda_device_available():
             raise CunetError(f"{path}: device {device} asked for, but no CUDA device is visible")
     model, ckpt = model_from_checkpoint(path)
-    meta = ModelMeta.from_checkpoint(ckpt, source_sha256=_file_sha256(path))
+    meta = ModelMeta.from_checkpoint(ckpt, source_sha256=sha256_file(path))
     return Predictor(path, meta, TorchBackend(model, device, threads), decode_method)
 
 

@@ -27,13 +27,13 @@ from cunet.compile.tensorrt import (
     unavailable_reason,
 )
 from cunet.errors import CunetError
+from cunet.io import sha256_file
 from cunet.runtime.manifest import (
     DeviceInfo,
     EngineManifest,
     check_compatible,
     manifest_path,
     read_manifest,
-    sha256_file,
     write_manifest,
 )
 from cunet.runtime.meta import ModelMeta, read_engine_meta, write_onnx_meta
