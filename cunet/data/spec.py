@@ -15,14 +15,56 @@ Poses use the MPII joint order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 
 from cunet.errors import CunetError
 
-__all__ = ["TASKS", "LandmarkSpec", "FACE_68", "POSE_MPII_16", "get_spec"]
+__all__ = ["TASKS", "Task", "LandmarkSpec", "FACE_68", "POSE_MPII_16", "get_spec"]
 
 TASKS = ("face", "pose")
+
+
+class Task(str, Enum):
+    """A task and what follows from it: its headline metric and which direction of that metric is better.
+
+    A `str` enum, so `Task.FACE == "face"` and JSON writes it as "face": the rest of cunet may keep passing the
+    plain names, and call `Task(name)` (or `Task.of_metric`) where it needs to decide something.
+    """
+
+    FACE = "face"
+    POSE = "pose"
+
+    @property
+    def metric(self) -> str:
+        """The metric name of results and reports: "nme" (faces, percent) or "pckh@0.5" (pose, percent)."""
+        return "nme" if self is Task.FACE else "pckh@0.5"
+
+    @property
+    def metric_label(self) -> str:
+        return "NME %" if self is Task.FACE else "PCKh@0.5 %"
+
+    @property
+    def higher_is_better(self) -> bool:
+        """NME is an error (lower is better); PCKh a fraction of correct joints (higher is better)."""
+        return self is Task.POSE
+
+    def better(self, value: float, than: float) -> bool:
+        """Whether metric `value` is strictly better than `than`."""
+        return value > than if self.higher_is_better else value < than
+
+    def loss(self, delta: float) -> float:
+        """The accuracy lost by a change of `delta` metric points (NME rises when worse, PCKh falls)."""
+        return -delta if self.higher_is_better else delta
+
+    @classmethod
+    def of_metric(cls, metric: str) -> "Task":
+        """The task whose headline metric is `metric` ("nme" or "pckh@0.5")."""
+        for task in cls:
+            if task.metric == metric:
+                return task
+        raise CunetError(f"unknown metric {metric!r}: expected one of {', '.join(t.metric for t in cls)}")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cunet.data.spec import Task
 from cunet.evaluate.draw import example_grid, example_tile
 from cunet.io import write_bytes, write_json, write_text
 
@@ -221,7 +222,7 @@ def _bench_section(inp: ReportInputs) -> list[str]:
     notes = [f"- **{r['artifact']}** {r['status']}: {r['reason']}" for r in inp.rows if r.get("reason")]
     if notes:
         out += notes + [""]
-    better = "lower" if inp.metric_name == "nme" else "higher"
+    better = "higher" if Task.of_metric(inp.metric_name).higher_is_better else "lower"
     out += [f"{metric}: {better} is better; Δ is the difference to the ONNX FP32 model in metric points. Latency is "
             "one image per call (crop, inference, decode) on the CPU; compare ratios within this table, not with "
             "other machines or runs.", ""]

@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from cunet.data.spec import Task
 from cunet.errors import CunetError, require_torch
 from cunet.io import sha256_file, write_bytes, write_json, write_text
 
@@ -148,7 +149,7 @@ def _is_onnx(path: Path) -> bool:
 
 def budget_drop(metric_name: str, delta: float) -> float:
     """The accuracy lost for a Δ in metric points: NME rises when worse, PCKh falls."""
-    return delta if metric_name == "nme" else -delta
+    return Task.of_metric(metric_name).loss(delta)
 
 
 # ------------------------------------------------------------------------------------------------------ the plan
@@ -310,7 +311,7 @@ def _run_row(art: _Artifact, opts: BenchOptions, task: str, work: Path, built: d
              step: Callable[[str], None]) -> tuple[dict[str, Any], np.ndarray | None]:
     row: dict[str, Any] = {k: None for k in ROW_KEYS}
     row.update(artifact=art.name, format=art.fmt, precision=art.precision, backend=art.backend, status=OK,
-               path=str(art.path), metric="nme" if task == "face" else "pckh@0.5", reused=False)
+               path=str(art.path), metric=Task(task).metric, reused=False)
     per_image = None
     try:
         step("build")
@@ -389,7 +390,7 @@ def _plot(path: Path, rows: list[dict[str, Any]], metric: str, opts: BenchOption
         marker = "o" if r["status"] == OK else "x"
         ax.scatter([r["p50_ms"]], [r["value"]], marker=marker, s=50)
         ax.annotate(r["artifact"], (r["p50_ms"], r["value"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    better = "lower" if metric == "nme" else "higher"
+    better = "higher" if Task.of_metric(metric).higher_is_better else "lower"
     ax.set_xlabel(f"p50 latency per call (ms, batch {opts.batch}, {opts.threads} threads)")
     ax.set_ylabel(f"{'NME' if metric == 'nme' else 'PCKh@0.5'} (%, {better} is better)")
     ax.set_title("accuracy vs latency of every artifact (x: failed validation)")
@@ -410,7 +411,7 @@ def _print_table(rows: list[dict[str, Any]], metric: str, ref: str | None) -> No
     out = console()
     if not out.is_terminal:  # logs and CI: full rows rather than the 80-column default
         out = Console(stderr=True, width=150)
-    label = "NME %" if metric == "nme" else "PCKh@0.5 %"
+    label = Task.of_metric(metric).metric_label
     table = Table(title=f"cunet bench — {label}, Δ vs {ref or 'no reference'}", title_justify="left")
     for i, c in enumerate(("artifact", "status", "MB", label, "Δ", "p50 ms", "p99 ms", "img/s", "peak MB")):
         table.add_column(c, justify="left" if i < 2 else "right", no_wrap=True)
@@ -460,7 +461,7 @@ def run_bench(opts: BenchOptions) -> BenchResult:
     report = Path(opts.report)
     work = Path(opts.work) if opts.work is not None else report / "artifacts"
     work.mkdir(parents=True, exist_ok=True)
-    metric = "nme" if task == "face" else "pckh@0.5"
+    metric = Task(task).metric
     plan = _plan(opts, work, ckpt)
     rows: list[dict[str, Any]] = []
     per_image: dict[str, np.ndarray] = {}

@@ -351,7 +351,9 @@ def _pick_examples(rows: list[dict], metric: str) -> list[dict]:
     fp32 = [r for r in ok if r.get("precision") == "fp32" and r.get("format") == "onnx"] or \
            [r for r in ok if r.get("precision") == "fp32"]
     int8 = [r for r in ok if r.get("precision") == "int8"]
-    sign = 1 if metric == "nme" else -1
+    from cunet.data.spec import Task
+
+    sign = -1 if Task.of_metric(metric).higher_is_better else 1
     return fp32[:1] + sorted(int8, key=lambda r: sign * r["value"])[:1]
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from cunet.data.spec import Task
 from cunet.errors import CunetError
 from cunet.train.rng import rng_state, set_rng_state
 from cunet.train.distributed import Dist, all_mean, broadcast, init_distributed, run_device
@@ -205,7 +206,7 @@ def _better(metric_name: str, value: float, best: float | None) -> bool:
         return False
     if best is None or not math.isfinite(best):
         return True
-    return value < best if metric_name == "nme" else value > best
+    return Task.of_metric(metric_name).better(value, best)
 
 
 # --------------------------------------------------------------------------------------------------- validation
@@ -317,7 +318,7 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
         if console is not None:
             console.print(msg, markup=False, highlight=False, soft_wrap=True)
 
-    metric_name = "nme" if run.task == "face" else "pckh@0.5"
+    metric_name = Task(run.task).metric
 
     # ---- data
     spec = get_spec(run.task)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cunet.data.spec import FACE_68, POSE_MPII_16, get_spec
+from cunet.data.spec import FACE_68, POSE_MPII_16, Task, get_spec
 from cunet.errors import CunetError
 
 
@@ -59,3 +59,14 @@ def test_get_spec():
     assert get_spec("face") is FACE_68 and get_spec("pose") is POSE_MPII_16
     with pytest.raises(CunetError, match="unknown task 'hand'"):
         get_spec("hand")
+
+
+def test_task_knows_its_metric_and_which_way_is_better() -> None:
+    assert (Task("face").metric, Task("pose").metric) == ("nme", "pckh@0.5")
+    assert Task.FACE == "face" and json.dumps([Task.POSE]) == '["pose"]'
+    assert Task.FACE.better(3.0, 4.0) and not Task.FACE.better(4.0, 3.0)  # NME: an error, lower wins
+    assert Task.POSE.better(80.0, 70.0) and not Task.POSE.better(70.0, 80.0)  # PCKh: correct joints, higher wins
+    assert (Task.FACE.loss(0.5), Task.POSE.loss(0.5)) == (0.5, -0.5)  # NME +0.5 is worse, PCKh +0.5 is better
+    assert Task.of_metric("pckh@0.5") is Task.POSE
+    with pytest.raises(CunetError, match="unknown metric 'auc'"):
+        Task.of_metric("auc")
