@@ -1,5 +1,7 @@
 """Landmark specs: flip tables are involutions that swap left/right names, groups and norm points are right."""
 
+import json
+
 import numpy as np
 import pytest
 
