@@ -233,3 +233,12 @@ def cycles_inside_packages(g: dict[str, list[Edge]]) -> list[str]:
 
 def test_no_two_modules_import_each_other() -> None:
     assert cycles_inside_packages(graph()) == []
+
+
+def test_the_package_cites_no_document_outside_the_repository() -> None:
+    import re
+
+    repo = PKG.parent
+    cited = {(p.relative_to(repo).as_posix(), m) for p in PKG.rglob("*.py")
+             for m in re.findall(r"\b([A-Z][A-Z_]*\.md)\b", p.read_text(encoding="utf-8"))}
+    assert sorted((p, m) for p, m in cited if not (repo / m).is_file()) == []

@@ -1,6 +1,6 @@
 """Training-time augmentation: random scale, rotation, horizontal flip, translation and colour gain of one crop.
 
-The defaults are the original CU-Net training's (DESIGN.md): scale 2**clip(N(0, 0.25), -0.5, 0.5), rotation
+The defaults are the original CU-Net training code's: scale 2**clip(N(0, 0.25), -0.5, 0.5), rotation
 clip(N(0, 30°), -60°, 60°) applied with p = 0.4, flip with p = 0.5 and the landmark spec's flip pairs, per-channel
 gain U(0.6, 1.4). Sampling (`sample_augment`) is separate from applying (`augment_sample`) so that a sample's
 augmentation is a small value derived from a seeded generator, which makes training exactly reproducible.

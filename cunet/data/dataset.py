@@ -1,6 +1,6 @@
 """Dataset folders → annotated samples: which files form which split and subset, and what each sample is.
 
-Layouts (DESIGN.md):
+Layouts:
 - Faces, 300-W download: `lfpw/trainset`, `helen/trainset`, `afw` → split "train"; `lfpw/testset`, `helen/testset` →
   "test"/"common"; `ibug` → "test"/"challenging"; `300W/01_Indoor`, `300W/02_Outdoor` (the private test set, also
   accepted as `01_Indoor`, `02_Outdoor` in the root) → "test"/"300w-private". The "full" test set is common +

@@ -93,7 +93,7 @@ def evaluate(
 
     Args:
         model_path: a `.pt` checkpoint, `.onnx` model or `.engine` (see `cunet.runtime.open_predictor`).
-        data_root: a dataset folder (DESIGN.md layouts).
+        data_root: a dataset folder (the layouts of `cunet.data.dataset`).
         task: "face" or "pose"; None takes the model's own task from its metadata.
         backend: "auto", "torch", "ort-cpu", "ort-cuda", "ort-trt" or "tensorrt".
         split: dataset split ("test", "valid" or "train").

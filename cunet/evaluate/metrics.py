@@ -5,8 +5,8 @@ Pure numpy functions without state or I/O, in the style of mmpose's `keypoint_ev
 Normalisers are small named helpers (`inter_ocular`, `inter_pupil`, `box_size`, `head_size`) composed at the call
 site, so the policy ("which eye corners", "0.6 x head-box diagonal") is visible where a number is reported.
 
-Every function returns fractions (0.035, not 3.5 %); the JSON and CLI layer converts to percent where DESIGN.md's
-keys demand it. A missing landmark is NaN in `gt` or False in `mask`, never a sentinel value.
+Every function returns fractions (0.035, not 3.5 %); `cunet.evaluate.scoring` converts to the percent units of the
+JSON keys (`nme`, `fr@*`, `pckh@*`). A missing landmark is NaN in `gt` or False in `mask`, never a sentinel value.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Score predictions stored in the dataset formats against ground truth, producing the metric JSON of DESIGN.md.
+"""Score predictions stored in the dataset formats against ground truth, producing the metric JSON of `cunet metrics`.
 
 Predictions use the same formats as the data, so any model's output can be scored (`cunet metrics`):
 
@@ -10,7 +10,7 @@ Predictions use the same formats as the data, so any model's output can be score
   prediction is a JSON with the same records in the same order (matched by image and index in the file), or a
   folder holding a JSON of the same file name as the ground truth's.
 
-The numbers come from `cunet.evaluate.metrics` (fractions); this layer converts to the units of DESIGN.md's keys:
+The numbers come from `cunet.evaluate.metrics` (fractions); this layer converts to the units of the JSON keys:
 faces `nme`, `fr@*` in percent and `auc@*` as fractions; pose `pckh@*`, `per_joint`, `per_group` and `pckh_auc`
 in percent.
 """
@@ -47,7 +47,7 @@ NORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 #: 300-W reporting thresholds (fractions of the normaliser) for AUC and failure rate.
 FACE_THRESHOLDS = (0.08, 0.10)
-#: The file of a pose dataset root that holds each split (DESIGN.md: train.json and valid.json).
+#: The file of a pose dataset root that holds each split (train.json and valid.json, as `cunet.data.dataset` has).
 POSE_SPLIT_FILES = {"train": "train.json", "test": "valid.json", "valid": "valid.json"}
 _FULL = "full"
 _MAX_NAMED = 3

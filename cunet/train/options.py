@@ -81,7 +81,7 @@ class TrainOptions:
 
     Attributes:
         task: "face" (NME validation) or "pose" (PCKh@0.5 validation).
-        data: dataset folder (DESIGN.md layouts); its "train" split trains, its "test" split validates.
+        data: dataset folder (a layout of `cunet.data.dataset`); "train" split trains, "test" split validates.
         out: run folder: last.pt, best.pt, log.csv, history.json.
         variant: a `cunet.model.VARIANTS` name (None: cunet-tiny / cunet-tiny-pose by task). The task's landmark
             count replaces the variant's, so any variant trains for either task.
