@@ -7,7 +7,6 @@ that `cunet metrics` rescores to the identical numbers, plots, JSON keys), not a
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -21,32 +20,22 @@ from cunet.evaluate.scoring import score_face, score_pose  # noqa: E402
 RUN_KEYS = {"model", "task", "backend", "provider", "flip"}
 
 
-def _checkpoint(path: Path, task: str, landmarks: int) -> Path:
-    from cunet.model import CUNet, CUNetConfig
-    from cunet.model.checkpoint import save_checkpoint
-
-    torch.manual_seed(0)
-    cfg = CUNetConfig(layers=1, order=0, channels=16, growth=8, input_size=64, num_landmarks=landmarks)
-    save_checkpoint(path, CUNet(cfg).eval(), task=task)
-    return path
-
-
 @pytest.fixture(scope="module")
-def face_setup(tmp_path_factory):
+def face_setup(tmp_path_factory, tiny_checkpoint):
     from cunet.data.synth import synthesize
 
     root = tmp_path_factory.mktemp("face")
     synthesize(root / "data", "face", n=10, seed=1, image_size=96)
-    return root / "data", _checkpoint(root / "face.pt", "face", 68)
+    return root / "data", tiny_checkpoint("face")
 
 
 @pytest.fixture(scope="module")
-def pose_setup(tmp_path_factory):
+def pose_setup(tmp_path_factory, tiny_checkpoint):
     from cunet.data.synth import synthesize
 
     root = tmp_path_factory.mktemp("pose")
     synthesize(root / "data", "pose", n=10, seed=1, image_size=96)
-    return root / "data", _checkpoint(root / "pose.pt", "pose", 16)
+    return root / "data", tiny_checkpoint("pose")
 
 
 def test_face_saved_predictions_rescore_to_identical_numbers(face_setup, tmp_path):

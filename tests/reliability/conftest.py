@@ -12,9 +12,6 @@ from pathlib import Path
 
 import pytest
 
-#: A CU-Net small enough to export in seconds and to run on 64x64 crops.
-TINY = dict(layers=1, order=0, channels=16, growth=8, input_size=64)
-
 #: What the suite tried: "bad-input:<command>" → cases, "hypothesis:<parser>" → examples. Filled by the tests.
 TALLY: collections.Counter[str] = collections.Counter()
 
@@ -61,28 +58,14 @@ def pose_data(tmp_path_factory) -> Path:
     return root
 
 
-def save_tiny_checkpoint(path: Path, task: str, seed: int = 0, **config) -> Path:
-    """A random-init tiny CU-Net saved with the real `save_checkpoint`."""
-    import torch
-
-    from cunet.data.spec import get_spec
-    from cunet.model import CUNet, CUNetConfig
-    from cunet.model.checkpoint import save_checkpoint
-
-    torch.manual_seed(seed)
-    cfg = CUNetConfig(**{**TINY, "num_landmarks": get_spec(task).num_landmarks, **config})
-    save_checkpoint(path, CUNet(cfg), task)
-    return path
+@pytest.fixture(scope="session")
+def face_ckpt(tiny_checkpoint) -> Path:
+    return tiny_checkpoint("face")
 
 
 @pytest.fixture(scope="session")
-def face_ckpt(tmp_path_factory) -> Path:
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("rel") / "face.pt", "face")
-
-
-@pytest.fixture(scope="session")
-def pose_ckpt(tmp_path_factory) -> Path:
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("rel") / "pose.pt", "pose")
+def pose_ckpt(tiny_checkpoint) -> Path:
+    return tiny_checkpoint("pose")
 
 
 @pytest.fixture(scope="session")
