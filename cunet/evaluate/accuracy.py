@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from cunet.errors import CunetError
-from cunet.evaluate import scoring
+from cunet.evaluate import metrics, scoring
 
 __all__ = ["evaluate"]
 
@@ -53,7 +53,7 @@ def _face_errors(samples: list, pred: np.ndarray, norm: str, save: Path | None) 
     return scoring.per_image_nme(pred, gt, mask, norm, [s.key for s in samples])
 
 
-def _score_poses(data_root: Path, split: str, pred: np.ndarray, save: Path | None) -> dict:
+def _score_poses(data_root: Path, split: str, pred: np.ndarray, save: Path | None) -> tuple[dict, np.ndarray]:
     gt_file, records = scoring.load_pose_gt(data_root, split)  # the records `samples` came from, in file order
     for i, r in enumerate(records):
         if r.headbox is None:
@@ -66,12 +66,9 @@ def _score_poses(data_root: Path, split: str, pred: np.ndarray, save: Path | Non
             dataclasses.replace(r, joints=p, visible=np.ones(len(p), dtype=bool)) for r, p in zip(records, pred)
         ])
         pred = np.stack([r.joints for r in read_mpii_json(out)])  # score what the file holds
-    return scoring.summarize_pose(
-        pred,
-        np.stack([r.joints for r in records]),
-        np.stack([r.visible for r in records]),
-        np.stack([np.asarray(r.headbox, dtype=np.float64) for r in records]),
-    )
+    gt, mask = np.stack([r.joints for r in records]), np.stack([r.visible for r in records])
+    heads = np.stack([np.asarray(r.headbox, dtype=np.float64) for r in records])
+    return scoring.summarize_pose(pred, gt, mask, heads), metrics.joint_correct(pred, gt, mask, heads, 0.5)
 
 
 def evaluate(
@@ -88,7 +85,8 @@ def evaluate(
     norm: str = "inter-ocular",
     threads: int | None = None,
     progress: Progress | None = None,
-) -> dict:
+    per_image: bool = False,
+) -> dict | tuple[dict, np.ndarray]:
     """Run a model over a dataset split and score it.
 
     Args:
@@ -105,10 +103,12 @@ def evaluate(
         norm: face NME normaliser (a key of `scoring.NORMS`).
         threads: CPU threads for inference (None: the runtime's default).
         progress: called as progress(done, total) after each batch.
+        per_image: also return the errors behind the numbers, scored once from what was saved: faces: per-image
+            NME [N] (fractions); pose: per-person joint correctness at PCKh@0.5 [N, 16] (1, 0, NaN not visible).
 
     Returns:
         The `cunet metrics` JSON of the task, plus "model", "task", "backend", "provider" (what really ran) and
-        "flip".
+        "flip"; with `per_image`, the tuple (that dict, the per-image errors).
 
     Raises:
         CunetError: unreadable model or data, a model for another task or landmark count, ground-truth problems,
@@ -150,9 +150,9 @@ def evaluate(
 
             plot_ced({name: errors}, Path(plot_dir) / "ced.png", title=f"CED ({norm} NME)")
     else:
-        result = _score_poses(data_root, split, pred, save)
+        result, errors = _score_poses(data_root, split, pred, save)
         if plot_dir is not None:
             from cunet.evaluate.plots import plot_pckh
 
             plot_pckh({name: {k: v / 100 for k, v in result["per_joint"].items()}}, Path(plot_dir) / "pckh.png")
-    return {**result, **ran}
+    return ({**result, **ran}, errors) if per_image else {**result, **ran}

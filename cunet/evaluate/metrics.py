@@ -36,6 +36,7 @@ __all__ = [
     "failure_rate",
     "pckh",
     "pckh_auc",
+    "joint_correct",
 ]
 
 #: MPII Human Pose joint order (0-based) and the groups of the MPII results table ("head" = head-top + upper-neck),
@@ -314,6 +315,14 @@ def _pckh_from_scaled(scaled: np.ndarray, thr: float) -> PCKhResult:
         per_group={name: _pooled(correct, visible, joints) for name, joints in MPII_GROUPS.items()},
         mean=_pooled(correct, visible, headline),
     )
+
+
+def joint_correct(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None, headboxes: np.ndarray,
+                  thr: float = 0.5) -> np.ndarray:
+    """Per person and joint [N, 16]: 1.0 within `thr` head sizes, 0.0 outside, NaN where the joint is not visible."""
+    scaled = _scaled_errors(pred, gt, mask, headboxes)
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isnan(scaled), np.nan, (scaled <= thr).astype(np.float64))
 
 
 def pckh(

@@ -229,27 +229,12 @@ def _first_line(e: BaseException) -> str:
 
 
 def _score(art: _Artifact, opts: BenchOptions, task: str, work: Path) -> tuple[float, np.ndarray]:
-    from cunet.evaluate import scoring
     from cunet.evaluate.accuracy import evaluate
 
-    pred_dir = work / "predictions" / art.name
-    result = evaluate(art.path, opts.data, task=task, backend=art.backend, batch=8, save_predictions=pred_dir,
-                      threads=opts.threads)
-    if task == "face":
-        per_image = scoring.face_errors(opts.data, pred_dir).errors  # the files as written, like `cunet metrics`
-        return float(result["nme"]), per_image
-    from cunet.data.formats import read_mpii_json
-    from cunet.evaluate import metrics
-
-    gt_file, records = scoring.load_pose_gt(opts.data, "test")
-    pred = np.stack([r.joints for r in read_mpii_json(pred_dir / gt_file.name)])
-    gt = np.stack([r.joints for r in records])
-    mask = np.stack([r.visible for r in records])
-    heads = np.stack([np.asarray(r.headbox, dtype=np.float64) for r in records])
-    scaled = metrics.point_errors(pred, gt, mask) / metrics.head_size(heads)[:, None]
-    with np.errstate(invalid="ignore"):
-        correct = np.where(np.isnan(scaled), np.nan, (scaled <= 0.5).astype(np.float64))
-    return float(result["pckh@0.5"]), correct
+    # scored once, from the predictions as saved (what `cunet metrics` would read): the number and its per-image errors
+    result, per_image = evaluate(art.path, opts.data, task=task, backend=art.backend, batch=8, threads=opts.threads,
+                                 save_predictions=work / "predictions" / art.name, per_image=True)
+    return float(result[Task(task).metric]), per_image
 
 
 def _profile_child(conn: Any, kwargs: dict[str, Any]) -> None:

@@ -162,3 +162,16 @@ def test_functions_never_write_into_their_inputs():
     M.ced(M.nme_per_image(pred, gt, mask, 10.0))
     for before, after in zip(copies, (pred, gt, mask, hb)):
         np.testing.assert_array_equal(before, after)
+
+
+def test_joint_correct_marks_each_joint_by_hand() -> None:
+    # one person, head box 10 x 10 → head size 0.6 * sqrt(200) = 8.485; thr 0.5 → within 4.243 px
+    gt = np.zeros((1, 16, 2))
+    pred = gt.copy()
+    pred[0, 0] = (4.0, 0.0)  # 4.0 px: correct
+    pred[0, 1] = (4.3, 0.0)  # 4.3 px: wrong
+    mask = np.ones((1, 16), dtype=bool)
+    mask[0, 2] = False  # not annotated: NaN
+    out = M.joint_correct(pred, gt, mask, np.array([[0.0, 0.0, 10.0, 10.0]]), thr=0.5)
+    assert out.shape == (1, 16)
+    assert out[0, 0] == 1.0 and out[0, 1] == 0.0 and np.isnan(out[0, 2]) and np.all(out[0, 3:] == 1.0)
