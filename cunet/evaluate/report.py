@@ -154,7 +154,7 @@ class ReportInputs:
         task: "face" or "pose".
         metric_name: "nme" or "pckh@0.5" (bench rows' `metric`).
         rows: the bench rows (`cunet.pipeline.bench` JSON rows).
-        budget: {"metric", "max_drop", "within", "worst_drop", "rows": [artifact]} of the INT8 rows.
+        budget: {"metric", "max_drop", "within", "worst", "worst_drop", "rows": [artifact]} of the INT8 rows.
         settings: the demo's settings (dataset size, variant, epochs ...).
         environment: `cunet.evaluate.profile.environment()`.
         stages: [{"stage", "seconds", "reused", "built_seconds", "detail"}] in order.
