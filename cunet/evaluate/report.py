@@ -236,7 +236,7 @@ def _budget_section(inp: ReportInputs) -> list[str]:
     if not b.get("rows"):
         return ["## Accuracy budget", "", "No INT8 artifact was built, so there is nothing to hold to a budget.", ""]
     verdict = "**within the budget**" if b["within"] else "**over the budget**"
-    unit = "NME points" if b["metric"] == "nme" else "PCKh points"
+    unit = "PCKh points" if Task.of_metric(b["metric"]).higher_is_better else "NME points"
     return [
         "## Accuracy budget",
         "",

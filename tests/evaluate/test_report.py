@@ -57,6 +57,10 @@ def test_report_md_shows_the_table_the_verdict_and_the_direction(tmp_path) -> No
                                             budget={"metric": "pckh@0.5", "max_drop": None}))
     pose = (tmp_path / "pose" / "report.md").read_text()
     assert "higher is better" in pose and "Not checked" in pose
+    write_report(tmp_path / "budget", _inputs(task="pose", metric_name="pckh@0.5", budget={
+        "metric": "pckh@0.5", "max_drop": 1.0, "within": True, "worst": "onnx-int8-cpu", "worst_drop": 0.25,
+        "rows": ["onnx-int8-cpu"]}))
+    assert "at most **1.0 PCKh points**" in (tmp_path / "budget" / "report.md").read_text()
 
 
 def test_markdown_table_alignment_and_missing_values() -> None:
