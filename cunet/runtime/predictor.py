@@ -62,6 +62,7 @@ class Predictor:
         self.decode_method = decode_method
         self._backend = backend
         self._open = False
+        self._device_ms: float | None = None
 
     @property
     def backend(self) -> str:
@@ -74,8 +75,9 @@ class Predictor:
 
     @property
     def device_ms(self) -> float | None:
-        """Device time of the last backend call measured with CUDA events (None on CPU backends)."""
-        return self._backend.device_ms
+        """Device time of the last `predict_heatmaps` measured with CUDA events, summed over every chunk a large
+        batch was split into (None on CPU backends)."""
+        return self._device_ms
 
     def open(self) -> "Predictor":
         """Allocate the backend (session, engine, device memory). Idempotent."""
@@ -136,10 +138,12 @@ class Predictor:
         if x.ndim != 4 or x.shape[1:] != (3, s, s):
             raise CunetError(f"{self.path}: input must be [N, 3, {s}, {s}], got {list(x.shape)}")
         step = self._backend.max_batch or max(len(x), 1)
-        if len(x) <= step:
-            out = self._backend.infer(x)
-        else:
-            out = np.concatenate([self._backend.infer(x[i : i + step]) for i in range(0, len(x), step)])
+        chunks, device_ms = [], []
+        for i in range(0, max(len(x), 1), step):
+            chunks.append(self._backend.infer(x[i : i + step]))
+            device_ms.append(self._backend.device_ms)
+        out = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        self._device_ms = None if None in device_ms else float(sum(device_ms))  # type: ignore[arg-type]
         k, h = self.meta.num_landmarks, self.meta.heatmap_size
         if out.shape != (len(x), k, h, h):
             # Decoding garbage would give confident wrong landmarks (or crash later with a numpy error).
