@@ -207,7 +207,9 @@ class _NoData:
 @contextlib.contextmanager
 def _precomputed_calibrator(tensors_data):
     # quantize_static (< 1.32) calls `create_calibrator` from its own module, then collect_data and compute_data.
-    from onnxruntime.quantization import quantize as ort_quantize
+    import importlib
+
+    ort_quantize = importlib.import_module("onnxruntime.quantization.quantize")  # the module, not its function
 
     class Known:
         def collect_data(self, reader):
