@@ -186,8 +186,9 @@ def profile(
 
     Returns:
         {"model", "model_bytes", "format", "task", "precision", "input_size", "num_landmarks", "backend",
-        "provider", "threads", "warmup", "iters", "image_size", "results": [{"batch", "latency_ms": {stage: stats},
-        "device_inference_ms": stats | None, "throughput_ips", "peak_rss_mb", "peak_rss_reset", "device_memory_mb", "device_memory_scope"}],
+        "provider", "provider_note", "threads", "warmup", "iters", "image_size", "results": [{"batch",
+        "latency_ms": {stage: stats}, "device_inference_ms": stats | None, "throughput_ips", "peak_rss_mb",
+        "peak_rss_reset", "device_memory_mb", "device_memory_scope"}],
         "environment"}, where stage is total / preprocess / inference / decode and stats has p50, p90, p99, mean,
         std, min, max in milliseconds.
     """
@@ -251,6 +252,7 @@ def profile(
             "num_landmarks": p.meta.num_landmarks,
             "backend": p.backend,
             "provider": p.provider,
+            "provider_note": p.note,
             "threads": threads,
             "warmup": warmup,
             "iters": iters,

@@ -74,6 +74,11 @@ class Predictor:
         return self._backend.provider
 
     @property
+    def note(self) -> str | None:
+        """Why the backend skipped a provider "auto" could have used (ONNX Runtime), else None."""
+        return getattr(self._backend, "note", None)
+
+    @property
     def device_ms(self) -> float | None:
         """Device time of the last `predict_heatmaps` measured with CUDA events, summed over every chunk a large
         batch was split into (None on CPU backends)."""
@@ -252,7 +257,8 @@ def open_predictor(
 
         meta = read_onnx_meta(path)
         device_id = _cuda_index(device) if backend != "ort-cpu" else 0
-        ort_backend = OrtBackend(path, backend, threads, device_id, meta.precision, lowbit=meta.quant is not None)
+        ort_backend = OrtBackend(path, backend, threads, device_id, meta.precision, lowbit=meta.quant is not None,
+                                 recipe=meta.recipe)
         return Predictor(path, meta, ort_backend, decode_method)
     if suffix in ENGINE_SUFFIXES:
         if backend not in ("auto", "tensorrt"):
