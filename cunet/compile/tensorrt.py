@@ -27,7 +27,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from cunet.io import write_bytes
 from cunet.runtime.base import cuda_device_available
 from cunet.runtime.manifest import DeviceInfo, EngineManifest, sha256_file, write_manifest
 from cunet.runtime.meta import PRECISIONS, ModelMeta, meta_from_onnx_proto, write_onnx_meta
+
+if TYPE_CHECKING:
+    import tensorrt as trt
 
 __all__ = [
     "BatchProfile",
@@ -318,7 +321,7 @@ def compile_engine(
                 model_bytes = to_fp16_onnx(onnx_path, Path(tmp) / "fp16.onnx").read_bytes()
             else:
                 flags = ("FP16",)
-        build = _Build(trt, profile, flags, workspace_mb, tf32=precision != "fp32", dla_core=dla_core,
+        build = _Build(profile, flags, workspace_mb, tf32=precision != "fp32", dla_core=dla_core,
                        where=str(onnx_path), input_size=meta.input_size)
         serialized, cache = build.run(model_bytes, timing_cache)
     write_bytes(out_path, serialized)
@@ -333,16 +336,19 @@ def compile_engine(
 
 class _Build:
     """One engine build with the documented TensorRT 10/11 Python API; `run` returns (engine bytes, timing cache
-    bytes or None). STRONGLY_TYPED is requested on both versions (TensorRT 11 ignores it: always on)."""
+    bytes or None). STRONGLY_TYPED is requested on both versions (TensorRT 11 ignores it: always on). The TensorRT
+    objects are typed (`make typecheck` checks these calls against the tensorrt-stubs of the 10.x binding)."""
 
-    def __init__(self, trt: Any, profile: BatchProfile, flags: tuple[str, ...], workspace_mb: int | None, tf32: bool,
+    def __init__(self, profile: BatchProfile, flags: tuple[str, ...], workspace_mb: int | None, tf32: bool,
                  dla_core: int | None, where: str, input_size: int) -> None:
-        self.trt, self.profile, self.flags, self.workspace_mb = trt, profile, flags, workspace_mb
+        self.profile, self.flags, self.workspace_mb = profile, flags, workspace_mb
         self.tf32, self.dla_core, self.where, self.input_size = tf32, dla_core, where, input_size
         self.input_name = "image"
 
     def run(self, model: bytes, timing_cache: str | os.PathLike | None) -> tuple[bytes, bytes | None]:
-        trt, where = self.trt, self.where
+        import tensorrt as trt
+
+        where = self.where
         logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(logger)
         if self.dla_core is not None:
@@ -383,10 +389,13 @@ class _Build:
             cache_bytes = None if done is None else bytes(done.serialize())
         return bytes(serialized), cache_bytes
 
-    def _add_profile(self, builder: Any, network: Any, config: Any) -> None:
+    def _add_profile(self, builder: "trt.Builder", network: "trt.INetworkDefinition",
+                     config: "trt.IBuilderConfig") -> None:
+        import tensorrt as trt
+
         tensor = network.get_input(0)
         self.input_name = tensor.name
-        n, c, h, w = (int(d) for d in tensor.shape)
+        n, c, h, w = (int(d) for d in tensor.shape[:])  # Dims: tuple-like, a slice is a tuple
         c, h, w = (c if c > 0 else 3), (h if h > 0 else self.input_size), (w if w > 0 else self.input_size)
         p = self.profile
         if n > 0 and (p.min, p.opt, p.max) != (n, n, n):
@@ -394,7 +403,7 @@ class _Build:
                              f"be built; use --batch {n} or export with a dynamic batch")
         opt = builder.create_optimization_profile()
         try:
-            opt.set_shape(self.input_name, (p.min, c, h, w), (p.opt, c, h, w), (p.max, c, h, w))
+            opt.set_shape(self.input_name, *(trt.Dims([b, c, h, w]) for b in (p.min, p.opt, p.max)))
         except (ValueError, RuntimeError) as e:  # the binding raises on inconsistent shapes
             raise CunetError(f"{self.where}: TensorRT rejects the batch profile {p} for input "
                              f"{self.input_name!r} [{n}, {c}, {h}, {w}]: {e}") from e

@@ -15,13 +15,16 @@ and becomes one line.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cunet.errors import CunetError
 from cunet.runtime import cuda
 from cunet.runtime.base import Backend
+
+if TYPE_CHECKING:  # `make typecheck` checks the calls below against the tensorrt-stubs
+    import tensorrt as trt
 
 __all__ = ["TensorRTBackend", "require_cuda"]
 
@@ -46,8 +49,8 @@ class TensorRTBackend(Backend):
         require_cuda(path)
         self._path = Path(path)
         self._index = cuda.device_index(device)
-        self._engine: Any = None
-        self._context: Any = None
+        self._engine: "trt.ICudaEngine | None" = None
+        self._context: "trt.IExecutionContext | None" = None
         self._buffers: dict[str, cuda.DeviceBuffer] = {}
 
     def open(self) -> None:
@@ -89,7 +92,8 @@ class TensorRTBackend(Backend):
         except KeyError as e:
             raise CunetError(f"{self._path}: unsupported I/O dtype {e.args[0]} (float32 or float16 expected)") from None
         lo, _, hi = engine.get_tensor_profile_shape(self._in, 0)
-        self._min_batch, self.max_batch = int(lo[0]), int(hi[0])
+        self._min_batch, self._max_batch = int(lo[0]), int(hi[0])
+        self.max_batch = self._max_batch
         context = engine.create_execution_context()
         if context is None:  # the binding returns None when TensorRT cannot allocate the context's device memory
             raise CunetError(f"{self._path}: TensorRT could not create an execution context (out of device memory?)")
@@ -110,15 +114,15 @@ class TensorRTBackend(Backend):
         if self._context is None:
             raise RuntimeError("TensorRTBackend.infer called before open()")
         n = len(x)
-        if not 1 <= n <= self.max_batch:
-            raise CunetError(f"{self._path}: batch {n} outside the engine's profile 1..{self.max_batch}")
+        if not 1 <= n <= self._max_batch:
+            raise CunetError(f"{self._path}: batch {n} outside the engine's profile 1..{self._max_batch}")
         host_in = np.ascontiguousarray(x, dtype=self._in_dtype)
         if n < self._min_batch:  # the profile starts above n: run min_batch rows, the extra ones zeros
             host_in = np.concatenate([host_in, np.zeros((self._min_batch - n, *x.shape[1:]), self._in_dtype)])
-        ctx = self._context
+        ctx: "trt.IExecutionContext" = self._context
         if not ctx.set_input_shape(self._in, tuple(host_in.shape)):
             raise CunetError(f"{self._path}: TensorRT refused input shape {list(host_in.shape)} for {self._in!r}")
-        out_shape = tuple(int(d) for d in ctx.get_tensor_shape(self._out))
+        out_shape = tuple(int(d) for d in ctx.get_tensor_shape(self._out)[:])
         if any(d < 0 for d in out_shape):
             raise CunetError(f"{self._path}: TensorRT left the output shape unresolved ({list(out_shape)})")
         host_out = np.empty(out_shape, dtype=self._out_dtype)

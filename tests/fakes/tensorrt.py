@@ -68,6 +68,14 @@ def make_tensorrt(version: str, driver: Any) -> tuple[types.ModuleType, State]:
     trt.DeviceType = enum.IntEnum("DeviceType", {"GPU": 0, "DLA": 1})  # [stub] DeviceType
     trt.MemoryPoolType = enum.IntEnum("MemoryPoolType", {"WORKSPACE": 0})  # [stub] MemoryPoolType.WORKSPACE
 
+    class Dims(tuple):
+        """[stub] Dims "behave like Python tuples"; Dims(shape: list[int])."""
+
+        def __new__(cls, shape: Any = ()) -> "Dims":
+            return super().__new__(cls, (int(d) for d in shape))
+
+    trt.Dims = Dims
+
     class Logger:
         # [stub] Logger.Severity members are also class attributes of Logger.
         INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
