@@ -382,4 +382,7 @@ def make_tensorrt(version: str, driver: Any) -> tuple[types.ModuleType, State]:
 
     for cls in (Logger, Builder, OnnxParser, Runtime):
         setattr(trt, cls.__name__, cls)
+    # For tests/fakes/test_fake_matches_stubs.py: every fake class by name (not part of the imitated API).
+    trt.FAKE_CLASSES = {c.__name__: c for c in (Dims, Logger, HostMemory, Tensor, Network, OnnxParser, Profile,
+                                                 TimingCache, Config, Builder, Context, Engine, Runtime)}
     return trt, state
