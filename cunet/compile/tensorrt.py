@@ -13,9 +13,9 @@ timing cache reused across builds. Everything that can be checked without a GPU 
 metadata and type, the Q/DQ rules for INT8, the batch profile); TensorRT is imported only after a CUDA device was
 seen, because without one it can abort the process instead of raising, and after the requested device was made
 current (TensorRT builds on the current device). FP32 engines are built with TF32 off. Every TensorRT call that
-reports failure by a return value (-1, False, None) is checked and becomes one line. The TensorRT calls follow the documented
-TensorRT 10/11 Python API (Builder, IBuilderConfig, IOptimizationProfile, OnnxParser, ITimingCache); the tests drive
-them through a recording fake of that API (tests/fakes) and type-check them against its stubs.
+reports failure by a return value (-1, False, None) is checked and becomes one line. The TensorRT calls follow the
+documented TensorRT 10/11 Python API (Builder, IBuilderConfig, IOptimizationProfile, OnnxParser, ITimingCache); the
+tests drive them through a recording fake of that API (tests/fakes) and type-check them against its stubs.
 """
 
 from __future__ import annotations

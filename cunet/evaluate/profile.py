@@ -6,7 +6,8 @@ an application sees, split by stage to show where time goes. Inputs are fixed-se
 `time.perf_counter_ns` with the garbage collector paused; on CUDA backends the device time of inference comes from
 CUDA events (summed over the chunks a batch larger than an engine's profile is split into). Device memory is this
 process's (NVML) where that can be known, else the change of the device's used memory since the model was opened;
-`device_memory_scope` says which. Peak host memory is the kernel's high-water mark (VmHWM), reset per batch size where Linux allows it.
+`device_memory_scope` says which. Peak host memory is the kernel's high-water mark (VmHWM), reset per batch size
+where Linux allows it.
 These machines are noisy: compare ratios measured in one run, never absolute times across runs.
 """
 

@@ -26,7 +26,6 @@ META = ModelMeta(task="face", num_landmarks=K, landmark_names=tuple(f"p{i}" for 
 
 def tiny_model(path: Path, batch: int | str = "N", seed: int = 0) -> Path:
     """A one-conv FP32 cunet model with a dynamic ("N") or static batch."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w = np.random.default_rng(seed).standard_normal((K, 3, 4, 4)).astype(np.float32) * 0.1
