@@ -22,7 +22,8 @@ ONNX, then each row runs the same 8 inputs and compares its heatmaps with ONNX R
 "rel. heatmap error" is max|h - h_ref| / max|h_ref| over the batch; the landmark column is the largest landmark
 difference in input pixels (decoded by the Predictor), reported, not checked (a random model's heatmaps can have
 near-ties). A row whose prerequisite is missing (no CUDA device, no onnxruntime-gpu, no TensorRT, no onnxslim for
-the export's simplification) is skipped with one line saying why; the script exits 0 unless a row that ran failed.
+the export's simplification) is skipped with one line saying why; without a CUDA device nothing is built and every
+row is skipped at once. The script exits 0 unless a row that ran failed.
 Writes one JSON and prints a table. Budget: well under 8 minutes on any CUDA GPU (tiny model, 20 timed runs/row).
 """
 
@@ -40,6 +41,8 @@ from typing import Any, Callable
 import numpy as np
 
 TINY = dict(layers=1, order=0, channels=16, growth=8, input_size=64, num_landmarks=68)
+ROWS = ("torch-cuda", "ort-cuda", "ort-trt", "trt-fp32", "trt-fp16", "trt-int8", "profile-device", "doctor-gpu",
+        "manifest-device")
 TOL = {"torch-cuda": 1e-3, "ort-cuda": 5e-3, "ort-trt": 5e-3, "trt-fp32": 1e-3, "trt-fp16": 2e-2, "trt-int8": 1.5e-1}
 
 
@@ -128,8 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="bench/results/gpu_check.json")
     ap.add_argument("--iters", type=int, default=20)
     args = ap.parse_args(argv)
-    rows: list[dict[str, Any]] = []
     started = time.perf_counter()
+    try:
+        _need_cuda()
+    except Skip as e:  # nothing can run: say so per row without building the model
+        return _finish([{"row": name, **_BLANK, "status": "skip", "why": str(e)} for name in ROWS], args.out, started)
+    return _finish(_run_rows(args.iters), args.out, started)
+
+
+def _run_rows(iters: int) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="cunet-gpu-check-") as tmp:
         work = Path(tmp)
         ckpt, onnx_path, calib = _make_models(work)
@@ -138,14 +149,14 @@ def main(argv: list[str] | None = None) -> int:
 
         with open_predictor(onnx_path, backend="ort-cpu") as p:
             x = p.preprocess(images)[0]  # the Predictor's own crops: the inputs every row sees
-        ref = _run(onnx_path, "ort-cpu", None, x, images, args.iters)
+        ref = _run(onnx_path, "ort-cpu", None, x, images, iters)
         rows.append({"row": "ort-cpu (reference)", "status": "ok", "provider": ref["provider"], "ms": ref["ms"],
                      "why": "", "rel_err": 0.0, "tolerance": None, "landmark_max_px": 0.0})
 
         def compare(name: str, make: Callable[[], tuple[Path, str, str | None]]) -> None:
             def go() -> dict[str, Any]:
                 path, backend, device = make()
-                got = _run(path, backend, device, x, images, args.iters)
+                got = _run(path, backend, device, x, images, iters)
                 err = float(np.abs(got["heatmaps"] - ref["heatmaps"]).max() / np.abs(ref["heatmaps"]).max())
                 px = float(np.abs(got["landmarks"] - ref["landmarks"]).max())
                 ok = err <= TOL[name]
@@ -194,11 +205,16 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"row": "profile-device", **_guard(lambda: _profile_row(ckpt))})
         rows.append({"row": "doctor-gpu", **_guard(_doctor_row)})
         rows.append({"row": "manifest-device", **_guard(_manifest_row)})
+    return rows
+
+
+def _finish(rows: list[dict[str, Any]], out_path: str, started: float) -> int:
     from cunet.evaluate.profile import environment
 
+    on_gpu = any(r["status"] != "skip" and r["row"] in ROWS for r in rows)
     doc = {"format": "cunet-gpu-check", "seconds": round(time.perf_counter() - started, 1), "rows": rows,
-           "environment": environment("cuda" if any(r["status"] != "skip" for r in rows[1:]) else "cpu")}
-    out = Path(args.out)
+           "environment": environment("cuda" if on_gpu else "cpu")}
+    out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     from cunet.io import write_json
 
@@ -208,8 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if any(r["status"] == "fail" for r in rows) else 0
 
 
+_BLANK: dict[str, Any] = {"provider": None, "ms": None, "rel_err": None, "tolerance": None, "landmark_max_px": None}
+
+
 def _guard(go: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    base = {"provider": None, "ms": None, "rel_err": None, "tolerance": None, "landmark_max_px": None}
+    base = dict(_BLANK)
     try:
         return {**base, **go()}
     except Skip as e:

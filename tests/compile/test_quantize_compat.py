@@ -55,6 +55,6 @@ def test_ranges_reach_a_quantize_static_without_calibration_cache_path(tmp_path,
     monkeypatch.setattr(q, "quantize_static", quantize_static_1_23)
     old = quantize_with_ranges(fp32, ranges, Recipe.TENSORRT, [])
     assert any(n.op_type == "QuantizeLinear" for n in old.graph.node)
-    assert onnx.helper.printable_graph(old.graph) == onnx.helper.printable_graph(new.graph)
+    assert onnx.printer.to_text(old.graph) == onnx.printer.to_text(new.graph)
     assert [numpy_helper.to_array(t).tolist() for t in old.graph.initializer] == \
         [numpy_helper.to_array(t).tolist() for t in new.graph.initializer]
