@@ -15,7 +15,7 @@ DEPLOY_BIN := $(DEPLOY_VENV)/bin
 DEPLOY_EXTRAS ?= cpu,dev
 DEPLOY_ARTIFACTS ?= build/deploy-artifacts
 
-.PHONY: demo test test-deploy install install-deploy clean
+.PHONY: demo test test-deploy install install-deploy clean typecheck gpu-check
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,8 @@ install-deploy: $(DEPLOY_BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/cunet demo --out cunet-demo
 
-# The full suite, then the deployment tests again without torch.
-test: $(BIN)/.installed
+# Type check of the GPU modules, the full suite, then the deployment tests again without torch.
+test: $(BIN)/.installed typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(MAKE) test-deploy
 
@@ -47,5 +47,26 @@ test-deploy: $(BIN)/.installed $(DEPLOY_BIN)/.installed
 	$(BIN)/python tests/deploy/make_artifacts.py $(DEPLOY_ARTIFACTS)
 	CUNET_DEPLOY_ARTIFACTS=$(abspath $(DEPLOY_ARTIFACTS)) $(DEPLOY_BIN)/python -m pytest $(PYTEST_ARGS) tests/deploy
 
+# The GPU modules type-checked against TensorRT's stubs (a renamed or removed TensorRT API fails here). Its own venv:
+# the stubs leave an importable `tensorrt` namespace that would make `cunet doctor` in .venv report TensorRT.
+TYPECHECK_VENV ?= .venv-typecheck
+$(TYPECHECK_VENV)/.installed:
+	$(PYTHON) -m venv $(TYPECHECK_VENV)
+	$(TYPECHECK_VENV)/bin/pip install --quiet mypy==2.4.1
+	$(TYPECHECK_VENV)/bin/pip install --quiet --no-deps --target $(TYPECHECK_VENV)/stubs tensorrt-stubs==10.13.0.35.1
+	@# The published stubs name parameters `in` and put one without a default after defaulted ones: syntax errors
+	@# to mypy. Rename / default those few so the file parses; nothing else in it changes.
+	$(TYPECHECK_VENV)/bin/python -c "import re, sys; p = sys.argv[1]; s = open(p).read(); \
+	s = re.sub(r'([(,] )in: ', r'\1in_: ', s).replace('channel_axis: int)', 'channel_axis: int = ...)'); \
+	open(p, 'w').write(s)" $(TYPECHECK_VENV)/stubs/tensorrt_bindings/tensorrt.pyi
+	touch $@
+
+typecheck: $(TYPECHECK_VENV)/.installed
+	MYPYPATH=$(TYPECHECK_VENV)/stubs $(TYPECHECK_VENV)/bin/mypy
+
+# On a machine with an NVIDIA GPU: engines, ORT GPU providers and torch CUDA side by side (bench/gpu_check.py).
+gpu-check:
+	PYTHONPATH=. $(PYTHON) bench/gpu_check.py
+
 clean:
-	rm -rf $(VENV) $(DEPLOY_VENV) build cunet-demo .pytest_cache
+	rm -rf $(VENV) $(DEPLOY_VENV) $(TYPECHECK_VENV) build cunet-demo .pytest_cache .mypy_cache

@@ -51,11 +51,6 @@ TORCH_GATES = {
     ("cunet.commands.summary", "cunet.model.summary"): "`summary VARIANT` calls require_torch",
     ("cunet.commands.summary", "cunet.model.config"): "likewise",
     ("cunet.commands.summary", "cunet.model.quant"): "likewise",
-    # CUDA-only paths, taken only after `cuda_device_available()`, which is False without torch today. The
-    # torch-free device layer (cunet/runtime/cuda.py) replaces these; drop each entry when its import goes.
-    ("cunet.runtime.manifest", "torch"): "device_info(), after cuda_device_available()",
-    ("cunet.evaluate.profile", "torch"): "_cuda_info/_device_memory_mb, on a CUDA provider only",
-    ("cunet.runtime.trt_backend", "torch"): "buffers and streams of an engine, after require_cuda()",
 }
 #: Modules whose torch imports are the fallback where torch is installed (the CUDA device layer).
 TORCH_FALLBACK = {"cunet.runtime.cuda"}

@@ -61,25 +61,26 @@ def _ort_providers(cuda: bool) -> dict[str, Any]:
     return {"installed": True, "version": ort.__version__, "providers": found}
 
 
-def _torch_info() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _torch_info() -> dict[str, Any]:
     try:
         import torch
     except ImportError:
-        return {"installed": False, "version": None, "device": None}, []
-    cuda = bool(torch.cuda.is_available())
-    gpus = []
-    for i in range(torch.cuda.device_count() if cuda else 0):
-        p = torch.cuda.get_device_properties(i)
-        gpus.append({"index": i, "name": p.name, "compute_capability": f"{p.major}.{p.minor}",
-                     "memory_mb": round(p.total_memory / 1e6)})
-    info = {
+        return {"installed": False, "version": None, "device": None}
+    return {
         "installed": True,
         "version": torch.__version__,
-        "device": "cuda" if cuda else "cpu",
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
         "cuda_build": torch.version.cuda,
         "threads": torch.get_num_threads(),
     }
-    return info, gpus
+
+
+def _gpus() -> list[dict[str, Any]]:
+    """Every visible CUDA device, asked through cunet's device layer (cuda-python, else torch): what engines use."""
+    from cunet.runtime import cuda
+
+    return [{"index": d.index, "name": d.name, "compute_capability": d.compute_capability,
+             "memory_mb": round(d.total_memory / 1e6)} for d in cuda.visible()]
 
 
 def _tensorrt_info(cuda: bool) -> dict[str, Any]:
@@ -117,7 +118,8 @@ def machine_report() -> dict[str, Any]:
     Returns:
         {"cunet", "python", "os", "cpu": {"model", "threads", "usable", "machine"}, "torch": {"installed",
         "version", "device", "cuda_build", "threads"}, "gpus": [{"index", "name", "compute_capability",
-        "memory_mb"}], "onnxruntime": {"installed", "version", "providers": [{"name", "loads", "detail"}]},
+        "memory_mb"}] (from cunet's CUDA device layer), "cuda_binding": "cuda-python" | "torch" | None,
+        "onnxruntime": {"installed", "version", "providers": [{"name", "loads", "detail"}]},
         "tensorrt": {"installed", "version", "detail"}, "backends": [cunet backend names this machine runs],
         "engines": {"can_build": bool, "reason": str | None}}.
     """
@@ -125,8 +127,10 @@ def machine_report() -> dict[str, Any]:
     from cunet.compile.tensorrt import unavailable_reason
     from cunet.runtime import available_backends
 
-    torch_info, gpus = _torch_info()
-    cuda = torch_info.get("device") == "cuda"
+    from cunet.runtime import cuda as device_layer
+
+    torch_info, gpus = _torch_info(), _gpus()
+    cuda = bool(gpus)
     ort = _ort_providers(cuda)
     loads = {p["name"] for p in ort["providers"] if p["loads"]}
     # available_backends lists what is offered; keep only ORT backends whose provider really loaded here.
@@ -146,6 +150,7 @@ def machine_report() -> dict[str, Any]:
         "cpu": _cpu_info(),
         "torch": torch_info,
         "gpus": gpus,
+        "cuda_binding": device_layer.driver_name(),
         "onnxruntime": ort,
         "tensorrt": trt,
         "backends": backends,
@@ -176,6 +181,7 @@ def doctor(as_json):
         ("CPU", f"{report['cpu']['model']} · {report['cpu']['usable']} of {report['cpu']['threads']} threads usable"),
         ("torch", f"{t['version']} · device {t['device']}" if t["installed"] else "not installed"),
     ]
+    rows.append(("CUDA binding", report["cuda_binding"] or "none (pip install 'cunet[gpu]' for cuda-python)"))
     rows += [(f"GPU {g['index']}", f"{g['name']} · compute capability {g['compute_capability']} · "
               f"{g['memory_mb']:,} MB") for g in report["gpus"]] or [("GPU", "none visible")]
     rows.append(("onnxruntime", o["version"] or "not installed"))

@@ -169,27 +169,61 @@ def prepare_fp32(model_path: str | os.PathLike, recipe: Recipe, out_path: str | 
 
 
 def quantize_with_ranges(fp32_path: Path, ranges, recipe: Recipe, exclude: list[str]):
-    """Quantize `fp32_path` with precomputed `Ranges` (handed to ORT as its calibration cache); returns a ModelProto."""
+    """Quantize `fp32_path` with precomputed `Ranges`; returns a ModelProto.
+
+    ONNX Runtime >= 1.32 takes the ranges as a calibration cache file (`calibration_cache_path`). Older releases
+    (the ones Jetson wheels ship; `pyproject` admits 1.18) have no such argument: there the ranges are handed over
+    by the calibrator `quantize_static` creates, which here collects nothing and returns them.
+    """
+    import inspect
+
     import onnx
     from onnxruntime.quantization import quantize_static
-    from onnxruntime.quantization.calibrate import save_tensors_data
 
     opts = _recipe_options(recipe)
     with tempfile.TemporaryDirectory(prefix="cunet-quant-") as tmp:
-        cache = os.path.join(tmp, "ranges.json")
-        save_tensors_data(ranges.to_tensors_data(), cache)
         out = os.path.join(tmp, "int8.onnx")
+        common = dict(nodes_to_exclude=list(exclude), calibrate_method=ranges.method.to_ort(), **opts)
         with _no_preprocess_advice():
-            quantize_static(
-                str(fp32_path),
-                out,
-                None,
-                nodes_to_exclude=list(exclude),
-                calibrate_method=ranges.method.to_ort(),
-                calibration_cache_path=cache,
-                **opts,
-            )
+            if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
+                from onnxruntime.quantization.calibrate import save_tensors_data
+
+                cache = os.path.join(tmp, "ranges.json")
+                save_tensors_data(ranges.to_tensors_data(), cache)
+                quantize_static(str(fp32_path), out, None, calibration_cache_path=cache, **common)
+            else:
+                with _precomputed_calibrator(ranges.to_tensors_data()):
+                    quantize_static(str(fp32_path), out, _NoData(), **common)
         return onnx.load(out)
+
+
+class _NoData:
+    """A calibration data reader with no batches (the ranges are already known)."""
+
+    def get_next(self):
+        return None
+
+
+@contextlib.contextmanager
+def _precomputed_calibrator(tensors_data):
+    # quantize_static (< 1.32) calls `create_calibrator` from its own module, then collect_data and compute_data.
+    import importlib
+
+    ort_quantize = importlib.import_module("onnxruntime.quantization.quantize")  # the module, not its function
+
+    class Known:
+        def collect_data(self, reader):
+            pass
+
+        def compute_data(self):
+            return tensors_data
+
+    saved = ort_quantize.create_calibrator
+    ort_quantize.create_calibrator = lambda *a, **k: Known()
+    try:
+        yield
+    finally:
+        ort_quantize.create_calibrator = saved
 
 
 class _PreprocessAdvice(logging.Filter):

@@ -11,9 +11,11 @@ Precision comes from the model, not from builder flags, wherever TensorRT allows
 One optimisation profile covers a dynamic batch (`--batch MIN:OPT:MAX`); the workspace pool can be limited and a
 timing cache reused across builds. Everything that can be checked without a GPU is checked first (the model's
 metadata and type, the Q/DQ rules for INT8, the batch profile); TensorRT is imported only after a CUDA device was
-seen, because without one it can abort the process instead of raising. The TensorRT calls follow the documented
-TensorRT 10/11 Python API (Builder, IBuilderConfig, IOptimizationProfile, OnnxParser, ITimingCache) and have not run
-on this project's GPU-less machines.
+seen, because without one it can abort the process instead of raising, and after the requested device was made
+current (TensorRT builds on the current device). FP32 engines are built with TF32 off. Every TensorRT call that
+reports failure by a return value (-1, False, None) is checked and becomes one line. The TensorRT calls follow the
+documented TensorRT 10/11 Python API (Builder, IBuilderConfig, IOptimizationProfile, OnnxParser, ITimingCache); the
+tests drive them through a recording fake of that API (tests/fakes) and type-check them against its stubs.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -34,6 +36,9 @@ from cunet.io import sha256_file, write_bytes
 from cunet.runtime.base import cuda_device_available
 from cunet.runtime.manifest import DeviceInfo, EngineManifest, write_manifest
 from cunet.runtime.meta import PRECISIONS, ModelMeta, meta_from_onnx_proto, write_onnx_meta
+
+if TYPE_CHECKING:
+    import tensorrt as trt
 
 __all__ = [
     "BatchProfile",
@@ -220,6 +225,8 @@ def build_manifest(
     builder_flags: tuple[str, ...] = (),
     workspace_mb: int | None = None,
     input_name: str = "image",
+    tf32: bool | None = None,
+    dla_core: int | None = None,
 ) -> EngineManifest:
     """The manifest of an engine file already on disk (hashes of the engine and its source, the shapes, the device).
 
@@ -228,6 +235,7 @@ def build_manifest(
         meta: the source's metadata (its precision is replaced by `precision`).
         precision, batch, device, strongly_typed, builder_flags, workspace_mb: how it was built.
         input_name: the network input the profile applies to.
+        tf32: whether TF32 was allowed for float tensors (None: not recorded); dla_core: the DLA core, else None.
     """
     return EngineManifest(
         engine=Path(engine_path).name,
@@ -245,6 +253,8 @@ def build_manifest(
         source_sha256=sha256_file(source_path),
         calibration_sha256=calibration_sha256(source_proto) if precision == "int8" else None,
         meta=dataclasses.replace(meta, precision=precision),
+        tf32=tf32,
+        dla_core=dla_core,
     )
 
 
@@ -256,33 +266,45 @@ def compile_engine(
     workspace_mb: int | None = None,
     timing_cache: str | os.PathLike | None = None,
     device: int = 0,
+    dla_core: int | None = None,
 ) -> EngineManifest:
     """Build a TensorRT engine from a cunet ONNX model and write it with its manifest (both atomically).
 
     Args:
         onnx_path: FP32 export, FP16-typed model, or Q/DQ INT8 model (`--recipe tensorrt`).
         out_path: the `.engine` file; the manifest goes to `<out_path>.manifest.json`.
-        precision: "fp32", "fp16" or "int8" (must agree with the model, see `inspect_source`).
-        batch: the dynamic-batch profile, `BatchProfile` or "MIN:OPT:MAX".
+        precision: "fp32", "fp16" or "int8" (must agree with the model, see `inspect_source`). FP32 engines are
+            built with TF32 off (TensorRT allows TF32 for float tensors by default, which is not FP32 accuracy).
+        batch: the dynamic-batch profile, `BatchProfile` or "MIN:OPT:MAX"; a model with a static batch dimension
+            takes exactly that batch.
         workspace_mb: limit of TensorRT's workspace memory pool (None: TensorRT's default, the device memory).
         timing_cache: a timing cache file, read if present and rewritten after the build (speeds up rebuilds on the
-            same GPU and TensorRT version).
-        device: CUDA device index.
+            same GPU and TensorRT version); a cache TensorRT rejects as made elsewhere is refused before the build.
+        device: CUDA device index; it is made current before TensorRT is created, and its GPU goes in the manifest.
+        dla_core: build for this DLA core (Jetson), with layers the DLA cannot run falling back to the GPU; FP16 or
+            INT8 only (the DLA has no FP32).
 
     Returns:
         The written `EngineManifest`.
 
     Raises:
         CunetError: a model that cannot be built at `precision`, no TensorRT or no CUDA device (one line, checked
-            before TensorRT is imported), a TensorRT version below 10, ONNX parser errors, a failed build.
+            before TensorRT is imported), no such device, a TensorRT version below 10, no such DLA core, ONNX parser
+            errors, a batch profile the model's static batch contradicts, a rejected timing cache, a failed build.
     """
     profile = batch if isinstance(batch, BatchProfile) else BatchProfile.parse(batch)
     if workspace_mb is not None and workspace_mb < 1:
         raise CunetError(f"workspace must be at least 1 MB, got {workspace_mb}")
+    if dla_core is not None and (dla_core < 0 or precision == "fp32"):
+        raise CunetError(f"--dla {dla_core}: needs a core index >= 0 and --precision fp16 or int8 (the DLA has no "
+                         "FP32)")
     proto, meta, kind = inspect_source(onnx_path, precision)
     reason = unavailable_reason()
     if reason:
         raise CunetError(f"cannot build a TensorRT engine on this machine: {reason}")
+    from cunet.runtime import cuda
+
+    cuda.select(device)  # TensorRT builds on the current device: make it the one the manifest will name
     import tensorrt as trt
 
     from cunet.runtime.manifest import current_device
@@ -290,6 +312,7 @@ def compile_engine(
     major = int(trt.__version__.split(".")[0])
     if major < 10:
         raise CunetError(f"TensorRT {trt.__version__} is too old; cunet builds engines with TensorRT 10 or 11")
+    running = current_device(trt.__version__, device)
     with tempfile.TemporaryDirectory(prefix="cunet-trt-") as tmp:
         model_bytes = Path(onnx_path).read_bytes()
         flags: tuple[str, ...] = ()
@@ -298,43 +321,91 @@ def compile_engine(
                 model_bytes = to_fp16_onnx(onnx_path, Path(tmp) / "fp16.onnx").read_bytes()
             else:
                 flags = ("FP16",)
-        serialized, input_name = _build(trt, model_bytes, profile, flags, workspace_mb, timing_cache, str(onnx_path))
+        build = _Build(profile, flags, workspace_mb, tf32=precision != "fp32", dla_core=dla_core,
+                       where=str(onnx_path), input_size=meta.input_size)
+        serialized, cache = build.run(model_bytes, timing_cache)
     write_bytes(out_path, serialized)
-    manifest = build_manifest(out_path, onnx_path, proto, meta, precision, profile,
-                              current_device(trt.__version__, device), strongly_typed=not flags,
-                              builder_flags=flags, workspace_mb=workspace_mb, input_name=input_name)
+    manifest = build_manifest(out_path, onnx_path, proto, meta, precision, build.profile, running,
+                              strongly_typed=not flags, builder_flags=flags, workspace_mb=workspace_mb,
+                              input_name=build.input_name, tf32=build.tf32, dla_core=dla_core)
     write_manifest(out_path, manifest)
+    if timing_cache is not None and cache is not None:
+        write_bytes(timing_cache, cache)
     return manifest
 
 
-def _build(trt: Any, model: bytes, profile: BatchProfile, flags: tuple[str, ...], workspace_mb: int | None,
-           timing_cache: str | os.PathLike | None, where: str) -> tuple[bytes, str]:
-    # Documented TensorRT 10/11 Python API only; STRONGLY_TYPED is ignored (always on) by TensorRT 11.
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    creation = 0 if flags else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(creation)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(model):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise CunetError(f"{where}: TensorRT's ONNX parser rejected the model: {errors[:300]}")
-    config = builder.create_builder_config()
-    for flag in flags:
-        config.set_flag(getattr(trt.BuilderFlag, flag))
-    if workspace_mb is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
-    input_name = network.get_input(0).name
-    _, c, h, w = network.get_input(0).shape
-    opt = builder.create_optimization_profile()
-    opt.set_shape(input_name, (profile.min, c, h, w), (profile.opt, c, h, w), (profile.max, c, h, w))
-    config.add_optimization_profile(opt)
-    cache_path = Path(timing_cache) if timing_cache is not None else None
-    if cache_path is not None:
-        cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise CunetError(f"{where}: TensorRT could not build an engine (its log above says why)")
-    if cache_path is not None:
-        write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
-    return bytes(serialized), input_name
+class _Build:
+    """One engine build with the documented TensorRT 10/11 Python API; `run` returns (engine bytes, timing cache
+    bytes or None). STRONGLY_TYPED is requested on both versions (TensorRT 11 ignores it: always on). The TensorRT
+    objects are typed (`make typecheck` checks these calls against the tensorrt-stubs of the 10.x binding)."""
+
+    def __init__(self, profile: BatchProfile, flags: tuple[str, ...], workspace_mb: int | None, tf32: bool,
+                 dla_core: int | None, where: str, input_size: int) -> None:
+        self.profile, self.flags, self.workspace_mb = profile, flags, workspace_mb
+        self.tf32, self.dla_core, self.where, self.input_size = tf32, dla_core, where, input_size
+        self.input_name = "image"
+
+    def run(self, model: bytes, timing_cache: str | os.PathLike | None) -> tuple[bytes, bytes | None]:
+        import tensorrt as trt
+
+        where = self.where
+        logger = trt.Logger(trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+        if self.dla_core is not None:
+            cores = int(builder.num_DLA_cores)
+            if not 0 <= self.dla_core < cores:
+                have = "has no DLA" if cores == 0 else f"has DLA cores 0..{cores - 1}"
+                raise CunetError(f"--dla {self.dla_core}: this device {have} (DLA cores exist on Jetson AGX/NX)")
+        creation = 0 if self.flags else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        network = builder.create_network(creation)
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse(model):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise CunetError(f"{where}: TensorRT's ONNX parser rejected the model: {errors[:300]}")
+        config = builder.create_builder_config()
+        for flag in self.flags:
+            config.set_flag(getattr(trt.BuilderFlag, flag))
+        if not self.tf32:
+            config.clear_flag(trt.BuilderFlag.TF32)
+        if self.workspace_mb is not None:
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace_mb << 20)
+        if self.dla_core is not None:
+            config.default_device_type = trt.DeviceType.DLA
+            config.DLA_core = self.dla_core
+            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        self._add_profile(builder, network, config)
+        cache_path = Path(timing_cache) if timing_cache is not None else None
+        if cache_path is not None:
+            cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+            if not config.set_timing_cache(cache, ignore_mismatch=False):
+                raise CunetError(f"{cache_path}: TensorRT rejects this timing cache (made on another GPU or TensorRT "
+                                 "version); pass another --timing-cache file")
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise CunetError(f"{where}: TensorRT could not build an engine (its log above says why)")
+        cache_bytes = None
+        if cache_path is not None:
+            done = config.get_timing_cache()
+            cache_bytes = None if done is None else bytes(done.serialize())
+        return bytes(serialized), cache_bytes
+
+    def _add_profile(self, builder: "trt.Builder", network: "trt.INetworkDefinition",
+                     config: "trt.IBuilderConfig") -> None:
+        import tensorrt as trt
+
+        tensor = network.get_input(0)
+        self.input_name = tensor.name
+        n, c, h, w = (int(d) for d in tensor.shape[:])  # Dims: tuple-like, a slice is a tuple
+        c, h, w = (c if c > 0 else 3), (h if h > 0 else self.input_size), (w if w > 0 else self.input_size)
+        p = self.profile
+        if n > 0 and (p.min, p.opt, p.max) != (n, n, n):
+            raise CunetError(f"{self.where}: the model's batch dimension is fixed at {n}, so --batch {p} cannot "
+                             f"be built; use --batch {n} or export with a dynamic batch")
+        opt = builder.create_optimization_profile()
+        try:
+            opt.set_shape(self.input_name, *(trt.Dims([b, c, h, w]) for b in (p.min, p.opt, p.max)))
+        except (ValueError, RuntimeError) as e:  # the binding raises on inconsistent shapes
+            raise CunetError(f"{self.where}: TensorRT rejects the batch profile {p} for input "
+                             f"{self.input_name!r} [{n}, {c}, {h}, {w}]: {e}") from e
+        if config.add_optimization_profile(opt) < 0:
+            raise CunetError(f"{self.where}: TensorRT rejects the batch profile {p} for input {self.input_name!r}")

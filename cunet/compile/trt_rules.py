@@ -2,7 +2,8 @@
 
 TensorRT 11 has no implicit INT8: it builds what the Q/DQ nodes say, and rejects or silently mis-builds the rest.
 A model is TensorRT-ready when every QuantizeLinear/DequantizeLinear is int8 with zero point 0, weights (initializer
-DQs feeding Conv) are quantized per channel on axis 0, no bias is quantized to int32, and the graph has no
+DQs feeding Conv) are quantized per channel on the output-channel axis (0 for Conv, 1 for ConvTranspose), every
+scale is positive, activations have one scale per tensor, no bias is quantized to int32, and the graph has no
 ONNX Runtime-specific integer operators (QLinear*, ConvInteger, MatMulInteger). Unequal scales at a Concat's
 inputs are legal but cost TensorRT a requantization, so they are a warning, not a violation.
 """
@@ -79,6 +80,13 @@ def check_trt_model(model) -> list[Violation]:
         zp = tensor(zp_name) if zp_name else None
         if zp is not None and np.any(zp != 0):
             out.append(Violation("zero-point", n.name, f"{n.op_type} has nonzero zero point(s); TensorRT needs 0"))
+        scale = tensor(n.input[1]) if len(n.input) > 1 else None
+        if scale is not None and not np.all(np.isfinite(scale) & (scale > 0)):
+            out.append(Violation("scale", n.name, f"{n.op_type} has zero, negative or non-finite scale(s); TensorRT "
+                                 "needs positive ones"))
+        if n.input[0] not in inits and scale is not None and scale.size > 1:
+            out.append(Violation("per-tensor-activation", n.name, f"{n.op_type} quantizes an activation per channel "
+                                 f"({scale.size} scales); TensorRT needs one scale per activation tensor"))
         if n.op_type != "DequantizeLinear" or n.input[0] not in inits:
             continue
         w = inits[n.input[0]]
@@ -87,12 +95,16 @@ def check_trt_model(model) -> list[Violation]:
             continue
         for c in consumers.get(n.output[0], []):
             if c.op_type in ("Conv", "ConvTranspose") and c.input[1] == n.output[0]:
-                scale = tensor(n.input[1])
+                # Weights are [out, in, ...] for Conv but [in, out/groups, ...] for ConvTranspose: the output
+                # channel axis, the one TensorRT and ONNX Runtime quantize per channel, is 0 resp. 1.
+                want = 0 if c.op_type == "Conv" else 1
                 axis = _attr(n, "axis", 1)
                 if scale is None or scale.size <= 1:
-                    out.append(Violation("per-channel", n.name, "Conv weight is per-tensor; use per-channel on axis 0"))
-                elif axis != 0:
-                    out.append(Violation("per-channel", n.name, f"Conv weight scales are on axis {axis}; need axis 0"))
+                    out.append(Violation("per-channel", n.name,
+                                         f"{c.op_type} weight is per-tensor; use per-channel on axis {want}"))
+                elif axis != want:
+                    out.append(Violation("per-channel", n.name,
+                                         f"{c.op_type} weight scales are on axis {axis}; need axis {want}"))
     for n in g.node:
         if n.op_type != "Concat":
             continue

@@ -4,7 +4,10 @@ The timed path is the Predictor's own (`preprocess` → `predict_heatmaps` → `
 an application sees, split by stage to show where time goes. Inputs are fixed-seed random 640x480 BGR frames
 (preprocessing cost depends on the frame size, inference and decoding do not depend on content). Timing uses
 `time.perf_counter_ns` with the garbage collector paused; on CUDA backends the device time of inference comes from
-CUDA events. Peak host memory is the kernel's high-water mark (VmHWM), reset per batch size where Linux allows it.
+CUDA events (summed over the chunks a batch larger than an engine's profile is split into). Device memory is this
+process's (NVML) where that can be known, else the change of the device's used memory since the model was opened;
+`device_memory_scope` says which. Peak host memory is the kernel's high-water mark (VmHWM), reset per batch size
+where Linux allows it.
 These machines are noisy: compare ratios measured in one run, never absolute times across runs.
 """
 
@@ -124,20 +127,40 @@ def environment(device: str = "cpu") -> dict[str, Any]:
     }
 
 
-def _cuda_info(provider: str | None) -> tuple[str, bool]:
+def _cuda_index(device: str | None) -> int | None:
+    """The CUDA device a run uses (None: a CPU run, or no CUDA device visible)."""
+    from cunet.runtime import cuda
+
+    if device == "cpu" or not cuda.available():
+        return None
+    return cuda.device_index(device)
+
+
+def _cuda_info(provider: str | None, index: int | None) -> tuple[str, bool]:
     on_cuda = provider is not None and ("cuda" in provider.lower() or "tensorrt" in provider.lower())
-    if not on_cuda:
+    if not on_cuda or index is None:
         return "cpu", False
-    import torch
+    from cunet.runtime import cuda
 
-    return f"cuda ({torch.cuda.get_device_name()})", True
+    return f"cuda:{index} ({cuda.properties(index).name})", True
 
 
-def _device_memory_mb() -> float:
-    import torch
+def _device_used(index: int) -> int:
+    from cunet.runtime import cuda
 
-    free, total = torch.cuda.mem_get_info()
-    return (total - free) / 1e6
+    free, total = cuda.memory_info(index)
+    return total - free
+
+
+def _device_memory(index: int, baseline_used: int) -> tuple[float, str]:
+    """This process's device memory in MB and how it was measured: NVML's per-process figure where available, else
+    the change of the device's used memory since before the model was opened (other processes' changes included)."""
+    from cunet.runtime import cuda
+
+    own = cuda.process_memory(index)
+    if own is not None:
+        return own / 1e6, "this process (NVML)"
+    return (_device_used(index) - baseline_used) / 1e6, "change of the device's used memory since open"
 
 
 def profile(
@@ -166,8 +189,9 @@ def profile(
 
     Returns:
         {"model", "model_bytes", "format", "task", "precision", "input_size", "num_landmarks", "backend",
-        "provider", "threads", "warmup", "iters", "image_size", "results": [{"batch", "latency_ms": {stage: stats},
-        "device_inference_ms": stats | None, "throughput_ips", "peak_rss_mb", "peak_rss_reset", "device_memory_mb"}],
+        "provider", "provider_note", "threads", "warmup", "iters", "image_size", "results": [{"batch",
+        "latency_ms": {stage: stats}, "device_inference_ms": stats | None, "throughput_ips", "peak_rss_mb",
+        "peak_rss_reset", "device_memory_mb", "device_memory_scope"}],
         "environment"}, where stage is total / preprocess / inference / decode and stats has p50, p90, p99, mean,
         std, min, max in milliseconds.
     """
@@ -180,8 +204,10 @@ def profile(
     path = Path(model_path)
     rng = np.random.default_rng(seed)
     results = []
+    index = _cuda_index(device)
+    baseline = _device_used(index) if index is not None else 0
     with open_predictor(path, backend=backend, threads=threads, device=device) as p:
-        device_name, on_cuda = _cuda_info(p.provider)
+        device_name, on_cuda = _cuda_info(p.provider, index)
         for b in (int(v) for v in batch_sizes):
             images = [rng.integers(0, 256, (*image_size, 3), dtype=np.uint8) for _ in range(b)]
             for _ in range(warmup):
@@ -206,6 +232,7 @@ def profile(
             finally:
                 gc.enable()
             latency = {stage: latency_stats(times[:, j]) for j, stage in enumerate(STAGES)}
+            memory, scope = _device_memory(index, baseline) if on_cuda and index is not None else (None, None)
             results.append(
                 {
                     "batch": b,
@@ -214,7 +241,8 @@ def profile(
                     "throughput_ips": b * 1000.0 / latency["total"]["mean"],
                     "peak_rss_mb": peak_rss_mb(),
                     "peak_rss_reset": reset,
-                    "device_memory_mb": _device_memory_mb() if on_cuda else None,
+                    "device_memory_mb": memory,
+                    "device_memory_scope": scope,
                 }
             )
         return {
@@ -227,6 +255,7 @@ def profile(
             "num_landmarks": p.meta.num_landmarks,
             "backend": p.backend,
             "provider": p.provider,
+            "provider_note": p.note,
             "threads": threads,
             "warmup": warmup,
             "iters": iters,

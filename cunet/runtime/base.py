@@ -17,13 +17,11 @@ BACKENDS = ("torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt")
 
 
 def cuda_device_available() -> bool:
-    """True when a CUDA device is visible to torch. TensorRT must never be touched when this is False: without a
-    device it can abort the process instead of raising."""
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
+    """True when a CUDA device is visible (asked through `cunet.runtime.cuda`: cuda-python, else torch). TensorRT
+    must never be touched when this is False: without a device it can abort the process instead of raising."""
+    from cunet.runtime import cuda
+
+    return cuda.available()
 
 
 class Backend(ABC):

@@ -63,19 +63,18 @@ class DeviceInfo:
 
 
 def current_device(tensorrt_version: str, device: int = 0) -> DeviceInfo:
-    """The running machine's `DeviceInfo` for CUDA device `device` (asks torch, which is safe without a GPU).
+    """The running machine's `DeviceInfo` for CUDA device `device` (asked through `cunet.runtime.cuda`, which is
+    safe without a GPU).
 
     Raises:
-        CunetError: no CUDA device is visible.
+        CunetError: no CUDA device is visible, or none with that index.
     """
-    from cunet.runtime.base import cuda_device_available
+    from cunet.runtime import cuda
 
-    if not cuda_device_available():
+    if not cuda.available():
         raise CunetError("no CUDA device is visible on this machine; TensorRT engines need one")
-    import torch
-
-    major, minor = torch.cuda.get_device_capability(device)
-    return DeviceInfo(str(tensorrt_version), torch.cuda.get_device_name(device), f"{major}.{minor}")
+    props = cuda.properties(device)
+    return DeviceInfo(str(tensorrt_version), props.name, props.compute_capability)
 
 
 @dataclass(frozen=True)
@@ -95,6 +94,8 @@ class EngineManifest:
         calibration_sha256: for INT8, a hash of the Q/DQ scales and zero points the model carries (which
             calibration it embodies, independent of the weights); None otherwise.
         cunet_version: the cunet that built it.
+        tf32: whether TensorRT could use TF32 for float tensors (False for FP32 engines; None: not recorded).
+        dla_core: the DLA core the engine runs on (Jetson, `cunet compile --dla`), None for GPU-only engines.
         meta: the model metadata (`ModelMeta`), stored under the "cunet" key.
     """
 
@@ -114,6 +115,8 @@ class EngineManifest:
     workspace_mb: int | None = None
     calibration_sha256: str | None = None
     cunet_version: str = cunet.__version__
+    tf32: bool | None = None
+    dla_core: int | None = None
 
     def __post_init__(self) -> None:
         # A hand-edited or damaged manifest must fail here as one line, not later inside a comparison or a slice.
@@ -126,6 +129,10 @@ class EngineManifest:
             bad.append("strongly_typed")
         if not (self.workspace_mb is None or (type(self.workspace_mb) is int and self.workspace_mb >= 1)):
             bad.append("workspace_mb")
+        if not (self.tf32 is None or isinstance(self.tf32, bool)):
+            bad.append("tf32")
+        if not (self.dla_core is None or (type(self.dla_core) is int and self.dla_core >= 0)):
+            bad.append("dla_core")
         if bad:
             raise CunetError(f"invalid engine manifest: wrong type or value for {', '.join(bad)}")
         if self.precision not in PRECISIONS:

@@ -4,10 +4,18 @@ ONNX Runtime silently falls back to the CPU provider when a GPU provider cannot 
 cuDNN libraries). A benchmark that asked for CUDA and measured the CPU would be a lie, so after the session exists
 its real providers are compared with the request: an explicit backend that did not get its provider is an error,
 "auto" records what it got in `provider`.
+
+The TensorRT provider builds an engine when a session opens; its engine and timing caches live in the user's cache
+folder (`$XDG_CACHE_HOME/cunet/ort-trt/<model sha256>-<device>/`, never beside the model), so the next session on
+the same model and device loads instead of rebuilding. It is never handed a model its ONNX parser rejects: a
+`--recipe cpu` INT8 model (uint8, nonzero zero points) or, with TensorRT 11, an onnxruntime older than 1.27 (the
+first whose provider links TensorRT 11). "auto" then falls back to CUDA and says why in `note`; "ort-trt" refuses.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +23,8 @@ import numpy as np
 from cunet.errors import CunetError
 from cunet.runtime.base import Backend
 
-__all__ = ["OrtBackend", "ORT_PROVIDERS", "LOWBIT_CPU_CONFIG", "ort_available_providers"]
+__all__ = ["OrtBackend", "ORT_PROVIDERS", "LOWBIT_CPU_CONFIG", "ort_available_providers", "trt_cache_dir",
+           "trt_provider_problem"]
 
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 #: backend name → provider chain, the first one being the one asked for.
@@ -38,6 +47,48 @@ def ort_available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
+def _dist_version(*names: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in names:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def _major_minor(text: str | None) -> tuple[int, int] | None:
+    m = re.match(r"(\d+)\.(\d+)", text or "")
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def trt_provider_problem(recipe: str | None) -> str | None:
+    """Why ONNX Runtime's TensorRT provider must not get this model here, or None. Never imports TensorRT."""
+    if recipe == "cpu":
+        return ("an INT8 model of --recipe cpu (uint8, nonzero zero points) is rejected by TensorRT's ONNX parser; "
+                "quantize with --recipe tensorrt for TensorRT")
+    trt = _major_minor(_dist_version("tensorrt", "tensorrt-cu13", "tensorrt-cu12"))
+    ort = _major_minor(_dist_version("onnxruntime-gpu", "onnxruntime"))
+    if trt is not None and ort is not None and trt[0] >= 11 and ort < (1, 27):
+        return (f"TensorRT {trt[0]}.{trt[1]} needs onnxruntime-gpu >= 1.27 for its provider, this is "
+                f"{ort[0]}.{ort[1]}")
+    return None
+
+
+def trt_cache_dir(model_sha256: str, device_id: int) -> Path:
+    """The TensorRT provider's engine/timing cache folder for one model on one device (user cache, not the model's
+    folder): `$XDG_CACHE_HOME/cunet/ort-trt/<sha256[:16]>-<device>` (`~/.cache` when XDG_CACHE_HOME is unset); the
+    device part is the GPU's name where a CUDA device is visible, so two GPU models never share engines."""
+    from cunet.runtime import cuda
+
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    device = f"cuda{device_id}"
+    if cuda.available():
+        device += "-" + re.sub(r"[^A-Za-z0-9]+", "-", cuda.properties(device_id).name).strip("-").lower()
+    return base / "cunet" / "ort-trt" / f"{model_sha256[:16]}-{device}"
+
+
 class OrtBackend(Backend):
     """An `onnxruntime.InferenceSession` on the providers of `backend`.
 
@@ -50,17 +101,28 @@ class OrtBackend(Backend):
             Q/DQ or half-precision layers in those types.
         lowbit: the model is a low-bit export (metadata `quant`): on the CPU provider the session uses
             `LOWBIT_CPU_CONFIG`.
+        recipe: the model's INT8 recipe from its metadata ("tensorrt", "cpu" or None).
+
+    Attributes:
+        note: why "auto" skipped a provider it could have used (None when it skipped none).
     """
+
+    note: str | None = None
 
     def __init__(
         self, path: Path, backend: str = "auto", threads: int | None = None, device_id: int = 0, precision: str = "fp32",
-        lowbit: bool = False,
+        lowbit: bool = False, recipe: str | None = None,
     ) -> None:
         available = ort_available_providers()
         if not available:
             raise CunetError(f"{path}: onnxruntime is not installed (pip install 'cunet[cpu]' or 'cunet[gpu]')")
+        trt_problem = trt_provider_problem(recipe) if TRT in available else None
+        if backend == "ort-trt" and trt_problem:
+            raise CunetError(f"{path}: backend ort-trt: {trt_problem}")
         if backend == "auto":
-            chain = tuple(p for p in ORT_PROVIDERS["ort-trt"] if p in available)
+            chain = tuple(p for p in ORT_PROVIDERS["ort-trt"] if p in available and not (p == TRT and trt_problem))
+            if trt_problem:
+                self.note = f"skipped the TensorRT provider: {trt_problem}"
         elif backend in ORT_PROVIDERS:
             chain = ORT_PROVIDERS[backend]
             if chain[0] not in available:
@@ -84,16 +146,18 @@ class OrtBackend(Backend):
         out: list[tuple[str, dict]] = []
         for p in self._chain:
             if p == TRT:
-                out.append(
-                    (
-                        p,
-                        {
-                            "device_id": self._device_id,
-                            "trt_int8_enable": self._precision == "int8",
-                            "trt_fp16_enable": self._precision == "fp16",
-                        },
-                    )
-                )
+                from cunet.runtime.manifest import sha256_file
+
+                cache = str(trt_cache_dir(sha256_file(self._path), self._device_id))
+                out.append((p, {
+                    "device_id": self._device_id,
+                    "trt_int8_enable": self._precision == "int8",
+                    "trt_fp16_enable": self._precision == "fp16",
+                    "trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": cache,
+                    "trt_timing_cache_enable": True,
+                    "trt_timing_cache_path": cache,
+                }))
             elif p == CUDA:
                 out.append((p, {"device_id": self._device_id}))
             else:
@@ -114,6 +178,9 @@ class OrtBackend(Backend):
             for key, value in LOWBIT_CPU_CONFIG.items():
                 opts.add_session_config_entry(key, value)
         chain = self._provider_options()
+        for _, options in chain:
+            if "trt_engine_cache_path" in options:
+                Path(options["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
         try:
             session = ort.InferenceSession(
                 str(self._path), opts, providers=[p for p, _ in chain], provider_options=[o for _, o in chain]

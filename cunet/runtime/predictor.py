@@ -62,6 +62,7 @@ class Predictor:
         self.decode_method = decode_method
         self._backend = backend
         self._open = False
+        self._device_ms: float | None = None
 
     @property
     def backend(self) -> str:
@@ -73,9 +74,15 @@ class Predictor:
         return self._backend.provider
 
     @property
+    def note(self) -> str | None:
+        """Why the backend skipped a provider "auto" could have used (ONNX Runtime), else None."""
+        return getattr(self._backend, "note", None)
+
+    @property
     def device_ms(self) -> float | None:
-        """Device time of the last backend call measured with CUDA events (None on CPU backends)."""
-        return self._backend.device_ms
+        """Device time of the last `predict_heatmaps` measured with CUDA events, summed over every chunk a large
+        batch was split into (None on CPU backends)."""
+        return self._device_ms
 
     def open(self) -> "Predictor":
         """Allocate the backend (session, engine, device memory). Idempotent."""
@@ -136,10 +143,12 @@ class Predictor:
         if x.ndim != 4 or x.shape[1:] != (3, s, s):
             raise CunetError(f"{self.path}: input must be [N, 3, {s}, {s}], got {list(x.shape)}")
         step = self._backend.max_batch or max(len(x), 1)
-        if len(x) <= step:
-            out = self._backend.infer(x)
-        else:
-            out = np.concatenate([self._backend.infer(x[i : i + step]) for i in range(0, len(x), step)])
+        chunks, device_ms = [], []
+        for i in range(0, max(len(x), 1), step):
+            chunks.append(self._backend.infer(x[i : i + step]))
+            device_ms.append(self._backend.device_ms)
+        out = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        self._device_ms = None if None in device_ms else float(sum(device_ms))  # type: ignore[arg-type]
         k, h = self.meta.num_landmarks, self.meta.heatmap_size
         if out.shape != (len(x), k, h, h):
             # Decoding garbage would give confident wrong landmarks (or crash later with a numpy error).
@@ -240,7 +249,8 @@ def open_predictor(
 
         meta = read_onnx_meta(path)
         device_id = _cuda_index(device) if backend != "ort-cpu" else 0
-        ort_backend = OrtBackend(path, backend, threads, device_id, meta.precision, lowbit=meta.quant is not None)
+        ort_backend = OrtBackend(path, backend, threads, device_id, meta.precision, lowbit=meta.quant is not None,
+                                 recipe=meta.recipe)
         return Predictor(path, meta, ort_backend, decode_method)
     if suffix in ENGINE_SUFFIXES:
         if backend not in ("auto", "tensorrt"):

@@ -72,3 +72,45 @@ def test_unequal_concat_scales_warn_but_do_not_fail():
     assert rules(model) == set()
     assert rules(model, "warning") == {"concat-scales"}
     assert rules(_graph(concat_scales=0.05), "warning") == set()
+
+
+def _conv_transpose(w_axis: int):
+    """x → Q/DQ → ConvTranspose with int8 weights [in=3, out=2, 1, 1] quantized per channel on `w_axis`."""
+    n_scales = 3 if w_axis == 0 else 2
+    inits = [
+        numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+        numpy_helper.from_array(np.array(0, np.int8), "zp"),
+        numpy_helper.from_array(np.ones((3, 2, 1, 1), np.int8), "w_q"),
+        numpy_helper.from_array(np.full(n_scales, 0.1, np.float32), "w_s"),
+        numpy_helper.from_array(np.zeros(n_scales, np.int8), "w_zp"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"], name="q"),
+        helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["xd"], name="dq"),
+        helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_zp"], ["w"], name="wdq", axis=w_axis),
+        helper.make_node("ConvTranspose", ["xd", "w"], ["y"], name="deconv"),
+    ]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)])
+
+
+def test_conv_transpose_weights_per_channel_on_axis_1():
+    # Defect 5: ConvTranspose weights are [in, out/groups, kH, kW]; TensorRT and ONNX Runtime quantize them per
+    # output channel, axis 1. The checker wanted axis 0 there, as for Conv.
+    assert rules(_conv_transpose(w_axis=1)) == set()
+    assert [v.message for v in check_trt_model(_conv_transpose(w_axis=0))] == [
+        "ConvTranspose weight scales are on axis 0; need axis 1"]
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, float("inf")])
+def test_scales_must_be_positive(bad):
+    assert "scale" in rules(_graph(w_scale=(0.1, bad)))
+
+
+def test_activation_scales_are_per_tensor():
+    model = _graph()
+    scale = next(i for i in model.graph.initializer if i.name == "s")
+    scale.CopyFrom(numpy_helper.from_array(np.array([0.05, 0.05, 0.05], np.float32), "s"))
+    assert "per-tensor-activation" in rules(model)
+    assert "per-tensor-activation" not in rules(_graph())
