@@ -111,7 +111,7 @@ def _read_mat(path: Path) -> dict[str, np.ndarray]:
 
     try:
         mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False)
-    except (ValueError, TypeError, OSError, NotImplementedError) as e:  # scipy's errors for foreign/damaged files
+    except Exception as e:  # scipy raises many types (IndexError, ValueError, ...) for foreign or damaged files
         first = (str(e).strip().splitlines() or ["no detail"])[0][:120]
         raise CunetError(f"{path}: not a readable MATLAB file ({type(e).__name__}: {first})") from e
     if "bounding_boxes" not in mat:
