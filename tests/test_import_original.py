@@ -211,3 +211,14 @@ def test_calibration_inputs_follow_the_recorded_preprocessing(imported, tmp_path
     arrays = selection.load().arrays
     np.testing.assert_allclose(arrays.min(axis=(1, 2, 3)), 0.0, atol=1e-6)  # each crop stretched to 0..1
     np.testing.assert_allclose(arrays.max(axis=(1, 2, 3)), 1.0, atol=1e-6)
+
+
+def test_int8_model_keeps_the_original_preprocessing(imported, tmp_path):
+    from cunet.compile.quantize import quantize
+
+    data, _, _ = _real_faces(tmp_path)
+    out = tmp_path / "face.int8.onnx"
+    quantize(imported[2], out, "cpu", data, samples=2, cache_dir=tmp_path / "cache")
+    meta = read_onnx_meta(out)
+    assert meta.precision == "int8"
+    assert (meta.mean, meta.std, meta.stretch, meta.box_margin) == tuple(ORIGINAL.values())
