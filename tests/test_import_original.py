@@ -116,7 +116,10 @@ def test_onnx_runtime_reproduces_the_original_heatmaps(imported):
     with open_predictor(imported[2], backend="ort-cpu") as p:
         y = p.predict_heatmaps(z["input"])
     ref = z["heatmaps"]
-    assert np.linalg.norm(y - ref) / np.linalg.norm(ref) <= 1e-4  # float32 ONNX Runtime vs the original's torch
+    # 1e-3, not the converter's 1e-4 (held in torch, where it measures 0.0): ONNX Runtime folds each BatchNorm into
+    # its conv and runs other float32 kernels; measured 4.7e-5 on this machine, and CPUs with other vector units
+    # round differently. A wiring error is O(0.5) (tests/model/test_original.py).
+    assert np.linalg.norm(y - ref) / np.linalg.norm(ref) <= 1e-3
 
 
 def _real_faces(tmp_path: Path) -> tuple[Path, Path, dict]:
