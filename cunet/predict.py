@@ -7,8 +7,9 @@ mirrors the input one. That is what lets `cunet metrics` score `--format pts` ou
 A landmark model needs a crop box per face or person. Boxes come from a box file — the detector box JSON
 `{relative_image_path: [x1, y1, x2, y2]}` that `cunet.data.formats.read_box_file` reads (0-based pixels) or iBUG's
 300-W `bounding_boxes_*.mat` files (`cunet.data.detector_boxes`), enlarged by the model's own crop margin
-(`ModelMeta.box_margin`: 1.25 for cunet's training, 1.1 for an imported original model), or for poses an MPII JSON whose records' centre and scale give one box per
-person (images without a record are skipped) — or, without a box file, the whole image is the box. Which one was
+(`ModelMeta.box_margin`: 1.25 for cunet's training, 1.1 for an imported original model), or for poses an MPII
+JSON whose records' centre and scale give one box per person (images without a record are skipped) — or, without a
+box file, the whole image is the box. Which one was
 used is recorded per instance, and the CLI says so on stderr, because a whole-image box on a photo with a small
 face gives poor landmarks.
 

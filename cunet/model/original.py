@@ -313,7 +313,8 @@ def convert_state_dict(
     for key, value in canon.items():
         new = _cunet_key(key, heads)
         if new is None or new not in target:
-            raise CunetError(f"{where}: unexpected key {_original_name(key, layout)!r} for a CU-Net of {_describe(cfg)}")
+            raise CunetError(f"{where}: unexpected key {_original_name(key, layout)!r} for a CU-Net of "
+                             f"{_describe(cfg)}")
         want = tuple(target[new].shape)
         if tuple(value.shape) != want:
             raise CunetError(f"{where}: key {_original_name(key, layout)!r} has shape {list(value.shape)}, "
