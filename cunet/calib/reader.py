@@ -1,8 +1,9 @@
 """Calibration inputs: real images through the exact inference preprocessing recorded in the model's metadata.
 
 Calibration ranges are only as good as their inputs: an image cropped or normalised differently from inference
-gives ranges for activations the deployed model never sees. So the crop, size, mean and std come from the ONNX
-model's "cunet" metadata (what `cunet export` wrote), and the crop/affine/normalisation code is
+gives ranges for activations the deployed model never sees. So the crop (and its face margin), size, mean, std and
+per-crop stretch come from the ONNX model's "cunet" metadata (what `cunet export` wrote), and the
+crop/affine/normalisation code is
 `cunet.data.preprocess`, the same functions every runtime uses.
 
 Two kinds of data folders are accepted: a dataset root in one of cunet's formats (annotated: 300-W `.pts` beside
@@ -20,7 +21,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from cunet.data.preprocess import Box, crop_affine, to_input, warp
+from cunet.data.preprocess import FACE_BOX_MARGIN, Box, box_from_points, crop_affine, to_input, warp
 from cunet.errors import CunetError
 from cunet.runtime.meta import meta_from_onnx_proto
 
@@ -47,6 +48,8 @@ class PreprocessSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     task: str | None
+    stretch: str = "none"
+    box_margin: float = FACE_BOX_MARGIN
 
 
 def read_preprocess_spec(model_path: str | os.PathLike) -> PreprocessSpec:
@@ -79,7 +82,8 @@ def read_preprocess_spec(model_path: str | os.PathLike) -> PreprocessSpec:
             f"{path}: the graph input is [{shape}] but the cunet metadata describes [N, 3, {meta.input_size}, "
             f"{meta.input_size}]; the metadata belongs to another model"
         )
-    return PreprocessSpec(graph_input.name, meta.input_size, meta.mean, meta.std, meta.task)
+    return PreprocessSpec(graph_input.name, meta.input_size, meta.mean, meta.std, meta.task, meta.stretch,
+                          meta.box_margin)
 
 
 @dataclass(frozen=True)
@@ -162,14 +166,16 @@ def _read_image(path: Path) -> np.ndarray:
     return image
 
 
-def _collect(root: Path, task: str | None) -> list[tuple[Path, Box | None]]:
+def _collect(root: Path, task: str | None, margin: float = FACE_BOX_MARGIN) -> list[tuple[Path, Box | None]]:
     if _is_dataset(root):
         from cunet.data.dataset import load_samples
 
         if task is None:
             raise CunetError(f"{root}: annotated dataset but the model's metadata names no task")
-        samples = load_samples(root, task, split="train").samples
-        return [(Path(s.image), s.box) for s in sorted(samples, key=lambda s: s.key)]
+        samples = sorted(load_samples(root, task, split="train").samples, key=lambda s: s.key)
+        if task == "face" and margin != FACE_BOX_MARGIN:  # the model's crop rule (an imported original: x1.1)
+            return [(Path(s.image), box_from_points(s.points, s.visible, margin)) for s in samples]
+        return [(Path(s.image), s.box) for s in samples]
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     return [(p, None) for p in files]
 
@@ -195,7 +201,7 @@ class CalibrationSelection:
         for path, box in self.items:
             image = _read_image(path)
             m = crop_affine(box or _whole_image_box(image), size)
-            arrays.append(to_input(warp(image, m, size)[None], self.spec.mean, self.spec.std)[0])
+            arrays.append(to_input(warp(image, m, size)[None], self.spec.mean, self.spec.std, self.spec.stretch)[0])
         return CalibrationInputs(
             self.spec.input_name, np.stack(arrays), self.fingerprint, tuple(str(p) for p, _ in self.items)
         )
@@ -214,7 +220,7 @@ def select_calibration_images(data: str | os.PathLike, spec: PreprocessSpec, sam
         raise CunetError(f"{root}: calibration data folder does not exist")
     if samples < 1:
         raise CunetError(f"calibration needs at least 1 sample, got {samples}")
-    items = _collect(root, spec.task)
+    items = _collect(root, spec.task, spec.box_margin)
     if not items:
         raise CunetError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) to calibrate with")
     chosen = tuple(items[i] for i in _spread(len(items), samples))

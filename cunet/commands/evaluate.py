@@ -33,9 +33,13 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt"]
               help="Write predictions in the dataset format (faces: .pts per image; pose: an MPII JSON).")
 @click.option("--plot-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write ced.png (faces) or pckh.png (pose) here.")
+@click.option("--boxes", type=click.Path(path_type=Path),
+              help="Faces: crop from detector boxes instead of the landmark box: a box JSON {image: [x1, y1, x2, y2]}, "
+                   "an iBUG bounding_boxes_*.mat or the folder holding them (bb_detector is used), enlarged by the "
+                   "model's own margin (1.25 for cunet models, 1.1 for imported original ones).")
 @json_option
 def evaluate(model, data, task, backend, split, subset, flip, batch, norm, threads, save_predictions, plot_dir,
-             as_json):
+             boxes, as_json):
     """Predict every sample of a dataset split with MODEL and score it.
 
     \b
@@ -43,6 +47,7 @@ def evaluate(model, data, task, backend, split, subset, flip, batch, norm, threa
       cunet evaluate runs/face/best.pt --data data/300w
       cunet evaluate model.int8.onnx --data data/300w --backend ort-cpu --subset challenging --json
       cunet evaluate model.onnx --data data/mpii --flip --plot-dir report/
+      cunet evaluate face8.onnx --data 300W --boxes "300W/Bounding Boxes"     # 300-W detector crops
     \b
     --save-predictions DIR writes the predictions so any tool can score them again:
       cunet evaluate model.onnx --data data/300w --save-predictions preds/
@@ -57,7 +62,7 @@ def evaluate(model, data, task, backend, split, subset, flip, batch, norm, threa
     with Progress(*columns, console=console(), transient=True) as bar:
         job = bar.add_task(f"evaluating {model.name}", total=None)
         result = run(model, data, task=task, backend=backend, split=split, subset=subset, flip=flip, batch=batch,
-                     save_predictions=save_predictions, plot_dir=plot_dir, norm=norm, threads=threads,
+                     save_predictions=save_predictions, plot_dir=plot_dir, norm=norm, threads=threads, boxes=boxes,
                      progress=lambda done, total: bar.update(job, completed=done, total=total))
     if as_json:
         emit_json(result)

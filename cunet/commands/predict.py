@@ -18,9 +18,10 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt"]
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("predictions"),
               show_default=True, help="Output folder; outputs mirror the input names.")
-@click.option("--boxes", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help='Crop boxes: JSON {"relative/image.png": [x1, y1, x2, y2]} (0-based detector boxes), or for '
-                   "pose an MPII JSON (one person per record). Default: the whole image.")
+@click.option("--boxes", type=click.Path(exists=True, path_type=Path),
+              help='Crop boxes: JSON {"relative/image.png": [x1, y1, x2, y2]} (0-based detector boxes), iBUG 300-W '
+                   "bounding_boxes_*.mat (or their folder; bb_detector), or for pose an MPII JSON (one person per "
+                   "record); enlarged by the model's own margin. Default: the whole image.")
 @click.option("--format", "fmt", type=click.Choice(["json", "pts", "mpii"]), default="json", show_default=True,
               help="Also write predictions in a dataset format: pts = a 300-W .pts per image, mpii = one MPII JSON.")
 @click.option("--backend", type=click.Choice(_BACKENDS), default="auto", show_default=True,

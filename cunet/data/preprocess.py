@@ -119,8 +119,20 @@ def warp(image: np.ndarray, m: np.ndarray, out_size: int) -> np.ndarray:
     )
 
 
-def to_input(crops: np.ndarray, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD) -> np.ndarray:
-    """BGR uint8 crops [N, H, W, 3] (as OpenCV reads them) → normalised RGB float32 [N, 3, H, W]."""
+def to_input(
+    crops: np.ndarray, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD, stretch: str = "none"
+) -> np.ndarray:
+    """BGR uint8 crops [N, H, W, 3] (as OpenCV reads them) → normalised RGB float32 [N, 3, H, W].
+
+    `stretch="minmax"` first rescales each crop (all channels together) to span 0..1, as the original CU-Net code's
+    resampling did (scipy's `imresize` of a float crop maps its min..max to 0..255); a flat crop stays as it is.
+    """
     x = np.asarray(crops)[..., ::-1].astype(np.float32) / 255.0
+    if stretch == "minmax":
+        lo = x.min(axis=(1, 2, 3), keepdims=True)
+        span = x.max(axis=(1, 2, 3), keepdims=True) - lo
+        x = np.where(span > 0, (x - lo) / np.where(span > 0, span, 1.0), x)
+    elif stretch != "none":
+        raise ValueError(f"unknown stretch {stretch!r}")
     x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))

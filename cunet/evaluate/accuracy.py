@@ -1,6 +1,7 @@
 """Accuracy of a model file (`.pt`, `.onnx`, `.engine`) on a dataset split: predict, score, optionally save and plot.
 
-One `Predictor` runs over the split's samples (cropped from each sample's box exactly as training did), and the
+One `Predictor` runs over the split's samples (cropped from each sample's box, or from a detector box file, by the
+model's own crop rule: the face margin its metadata records), and the
 predictions are scored with the same code as `cunet metrics`. With `save_predictions`, the predictions are written
 in the dataset's format (faces: `.pts` at the images' relative paths; pose: an MPII JSON with the ground truth's
 records and the predicted joints) and the numbers are computed from the files as written, so
@@ -37,6 +38,33 @@ def _predict_all(predictor, samples: list, flip: bool, batch: int, progress: Pro
         out[start : start + len(chunk)] = predictor.predict(images, [s.box for s in chunk], flip=flip)
         if progress is not None:
             progress(start + len(chunk), len(samples))
+    return out
+
+
+def _crop_boxes(samples: list, meta, boxes: Path | None, task: str) -> list:
+    """The samples with the model's crop rule: detector boxes from `boxes`, or the landmark box, enlarged by the
+    model's face margin (`ModelMeta.box_margin`; 1.25 for cunet's own models, which `load_samples` already used)."""
+    from cunet.data.preprocess import FACE_BOX_MARGIN, box_from_points, box_from_xyxy
+
+    if boxes is None:
+        if task == "face" and meta.box_margin != FACE_BOX_MARGIN:
+            return [dataclasses.replace(s, box=box_from_points(s.points, s.visible, meta.box_margin)) for s in samples]
+        return samples
+    if task != "face":
+        raise CunetError(f"{boxes}: detector boxes apply to faces; poses are cropped from their centre and scale")
+    from cunet.data.detector_boxes import read_detector_boxes
+
+    found = read_detector_boxes(boxes)
+    out, missing = [], []
+    for s in samples:
+        box = found.find(s.key, Path(s.image).as_posix())
+        if box is None:
+            missing.append(s.key)
+        else:
+            out.append(dataclasses.replace(s, box=box_from_xyxy(*(float(v) for v in box), margin=meta.box_margin)))
+    if missing:
+        raise CunetError(f"{boxes}: no detector box for {len(missing)} of {len(samples)} image(s), e.g. {missing[0]} "
+                         "(every scored image needs one; a smaller --subset or a matching box file helps)")
     return out
 
 
@@ -86,6 +114,7 @@ def evaluate(
     threads: int | None = None,
     progress: Progress | None = None,
     per_image: bool = False,
+    boxes: str | Path | None = None,
 ) -> dict | tuple[dict, np.ndarray]:
     """Run a model over a dataset split and score it.
 
@@ -105,10 +134,13 @@ def evaluate(
         progress: called as progress(done, total) after each batch.
         per_image: also return the errors behind the numbers, scored once from what was saved: faces: per-image
             NME [N] (fractions); pose: per-person joint correctness at PCKh@0.5 [N, 16] (1, 0, NaN not visible).
+        boxes: faces: detector boxes to crop from (a box JSON, an iBUG `bounding_boxes_*.mat` or a folder of them,
+            `cunet.data.detector_boxes`) instead of the landmark box; either is enlarged by the model's margin.
 
     Returns:
-        The `cunet metrics` JSON of the task, plus "model", "task", "backend", "provider" (what really ran) and
-        "flip"; with `per_image`, the tuple (that dict, the per-image errors).
+        The `cunet metrics` JSON of the task, plus "model", "task", "backend", "provider" (what really ran),
+        "flip" and "boxes" (the box file or folder, None for landmark boxes); with `per_image`, the tuple (that
+        dict, the per-image errors).
 
     Raises:
         CunetError: unreadable model or data, a model for another task or landmark count, ground-truth problems,
@@ -137,9 +169,10 @@ def evaluate(
         if len(samples[0].points) != meta.num_landmarks:
             raise CunetError(f"{model_path}: predicts {meta.num_landmarks} landmarks but {data_root} has "
                              f"{len(samples[0].points)}")
+        samples = _crop_boxes(samples, meta, None if boxes is None else Path(boxes), task)
         pred = _predict_all(predictor, samples, flip, batch, progress)
         ran = {"model": str(model_path), "task": task, "backend": predictor.backend,
-               "provider": predictor.provider, "flip": flip}
+               "provider": predictor.provider, "flip": flip, "boxes": None if boxes is None else str(boxes)}
     name = Path(model_path).name
     if task == "face":
         errors = _face_errors(samples, pred, norm, save)

@@ -5,9 +5,11 @@ given, or its file name), and every output lands at that name under the output f
 mirrors the input one. That is what lets `cunet metrics` score `--format pts` output against a 300-W folder.
 
 A landmark model needs a crop box per face or person. Boxes come from a box file — the detector box JSON
-`{relative_image_path: [x1, y1, x2, y2]}` that `cunet.data.formats.read_box_file` reads (0-based pixels; enlarged by
-the same margin as training crops), or for poses an MPII JSON whose records' centre and scale give one box per
-person (images without a record are skipped) — or, without a box file, the whole image is the box. Which one was
+`{relative_image_path: [x1, y1, x2, y2]}` that `cunet.data.formats.read_box_file` reads (0-based pixels) or iBUG's
+300-W `bounding_boxes_*.mat` files (`cunet.data.detector_boxes`), enlarged by the model's own crop margin
+(`ModelMeta.box_margin`: 1.25 for cunet's training, 1.1 for an imported original model), or for poses an MPII
+JSON whose records' centre and scale give one box per person (images without a record are skipped) — or, without a
+box file, the whole image is the box. Which one was
 used is recorded per instance, and the CLI says so on stderr, because a whole-image box on a photo with a small
 face gives poor landmarks.
 
@@ -128,10 +130,18 @@ class _Boxes:
     by_key: dict[str, list[Any]]
     records: list[Any] | None
     source: Path
+    detector: Any = None  # `cunet.data.detector_boxes.DetectorBoxes`: looks images up by path or file name
 
 
-def read_boxes(path: str | os.PathLike, task: str) -> _Boxes:
-    """Read a box file: a detector JSON object (faces and poses) or an MPII JSON list (poses).
+def read_boxes(path: str | os.PathLike, task: str, margin: float | None = None) -> _Boxes:
+    """Read a box file: a detector box JSON object or iBUG `bounding_boxes_*.mat` file(s) (faces and poses), or an
+    MPII JSON list (poses).
+
+    Args:
+        path: the box file, or a folder of `bounding_boxes_*.mat` files.
+        task: the model's task.
+        margin: a detector box's crop side is `margin` x max(width, height) (the model's `ModelMeta.box_margin`;
+            None: cunet's own 1.25).
 
     Returns:
         Boxes (`cunet.data.preprocess.Box`) per POSIX image key, in file order.
@@ -141,14 +151,15 @@ def read_boxes(path: str | os.PathLike, task: str) -> _Boxes:
     """
     import json
 
-    from cunet.data.formats import read_box_file, read_mpii_json
-    from cunet.data.preprocess import box_from_center_scale, box_from_xyxy
+    from cunet.data.detector_boxes import read_detector_boxes
+    from cunet.data.formats import read_mpii_json
+    from cunet.data.preprocess import FACE_BOX_MARGIN, box_from_center_scale, box_from_xyxy
 
     path = Path(path)
     try:
         is_list = isinstance(json.loads(path.read_text(encoding="utf-8-sig")), list)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        is_list = False  # read_box_file reports the precise problem
+        is_list = False  # read_detector_boxes reports the precise problem
     if is_list:
         if task != "pose":
             raise CunetError(f"{path}: an MPII list of people gives person boxes; faces need a box file "
@@ -159,8 +170,10 @@ def read_boxes(path: str | os.PathLike, task: str) -> _Boxes:
             by_key.setdefault(Path(r.image).as_posix(), []).append(
                 box_from_center_scale((float(r.center[0]), float(r.center[1])), r.scale))
         return _Boxes(by_key, records, path)
-    boxes = read_box_file(path)
-    return _Boxes({k: [box_from_xyxy(*(float(v) for v in b))] for k, b in boxes.items()}, None, path)
+    found = read_detector_boxes(path)
+    m = FACE_BOX_MARGIN if margin is None else margin
+    return _Boxes({k: [box_from_xyxy(*(float(v) for v in b), margin=m)] for k, b in found.boxes.items()}, None, path,
+                  found)
 
 
 def _box_key(image: ImageFile, boxes: _Boxes) -> str | None:
@@ -169,6 +182,8 @@ def _box_key(image: ImageFile, boxes: _Boxes) -> str | None:
         candidates.append(image.path.resolve().relative_to(boxes.source.resolve().parent).as_posix())
     except ValueError:
         pass
+    if boxes.detector is not None:
+        return boxes.detector.find_key(*candidates, image.path.resolve().as_posix())
     return next((c for c in candidates if c in boxes.by_key), None)
 
 
@@ -213,7 +228,7 @@ def predict_files(opts: PredictOptions, progress: Progress | None = None) -> dic
         meta = p.meta
         if opts.format is OutputFormat.MPII and meta.task != "pose":
             raise CunetError(f"{opts.model}: --format mpii writes human pose; this is a {meta.task} model (use pts)")
-        boxes = read_boxes(opts.boxes, meta.task) if opts.boxes is not None else None
+        boxes = read_boxes(opts.boxes, meta.task, meta.box_margin) if opts.boxes is not None else None
         skeleton = get_spec(meta.task).skeleton
         record_index = {id(r): i for i, r in enumerate(boxes.records)} if boxes and boxes.records else {}
         for done, image_file in enumerate(images, 1):

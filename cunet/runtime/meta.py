@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 import cunet
+from cunet.data.preprocess import FACE_BOX_MARGIN
 from cunet.errors import CunetError
 
 __all__ = [
@@ -39,6 +40,8 @@ META_KEY = "cunet"
 META_FORMAT_VERSION = 1
 TASKS = ("face", "pose")
 PRECISIONS = ("fp32", "fp16", "int8")
+#: Per-crop intensity rescaling before mean/std ("minmax": the original CU-Net code's, see `ModelMeta.stretch`).
+STRETCHES = ("none", "minmax")
 #: CU-Net crops are 256 px; anything above this is a damaged record, not a model.
 MAX_INPUT_SIZE = 4096
 
@@ -66,6 +69,10 @@ class ModelMeta:
         quant: low-bit weights/inputs of the model (`cunet.model.quant.QuantConfig.to_dict()`), None when none.
         recipe: the INT8 recipe of a quantized model ("tensorrt" or "cpu", `cunet.compile.quantize`), else None.
         float_groups: blocks an INT8 model keeps in float to meet `--max-drop`, None for non-INT8 models.
+        stretch: "none", or "minmax": each crop is rescaled to its own 0..1 range before mean/std (what the original
+            CU-Net code's scipy resampling did; models imported with `cunet import-original`).
+        box_margin: a face crop's side is this times max(width, height) of the detector or landmark box (cunet's
+            training: 1.25; the original code: 1.1).
     """
 
     task: str
@@ -87,6 +94,8 @@ class ModelMeta:
     quant: dict[str, Any] | None = field(default=None, hash=False)
     recipe: str | None = None
     float_groups: tuple[str, ...] | None = None
+    stretch: str = "none"
+    box_margin: float = FACE_BOX_MARGIN
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -124,6 +133,12 @@ class ModelMeta:
         need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         need(self.quant is None or isinstance(self.quant, dict), f"quant must be an object or null, got {self.quant!r}")
         need(self.recipe in (None, "tensorrt", "cpu"), f"recipe must be tensorrt, cpu or null, got {self.recipe!r}")
+        need(self.stretch in STRETCHES, f"stretch must be one of {STRETCHES}, got {self.stretch!r:.40}")
+        need(
+            isinstance(self.box_margin, numbers.Real) and not isinstance(self.box_margin, bool)
+            and math.isfinite(self.box_margin) and 0 < self.box_margin <= 10,
+            f"box_margin must be a number in (0, 10], got {self.box_margin!r:.40}",
+        )
         need(self.color == "RGB" and self.layout == "NCHW", f"unsupported input {self.color}/{self.layout}")
         need(
             self.format_version <= META_FORMAT_VERSION,
@@ -149,7 +164,8 @@ class ModelMeta:
     ) -> "ModelMeta":
         """The metadata of a loaded checkpoint dict (see `cunet.model.checkpoint`).
 
-        Landmark names and flip pairs come from the task's `LandmarkSpec`; mean/std from `cunet.data.preprocess`;
+        Landmark names and flip pairs come from the task's `LandmarkSpec`; mean/std from `cunet.data.preprocess`,
+        or with the rest of the preprocessing from the checkpoint's "preprocess" record (imported original models);
         sigma from the training arguments (`ckpt["args"]["sigma"]`) when they were saved.
         """
         from cunet.data.preprocess import MEAN, STD
@@ -164,6 +180,12 @@ class ModelMeta:
             )
         args = ckpt.get("args")
         sigma = args.get("sigma") if isinstance(args, dict) else None
+        pre = ckpt.get("preprocess") or {}
+        if not isinstance(pre, dict):
+            raise CunetError(f"checkpoint 'preprocess' must be a mapping, got {type(pre).__name__}")
+        unknown = sorted(set(pre) - {"mean", "std", "stretch", "box_margin"})
+        if unknown:
+            raise CunetError(f"checkpoint 'preprocess' has unknown keys {unknown} (written by a newer cunet?)")
         return cls(
             task=ckpt["task"],
             num_landmarks=cfg.num_landmarks,
@@ -171,8 +193,10 @@ class ModelMeta:
             flip_pairs=tuple((int(a), int(b)) for a, b in spec.flip_pairs),
             input_size=cfg.input_size,
             heatmap_stride=cfg.heatmap_stride,
-            mean=tuple(float(v) for v in MEAN),
-            std=tuple(float(v) for v in STD),
+            mean=tuple(float(v) for v in pre.get("mean", MEAN)),
+            std=tuple(float(v) for v in pre.get("std", STD)),
+            stretch=str(pre.get("stretch", "none")),
+            box_margin=float(pre.get("box_margin", FACE_BOX_MARGIN)),
             config=cfg.to_dict(),
             source_sha256=source_sha256,
             sigma=None if sigma is None else float(sigma),
@@ -188,6 +212,10 @@ class ModelMeta:
         for optional in ("quant", "recipe", "float_groups"):  # absent unless set: FP32 records stay as they were
             if d[optional] is None:
                 del d[optional]
+        if self.stretch == "none":  # cunet's own preprocessing: the record stays as older cunet versions read it
+            del d["stretch"]
+        if self.box_margin == FACE_BOX_MARGIN:
+            del d["box_margin"]
         if self.float_groups is not None:
             d["float_groups"] = list(self.float_groups)
         return d

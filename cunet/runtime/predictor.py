@@ -133,7 +133,7 @@ class Predictor:
             box = boxes[i] if boxes is not None and boxes[i] is not None else whole_image_box(image)
             affines[i] = crop_affine(box, s)
             crops[i] = warp(image, affines[i], s)
-        return to_input(crops, self.meta.mean, self.meta.std), affines
+        return to_input(crops, self.meta.mean, self.meta.std, self.meta.stretch), affines
 
     def predict_heatmaps(self, x: np.ndarray) -> np.ndarray:
         """Raw inference: x [N, 3, S, S] float32 → heatmaps [N, K, S/4, S/4] float32 (split to fit the backend)."""

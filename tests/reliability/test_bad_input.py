@@ -485,7 +485,84 @@ def _empty_test(env: Env) -> Path:
     return root
 
 
-CASES = _dataset_cases() + _onnx_cases() + _checkpoint_cases() + _folder_cases()
+# ------------------------------------------------------------- original checkpoints and detector box files
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("unpickled code ran",))
+
+
+def _original(env: Env, what: str) -> Path:
+    """A broken checkpoint of the original CU-Net code (the real layout, from tests/model/test_original.py)."""
+    import pickle
+
+    import torch
+
+    from tests.model.test_original import _original_state
+
+    path = env.tmp / "original.pth.tar"
+    state = _original_state(2, 1, c=8, g=4, neck=4, joints=68, layout="prev_version")
+    if what == "empty":
+        path.write_bytes(b"")
+    elif what == "runs-code":
+        with open(path, "wb") as f:
+            pickle.dump({"state_dict": state, "train_history": _RunsCode()}, f, protocol=2)
+    elif what == "truncated":
+        torch.save({"state_dict": state}, path, _use_new_zipfile_serialization=False, pickle_protocol=2)
+        path.write_bytes(path.read_bytes()[:3000])
+    else:
+        if what == "missing-key":
+            del state["hg.up_blocks.3.layers.1.conv.2.weight"]
+        if what == "20-landmarks":
+            state["linears.1.conv.weight"] = torch.zeros(20, 8, 1, 1)
+        torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+    return path
+
+
+def _import(src: Path, env: Env, *extra: str) -> Run:
+    out = env.tmp / "imported.pt"
+    return Run(["import-original", str(src), "-o", str(out), "--json", *extra], src, [out])
+
+
+def _mat(env: Env, content: str) -> Path:
+    import scipy.io
+
+    path = env.tmp / "bounding_boxes_test.mat"
+    if content == "no-struct":
+        scipy.io.savemat(str(path), {"boxes": np.zeros((1, 4))})
+    else:
+        arr = np.empty((1, 1), dtype=[("imgName", "O"), ("bb_detector", "O"), ("bb_ground_truth", "O")])
+        arr[0, 0] = ("elsewhere.png", np.array([[1.0, 1.0, 20.0, 20.0]]), np.array([[1.0, 1.0, 20.0, 20.0]]))
+        scipy.io.savemat(str(path), {"bounding_boxes": arr})
+    return path
+
+
+def _original_cases() -> list[Case]:
+    cases = [
+        Case("import-original-empty", "import-original", lambda env: _import(_original(env, "empty"), env),
+             r"not a readable checkpoint \(empty file\)"),
+        Case("import-original-truncated", "import-original", lambda env: _import(_original(env, "truncated"), env),
+             r"not a readable checkpoint"),
+        Case("import-original-runs-code", "import-original", lambda env: _import(_original(env, "runs-code"), env),
+             r"refused to unpickle \(weights_only\)"),
+        Case("import-original-missing-key", "import-original", lambda env: _import(_original(env, "missing-key"), env),
+             r"missing key 'hg.up_blocks.3.layers.1.conv.2.weight'"),
+        Case("import-original-20-landmarks", "import-original",
+             lambda env: _import(_original(env, "20-landmarks"), env), r"predicts 20 heatmaps"),
+        Case("import-original-task-mismatch", "import-original",
+             lambda env: _import(_original(env, "good"), env, "--task", "pose"), r"but a pose model predicts 16"),
+        Case("import-original-cunet-checkpoint", "import-original", lambda env: _import(env.face_ckpt, env),
+             r"already a cunet checkpoint"),
+        Case("evaluate-boxes-mat-without-struct", "evaluate",
+             lambda env: evaluate(env.face_onnx, env.face_data, _mat(env, "no-struct"), "--boxes",
+                                  str(_mat(env, "no-struct"))), r"no 'bounding_boxes' struct array"),
+        Case("evaluate-boxes-mat-for-other-images", "evaluate",
+             lambda env: evaluate(env.face_onnx, env.face_data, _mat(env, "other"), "--boxes", str(_mat(env, "other"))),
+             r"no detector box for \d+ of \d+ image\(s\)"),
+    ]
+    return cases
+
+
+CASES = _dataset_cases() + _onnx_cases() + _checkpoint_cases() + _folder_cases() + _original_cases()
 
 
 def _param(case: Case):
