@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 scipy_io = pytest.importorskip("scipy.io")
 
-from cunet.commands.import_original import import_original  # noqa: E402
+from cunet.model.original import import_original  # noqa: E402
 from cunet.data.preprocess import box_from_points, box_from_xyxy  # noqa: E402
 from cunet.errors import CunetError  # noqa: E402
 from cunet.runtime.meta import ModelMeta, read_onnx_meta  # noqa: E402
@@ -86,7 +86,7 @@ def test_cli_writes_one_json_object_and_refuses_to_overwrite(tmp_path):
 
 
 def test_checkpoint_and_onnx_record_the_original_preprocessing(imported):
-    from cunet.train.checkpoint import load_checkpoint
+    from cunet.model.checkpoint import load_checkpoint
 
     src, pt, onnx_path = imported
     ckpt = load_checkpoint(pt)
@@ -187,7 +187,7 @@ def test_evaluate_boxes_refusals(imported, tmp_path):
 
 
 def test_predict_with_mat_boxes_uses_the_models_margin(imported, tmp_path):
-    from cunet.predict import PredictOptions, predict_files
+    from cunet.pipeline.predict import PredictOptions, predict_files
 
     data, mat, boxes = _real_faces(tmp_path)
     out = predict_files(PredictOptions(model=imported[2], inputs=(data / "test",), out=tmp_path / "out",

@@ -50,6 +50,7 @@ __all__ = [
     "infer_config",
     "convert_state_dict",
     "to_original_keys",
+    "import_original",
 ]
 
 #: What the original code feeds its network (see the module docstring); stored as a checkpoint's "preprocess".
@@ -370,3 +371,57 @@ def _original_name(key: str, layout: str) -> str:
     key = re.sub(r"\.layers\.(\d+)\.conv2\.weight$", r".layers.\1.conv.2.weight", key)
     key = re.sub(r"\.adapter_norm\.", ".norm_", key)
     return re.sub(r"\.adapter_conv\.weight$", ".conv_weight", key)
+
+
+def import_original(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    task: str | None = None,
+    input_size: int = 256,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Convert the original checkpoint `src` into the cunet checkpoint `dst`.
+
+    Args:
+        src: a `.pth.tar` of the original code (its `Checkpoint` dict or a bare state dict, any `module.` prefix,
+            zip or legacy format).
+        dst: the cunet `.pt` to write (atomically).
+        task: "face" or "pose"; None infers it from the landmark count (68 faces, 16 MPII joints).
+        input_size: the crop side the model runs at (the original's 256).
+        overwrite: replace an existing `dst`.
+
+    Returns:
+        {"source", "sha256", "layout", "out", "task", "config", "heads", "parameters", "preprocess"}.
+
+    Raises:
+        CunetError: unreadable or foreign file, a key or shape that does not fit a CU-Net (named), `dst` exists.
+    """
+    from cunet.errors import require_torch
+
+    require_torch("import-original")
+    from cunet.io import sha256_file
+    from cunet.model import CUNet, count_parameters
+    from cunet.model.checkpoint import save_checkpoint
+
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and not overwrite:
+        raise CunetError(f"{dst}: already exists; choose another name or pass --force to replace it")
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise CunetError(f"{dst}: the output would replace the original checkpoint it is read from")
+    converted = convert_state_dict(unwrap_state_dict(read_original_file(src), str(src)), task, str(src), input_size)
+    model = CUNet(converted.config)
+    model.load_state_dict(converted.state, strict=True)  # names and shapes were checked key by key above
+    sha = sha256_file(src)
+    original = {"file": src.name, "sha256": sha, "layout": converted.layout, "heads": list(converted.heads)}
+    save_checkpoint(dst, model.eval(), converted.task, preprocess=dict(ORIGINAL_PREPROCESS), original=original)
+    return {
+        "source": str(src),
+        "sha256": sha,
+        "layout": converted.layout,
+        "out": str(dst),
+        "task": converted.task,
+        "config": converted.config.to_dict(),
+        "heads": list(converted.heads),
+        "parameters": count_parameters(model),
+        "preprocess": dict(ORIGINAL_PREPROCESS),
+    }
