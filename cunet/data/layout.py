@@ -101,7 +101,7 @@ class Layout:
     def selection_label(self, subset: str | None) -> str:
         """The row label of the whole selection: "full", "300w-private", a subset name, or "all" (one split)."""
         if self.one_split:
-            return self.parts[0][0] if self.parts[0][0] != ONE_SPLIT else ONE_SPLIT
+            return ONE_SPLIT
         if subset in (None, FULL):
             return self.default_subset() or FULL
         return subset

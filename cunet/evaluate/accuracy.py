@@ -53,11 +53,10 @@ def _face_errors(samples: list, pred: np.ndarray, norm: str, save: Path | None) 
     return scoring.per_image_nme(pred, gt, mask, norm, [s.key for s in samples])
 
 
-def _score_poses(data_root: Path, split: str, pred: np.ndarray, save: Path | None) -> dict:
-    gt_file, records = scoring.load_pose_gt(data_root, split)  # the records `samples` came from, in file order
-    for i, r in enumerate(records):
-        if r.headbox is None:
-            raise CunetError(f"{gt_file}: record {i} ({r.image}) has no headbox; PCKh needs head boxes")
+def _score_poses(data_root: Path, split: str, pred: np.ndarray, save: Path | None, headboxes=None) -> dict:
+    # The records `samples` came from, in file order; head boxes from them or a gt_valid.mat.
+    gt_file, records = scoring.load_pose_gt(data_root, split, headboxes)
+    scoring.pckh_needs_headboxes(gt_file, records)
     if save is not None:
         from cunet.data.formats import read_mpii_json, write_mpii_json
 
@@ -88,6 +87,7 @@ def evaluate(
     norm: str = "inter-ocular",
     threads: int | None = None,
     progress: Progress | None = None,
+    headboxes: str | Path | None = None,
 ) -> dict:
     """Run a model over a dataset split and score it.
 
@@ -105,6 +105,7 @@ def evaluate(
         norm: face NME normaliser (a key of `scoring.NORMS`).
         threads: CPU threads for inference (None: the runtime's default).
         progress: called as progress(done, total) after each batch.
+        headboxes: pose: a `gt_valid.mat` with the head boxes (default: the one beside `valid.json`, if any).
 
     Returns:
         The `cunet metrics` JSON of the task, plus "model", "task", "backend", "provider" (what really ran) and
@@ -115,6 +116,7 @@ def evaluate(
             missing head boxes (pose), a backend this machine cannot run.
     """
     from cunet.data.dataset import load_samples
+    from cunet.data.layout import detect_layout
     from cunet.runtime import open_predictor
 
     if batch < 1:
@@ -127,7 +129,7 @@ def evaluate(
         if task != meta.task:
             raise CunetError(f"{model_path}: a {meta.task} model cannot be evaluated on {task} data")
         # allow_empty: a split whose only file is broken (valid.json not JSON) is reported as that file's problem.
-        loaded = load_samples(data_root, task, split, subset, allow_empty=True)
+        loaded = load_samples(data_root, task, split, subset, allow_empty=True, headboxes=headboxes)
         if loaded.problems:
             p = loaded.problems[0]
             raise CunetError(f"{p.file}: {p.problem} ({len(loaded.problems)} problem(s); see `cunet data check`)")
@@ -143,14 +145,15 @@ def evaluate(
     name = Path(model_path).name
     if task == "face":
         errors = _face_errors(samples, pred, norm, save)
-        subsets = tuple(s.subset for s in samples) if subset in (None, "full") else None
-        result = scoring.summarize_face(errors, subsets, norm)
+        label = detect_layout(data_root, task).selection_label(subset)
+        subsets = tuple(s.subset for s in samples) if label in ("full", scoring.PRIVATE) else None
+        result = scoring.summarize_face(errors, subsets, norm, total=label)
         if plot_dir is not None:
             from cunet.evaluate.plots import plot_ced
 
             plot_ced({name: errors}, Path(plot_dir) / "ced.png", title=f"CED ({norm} NME)")
     else:
-        result = _score_poses(data_root, split, pred, save)
+        result = _score_poses(data_root, split, pred, save, headboxes)
         if plot_dir is not None:
             from cunet.evaluate.plots import plot_pckh
 
