@@ -48,13 +48,17 @@ def read_gt_mat(path: str | os.PathLike, num_joints: int = 16) -> MatGroundTruth
         FormatError: not a readable MATLAB file, a missing field, shapes that disagree, or a degenerate head box.
     """
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     path = Path(path)
     if not path.is_file():
         raise FormatError(path, "no such file")
     try:
         mat = loadmat(str(path))
-    except (ValueError, TypeError, OSError, NotImplementedError) as e:
+    except NotImplementedError:  # scipy reads MATLAB v4-v7.2; v7.3 files are HDF5
+        raise FormatError(path, "a MATLAB v7.3 (HDF5) file; save it as v7 (the format MPII's file has)") from None
+    except (MatReadError, ValueError, TypeError, OSError, IndexError, KeyError, EOFError) as e:
+        # scipy's header parser raises IndexError/ValueError on a short or foreign file
         raise FormatError(path, f"not a readable MATLAB .mat file ({type(e).__name__})") from None
     missing = [k for k in ("jnt_missing", "pos_gt_src", "headboxes_src") if k not in mat]
     if missing:
