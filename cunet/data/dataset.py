@@ -29,6 +29,7 @@ from cunet.data.layout import (
     PRIVATE,
     Layout,
     detect_layout,
+    pose_json,
 )
 from cunet.data.preprocess import Box, box_from_center_scale, box_from_points, box_from_xyxy
 from cunet.data.spec import get_spec
@@ -308,19 +309,11 @@ def _image_ok(image: Path, annotation: Path | str, points: np.ndarray, result: L
 
 
 # --------------------------------------------------------------------------------------------------------- pose
-def pose_json(root: str | os.PathLike, split: str) -> Path | None:
-    """The MPII JSON of a split ("train" or "test"/"valid"), in the root or in `annot/`, or None."""
-    from cunet.data.layout import POSE_FILES
-
-    name = POSE_FILES[_normalise_split(split)]
-    return next((c for c in (Path(root) / name, Path(root) / "annot" / name) if c.is_file()), None)
-
-
 def _pose_samples(root: Path, split: str, check_images: bool, headboxes: Path | None) -> LoadResult:
     from cunet.data.layout import POSE_FILES
     from cunet.data.mpii_mat import attach_headboxes, find_headbox_file, read_gt_mat
 
-    path = pose_json(root, split)
+    path = pose_json(root, _normalise_split(split))
     if path is None:
         raise CunetError(f"{root}: no {POSE_FILES[split]} (expected in the folder or in annot/)")
     result = LoadResult()

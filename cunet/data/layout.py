@@ -33,6 +33,7 @@ __all__ = [
     "Layout",
     "detect_layout",
     "split_from_name",
+    "pose_json",
 ]
 
 #: Every image suffix cunet reads (any case): the formats OpenCV decodes in every build.
@@ -130,16 +131,14 @@ def _has_top_level_pts(root: Path) -> bool:
         return any(e.is_file() and e.name.lower().endswith(".pts") and not e.name.startswith(".") for e in it)
 
 
-def _pose_json(root: Path, split: str) -> Path | None:
+def pose_json(root: str | os.PathLike, split: str) -> Path | None:
+    """The MPII JSON of a split ("train", or "test"/"valid": `valid.json`), in the root or in `annot/`, or None."""
+    root = Path(root)
+    split = "test" if split == "valid" else split
     for candidate in (root / POSE_FILES[split], root / "annot" / POSE_FILES[split]):
         if candidate.is_file():
             return candidate
     return None
-
-
-def _generic_test_subsets(root: Path) -> list[str]:
-    test = root / "test"
-    return sorted(p.name for p in test.iterdir() if p.is_dir() and not p.name.startswith(".")) if test.is_dir() else []
 
 
 def detect_layout(path: str | os.PathLike, task: str, split: str | None = None) -> Layout:
@@ -161,7 +160,7 @@ def detect_layout(path: str | os.PathLike, task: str, split: str | None = None) 
     if task == "pose":
         if not root.is_dir():
             raise CunetError(f"{root}: dataset folder does not exist")
-        parts = tuple((s, None) for s in POSE_FILES if _pose_json(root, s) is not None)
+        parts = tuple((s, None) for s in POSE_FILES if pose_json(root, s) is not None)
         if not parts:
             raise CunetError(f"{root}: not a pose dataset (expected train.json / valid.json)")
         return Layout("mpii", root, parts)
