@@ -225,7 +225,8 @@ def _face_samples(
 
 
 def _coco_samples(layout: Layout, boxes: dict[str, np.ndarray] | None, check_images: bool) -> LoadResult:
-    """A COCO-keypoint face JSON: one sample per annotation, images beside the file or in `images/`."""
+    """A COCO-keypoint face JSON: one sample per annotation, images beside the file, in `images/` beside it, or in
+    `../images/` (MMPose keeps `annotations/face_landmarks_300w_*.json` beside `images/`)."""
     path, folder = layout.root, layout.root.parent
     k = get_spec("face").num_landmarks
     result = LoadResult()
@@ -237,7 +238,9 @@ def _coco_samples(layout: Layout, boxes: dict[str, np.ndarray] | None, check_ima
     seen: set[str] = set()
     for i, rec in enumerate(records):
         key = Path(rec.image).as_posix()
-        image = next((p for p in (folder / key, folder / "images" / key) if p.is_file()), None)
+        # beside the file, in images/ there, or MMPose's layout: annotations/*.json beside images/
+        image = next((p for p in (folder / key, folder / "images" / key, folder.parent / "images" / key)
+                      if p.is_file()), None)
         if key in seen:
             result.problems.append(Problem(str(path), f"annotation {i}: a second face for {key!r}; "
                                                       "cunet scores one face per image"))
@@ -245,7 +248,7 @@ def _coco_samples(layout: Layout, boxes: dict[str, np.ndarray] | None, check_ima
         seen.add(key)
         if image is None:
             result.problems.append(Problem(str(path), f"annotation {i}: image {key!r} is neither beside the file "
-                                                      "nor in images/"))
+                                                      "nor in images/ (there or beside its folder)"))
             continue
         sample = _face_sample(image, key, rec.points, rec.visible, f"{path} (annotation {i})", None, k, boxes,
                               check_images, result)

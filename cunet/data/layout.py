@@ -12,7 +12,8 @@ one of them accepts is accepted by all, and each part carries the same name ever
 - "flat": a folder with images and `.pts` files at its top level (how 300-W's `afw`, `ibug`, `helen/testset` come):
   a dataset of one split, the "all" part, that serves whichever split a command reads.
 - "coco": a COCO-keypoint JSON file (68 x, y, v keypoints and a `bbox` per face, as MMPose ships 300-W), images
-  beside it or in `images/`: one split, named "train" or "test" after the file name (or by `--split`).
+  beside it, in `images/` beside it, or in `../images/` (MMPose's `annotations/` + `images/`): one split, named
+  "train" or "test" after the file name (or by `--split`).
 
 Pose: "mpii", `train.json` / `valid.json` in the root or in `annot/`.
 """

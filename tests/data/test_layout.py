@@ -120,10 +120,13 @@ def test_coco_face_json_is_a_dataset(tmp_path):
     assert [s.key for s in loaded.samples] == ["a.png", "b.jpg"]  # images/ or beside the file
     np.testing.assert_allclose(loaded.samples[0].points, pts)  # COCO is 0-based: unchanged
     assert [p.problem for p in loaded.problems] == ["annotation 2: image 'gone.png' is neither beside the file nor "
-                                                   "in images/"]
+                                                   "in images/ (there or beside its folder)"]
     report = check_dataset(train, "face")
     assert not report.ok and list(report.parts) == ["train"] and report.valid == 2
     assert list(check_dataset(train, "face", split="test").parts) == ["test"]  # --split names it
+    (tmp_path / "annotations").mkdir()  # MMPose's layout: annotations/*.json beside images/
+    mm = _coco(tmp_path / "annotations" / "face_landmarks_300w_test.json", [("a.png", pts)])
+    assert [s.image.name for s in load_samples(mm, "face", "test").samples] == ["a.png"]
     few = _coco(tmp_path / "few.json", [("a.png", pts[:19])])
     assert [p.problem for p in check_dataset(few, "face").problems] == ["19 points, the face task needs 68"]
 
