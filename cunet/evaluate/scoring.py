@@ -137,9 +137,10 @@ def _face_gt(gt_root: Path, subset: str | None) -> _Truth:
     if layout is not None:
         loaded = load_samples(gt_root, "face", "test", subset, allow_empty=True, layout=layout)
         samples = sorted(loaded.samples, key=lambda s: s.key)
-        base = gt_root.parent if layout.kind == "coco" else gt_root
-        return _Truth([Path(s.key).with_suffix(".pts").as_posix() for s in samples],
-                      [str(base / s.key) for s in samples], [s.points for s in samples],
+        # the annotation of each sample, named in the lines: its .pts, or the COCO file and the image's entry
+        files = ([f"{gt_root} ({s.key})" for s in samples] if layout.kind == "coco"
+                 else [str((gt_root / s.key).with_suffix(".pts")) for s in samples])
+        return _Truth([Path(s.key).with_suffix(".pts").as_posix() for s in samples], files, [s.points for s in samples],
                       [s.visible for s in samples], [s.subset for s in samples],
                       [(p.file, p.problem) for p in loaded.problems], layout.selection_label(subset))
     if subset is not None:

@@ -82,7 +82,8 @@ def test_pckh_from_mat_headboxes_hand_computed(tmp_path):
     shifted = [{**r, "joints": [[x + 9, y + 12] for x, y in r["joints"]]} for r in records]
     pred = tmp_path / "pred.json"
     pred.write_text(json.dumps(shifted))
-    # head box 30 x 40 → head size 0.6 * 50 = 30 px; the (9, 12) = 15 px shift is 0.5 head sizes: in at 0.5, out at 0.1
+    # head box 30 x 40 → head size 0.6 * 50 = 30 px; the (9, 12) = 15 px shift is 0.5 head sizes:
+    # correct at 0.5, wrong at 0.1
     r = score_pose(gt, pred, headboxes=mat)
     assert r["pckh@0.5"] == 100 and r["pckh@0.1"] == 0 and r["n"] == 3 and not r["bad"]
 
