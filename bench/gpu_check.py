@@ -76,7 +76,7 @@ def _save_checkpoint(path: Path, model: Any) -> None:
     try:
         from cunet.model.checkpoint import save_checkpoint  # where the layering issue moves it
     except ImportError:
-        from cunet.train.checkpoint import save_checkpoint
+        from cunet.model.checkpoint import save_checkpoint
     save_checkpoint(path, model, task="face")
 
 

@@ -6,9 +6,11 @@ per-crop stretch come from the ONNX model's "cunet" metadata (what `cunet export
 crop/affine/normalisation code is
 `cunet.data.preprocess`, the same functions every runtime uses.
 
-Two kinds of data folders are accepted: a dataset root in one of cunet's formats (annotated: 300-W `.pts` beside
-the images, or MPII `train.json`), whose training split gives the crops, or a plain folder of images, each used as a
-whole-image crop (a square box around the image centre with side max(H, W), as the runtime does without a box).
+Two kinds of data are accepted: a dataset in any layout `cunet.data.layout.detect_layout` recognises (the one
+detector of every command: 300-W, train/ + test/, a flat folder of images with `.pts`, a COCO face JSON, MPII
+`train.json`), whose training split gives the crops, or a plain folder of images, each used as a whole-image crop
+(a square box around the image centre with side max(H, W), as the runtime does without a box). Images are decoded
+by `cunet.data.dataset.read_image`, the reader of every command (grayscale, 16-bit and RGBA become 8-bit BGR).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from cunet.data.layout import IMAGE_SUFFIXES, detect_layout
 from cunet.data.preprocess import FACE_BOX_MARGIN, Box, box_from_points, crop_affine, to_input, warp
 from cunet.errors import CunetError
 from cunet.runtime.meta import meta_from_onnx_proto
@@ -36,7 +39,6 @@ __all__ = [
     "inputs_from_arrays",
 ]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 @dataclass(frozen=True)
@@ -148,8 +150,13 @@ def _spread(n_total: int, n: int) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, n_total - 1, n).round()})
 
 
-def _is_dataset(root: Path) -> bool:
-    return (root / "train.json").is_file() or any(root.rglob("*.pts"))
+def _is_dataset(root: Path, task: str | None) -> bool:
+    try:
+        layout = detect_layout(root, task or "face")
+    except CunetError:
+        return task is None and (root / "train.json").is_file()
+    # train/ and test/ folders of bare images (no .pts anywhere) are a plain image folder, as before
+    return layout.kind != "splits" or any(root.rglob("*.pts"))
 
 
 def _whole_image_box(image: np.ndarray) -> Box:
@@ -158,16 +165,13 @@ def _whole_image_box(image: np.ndarray) -> Box:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    import cv2
+    from cunet.data.dataset import read_image
 
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise CunetError(f"{path}: unreadable image")
-    return image
+    return read_image(path)
 
 
 def _collect(root: Path, task: str | None, margin: float = FACE_BOX_MARGIN) -> list[tuple[Path, Box | None]]:
-    if _is_dataset(root):
+    if _is_dataset(root, task):
         from cunet.data.dataset import load_samples
 
         if task is None:
@@ -216,7 +220,7 @@ def select_calibration_images(data: str | os.PathLike, spec: PreprocessSpec, sam
         samples: how many images to use (fewer when the folder has fewer).
     """
     root = Path(data)
-    if not root.is_dir():
+    if not root.exists():
         raise CunetError(f"{root}: calibration data folder does not exist")
     if samples < 1:
         raise CunetError(f"calibration needs at least 1 sample, got {samples}")

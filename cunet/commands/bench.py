@@ -11,8 +11,9 @@ __all__ = ["bench"]
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--data", required=True, type=click.Path(file_okay=False),
-              help="Dataset root: INT8 calibration uses its training split, accuracy its test split.")
+@click.option("--data", required=True, type=click.Path(),
+              help="Dataset (any layout `cunet data check` reads; a flat folder or COCO .json serves both): INT8 "
+                   "calibration uses its training split, accuracy its test split.")
 @click.option("--report", default="bench-report", show_default=True, type=click.Path(file_okay=False),
               help="Folder for bench.json, bench.csv and accuracy_latency.png.")
 @click.option("--work", type=click.Path(file_okay=False),

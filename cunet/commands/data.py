@@ -18,10 +18,13 @@ def data() -> None:
     """Datasets: write the built-in synthetic sets, validate a folder before training.
 
     \b
-    Layouts cunet reads (and `synth` writes):
-      faces  300-W: image + .pts of the same stem, in the 300-W download layout
-             (lfpw/ helen/ afw/ ibug/) or in train/ and test/<subset>/ folders
-      pose   MPII JSON: train.json and valid.json beside the images
+    Layouts cunet reads (every command reads the same ones; `synth` writes the second):
+      faces  image (.png .jpg .ppm .pgm .bmp .tif .webp ..., any case) + .pts of the same stem:
+             the 300-W download (lfpw/ helen/ afw/ ibug/, private set 300W/01_Indoor, 02_Outdoor),
+             train/ and test/<subset>/ folders, or one flat folder (one split);
+             or a COCO-keypoint .json (68 x, y, v keypoints + bbox, as MMPose ships 300-W)
+      pose   MPII JSON: train.json and valid.json beside the images (or in annot/);
+             head boxes from the records or from gt_valid.mat beside valid.json
     """
 
 
@@ -31,9 +34,13 @@ def data() -> None:
 @click.option(
     "--no-images", is_flag=True, help="Check annotations and that images exist, without decoding the images (faster)."
 )
+@click.option("--split", type=click.Choice(["train", "test"]),
+              help="Faces: the split a flat folder or COCO .json is (default: from the file name, else 'all').")
+@click.option("--headboxes", type=click.Path(dir_okay=False, path_type=Path),
+              help="Pose: MPII's gt_valid.mat to check against valid.json (default: the one beside it).")
 @json_option
-def check(root: Path, task: str, no_images: bool, as_json: bool) -> None:
-    """Validate every split of the dataset folder ROOT, one line per bad file.
+def check(root: Path, task: str, no_images: bool, split: str | None, headboxes: Path | None, as_json: bool) -> None:
+    """Validate every split of the dataset ROOT (a folder or a COCO .json), one line per bad file.
 
     \b
     Finds malformed .pts/JSON annotations, wrong landmark counts, images without
@@ -43,12 +50,17 @@ def check(root: Path, task: str, no_images: bool, as_json: bool) -> None:
     \b
     Examples:
       cunet data check ~/data/300W --task face
+      cunet data check ~/data/300W/ibug --task face           # a flat folder: one split
+      cunet data check ~/mmpose/300w/face_landmarks_300w_test.json --task face
       cunet data check ~/data/mpii --task pose --json
+    \b
+    Pose: says when PCKh will not be computable (records without "headbox" and
+    no gt_valid.mat) and how to fix it; that note does not change the exit code.
 
     \b
     Output: one "file: problem" line per bad file and a table per split on stderr;
     with --json one object on stdout:
-      {"valid": N, "invalid": M, "problems": [{"file", "problem"}], "splits": {...}}
+      {"layout", "notes", "valid": N, "invalid": M, "problems": [{"file", "problem"}], "splits": {...}}
 
     \b
     Exit code: 0 when every file is valid, 1 when any file is invalid
@@ -56,7 +68,11 @@ def check(root: Path, task: str, no_images: bool, as_json: bool) -> None:
     """
     from cunet.data.check import check_dataset
 
-    report = check_dataset(root, task, check_images=not no_images)
+    if task == "pose" and split:
+        raise click.UsageError("--split names a one-split face dataset; pose splits are train.json / valid.json")
+    report = check_dataset(root, task, check_images=not no_images, split=split, headboxes=headboxes)
+    for note in report.notes:
+        console().print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     if as_json:
         emit_json(report.to_dict())
     else:

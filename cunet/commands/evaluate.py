@@ -17,13 +17,17 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt"]
 # No exists=True: a missing model or folder is reported by the library as "error: <path>: ..." with exit 1, like
 # every other command, instead of click's three-line usage error with exit 2.
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--data", "data", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Dataset folder (300-W layout or train/ test/ for faces; train.json / valid.json for pose).")
+@click.option("--data", "data", type=click.Path(path_type=Path), required=True,
+              help="Dataset: faces a 300-W folder, train/ + test/, a flat folder of images + .pts or a COCO "
+                   "face .json; pose a folder with train.json / valid.json.")
 @click.option("--task", type=click.Choice(["face", "pose"]), help="Default: the model's own task.")
 @click.option("--backend", type=click.Choice(_BACKENDS), default="auto", show_default=True,
               help="Runtime; auto picks by file type (ONNX: TensorRT EP > CUDA EP > CPU when available).")
 @click.option("--split", type=click.Choice(["test", "valid", "train"]), default="test", show_default=True)
-@click.option("--subset", help="Faces: one test subset (common, challenging, ...); default: all (full).")
+@click.option("--subset", help="Faces: one test subset (common, challenging, 300w-private, 300w-private/indoor, "
+                                "...); default: full (common + challenging), or 300w-private when it is alone.")
+@click.option("--headboxes", type=click.Path(dir_okay=False, path_type=Path),
+              help="Pose: MPII's gt_valid.mat with the head boxes PCKh needs (default: the one beside valid.json).")
 @click.option("--flip", is_flag=True, help="Flip test: average with the mirrored crop (twice the inference).")
 @click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True, help="Images per inference call.")
 @click.option("--norm", type=click.Choice(["inter-ocular", "inter-pupil", "box"]), default="inter-ocular",
@@ -38,8 +42,8 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt"]
                    "an iBUG bounding_boxes_*.mat or the folder holding them (bb_detector is used), enlarged by the "
                    "model's own margin (1.25 for cunet models, 1.1 for imported original ones).")
 @json_option
-def evaluate(model, data, task, backend, split, subset, flip, batch, norm, threads, save_predictions, plot_dir,
-             boxes, as_json):
+def evaluate(model, data, task, backend, split, subset, headboxes, flip, batch, norm, threads, save_predictions,
+             plot_dir, boxes, as_json):
     """Predict every sample of a dataset split with MODEL and score it.
 
     \b
@@ -63,7 +67,7 @@ def evaluate(model, data, task, backend, split, subset, flip, batch, norm, threa
         job = bar.add_task(f"evaluating {model.name}", total=None)
         result = run(model, data, task=task, backend=backend, split=split, subset=subset, flip=flip, batch=batch,
                      save_predictions=save_predictions, plot_dir=plot_dir, norm=norm, threads=threads, boxes=boxes,
-                     progress=lambda done, total: bar.update(job, completed=done, total=total))
+                     progress=lambda done, total: bar.update(job, completed=done, total=total), headboxes=headboxes)
     if as_json:
         emit_json(result)
         return

@@ -1,4 +1,8 @@
-"""`cunet metrics`: score predictions stored in the dataset formats (300-W `.pts`, MPII JSON) against ground truth."""
+"""`cunet metrics`: score predictions stored in the dataset formats (300-W `.pts`, MPII JSON) against ground truth.
+
+It follows cunet's batch rule: what matches is scored, every missing or bad file gets one line on stderr, and the
+exit code is 1 when any ground-truth file lacks a prediction or is bad (one bad file never fails the whole run).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from cunet.commands._common import emit_json, json_option, print_table
+from cunet.commands._common import console, emit_json, json_option, print_table
 
 __all__ = ["metrics"]
 
@@ -14,34 +18,46 @@ __all__ = ["metrics"]
 @click.command()
 @click.option("--task", type=click.Choice(["face", "pose"]), required=True, help="Faces (NME) or pose (PCKh).")
 @click.option("--gt", "gt", type=click.Path(exists=True, path_type=Path), required=True,
-              help="Faces: a dataset root or a folder of .pts. Pose: an MPII JSON or a dataset root (valid.json).")
+              help="Faces: a dataset (any layout `cunet data check` reads, its test split is scored), a COCO face "
+                   ".json or a folder of .pts. Pose: an MPII JSON or a dataset root (valid.json).")
 @click.option("--pred", "pred", type=click.Path(exists=True, path_type=Path), required=True,
               help="Faces: a folder of .pts at the ground truth's relative paths. Pose: an MPII JSON (or its folder).")
 @click.option("--norm", type=click.Choice(["inter-ocular", "inter-pupil", "box"]), default="inter-ocular",
               show_default=True, help="Face NME normaliser (box = sqrt(w*h) of the ground-truth landmark box).")
-@click.option("--subset", help="Faces: score one test subset only (e.g. common, challenging; full = all).")
+@click.option("--subset", help="Faces: score one test subset only (common, challenging, 300w-private, "
+                               "300w-private/indoor, ...; full = common + challenging).")
+@click.option("--headboxes", type=click.Path(dir_okay=False, path_type=Path),
+              help="Pose: MPII's gt_valid.mat with the head boxes (default: the one beside the ground-truth JSON).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a PNG: the CED curve (faces) or PCKh@0.5 per joint (pose).")
 @json_option
-def metrics(task, gt, pred, norm, subset, plot, as_json):
+def metrics(task, gt, pred, norm, subset, headboxes, plot, as_json):
     """Score any model's predictions, stored in the dataset formats, against ground truth.
 
     \b
     Faces (300-W): NME (%), AUC@0.08/0.10 (fractions), failure rate @0.08/0.10 (%), per test subset.
-    Every ground-truth .pts needs a prediction at the same relative path:
+    Each ground-truth .pts is matched by the prediction at the same relative path; with a dataset
+    root only its test split is scored (predictions for other splits are counted as ignored):
       cunet metrics --task face --gt data/300w --pred preds/ --plot ced.png
       cunet metrics --task face --gt gt_pts/ --pred preds/ --norm inter-pupil --json
     \b
     Pose (MPII): PCKh@0.5 and @0.1 (%), the official mean over 14 joints (no pelvis, thorax)
     weighted by visible-joint counts; the prediction JSON lists the same records in the same order:
       cunet metrics --task pose --gt data/mpii/valid.json --pred preds/valid.json
-    Ground-truth records need a "headbox": PCKh measures errors in head sizes.
+    PCKh measures errors in head sizes: head boxes come from the records' "headbox" or from
+    MPII's gt_valid.mat (beside the JSON, or --headboxes FILE).
+    \b
+    What matches is scored; each ground-truth file without a prediction and each bad file
+    (unreadable, wrong point count) gets a "file: problem" line. Exit code 1 when any
+    ground-truth file lacks a prediction or is bad; --json adds "missing", "bad", "ignored".
     """
     from cunet.evaluate import scoring
 
     if task == "face":
+        if headboxes:
+            raise click.UsageError("--headboxes applies to pose only")
         fe = scoring.face_errors(gt, pred, norm, subset)
-        result = scoring.summarize_face(fe.errors, fe.subsets if subset in (None, "full") else None, fe.norm)
+        result = fe.summary()
         if plot:
             from cunet.evaluate.plots import plot_ced
 
@@ -49,15 +65,28 @@ def metrics(task, gt, pred, norm, subset, plot, as_json):
     else:
         if subset:
             raise click.UsageError("--subset applies to faces only")
-        result = scoring.score_pose(gt, pred)
+        result = scoring.score_pose(gt, pred, headboxes)
         if plot:
             from cunet.evaluate.plots import plot_pckh
 
             plot_pckh({pred.stem: {k: v / 100 for k, v in result["per_joint"].items()}}, plot)
+    out = console()
+    for f in result["missing"]:
+        out.print(f"{f}: no prediction", markup=False, highlight=False, soft_wrap=True)
+    for b in result["bad"]:
+        out.print(f"{b['file']}: {b['problem']}", markup=False, highlight=False, soft_wrap=True)
     if as_json:
         emit_json(result)
     else:
         print_result(task, result)
+    if result["ignored"]:
+        what = "outside the scored ground truth" if task == "face" else "beyond the ground truth's records"
+        out.print(f"{result['ignored']} prediction {'file(s)' if task == 'face' else 'record(s)'} {what} ignored",
+                  markup=False, highlight=False)
+    if result["missing"] or result["bad"]:
+        out.print(f"scored {result['n']}; {len(result['missing'])} without a prediction, {len(result['bad'])} bad",
+                  markup=False, highlight=False)
+        raise click.exceptions.Exit(1)
 
 
 def print_result(task: str, result: dict) -> None:
@@ -65,7 +94,7 @@ def print_result(task: str, result: dict) -> None:
     if task == "face":
         keys = ["nme", "auc@0.08", "auc@0.10", "fr@0.08", "fr@0.10", "n"]
         header = ["subset", "NME %", "AUC@0.08", "AUC@0.10", "FR@0.08 %", "FR@0.10 %", "images"]
-        groups = result.get("subsets") or {"full": result}
+        groups = result.get("subsets") or {result.get("subset", "full"): result}
         rows = [[name, *(g[k] for k in keys)] for name, g in groups.items()]
         print_table(f"faces ({result.get('norm', 'inter-ocular')} NME)", header, rows)
     else:

@@ -13,7 +13,8 @@ _method = click.option(
     help="ONNX Runtime calibrator.",
 )
 _samples = click.option("--samples", type=int, default=64, show_default=True, help="Calibration images, spread evenly.")
-_data = click.option("--data", required=True, type=click.Path(file_okay=False), help="Dataset root or image folder.")
+_data = click.option("--data", required=True, type=click.Path(),
+                     help="Dataset (any layout `cunet data check` reads, or a COCO face .json) or image folder.")
 _cache = click.option("--cache-dir", type=click.Path(file_okay=False), help="Calibration cache (default ~/.cache/cunet/calib).")
 
 

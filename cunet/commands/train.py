@@ -29,7 +29,11 @@ def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--task", type=click.Choice(["face", "pose"]), required=True,
               help="face: 68 points, validated by NME (%); pose: 16 MPII joints, validated by PCKh@0.5 (%).")
 @click.option("--data", type=click.Path(path_type=Path), required=True,
-              help="Dataset folder (300-W or train/ + test/ for faces, train.json + valid.json for pose).")
+              help="Dataset (300-W, train/ + test/, a flat folder of images + .pts or a COCO face .json; pose: "
+                   "train.json + valid.json). Its train split trains.")
+@click.option("--val-data", type=click.Path(path_type=Path),
+              help="Validate on this dataset's test split instead of --data's (required when --data is one flat "
+                   "folder or a COCO .json, which have one split).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("run"), show_default=True,
               help="Run folder: best.pt, last.pt, log.csv, history.json.")
 @click.option("--variant", help="Model: cunet-tiny (default), cunet-face-8, cunet-pose-16, ... (see `cunet summary`).")
@@ -68,9 +72,9 @@ def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads [torch's default].")
 @click.option("--device", help="cpu, cuda, cuda:1 [cuda when available].")
 @json_option
-def train(task, data, out, variant, resume, epochs, batch_size, lr, optimizer, milestones, gamma, weight_decay,
-          sigma, layers, order, input_size, memory_efficient, bits_w, bits_a, bits_g, quant_delay, conv_lr_scale,
-          max_minutes, seed, workers, threads, device, as_json) -> None:
+def train(task, data, val_data, out, variant, resume, epochs, batch_size, lr, optimizer, milestones, gamma,
+          weight_decay, sigma, layers, order, input_size, memory_efficient, bits_w, bits_a, bits_g, quant_delay,
+          conv_lr_scale, max_minutes, seed, workers, threads, device, as_json) -> None:
     """Train a CU-Net landmark localizer; writes OUT/best.pt (best validation) and OUT/last.pt (every epoch).
 
     \b
@@ -88,6 +92,7 @@ def train(task, data, out, variant, resume, epochs, batch_size, lr, optimizer, m
       cunet train --task face --data data/faces --out runs/tiny
       cunet train --task face --data ~/300W --variant cunet-face-8 --out runs/face8
       cunet train --task face --data ~/300W --out runs/face8 --resume     # after a kill
+      cunet train --task face --data ~/300W/afw --val-data ~/300W/ibug --out runs/afw  # flat folders
       torchrun --nproc_per_node 2 -m cunet train --task pose --data ~/mpii --variant cunet-pose-16
       cunet train --task face --data data/faces --bits-w 1 --bits-a 8 --quant-delay 5 --out runs/binary
 
@@ -115,8 +120,9 @@ def train(task, data, out, variant, resume, epochs, batch_size, lr, optimizer, m
 
     overrides = {k: v for k, v in dict(layers=layers, order=order, input_size=input_size,
                                        memory_efficient=memory_efficient).items() if v is not None}
-    opts = TrainOptions(task=task, data=data, out=out, variant=variant, epochs=epochs, batch_size=batch_size, lr=lr,
-                        optimizer=optimizer, resume=resume, seed=seed, workers=workers, sigma=sigma,
+    opts = TrainOptions(task=task, data=data, val_data=val_data, out=out, variant=variant, epochs=epochs,
+                        batch_size=batch_size, lr=lr, optimizer=optimizer, resume=resume, seed=seed, workers=workers,
+                        sigma=sigma,
                         overrides=overrides, bits_w=bits_w, bits_a=bits_a, bits_g=bits_g, quant_delay=quant_delay,
                         conv_lr_scale=conv_lr_scale,
                         max_minutes=max_minutes,

@@ -1,14 +1,11 @@
 """Dataset folders → annotated samples: which files form which split and subset, and what each sample is.
 
-Layouts:
-- Faces, 300-W download: `lfpw/trainset`, `helen/trainset`, `afw` → split "train"; `lfpw/testset`, `helen/testset` →
-  "test"/"common"; `ibug` → "test"/"challenging"; `300W/01_Indoor`, `300W/02_Outdoor` (the private test set, also
-  accepted as `01_Indoor`, `02_Outdoor` in the root) → "test"/"300w-private". The "full" test set is common +
-  challenging, as in the literature; the private set is its own benchmark and is used only when asked for.
-- Faces, any other folder: `train/` (searched recursively) and `test/`, where `test/<subset>/` subfolders are subsets;
-  "full" is every subset. Each image (.png .jpg .jpeg .bmp) sits beside a `.pts` of the same stem.
-- Pose: `train.json` and `valid.json` (MPII JSON) in the root (or in `annot/`), image paths relative to the root
-  (or to `images/`, the layout of common PyTorch MPII code).
+The layouts and their part names come from `cunet.data.layout.detect_layout`, the one detector every command uses:
+the 300-W download (test subsets "common", "challenging" = "full", and "300w-private/indoor", "/outdoor" =
+"300w-private"), `train/` + `test/<subset>/` folders, a flat folder of images with `.pts` files (one split), a
+COCO-keypoint face JSON (one split) and, for pose, MPII's `train.json` / `valid.json` (image paths relative to the
+root or to `images/`), with head boxes from the JSON or from a `gt_valid.mat` (`cunet.data.mpii_mat`).
+Each face image (any suffix of `IMAGE_SUFFIXES`, any case) sits beside a `.pts` of the same stem.
 
 A bad file never aborts a load: it becomes a `Problem` and its sample is left out, so `cunet data check` can list
 every problem at once and training can go ahead on the good files. Only a split with nothing usable is an error.
@@ -22,7 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
-from cunet.data.formats import FormatError, parse_mpii_json, read_box_file, read_pts
+from cunet.data.formats import FormatError, parse_mpii_json, read_box_file, read_coco_keypoints, read_pts
+from cunet.data.layout import (
+    FULL,
+    FULL_300W,
+    IMAGE_SUFFIXES,
+    ONE_SPLIT,
+    PARTS_300W,
+    PRIVATE,
+    Layout,
+    detect_layout,
+    pose_json,
+)
 from cunet.data.preprocess import Box, box_from_center_scale, box_from_points, box_from_xyxy
 from cunet.data.spec import get_spec
 from cunet.errors import CunetError
@@ -36,26 +44,11 @@ __all__ = [
     "load_samples",
     "dataset_parts",
     "read_image",
+    "pose_json",
 ]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 #: Accepted split names; "valid" is an alias of "test" (MPII calls its held-out set "valid").
 SPLITS = ("train", "test", "valid")
-
-_300W_PARTS: tuple[tuple[str, str, str | None], ...] = (
-    ("lfpw/trainset", "train", None),
-    ("helen/trainset", "train", None),
-    ("afw", "train", None),
-    ("lfpw/testset", "test", "common"),
-    ("helen/testset", "test", "common"),
-    ("ibug", "test", "challenging"),
-    ("300W/01_Indoor", "test", "300w-private"),
-    ("300W/02_Outdoor", "test", "300w-private"),
-    ("01_Indoor", "test", "300w-private"),
-    ("02_Outdoor", "test", "300w-private"),
-)
-_300W_FULL = ("common", "challenging")
-_POSE_FILES = {"train": "train.json", "test": "valid.json"}
 #: A point more than this fraction of the image size outside the image is flagged by `check_images`.
 _FAR_OUTSIDE = 0.5
 
@@ -71,8 +64,9 @@ class Sample:
         points: [K, 2] float64, 0-based pixels, NaN where not annotated.
         visible: [K] bool, True where annotated (MPII's `joints_vis` means annotated, not visible).
         box: the crop box: faces from the points (or the detector box file), pose from centre and scale.
-        headbox: [4] 0-based x1, y1, x2, y2 head box (pose, when the JSON has one), else None.
-        subset: faces: the test subset ("common", "challenging", a `test/` subfolder name); None otherwise.
+        headbox: [4] 0-based x1, y1, x2, y2 head box (pose, from the JSON or the `gt_valid.mat`), else None.
+        subset: faces: the test subset ("common", "challenging", "300w-private/indoor", a `test/` subfolder
+            name); None otherwise.
     """
 
     image: Path
@@ -149,40 +143,41 @@ def _normalise_split(split: str) -> str:
 
 
 # -------------------------------------------------------------------------------------------------------- faces
-def _is_300w(root: Path) -> bool:
-    return any((root / d).is_dir() for d, _, _ in _300W_PARTS)
+def _private_or(subset: str) -> tuple[str, ...]:
+    return (f"{PRIVATE}/indoor", f"{PRIVATE}/outdoor") if subset == PRIVATE else (subset,)
 
 
-def _generic_test_subsets(root: Path) -> list[str]:
-    test = root / "test"
-    return sorted(p.name for p in test.iterdir() if p.is_dir() and not p.name.startswith(".")) if test.is_dir() else []
-
-
-def _face_sources(root: Path, split: str, subset: str | None) -> list[tuple[Path, str | None, bool]]:
+def _face_sources(layout: Layout, split: str, subset: str | None) -> list[tuple[Path, str | None, bool]]:
     """(folder, subset, recursive) triples holding the split's files."""
-    full = subset in (None, "full")
-    if _is_300w(root):
-        parts = [(root / d, s) for d, sp, s in _300W_PARTS if sp == split and (root / d).is_dir()]
+    root = layout.root
+    if layout.kind == "flat":
+        return [(root, None, False)]
+    if layout.kind == "300w":
+        parts = [(root / d, s) for d, sp, s in PARTS_300W if sp == split and (root / d).is_dir()]
         if split == "test":
-            available = sorted({s for _, s in parts if s})
-            wanted = _300W_FULL if full else (subset,)
-            if not full and subset not in available:
-                raise CunetError(f"{root}: no 300-W test subset {subset!r} (found: {', '.join(available) or 'none'})")
+            chosen = layout.default_subset() if subset is None else subset
+            wanted = FULL_300W if chosen == FULL else _private_or(chosen)
+            available = layout.test_subsets()
+            if not any(s in wanted for s in available):
+                names = ", ".join(dict.fromkeys([*available, *([PRIVATE] if any(
+                    s.startswith(PRIVATE) for s in available) else [])])) or "none"
+                raise CunetError(f"{root}: no 300-W test subset {chosen!r} (found: {names})")
             parts = [(d, s) for d, s in parts if s in wanted]
         return [(d, s, False) for d, s in parts]
     folder = root / split
-    if split == "train" or full:
+    if split == "train" or subset in (None, FULL):
         return [(folder, None, True)] if folder.is_dir() else []
-    available = _generic_test_subsets(root)
+    available = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     if subset not in available:
         raise CunetError(f"{root}: no test subset folder test/{subset} (found: {', '.join(available) or 'none'})")
     return [(folder / subset, subset, True)]
 
 
 def _face_samples(
-    root: Path, split: str, subset: str | None, boxes: dict[str, np.ndarray] | None, check_images: bool
+    layout: Layout, split: str, subset: str | None, boxes: dict[str, np.ndarray] | None, check_images: bool
 ) -> LoadResult:
-    sources = _face_sources(root, split, subset)
+    root = layout.root
+    sources = _face_sources(layout, split, subset)
     if not sources:
         raise CunetError(
             f"{root}: no {split} folder (expected {split}/ or the 300-W layout: lfpw/, helen/, afw/, ibug/)"
@@ -212,45 +207,85 @@ def _face_samples(
                 result.problems.append(Problem(str(pts_file), f"ambiguous: several files share the stem ({names})"))
                 continue
             sub_here = sub
-            if sub is None and split == "test":  # the full generic test/ folder: a subfolder names the subset
+            if sub is None and split == "test" and layout.kind == "splits":  # test/<subfolder> names the subset
                 rel_to_test = found["image"][0].relative_to(folder).parts
                 sub_here = rel_to_test[0] if len(rel_to_test) > 1 else None
-            sample = _face_sample(root, found["image"][0], pts_file, sub_here, k, boxes, check_images, result)
+            try:
+                points = read_pts(pts_file)
+            except FormatError as e:
+                result.problems.append(Problem(e.file, e.problem))
+                continue
+            key = found["image"][0].relative_to(root).as_posix()
+            sample = _face_sample(found["image"][0], key, points, np.ones(len(points), dtype=bool), pts_file,
+                                  sub_here, k, boxes, check_images, result)
             if sample is not None:
                 result.samples.append(sample)
     result.samples.sort(key=lambda s: s.key)
     return result
 
 
+def _coco_samples(layout: Layout, boxes: dict[str, np.ndarray] | None, check_images: bool) -> LoadResult:
+    """A COCO-keypoint face JSON: one sample per annotation, images beside the file, in `images/` beside it, or in
+    `../images/` (MMPose keeps `annotations/face_landmarks_300w_*.json` beside `images/`)."""
+    path, folder = layout.root, layout.root.parent
+    k = get_spec("face").num_landmarks
+    result = LoadResult()
+    try:
+        records = read_coco_keypoints(path)
+    except FormatError as e:
+        result.problems.append(Problem(e.file, e.problem))
+        return result
+    seen: set[str] = set()
+    for i, rec in enumerate(records):
+        key = Path(rec.image).as_posix()
+        # beside the file, in images/ there, or MMPose's layout: annotations/*.json beside images/
+        image = next((p for p in (folder / key, folder / "images" / key, folder.parent / "images" / key)
+                      if p.is_file()), None)
+        if key in seen:
+            result.problems.append(Problem(str(path), f"annotation {i}: a second face for {key!r}; "
+                                                      "cunet scores one face per image"))
+            continue
+        seen.add(key)
+        if image is None:
+            result.problems.append(Problem(str(path), f"annotation {i}: image {key!r} is neither beside the file "
+                                                      "nor in images/ (there or beside its folder)"))
+            continue
+        sample = _face_sample(image, key, rec.points, rec.visible, f"{path} (annotation {i})", None, k, boxes,
+                              check_images, result)
+        if sample is not None:
+            result.samples.append(sample)
+    result.samples.sort(key=lambda s: s.key)
+    return result
+
+
 def _face_sample(
-    root: Path,
     image: Path,
-    pts_file: Path,
+    key: str,
+    points: np.ndarray,
+    visible: np.ndarray,
+    annotation: Path | str,
     subset: str | None,
     k: int,
     boxes: dict[str, np.ndarray] | None,
     check_images: bool,
     result: LoadResult,
 ) -> Sample | None:
-    try:
-        points = read_pts(pts_file)
-    except FormatError as e:
-        result.problems.append(Problem(e.file, e.problem))
-        return None
     if len(points) != k:
-        result.problems.append(Problem(str(pts_file), f"{len(points)} points, the face task needs {k}"))
+        result.problems.append(Problem(str(annotation), f"{len(points)} points, the face task needs {k}"))
         return None
-    key = image.relative_to(root).as_posix()
+    if not visible.any():
+        result.problems.append(Problem(str(annotation), "no annotated point"))
+        return None
     if boxes is not None:
         if key not in boxes:
             result.problems.append(Problem(str(image), "no detector box for this image in the box file"))
             return None
         box = box_from_xyxy(*(float(v) for v in boxes[key]))
     else:
-        box = box_from_points(points)
-    if check_images and not _image_ok(image, pts_file, points, result):
+        box = box_from_points(points[visible])
+    if check_images and not _image_ok(image, annotation, points, result):
         return None
-    return Sample(image.resolve(), key, points, np.ones(k, dtype=bool), box, None, subset)
+    return Sample(image.resolve(), key, points, visible, box, None, subset)
 
 
 def _image_ok(image: Path, annotation: Path | str, points: np.ndarray, result: LoadResult, where: str = "") -> bool:
@@ -277,24 +312,24 @@ def _image_ok(image: Path, annotation: Path | str, points: np.ndarray, result: L
 
 
 # --------------------------------------------------------------------------------------------------------- pose
-def _pose_json(root: Path, split: str) -> Path | None:
-    name = _POSE_FILES[split]
-    for candidate in (root / name, root / "annot" / name):
-        if candidate.is_file():
-            return candidate
-    return None
+def _pose_samples(root: Path, split: str, check_images: bool, headboxes: Path | None) -> LoadResult:
+    from cunet.data.layout import POSE_FILES
+    from cunet.data.mpii_mat import attach_headboxes, find_headbox_file, read_gt_mat
 
-
-def _pose_samples(root: Path, split: str, check_images: bool) -> LoadResult:
-    path = _pose_json(root, split)
+    path = pose_json(root, _normalise_split(split))
     if path is None:
-        raise CunetError(f"{root}: no {_POSE_FILES[split]} (expected in the folder or in annot/)")
+        raise CunetError(f"{root}: no {POSE_FILES[split]} (expected in the folder or in annot/)")
     result = LoadResult()
     try:
         records = parse_mpii_json(path, get_spec("pose").num_landmarks)
     except FormatError as e:
         result.problems.append(Problem(e.file, e.problem))
         return result
+    mat_file = headboxes if headboxes is not None else (find_headbox_file(path) if split == "test" else None)
+    mat_boxes = None
+    if mat_file is not None:  # a wrong .mat is refused as a whole: its boxes would score every record wrongly
+        joints = [None if isinstance(r, FormatError) else r.joints for r in records]
+        mat_boxes = attach_headboxes(joints, read_gt_mat(mat_file), path, Path(mat_file))
     for i, rec in enumerate(records):
         if isinstance(rec, FormatError):
             result.problems.append(Problem(rec.file, rec.problem))
@@ -306,9 +341,8 @@ def _pose_samples(root: Path, split: str, check_images: bool) -> LoadResult:
         if check_images and not _image_ok(image, path, rec.joints, result, where=f"record {i}: "):
             continue
         box = box_from_center_scale((float(rec.center[0]), float(rec.center[1])), rec.scale)
-        result.samples.append(
-            Sample(image.resolve(), f"{rec.image}#{i}", rec.joints, rec.visible, box, rec.headbox, None)
-        )
+        headbox = mat_boxes[i] if mat_boxes is not None else rec.headbox
+        result.samples.append(Sample(image.resolve(), f"{rec.image}#{i}", rec.joints, rec.visible, box, headbox, None))
     return result
 
 
@@ -322,43 +356,56 @@ def load_samples(
     check_images: bool = False,
     *,
     allow_empty: bool = False,
+    headboxes: str | os.PathLike | None = None,
+    layout: Layout | None = None,
 ) -> LoadResult:
-    """Load one split of a dataset folder (layouts in the module docstring).
+    """Load one split of a dataset (layouts in `cunet.data.layout`).
 
     Args:
-        root: the dataset folder.
+        root: the dataset folder, or (faces) a COCO-keypoint JSON.
         task: "face" or "pose".
-        split: "train", "test" or "valid" (an alias of "test"; pose reads `valid.json` for both).
-        subset: faces, split "test" only: a subset name ("common", "challenging", "300w-private" or a `test/`
-            subfolder); None or "full" is the full test set.
+        split: "train", "test" or "valid" (an alias of "test"; pose reads `valid.json` for both). A one-split
+            dataset (flat folder, COCO file) serves every split.
+        subset: faces, split "test" only: a subset name ("common", "challenging", "300w-private",
+            "300w-private/indoor", a `test/` subfolder); "full" is common + challenging (300-W) or every subset;
+            None is the layout's default test set (`Layout.default_subset`).
         boxes: faces only: a detector box file (`read_box_file`) to crop from instead of the landmark box.
         check_images: also decode every image (unreadable or truncated → problem) and flag points lying more
             than half the image size outside it. Without it only the image's existence is checked.
         allow_empty: return an empty result instead of raising when the split has no usable sample.
+        headboxes: pose only: a `gt_valid.mat` whose head boxes replace the JSON's (default: `gt_valid.mat`
+            beside `valid.json`, for the test split).
+        layout: the already detected layout of `root` (detected here when None).
 
     Returns:
         The samples (faces sorted by key, poses in file order) and the problems of every file left out.
 
     Raises:
-        CunetError: unknown task/split/subset, a missing folder or annotation file, an unreadable box file, or
-            (unless `allow_empty`) a split without a single usable sample.
+        CunetError: unknown task/split/subset, a missing folder or annotation file, an unreadable box file, a
+            head-box file that does not match, or (unless `allow_empty`) a split without a single usable sample.
     """
     root = Path(root)
     spec = get_spec(task)
-    split = _normalise_split(split)
+    layout = layout or detect_layout(root, spec.task)
+    split = split if layout.one_split and split == ONE_SPLIT else _normalise_split(split)
     if split == "train" and subset not in (None, "full"):
         raise CunetError(f"subsets apply to the test split only (got split 'train', subset {subset!r})")
-    if not root.is_dir():
-        raise CunetError(f"{root}: dataset folder does not exist")
     if spec.task == "face":
+        if headboxes is not None:
+            raise CunetError(f"{headboxes}: head boxes apply to pose (PCKh) only")
+        if layout.one_split and subset not in (None, "full"):
+            raise CunetError(f"{root}: a one-split dataset has no test subsets (got {subset!r})")
         box_map = read_box_file(boxes) if boxes is not None else None
-        result = _face_samples(root, split, subset, box_map, check_images)
+        if layout.kind == "coco":
+            result = _coco_samples(layout, box_map, check_images)
+        else:
+            result = _face_samples(layout, split, subset, box_map, check_images)
     else:
         if boxes is not None:
             raise CunetError(f"{boxes}: detector box files apply to faces only; poses are cropped from centre/scale")
         if subset not in (None, "full"):
             raise CunetError(f"{root}: pose datasets have no subsets (got {subset!r})")
-        result = _pose_samples(root, split, check_images)
+        result = _pose_samples(root, split, check_images, Path(headboxes) if headboxes is not None else None)
     if not result.samples and not allow_empty:
         first = result.problems[0] if result.problems else None
         # Name what is wrong with the first bad file, not only which file: "not valid JSON" is the fix-it hint.
@@ -368,30 +415,15 @@ def load_samples(
 
 
 def dataset_parts(root: str | os.PathLike, task: str) -> list[tuple[str, str | None]]:
-    """The (split, subset) parts that together hold every annotated file of the folder, each file in one part.
+    """The (split, subset) parts that together hold every annotated file of the dataset, each file in one part.
 
-    Faces in the 300-W layout give one part per test subset found (so the private set is included); other
-    folders give ("train", None) and ("test", None). Pose gives the splits whose JSON exists.
+    Faces in the 300-W layout give one part per test subset found ("common", "challenging",
+    "300w-private/indoor", "300w-private/outdoor"); train/ + test/ folders give ("train", None) and ("test", None);
+    a one-split dataset gives its one part ("all", or the COCO file's split). Pose gives the splits whose JSON
+    exists.
 
     Raises:
-        CunetError: unknown task, missing folder, or a folder with no recognisable split at all.
+        CunetError: unknown task, missing folder, or a path that is not a dataset of the task.
     """
-    root = Path(root)
     spec = get_spec(task)
-    if not root.is_dir():
-        raise CunetError(f"{root}: dataset folder does not exist")
-    if spec.task == "pose":
-        parts: list[tuple[str, str | None]] = [(s, None) for s in _POSE_FILES if _pose_json(root, s) is not None]
-        layout = "train.json / valid.json"
-    elif _is_300w(root):
-        found = [s for d, sp, s in _300W_PARTS if sp == "test" and (root / d).is_dir()]
-        subsets = list(dict.fromkeys(found))  # common, challenging, 300w-private: the order of the literature
-        train = any((root / d).is_dir() for d, sp, _ in _300W_PARTS if sp == "train")
-        parts = ([("train", None)] if train else []) + [("test", s) for s in subsets]
-        layout = "the 300-W layout"
-    else:
-        parts = [(s, None) for s in ("train", "test") if (root / s).is_dir()]
-        layout = "train/ and test/ folders or the 300-W layout"
-    if not parts:
-        raise CunetError(f"{root}: not a {task} dataset (expected {layout})")
-    return parts
+    return list(detect_layout(root, spec.task).parts)

@@ -81,11 +81,11 @@ def _face_errors(samples: list, pred: np.ndarray, norm: str, save: Path | None) 
     return scoring.per_image_nme(pred, gt, mask, norm, [s.key for s in samples])
 
 
-def _score_poses(data_root: Path, split: str, pred: np.ndarray, save: Path | None) -> tuple[dict, np.ndarray]:
-    gt_file, records = scoring.load_pose_gt(data_root, split)  # the records `samples` came from, in file order
-    for i, r in enumerate(records):
-        if r.headbox is None:
-            raise CunetError(f"{gt_file}: record {i} ({r.image}) has no headbox; PCKh needs head boxes")
+def _score_poses(data_root: Path, split: str, pred: np.ndarray, save: Path | None,
+                 headboxes: str | Path | None = None) -> tuple[dict, np.ndarray]:
+    # The records `samples` came from, in file order; head boxes from them or a gt_valid.mat.
+    gt_file, records = scoring.load_pose_gt(data_root, split, headboxes)
+    scoring.pckh_needs_headboxes(gt_file, records)
     if save is not None:
         from cunet.data.formats import read_mpii_json, write_mpii_json
 
@@ -115,6 +115,7 @@ def evaluate(
     progress: Progress | None = None,
     per_image: bool = False,
     boxes: str | Path | None = None,
+    headboxes: str | Path | None = None,
 ) -> dict | tuple[dict, np.ndarray]:
     """Run a model over a dataset split and score it.
 
@@ -136,6 +137,7 @@ def evaluate(
             NME [N] (fractions); pose: per-person joint correctness at PCKh@0.5 [N, 16] (1, 0, NaN not visible).
         boxes: faces: detector boxes to crop from (a box JSON, an iBUG `bounding_boxes_*.mat` or a folder of them,
             `cunet.data.detector_boxes`) instead of the landmark box; either is enlarged by the model's margin.
+        headboxes: pose: a `gt_valid.mat` with the head boxes (default: the one beside `valid.json`, if any).
 
     Returns:
         The `cunet metrics` JSON of the task, plus "model", "task", "backend", "provider" (what really ran),
@@ -147,6 +149,7 @@ def evaluate(
             missing head boxes (pose), a backend this machine cannot run.
     """
     from cunet.data.dataset import load_samples
+    from cunet.data.layout import detect_layout
     from cunet.runtime import open_predictor
 
     if batch < 1:
@@ -159,7 +162,7 @@ def evaluate(
         if task != meta.task:
             raise CunetError(f"{model_path}: a {meta.task} model cannot be evaluated on {task} data")
         # allow_empty: a split whose only file is broken (valid.json not JSON) is reported as that file's problem.
-        loaded = load_samples(data_root, task, split, subset, allow_empty=True)
+        loaded = load_samples(data_root, task, split, subset, allow_empty=True, headboxes=headboxes)
         if loaded.problems:
             p = loaded.problems[0]
             raise CunetError(f"{p.file}: {p.problem} ({len(loaded.problems)} problem(s); see `cunet data check`)")
@@ -176,14 +179,15 @@ def evaluate(
     name = Path(model_path).name
     if task == "face":
         errors = _face_errors(samples, pred, norm, save)
-        subsets = tuple(s.subset for s in samples) if subset in (None, "full") else None
-        result = scoring.summarize_face(errors, subsets, norm)
+        label = detect_layout(data_root, task).selection_label(subset)
+        subsets = tuple(s.subset for s in samples) if label in ("full", scoring.PRIVATE) else None
+        result = scoring.summarize_face(errors, subsets, norm, total=label)
         if plot_dir is not None:
             from cunet.evaluate.plots import plot_ced
 
             plot_ced({name: errors}, Path(plot_dir) / "ced.png", title=f"CED ({norm} NME)")
     else:
-        result, errors = _score_poses(data_root, split, pred, save)
+        result, errors = _score_poses(data_root, split, pred, save, headboxes)
         if plot_dir is not None:
             from cunet.evaluate.plots import plot_pckh
 

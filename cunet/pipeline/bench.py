@@ -441,8 +441,11 @@ def run_bench(opts: BenchOptions) -> BenchResult:
         from cunet.model.checkpoint import load_checkpoint
 
         task = load_checkpoint(ckpt)["task"]
-    if not Path(opts.data).is_dir():
+    if not Path(opts.data).exists():
         raise CunetError(f"{opts.data}: data folder not found")
+    from cunet.data.layout import detect_layout
+
+    detect_layout(opts.data, task)  # the layouts every command reads (a flat folder, a COCO .json, ...), up front
     report = Path(opts.report)
     work = Path(opts.work) if opts.work is not None else report / "artifacts"
     work.mkdir(parents=True, exist_ok=True)

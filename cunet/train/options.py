@@ -81,7 +81,9 @@ class TrainOptions:
 
     Attributes:
         task: "face" (NME validation) or "pose" (PCKh@0.5 validation).
-        data: dataset folder (a layout of `cunet.data.dataset`); "train" split trains, "test" split validates.
+        data: dataset (any `cunet.data.layout` layout); its "train" split trains, its "test" split validates.
+        val_data: a second dataset whose "test" split validates instead (needed when `data` is a one-split flat
+            folder or COCO file; None: `data`'s own test split).
         out: run folder: last.pt, best.pt, log.csv, history.json.
         variant: a `cunet.model.VARIANTS` name (None: cunet-tiny / cunet-tiny-pose by task). The task's landmark
             count replaces the variant's, so any variant trains for either task.
@@ -138,6 +140,7 @@ class TrainOptions:
     gamma: float | None = None
     weight_decay: float | None = None
     amp: str = "auto"
+    val_data: str | os.PathLike | None = None
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -179,6 +182,7 @@ class TrainOptions:
         """JSON- and `torch.load(weights_only=True)`-friendly dict (paths as strings, tuples as lists)."""
         d = dataclasses.asdict(self)
         d["data"], d["out"] = str(self.data), str(self.out)
+        d["val_data"] = None if self.val_data is None else str(self.val_data)
         d["milestones"] = None if self.milestones is None else list(self.milestones)
         return d
 

@@ -175,8 +175,13 @@ def _optimizer(opts: TrainOptions, params) -> torch.optim.Optimizer:
 
 def _load_split(opts: TrainOptions, split: str, log: Callable[[str], None]):
     from cunet.data.dataset import load_samples
+    from cunet.data.layout import detect_layout
 
-    loaded = load_samples(opts.data, opts.task, split)
+    root = opts.data if split == "train" or opts.val_data is None else opts.val_data
+    if split != "train" and opts.val_data is None and detect_layout(root, opts.task).one_split:
+        raise CunetError(f"{root}: a one-split dataset (a flat folder or a COCO .json) has no validation split; "
+                         "give one with --val-data DIR")
+    loaded = load_samples(root, opts.task, split)
     if loaded.problems:
         first = loaded.problems[0]
         log(f"{split}: skipping {len(loaded.problems)} bad file(s) (see `cunet data check`), "

@@ -46,7 +46,7 @@ def test_check_prints_problem_lines_on_stderr_and_exits_0_when_clean(tmp_path):
     _dataset(clean, bad=False)
     result = CliRunner().invoke(cli, ["data", "check", str(clean), "--task", "face", "--json"])
     assert result.exit_code == 0
-    assert json.loads(result.stdout) == {"valid": 3, "invalid": 0, "problems": [],
+    assert json.loads(result.stdout) == {"valid": 3, "invalid": 0, "problems": [], "layout": "splits", "notes": [],
                                          "splits": {"train": {"valid": 2, "invalid": 0},
                                                     "test": {"valid": 1, "invalid": 0}}}
     assert check_dataset(clean, "face", check_images=False).ok

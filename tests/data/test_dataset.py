@@ -59,8 +59,12 @@ def test_300w_layout_maps_folders_to_splits_and_subsets(tree_300w):
     with pytest.raises(CunetError, match="no 300-W test subset 'hard'"):
         load_samples(tree_300w, "face", "test", subset="hard")
     assert dataset_parts(tree_300w, "face") == [
-        ("train", None), ("test", "common"), ("test", "challenging"), ("test", "300w-private")
+        ("train", None), ("test", "common"), ("test", "challenging"), ("test", "300w-private/indoor"),
+        ("test", "300w-private/outdoor"),
     ]
+    assert {s.subset for s in private} == {"300w-private/indoor", "300w-private/outdoor"}
+    indoor = load_samples(tree_300w, "face", "test", subset="300w-private/indoor").samples
+    assert [s.key for s in indoor] == ["300W/01_Indoor/indoor_001.png"]
 
 
 def test_sample_fields(tree_300w):
@@ -116,16 +120,17 @@ def test_bad_files_become_problems_and_good_samples_still_load(tmp_path):
         "truncated.jpg": "truncated JPEG (no end-of-image marker)",
         "far.pts": problems["far.pts"],
         "few.pts": "5 points, the face task needs 68",
-        "orphan.pts": "no image (.png .jpg .jpeg .bmp) beside it",
+        "orphan.pts": problems["orphan.pts"],
         "lonely.png": "no .pts annotation beside the image",
     }
     assert "far outside the 32x32 image" in problems["far.pts"]
+    assert problems["orphan.pts"].startswith("no image (.png .jpg .jpeg") and ".ppm" in problems["orphan.pts"]
 
 
 def test_empty_or_missing_dataset_is_an_error(tmp_path):
     with pytest.raises(CunetError, match="dataset folder does not exist"):
         load_samples(tmp_path / "nope", "face")
-    with pytest.raises(CunetError, match="no train folder"):
+    with pytest.raises(CunetError, match="not a face dataset"):
         load_samples(tmp_path, "face")
     (tmp_path / "train").mkdir()
     with pytest.raises(CunetError, match="no usable face samples in split 'train'"):
@@ -137,6 +142,9 @@ def test_empty_or_missing_dataset_is_an_error(tmp_path):
         load_samples(tmp_path, "face", "dev")
     with pytest.raises(CunetError, match="unknown task"):
         load_samples(tmp_path, "hand")
+    with pytest.raises(CunetError, match="not a pose dataset"):
+        load_samples(tmp_path, "pose", "test")
+    (tmp_path / "train.json").write_text("[]")
     with pytest.raises(CunetError, match="no valid.json"):
         load_samples(tmp_path, "pose", "test")
 

@@ -17,8 +17,9 @@ from cunet.evaluate import metrics as M
 from cunet.evaluate.scoring import score_face, score_pose, summarize_face, summarize_pose
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
-FACE_KEYS = {"nme", "auc@0.08", "auc@0.10", "fr@0.08", "fr@0.10", "n", "norm"}
-POSE_KEYS = {"pckh@0.5", "pckh@0.1", "per_joint", "per_group", "pckh_auc", "n", "joints"}
+BATCH_KEYS = {"missing", "bad", "ignored"}
+FACE_KEYS = {"nme", "auc@0.08", "auc@0.10", "fr@0.08", "fr@0.10", "n", "norm", "subset"} | BATCH_KEYS
+POSE_KEYS = {"pckh@0.5", "pckh@0.1", "per_joint", "per_group", "pckh_auc", "n", "joints"} | BATCH_KEYS
 
 
 def _write_pts(path: Path, points: np.ndarray) -> None:
@@ -45,6 +46,7 @@ def test_folder_against_itself_is_perfect(tmp_path):
     assert set(r) == FACE_KEYS
     assert r["nme"] == pytest.approx(0, abs=1e-6) and r["auc@0.08"] == pytest.approx(1, abs=1e-6)
     assert r["fr@0.10"] == 0 and r["n"] == 2 and r["norm"] == "inter-ocular"
+    assert r["subset"] == "all" and r["missing"] == [] and r["bad"] == [] and r["ignored"] == 0
 
 
 def test_shift_by_3_4_px_recovers_nme_exactly(tmp_path):
@@ -63,28 +65,37 @@ def test_shift_by_3_4_px_recovers_nme_exactly(tmp_path):
     assert r["norm"] == "box" and r["nme"] > 0
 
 
-def test_missing_extra_and_mismatched_files_are_clear_errors(tmp_path):
+def test_missing_extra_and_mismatched_files_are_listed_and_the_rest_scored(tmp_path):
     _face_folder(tmp_path / "gt")
-    _face_folder(tmp_path / "pred")
+    _face_folder(tmp_path / "pred", shift=(3.0, 4.0))
     (tmp_path / "pred" / "b" / "c" / "y.pts").unlink()
-    with pytest.raises(CunetError, match=r"no prediction for 1 .*b/c/y\.pts"):
-        score_face(tmp_path / "gt", tmp_path / "pred")
+    r = score_face(tmp_path / "gt", tmp_path / "pred")
+    # only x.pts is scored: 5 px on an inter-ocular distance of 100 → 5 %
+    assert r["n"] == 1 and r["nme"] == pytest.approx(5.0, abs=1e-5)
+    assert r["missing"] == [str(tmp_path / "gt" / "b" / "c" / "y.pts")] and r["bad"] == []
     _face_folder(tmp_path / "pred")
     _write_pts(tmp_path / "pred" / "z.pts", _face(80, 3))
-    with pytest.raises(CunetError, match=r"without ground truth: z\.pts"):
-        score_face(tmp_path / "gt", tmp_path / "pred")
+    r = score_face(tmp_path / "gt", tmp_path / "pred")
+    assert r["n"] == 2 and r["ignored"] == 1 and not r["missing"] and not r["bad"]  # z.pts has no ground truth
     (tmp_path / "pred" / "z.pts").unlink()
     _write_pts(tmp_path / "pred" / "a" / "x.pts", _face(80, 3)[:5])
-    with pytest.raises(CunetError, match=r"x\.pts: 5 points but the ground truth .*x\.pts has 68"):
-        score_face(tmp_path / "gt", tmp_path / "pred")
+    r = score_face(tmp_path / "gt", tmp_path / "pred")
+    assert r["n"] == 1 and len(r["bad"]) == 1
+    assert r["bad"][0]["file"] == str(tmp_path / "pred" / "a" / "x.pts")
+    assert r["bad"][0]["problem"].startswith("5 points but the ground truth") and "has 68" in r["bad"][0]["problem"]
     with pytest.raises(CunetError, match="unknown normaliser"):
         score_face(tmp_path / "gt", tmp_path / "gt", norm="eyes")
+    for f in (tmp_path / "pred").rglob("*.pts"):
+        f.unlink()
+    with pytest.raises(CunetError, match="no prediction could be scored .*2 missing"):
+        score_face(tmp_path / "gt", tmp_path / "pred")
 
 
-def test_zero_normaliser_names_the_ground_truth_file(tmp_path):
+def test_zero_normaliser_is_a_bad_ground_truth_file(tmp_path):
     _face_folder(tmp_path / "gt", iods=(100.0, 0.0))
-    with pytest.raises(CunetError, match=r"y\.pts: the inter-ocular normaliser is 0"):
-        score_face(tmp_path / "gt", tmp_path / "gt")
+    r = score_face(tmp_path / "gt", tmp_path / "gt")
+    assert r["n"] == 1 and [b["file"] for b in r["bad"]] == [str(tmp_path / "gt" / "b" / "c" / "y.pts")]
+    assert r["bad"][0]["problem"].startswith("the inter-ocular normaliser is 0")
 
 
 def _face_dataset(root: Path) -> None:
@@ -107,9 +118,16 @@ def test_dataset_root_reports_subsets_and_ignores_train(tmp_path):
     assert r["subsets"]["common"]["nme"] == pytest.approx(7.5, abs=1e-5)
     assert r["subsets"]["challenging"]["nme"] == pytest.approx(12.5, abs=1e-5)
     assert r["nme"] == pytest.approx(27.5 / 3, abs=1e-5) and r["n"] == 3
-    assert r["subsets"]["full"] == {k: v for k, v in r.items() if k not in ("subsets", "norm")}
+    assert r["subsets"]["full"] == {k: v for k, v in r.items() if k not in ({"subsets", "norm", "subset"} | BATCH_KEYS)}
+    assert r["ignored"] == 0 and r["subset"] == "full"
     one = score_face(tmp_path / "data", pred, subset="challenging")
-    assert one["n"] == 1 and "subsets" not in one  # other subsets' predictions may stay in the folder
+    assert one["n"] == 1 and "subsets" not in one and one["subset"] == "challenging"
+    assert one["ignored"] == 2 and not one["missing"]  # the other subset's predictions are counted, not errors
+    # predictions for the training split too (as `evaluate --split train --save-predictions` writes them):
+    # the test split is scored, the train file is ignored, nothing is an error
+    _write_pts(pred / "train" / "t1.pts", np.zeros((68, 2)))
+    again = score_face(tmp_path / "data", pred)
+    assert again["ignored"] == 1 and again["n"] == 3 and again["nme"] == r["nme"] and not again["bad"]
 
 
 def test_summaries_convert_fractions_to_the_documented_units():
@@ -166,17 +184,23 @@ def test_pose_summary_matches_metric_functions():
     assert r["pckh@0.1"] == pytest.approx(100 * M.pckh(pred, gt, mask, hb, 0.1).mean)
 
 
-def test_pose_mismatches_and_missing_headbox_are_errors(tmp_path):
+def test_pose_mismatches_are_listed_and_missing_headbox_is_an_error(tmp_path):
     gt = _dump(tmp_path / "gt.json", _pose_records())
-    with pytest.raises(CunetError, match="2 records but the ground truth"):
-        score_pose(gt, _dump(tmp_path / "short.json", _pose_records(2)))
+    r = score_pose(gt, _dump(tmp_path / "short.json", _pose_records(2)))
+    assert r["n"] == 2 and r["missing"] == [f"{gt} record 2"] and r["bad"] == []
     swapped = _pose_records()
     swapped[1]["image"] = "other.jpg"
-    with pytest.raises(CunetError, match="record 1 is for image 'other.jpg'"):
-        score_pose(gt, _dump(tmp_path / "swapped.json", swapped))
+    r = score_pose(gt, _dump(tmp_path / "swapped.json", swapped))
+    assert r["n"] == 2 and len(r["bad"]) == 1 and "record 1 is for image 'other.jpg'" in r["bad"][0]["problem"]
+    broken = _pose_records()
+    broken[0]["joints"] = broken[0]["joints"][:15]
+    r = score_pose(gt, _dump(tmp_path / "broken.json", broken))
+    assert r["n"] == 2 and r["bad"][0]["problem"] == "record 0: expected 16 joints, got 15"
+    r = score_pose(gt, _dump(tmp_path / "long.json", _pose_records(5)))
+    assert r["n"] == 3 and r["ignored"] == 2 and not r["missing"]
     nohead = _pose_records()
     del nohead[2]["headbox"]
-    with pytest.raises(CunetError, match="record 2 .*PCKh needs head boxes"):
+    with pytest.raises(CunetError, match="record 2.*PCKh needs head boxes.*--headboxes"):
         score_pose(_dump(tmp_path / "nohead.json", nohead), gt)
 
 
@@ -200,18 +224,28 @@ def test_cli_json_face_and_pose(tmp_path, capsys):
     assert captured.out == "" and "PCKh@0.5" in captured.err
 
 
-def test_cli_error_is_one_line_exit_1(tmp_path):
+def test_cli_lists_missing_files_and_exits_1(tmp_path):
     _face_folder(tmp_path / "gt")
-    (tmp_path / "pred").mkdir()
+    _face_folder(tmp_path / "pred")
+    (tmp_path / "pred" / "b" / "c" / "y.pts").unlink()
+    proc = subprocess.run([sys.executable, "-m", "cunet", "metrics", "--task", "face", "--gt", str(tmp_path / "gt"),
+                           "--pred", str(tmp_path / "pred"), "--json"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    out = json.loads(proc.stdout)
+    assert out["n"] == 1 and out["missing"] == [str(tmp_path / "gt" / "b" / "c" / "y.pts")]
+    lines = proc.stderr.splitlines()
+    assert lines[0] == f"{tmp_path / 'gt' / 'b' / 'c' / 'y.pts'}: no prediction"
+    assert lines[-1] == "scored 1; 1 without a prediction, 0 bad"
+    (tmp_path / "pred" / "a" / "x.pts").unlink()
     proc = subprocess.run([sys.executable, "-m", "cunet", "metrics", "--task", "face", "--gt", str(tmp_path / "gt"),
                            "--pred", str(tmp_path / "pred"), "--json"], capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stdout == ""
-    assert proc.stderr.count("\n") == 1 and "no prediction for 2" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "no prediction could be scored" in proc.stderr
 
 
 def test_real_mpii_fixture_without_headboxes_says_pckh_needs_them():
     gt = FIXTURES / "mpii" / "test_mpii.json"
     if not gt.exists():
         pytest.skip("shared fixtures not present")
-    with pytest.raises(CunetError, match="PCKh needs head boxes"):
+    with pytest.raises(CunetError, match="PCKh needs head boxes: put MPII's gt_valid.mat beside it"):
         score_pose(gt, gt)

@@ -441,7 +441,8 @@ def _folder_cases() -> list[Case]:
              lambda env: evaluate(env.face_onnx, env.tmp / "missing", env.tmp / "missing"),
              r"dataset folder does not exist"),
         Case("evaluate-empty-data-folder", "evaluate",
-             lambda env: evaluate(env.face_onnx, _folder(env, "empty"), env.tmp / "empty"), r"no test folder"),
+             lambda env: evaluate(env.face_onnx, _folder(env, "empty"), env.tmp / "empty"),
+             r"not a face dataset \(expected"),
         Case("evaluate-empty-test-folder", "evaluate",
              lambda env: evaluate(env.face_onnx, _empty_test(env), _empty_test(env)), r"no face samples"),
         Case("evaluate-missing-model", "evaluate", lambda env: evaluate(env.tmp / "nope.onnx", env.face_data),
@@ -458,7 +459,7 @@ def _folder_cases() -> list[Case]:
              r"not a pose dataset"),
     ]
     folders = [("missing", r"calibration data folder does not exist"), ("empty", r"no images"),
-               ("blank-images", r"constant \(blank\)"), ("corrupt-image", r"unreadable image")]
+               ("blank-images", r"constant \(blank\)"), ("corrupt-image", r"unreadable or unsupported image")]
     for kind, problem in folders:
         for cmd, fn in (("calibrate", calibrate), ("quantize", quantize)):
             def build(env, kind=kind, fn=fn):
