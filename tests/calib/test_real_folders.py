@@ -46,9 +46,9 @@ def test_flat_folder_and_coco_json_calibrate_on_annotated_crops(tmp_path):
 
 def test_bench_refuses_a_folder_no_command_reads(tmp_path):
     torch = pytest.importorskip("torch")
-    from cunet.evaluate.bench import BenchOptions, run_bench
+    from cunet.pipeline.bench import BenchOptions, run_bench
     from cunet.model import CUNet, get_variant
-    from cunet.train.checkpoint import save_checkpoint
+    from cunet.model.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "m.pt", CUNet(get_variant("cunet-tiny", input_size=64)), "face")
     (tmp_path / "photos").mkdir()

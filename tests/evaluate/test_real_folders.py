@@ -27,7 +27,7 @@ CLEAN = {"missing": [], "bad": [], "ignored": 0}
 def setup(tmp_path_factory):
     from cunet.data.synth import synthesize
     from cunet.model import CUNet, CUNetConfig
-    from cunet.train.checkpoint import save_checkpoint
+    from cunet.model.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("real")
     synthesize(root / "synth", "face", n=12, seed=2, image_size=96)
