@@ -13,7 +13,12 @@ face gives poor landmarks.
 
 Outputs per image: `<name>.json` (points, box, model, backend), `<name>.overlay.png` (predictions drawn with
 OpenCV) and with `--format pts` a 300-W `<name>.pts`; `--format mpii` writes one MPII JSON for all images (named
-like the MPII box file, so `cunet metrics --task pose --gt DATA --pred OUT` finds it).
+like the MPII box file, so `cunet metrics --task pose --gt DATA --pred OUT` finds it). `<name>` is the image's
+relative name without its extension; when two images would share it (`face.png` and `face.jpg`), both keep their
+extension instead (`face.png.json`, `face.jpg.json`), so no prediction overwrites another.
+
+Nothing is lost: the output folder keeps a manifest of the files `cunet predict` wrote there (`cunet.io.OwnedOutputs`);
+a run replaces only those and refuses, before any inference, an output path that holds any other file.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ import numpy as np
 
 from cunet.errors import CunetError
 
-__all__ = ["OutputFormat", "PredictOptions", "ImageFile", "collect_images", "read_boxes", "predict_files"]
+__all__ = ["OutputFormat", "PredictOptions", "ImageFile", "collect_images", "output_stems", "read_boxes",
+           "predict_files"]
 
 #: Called after each image with (images done, images in total).
 Progress = Callable[[int, int], None]
@@ -178,9 +184,23 @@ def _box_dict(box: Any) -> dict[str, float]:
             "x1": box.cx - half, "y1": box.cy - half, "x2": box.cx + half, "y2": box.cy + half}
 
 
-def _output_stem(out: Path, name: str) -> Path:
-    rel = Path(name)
-    return out / rel.parent / rel.stem
+def output_stems(images: Sequence[ImageFile]) -> dict[str, str]:
+    """Each image name's output stem (relative, POSIX): the name without its extension, or the whole name when that
+    stem is shared by another image (`face.png` + `face.jpg` → `face.png`, `face.jpg`); compared case-insensitively,
+    as a case-insensitive file system would."""
+    def bare(name: str) -> str:
+        rel = Path(name)
+        return (rel.parent / rel.stem).as_posix()
+
+    counts: dict[str, int] = {}
+    for f in images:
+        counts[bare(f.name).lower()] = counts.get(bare(f.name).lower(), 0) + 1
+    return {f.name: bare(f.name) if counts[bare(f.name).lower()] == 1 else f.name for f in images}
+
+
+def _planned_outputs(opts: PredictOptions, stems: dict[str, str]) -> list[Path]:
+    suffixes = [".json"] + [".overlay.png"] * opts.draw + [".pts"] * (opts.format is OutputFormat.PTS)
+    return [opts.out / (stem + suffix) for stem in stems.values() for suffix in suffixes]
 
 
 def predict_files(opts: PredictOptions, progress: Progress | None = None) -> dict[str, Any]:
@@ -195,16 +215,29 @@ def predict_files(opts: PredictOptions, progress: Progress | None = None) -> dic
         CunetError: unreadable model, image or box file; an image without a box in the box file; `--format pts`
             with several instances in one image.
     """
+    from cunet.io import OwnedOutputs
+
+    images = collect_images(opts.inputs)
+    stems = output_stems(images)
+    owned = OwnedOutputs(opts.out, "predict")
+    owned.check_free(_planned_outputs(opts, stems))
+    try:
+        return _predict(opts, images, stems, owned, progress)
+    finally:
+        if owned.files:
+            owned.save()
+
+
+def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str], owned: Any,
+             progress: Progress | None) -> dict[str, Any]:
     import cv2
 
     from cunet.data.dataset import read_image
     from cunet.data.formats import PoseRecord, write_mpii_json, write_pts
     from cunet.data.spec import get_spec
     from cunet.evaluate.report import PRED_COLOUR, draw_landmarks
-    from cunet.io import write_bytes, write_json
     from cunet.runtime import open_predictor, whole_image_box
 
-    images = collect_images(opts.inputs)
     predictions: list[dict[str, Any]] = []
     mpii: list[tuple[int, Any]] = []  # (order key, PoseRecord)
     sources: dict[str, int] = {}
@@ -245,13 +278,14 @@ def predict_files(opts: PredictOptions, progress: Progress | None = None) -> dic
                 "instances": [{"box": _box_dict(b), "box_source": source, "points": pts.tolist()}
                               for b, pts in zip(crop_boxes, points)],
             }
-            stem = _output_stem(opts.out, image_file.name)
-            write_json(stem.with_name(stem.name + ".json"), doc)
+            stem = opts.out / stems[image_file.name]
+            owned.write_json(stem.with_name(stem.name + ".json"), doc)
             if opts.format is OutputFormat.PTS:
                 if len(points) != 1:
                     raise CunetError(f"{image_file.path}: {len(points)} people in the box file, but a .pts file "
                                      "holds one set of points; use --format mpii")
-                write_pts(stem.with_suffix(".pts"), points[0])
+                write_pts(stem.with_name(stem.name + ".pts"), points[0])
+                owned.record(stem.with_name(stem.name + ".pts"))
             if opts.format is OutputFormat.MPII:
                 for i, (b, pts, rec) in enumerate(zip(crop_boxes, points, recs)):
                     scale = b.size / (200.0 * 1.25)  # the inverse of `box_from_center_scale`
@@ -269,7 +303,7 @@ def predict_files(opts: PredictOptions, progress: Progress | None = None) -> dic
                 ok, buf = cv2.imencode(".png", drawn)
                 if not ok:
                     raise RuntimeError(f"OpenCV could not encode the overlay of {image_file.path}")
-                write_bytes(stem.with_name(stem.name + ".overlay.png"), buf.tobytes())
+                owned.write_bytes(stem.with_name(stem.name + ".overlay.png"), buf.tobytes())
             predictions.append(doc)
             if progress is not None:
                 progress(done, len(images))
@@ -277,7 +311,9 @@ def predict_files(opts: PredictOptions, progress: Progress | None = None) -> dic
     mpii_file = None
     if opts.format is OutputFormat.MPII:
         mpii_file = opts.out / (boxes.source.name if boxes and boxes.records else "predictions.json")
+        owned.check_free([mpii_file])
         write_mpii_json(mpii_file, [r for _, r in sorted(mpii, key=lambda t: t[0])])
+        owned.record(mpii_file)
     return {"model": str(opts.model), **ran, "task": meta.task, "out": str(opts.out), "format": opts.format.value,
             "images": len(predictions), "skipped": skipped, "box_sources": sources,
             "mpii_file": None if mpii_file is None else str(mpii_file), "predictions": predictions}

@@ -38,6 +38,10 @@ def predict(model, images, out, boxes, fmt, backend, threads, flip, no_draw, as_
       NAME.overlay.png   the predictions drawn on the image (unless --no-draw)
       NAME.pts           with --format pts: a 300-W .pts file (1-based, like the dataset's)
       predictions.json   with --format mpii: one MPII JSON (named like the MPII box file when one is given)
+    NAME is the image's name without its extension; two images that would share it (face.png and face.jpg)
+    keep their extension instead (face.png.json, face.jpg.json), so no output overwrites another.
+    --out keeps a list of the files predict wrote (.cunet-outputs): a rerun replaces those, and a run that
+    would overwrite any other file stops before predicting, naming it.
     \b
     A face model needs a face box: give detector boxes with --boxes, or the whole image is used (said on
     stderr) — fine for a cropped face, poor for a small face in a large photo.
