@@ -34,8 +34,8 @@ import numpy as np
 
 from cunet.errors import CunetError
 
-__all__ = ["OutputFormat", "PredictOptions", "ImageFile", "collect_images", "output_stems", "read_boxes",
-           "predict_files"]
+__all__ = ["OutputFormat", "PredictOptions", "ImageFile", "collect_images", "output_stems", "overlay_radius",
+           "read_boxes", "predict_files"]
 
 #: Called after each image with (images done, images in total).
 Progress = Callable[[int, int], None]
@@ -63,6 +63,7 @@ class PredictOptions:
         threads: CPU inference threads (None: the runtime's default).
         draw: write `<name>.overlay.png` per image.
         flip: flip test (average with the mirrored crop).
+        strict: stop at the first image that fails (unreadable, no box) instead of listing it in "failed".
     """
 
     model: Path
@@ -74,6 +75,7 @@ class PredictOptions:
     threads: int | None = None
     draw: bool = True
     flip: bool = False
+    strict: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", Path(self.model))
@@ -184,6 +186,12 @@ def _box_dict(box: Any) -> dict[str, float]:
             "x1": box.cx - half, "y1": box.cy - half, "x2": box.cx + half, "y2": box.cy + half}
 
 
+def overlay_radius(box_size: float) -> float:
+    """Dot radius (pixels) of an overlay: it follows the face or person box, not the image, so a 40-px face in an
+    8000-px photo gets dots that leave it visible (1/128 of the box side, at least 1 px)."""
+    return max(1.0, float(box_size) / 128.0)
+
+
 def output_stems(images: Sequence[ImageFile]) -> dict[str, str]:
     """Each image name's output stem (relative, POSIX): the name without its extension, or the whole name when that
     stem is shared by another image (`face.png` + `face.jpg` → `face.png`, `face.jpg`); compared case-insensitively,
@@ -208,12 +216,13 @@ def predict_files(opts: PredictOptions, progress: Progress | None = None) -> dic
 
     Returns:
         {"model", "backend", "provider", "task", "out", "format", "images" (predicted), "skipped" (names of
-        images without a person in an MPII box file), "box_sources": {source: instances}, "mpii_file" (or None),
+        images without a person in an MPII box file), "failed" ([{"file", "problem"}]: images left out because they
+        could not be read, had no box in the box file, or held several people for `--format pts`), "box_sources": {source: instances}, "mpii_file" (or None),
         "predictions": [per-image JSON documents]}.
 
     Raises:
-        CunetError: unreadable model, image or box file; an image without a box in the box file; `--format pts`
-            with several instances in one image.
+        CunetError: unreadable model or box file, an output path holding a file predict did not write; with
+            `strict`, also the first failing image.
     """
     from cunet.io import OwnedOutputs
 
@@ -242,6 +251,7 @@ def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str
     mpii: list[tuple[int, Any]] = []  # (order key, PoseRecord)
     sources: dict[str, int] = {}
     skipped: list[str] = []
+    failed: list[dict[str, str]] = []
     with open_predictor(opts.model, backend=opts.backend, threads=opts.threads) as p:
         meta = p.meta
         if opts.format is OutputFormat.MPII and meta.task != "pose":
@@ -249,7 +259,8 @@ def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str
         boxes = read_boxes(opts.boxes, meta.task) if opts.boxes is not None else None
         skeleton = get_spec(meta.task).skeleton
         record_index = {id(r): i for i, r in enumerate(boxes.records)} if boxes and boxes.records else {}
-        for done, image_file in enumerate(images, 1):
+
+        def _one(image_file: ImageFile) -> dict[str, Any] | None:
             image = read_image(image_file.path)
             if boxes is None:
                 crop_boxes, source, recs = [whole_image_box(image)], "whole image", [None]
@@ -257,7 +268,7 @@ def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str
                 key = _box_key(image_file, boxes)
                 if key is None and boxes.records is not None:  # an MPII file lists people; this image has none
                     skipped.append(image_file.name)
-                    continue
+                    return None
                 if key is None:
                     raise CunetError(f"{image_file.path}: no box for this image in {boxes.source} (looked up as "
                                      f"{image_file.name!r})")
@@ -278,12 +289,12 @@ def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str
                 "instances": [{"box": _box_dict(b), "box_source": source, "points": pts.tolist()}
                               for b, pts in zip(crop_boxes, points)],
             }
+            if opts.format is OutputFormat.PTS and len(points) != 1:
+                raise CunetError(f"{image_file.path}: {len(points)} people in the box file, but a .pts file "
+                                 "holds one set of points; use --format mpii")
             stem = opts.out / stems[image_file.name]
             owned.write_json(stem.with_name(stem.name + ".json"), doc)
             if opts.format is OutputFormat.PTS:
-                if len(points) != 1:
-                    raise CunetError(f"{image_file.path}: {len(points)} people in the box file, but a .pts file "
-                                     "holds one set of points; use --format mpii")
                 write_pts(stem.with_name(stem.name + ".pts"), points[0])
                 owned.record(stem.with_name(stem.name + ".pts"))
             if opts.format is OutputFormat.MPII:
@@ -297,14 +308,24 @@ def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str
                     mpii.append((record_index.get(id(rec), len(record_index) + len(mpii)), new))
             if opts.draw:
                 drawn = image
-                for pts in points:
-                    drawn = draw_landmarks(drawn, pts, PRED_COLOUR, skeleton=skeleton,
-                                           radius=max(1.5, max(image.shape[:2]) / 300))
+                for b, pts in zip(crop_boxes, points):
+                    drawn = draw_landmarks(drawn, pts, PRED_COLOUR, skeleton=skeleton, radius=overlay_radius(b.size))
                 ok, buf = cv2.imencode(".png", drawn)
                 if not ok:
                     raise RuntimeError(f"OpenCV could not encode the overlay of {image_file.path}")
                 owned.write_bytes(stem.with_name(stem.name + ".overlay.png"), buf.tobytes())
-            predictions.append(doc)
+            return doc
+
+        for done, image_file in enumerate(images, 1):
+            try:
+                doc = _one(image_file)
+            except CunetError as e:
+                if opts.strict:
+                    raise
+                failed.append({"file": str(image_file.path), "problem": str(e).removeprefix(f"{image_file.path}: ")})
+                doc = None
+            if doc is not None:
+                predictions.append(doc)
             if progress is not None:
                 progress(done, len(images))
         ran = {"backend": p.backend, "provider": p.provider}
@@ -315,5 +336,5 @@ def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str
         write_mpii_json(mpii_file, [r for _, r in sorted(mpii, key=lambda t: t[0])])
         owned.record(mpii_file)
     return {"model": str(opts.model), **ran, "task": meta.task, "out": str(opts.out), "format": opts.format.value,
-            "images": len(predictions), "skipped": skipped, "box_sources": sources,
+            "images": len(predictions), "skipped": skipped, "failed": failed, "box_sources": sources,
             "mpii_file": None if mpii_file is None else str(mpii_file), "predictions": predictions}

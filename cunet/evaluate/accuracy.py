@@ -7,7 +7,9 @@ records and the predicted joints) and the numbers are computed from the files as
 `cunet metrics --gt DATA --pred DIR` reproduces them exactly.
 
 The ground truth must be clean: a benchmark number from a silently shortened test set would be wrong, so any file
-`load_samples` reports as a problem stops the evaluation (run `cunet data check` for the full list).
+`load_samples` reports as a problem stops the evaluation (run `cunet data check` for the full list). An image that
+cannot be decoded (truncated, over the pixel limit) is different: it is left out, named in the result's "skipped",
+and the CLI exits 1 after printing the numbers of the rest (`strict=True` stops at the first instead).
 """
 
 from __future__ import annotations
@@ -27,17 +29,28 @@ __all__ = ["evaluate"]
 Progress = Callable[[int, int], None]
 
 
-def _predict_all(predictor, samples: list, flip: bool, batch: int, progress: Progress | None) -> np.ndarray:
+def _predict_all(predictor, samples: list, flip: bool, batch: int, progress: Progress | None,
+                 strict: bool = False) -> tuple[np.ndarray, list[dict[str, str]]]:
+    """Predictions [N, K, 2] (NaN rows for unreadable images) and the unreadable images as {"file", "problem"}."""
     from cunet.data.dataset import read_image
 
-    out = np.empty((len(samples), predictor.meta.num_landmarks, 2), dtype=np.float64)
+    out = np.full((len(samples), predictor.meta.num_landmarks, 2), np.nan, dtype=np.float64)
+    skipped: list[dict[str, str]] = []
     for start in range(0, len(samples), batch):
-        chunk = samples[start : start + batch]
-        images = [read_image(s.image) for s in chunk]
-        out[start : start + len(chunk)] = predictor.predict(images, [s.box for s in chunk], flip=flip)
+        rows, images = [], []
+        for i in range(start, min(start + batch, len(samples))):
+            try:
+                images.append(read_image(samples[i].image))
+                rows.append(i)
+            except CunetError as e:
+                if strict:
+                    raise
+                skipped.append({"file": str(samples[i].image), "problem": str(e).removeprefix(f"{samples[i].image}: ")})
+        if rows:
+            out[rows] = predictor.predict(images, [samples[i].box for i in rows], flip=flip)
         if progress is not None:
-            progress(start + len(chunk), len(samples))
-    return out
+            progress(min(start + batch, len(samples)), len(samples))
+    return out, skipped
 
 
 def _face_errors(samples: list, pred: np.ndarray, norm: str, save: Path | None) -> np.ndarray:
@@ -53,8 +66,10 @@ def _face_errors(samples: list, pred: np.ndarray, norm: str, save: Path | None) 
     return scoring.per_image_nme(pred, gt, mask, norm, [s.key for s in samples])
 
 
-def _score_poses(data_root: Path, split: str, pred: np.ndarray, save: Path | None) -> dict:
+def _score_poses(data_root: Path, split: str, pred: np.ndarray, save: Path | None, keep: np.ndarray) -> dict:
     gt_file, records = scoring.load_pose_gt(data_root, split)  # the records `samples` came from, in file order
+    records = [r for r, k in zip(records, keep) if k]  # people in unreadable images are left out
+    pred = pred[keep]
     for i, r in enumerate(records):
         if r.headbox is None:
             raise CunetError(f"{gt_file}: record {i} ({r.image}) has no headbox; PCKh needs head boxes")
@@ -88,6 +103,7 @@ def evaluate(
     norm: str = "inter-ocular",
     threads: int | None = None,
     progress: Progress | None = None,
+    strict: bool = False,
 ) -> dict:
     """Run a model over a dataset split and score it.
 
@@ -105,10 +121,11 @@ def evaluate(
         norm: face NME normaliser (a key of `scoring.NORMS`).
         threads: CPU threads for inference (None: the runtime's default).
         progress: called as progress(done, total) after each batch.
+        strict: stop at the first image that cannot be decoded instead of leaving it out.
 
     Returns:
-        The `cunet metrics` JSON of the task, plus "model", "task", "backend", "provider" (what really ran) and
-        "flip".
+        The `cunet metrics` JSON of the task (of the readable images), plus "model", "task", "backend", "provider"
+        (what really ran), "flip" and "skipped" ([{"file", "problem"}] of the images left out).
 
     Raises:
         CunetError: unreadable model or data, a model for another task or landmark count, ground-truth problems,
@@ -137,11 +154,16 @@ def evaluate(
         if len(samples[0].points) != meta.num_landmarks:
             raise CunetError(f"{model_path}: predicts {meta.num_landmarks} landmarks but {data_root} has "
                              f"{len(samples[0].points)}")
-        pred = _predict_all(predictor, samples, flip, batch, progress)
+        pred, skipped = _predict_all(predictor, samples, flip, batch, progress, strict)
         ran = {"model": str(model_path), "task": task, "backend": predictor.backend,
-               "provider": predictor.provider, "flip": flip}
+               "provider": predictor.provider, "flip": flip, "skipped": skipped}
+    keep = ~np.isnan(pred).any(axis=(1, 2))
+    if not keep.any():
+        raise CunetError(f"{data_root}: none of the {len(samples)} images could be read; first: "
+                         f"{skipped[0]['file']}: {skipped[0]['problem']}")
     name = Path(model_path).name
     if task == "face":
+        samples, pred = [s for s, k in zip(samples, keep) if k], pred[keep]
         errors = _face_errors(samples, pred, norm, save)
         subsets = tuple(s.subset for s in samples) if subset in (None, "full") else None
         result = scoring.summarize_face(errors, subsets, norm)
@@ -150,7 +172,7 @@ def evaluate(
 
             plot_ced({name: errors}, Path(plot_dir) / "ced.png", title=f"CED ({norm} NME)")
     else:
-        result = _score_poses(data_root, split, pred, save)
+        result = _score_poses(data_root, split, pred, save, keep)
         if plot_dir is not None:
             from cunet.evaluate.plots import plot_pckh
 

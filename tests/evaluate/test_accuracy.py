@@ -18,7 +18,7 @@ from cunet.errors import CunetError  # noqa: E402
 from cunet.evaluate.accuracy import evaluate  # noqa: E402
 from cunet.evaluate.scoring import score_face, score_pose  # noqa: E402
 
-RUN_KEYS = {"model", "task", "backend", "provider", "flip"}
+RUN_KEYS = {"model", "task", "backend", "provider", "flip", "skipped"}
 
 
 def _checkpoint(path: Path, task: str, landmarks: int) -> Path:
