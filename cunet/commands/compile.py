@@ -36,7 +36,9 @@ def compile_engine(model, precision, output, batch, workspace_mb, timing_cache, 
       cunet compile face.int8.onnx --precision int8 -o face.int8.engine --batch 1:8:32 --timing-cache trt.cache
     """
     from cunet.compile.tensorrt import compile_engine as build
+    from cunet.filetype import require
 
+    require(model, "onnx", "compile")
     manifest = build(model, output, precision, batch=batch, workspace_mb=workspace_mb, timing_cache=timing_cache,
                      device=device)
     doc = manifest.to_dict()

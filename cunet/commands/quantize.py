@@ -69,8 +69,10 @@ def calibrate(model, data, method, samples, cache_dir, strict, output, as_json):
     """
     from cunet.calib.calibrate import calibrate as run
     from cunet.errors import CunetError
+    from cunet.filetype import require
     from cunet.io import write_json
 
+    require(model, "onnx", "calibrate")
     ranges = run(model, data, method=method, samples=samples, cache_dir=cache_dir, strict=strict)
     if strict and ranges.skipped:  # a cache entry made without --strict
         raise CunetError(f"{ranges.skipped[0][0]}: {ranges.skipped[0][1]}")
@@ -115,6 +117,9 @@ def quantize(model, recipe, data, method, samples, cache_dir, max_drop, output, 
     group in float meets the budget, the model is still written but the exit status is 1 (nothing is INT8).
     """
     from cunet.compile.quantize import quantize as run
+    from cunet.filetype import require
+
+    require(model, "onnx", "quantize")
 
     def say(line: str) -> None:
         click.echo(line, err=True)
@@ -148,6 +153,13 @@ def quantize(model, recipe, data, method, samples, cache_dir, max_drop, output, 
         raise click.exceptions.Exit(1)
 
 
+#: What each kind of check-trt warning costs, printed once per kind beside its count.
+WARNING_COSTS = {
+    "concat-scales": "speed only, never accuracy: TensorRT requantizes the Concat inputs to one scale (an extra "
+                     "int8 copy per input); cunet's own --recipe tensorrt output has these and builds unchanged",
+}
+
+
 @click.command("check-trt")
 @click.argument("model", type=click.Path(dir_okay=False))
 @json_option
@@ -156,19 +168,41 @@ def check_trt(model, as_json):
 
     \b
     int8 Q/DQ only, zero points 0, per-channel Conv weights on axis 0, no int32 bias,
-    no QLinear*/ConvInteger/MatMulInteger. Unequal Concat input scales are warnings.
+    no QLinear*/ConvInteger/MatMulInteger. Unequal Concat input scales are warnings (each
+    warning kind is printed once with what it costs).
+    A model without any QuantizeLinear/DequantizeLinear node is not an INT8 model: that is an
+    error too (exit 1), since TensorRT would build it in FP32/FP16, not INT8.
       cunet check-trt model.int8.onnx
     """
+    import onnx
+
     from cunet.compile.trt_rules import check_trt as run
     from cunet.errors import CunetError
+    from cunet.filetype import require
 
+    require(model, "onnx", "check-trt")
     found = run(model)
+    qdq = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear")
+              for n in onnx.load(str(model), load_external_data=False).graph.node)
     errors = [v for v in found if v.severity == "error"]
+    kinds: dict[str, int] = {}
+    for v in found:
+        if v.severity != "error":
+            kinds[v.rule] = kinds.get(v.rule, 0) + 1
     if as_json:
-        emit_json({"model": model, "ok": not errors, "violations": [v.__dict__ for v in found]})
+        emit_json({"model": model, "ok": not errors and qdq > 0, "qdq_nodes": qdq,
+                   "violations": [v.__dict__ for v in found],
+                   "warning_costs": {k: WARNING_COSTS.get(k, "") for k in kinds}})
     else:
         for v in found:
             console().print(f"{v.severity}: [{v.rule}] {v.node}: {v.message}", markup=False, highlight=False)
-        console().print(f"{model}: {len(errors)} error(s), {len(found) - len(errors)} warning(s)")
+        for rule, count in kinds.items():
+            console().print(f"{count} [{rule}] warning(s): {WARNING_COSTS.get(rule, 'performance advice')}",
+                            markup=False, highlight=False)
+        if qdq:
+            console().print(f"{model}: {qdq} Q/DQ nodes, {len(errors)} error(s), {len(found) - len(errors)} warning(s)",
+                            markup=False, highlight=False)
+    if qdq == 0:
+        raise CunetError(f"{model}: no Q/DQ nodes: not an INT8 model (make one with `cunet quantize --recipe tensorrt`)")
     if errors:
         raise CunetError(f"{model}: {len(errors)} TensorRT Q/DQ rule violation(s), first: [{errors[0].rule}] {errors[0].message}")
