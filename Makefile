@@ -13,7 +13,8 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[cpu,dev]'
+	# setuptools tells every editable install a boxed "Editable installation" notice; it is no problem here.
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install --quiet -e '.[cpu,dev]'
 	touch $@
 
 install: $(BIN)/.installed
