@@ -217,7 +217,8 @@ def predict_files(opts: PredictOptions, progress: Progress | None = None) -> dic
     Returns:
         {"model", "backend", "provider", "task", "out", "format", "images" (predicted), "skipped" (names of
         images without a person in an MPII box file), "failed" ([{"file", "problem"}]: images left out because they
-        could not be read, had no box in the box file, or held several people for `--format pts`), "box_sources": {source: instances}, "mpii_file" (or None),
+        could not be read, had no box in the box file, or held several people for `--format pts`),
+        "box_sources": {source: instances}, "mpii_file" (or None),
         "predictions": [per-image JSON documents]}.
 
     Raises:

@@ -203,6 +203,7 @@ def check_trt(model, as_json):
             console().print(f"{model}: {qdq} Q/DQ nodes, {len(errors)} error(s), {len(found) - len(errors)} warning(s)",
                             markup=False, highlight=False)
     if qdq == 0:
-        raise CunetError(f"{model}: no Q/DQ nodes: not an INT8 model (make one with `cunet quantize --recipe tensorrt`)")
+        raise CunetError(f"{model}: no Q/DQ nodes: not an INT8 model (make one with `cunet quantize --recipe "
+                         "tensorrt`)")
     if errors:
         raise CunetError(f"{model}: {len(errors)} TensorRT Q/DQ rule violation(s), first: [{errors[0].rule}] {errors[0].message}")

@@ -352,7 +352,8 @@ def quantize(
             model = quantize_with_ranges(fp32, ranges, recipe, [])
         else:
             val = select_calibration_images(data, read_preprocess_spec(fp32), val_samples).load().arrays
-            model, drop, excluded, n_groups = _control(fp32, ranges, recipe, val, max_drop, progress or (lambda m: None))
+            say = progress or (lambda line: None)
+            model, drop, excluded, n_groups = _control(fp32, ranges, recipe, val, max_drop, say)
     _copy_meta(onnx.load(str(src), load_external_data=False), model, recipe, excluded)
     write_bytes(out_path, model.SerializeToString())
     return QuantizeReport(
