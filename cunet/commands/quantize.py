@@ -144,10 +144,15 @@ def quantize(model, recipe, data, method, samples, cache_dir, max_drop, output, 
         ]
         print_table("quantize", ["", "value"], rows)
         if report.excluded:
+            chosen = [e for e in report.excluded if not e.get("forced")]
+            forced = [e for e in report.excluded if e.get("forced")]
+            rows = [(e["group"], e["nodes"], e["gain_alone"], e["drop_after"]) for e in chosen]
+            if forced:  # one row: their drops are not their own, only the all-float model's
+                rows.append((f"the other {len(forced)} group(s)", sum(e["nodes"] for e in forced), None,
+                             forced[-1]["drop_after"]))
             print_table(f"kept in float: {len(report.excluded)} of {report.groups} block groups, most sensitive first",
-                        ["block group", "nodes", "drop saved alone (NME pts)", "drop after (NME pts)"],
-                        [(e["group"], e["nodes"], f"{e['gain_alone']:.3f}", f"{e['drop_after']:.3f}")
-                         for e in report.excluded])
+                        ["block group", "nodes", "drop saved alone (NME pts)", "drop after (NME pts)"], rows,
+                        decimals={2: 3, 3: 3})
     _finish_batch(report.skipped)
     if report.all_float:
         raise click.exceptions.Exit(1)

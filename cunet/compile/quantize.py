@@ -63,7 +63,8 @@ class QuantizeReport:
         fp32_bytes, int8_bytes: file sizes.
         drop: the measured landmark drop (NME points of INT8 vs FP32 landmarks) of the written model, if measured.
         excluded: node groups kept in float, most sensitive first: "group", "nodes", "gain_alone" (drop reduction,
-            NME points, when it alone stays float) and "drop_after" (the drop once it and those above stay float).
+            NME points, when it alone stays float) and "drop_after" (the drop once it and those above stay float);
+            "forced": True on the groups kept float only because nothing else met the budget (all_float).
         groups: node groups the model has (0 when --max-drop was not used).
         all_float: every group had to stay float to meet --max-drop: nothing is quantized.
     """
@@ -300,7 +301,8 @@ def _control(fp32_path: Path, ranges, recipe: Recipe, val: np.ndarray, max_drop:
     say("max-drop: budget not met by any subset tried: every group in float")
     rest = [g for g in groups if g not in {e["group"] for e in excluded}]
     model, drop = drop_of([n for nodes in groups.values() for n in nodes])
-    excluded += [{"group": g, "nodes": len(groups[g]), "gain_alone": gain[g], "drop_after": drop} for g in rest]
+    excluded += [{"group": g, "nodes": len(groups[g]), "gain_alone": gain[g], "drop_after": drop, "forced": True}
+                 for g in rest]
     if drop > max_drop:
         raise CunetError(f"{fp32_path.name}: even with every block in float the drop is {drop:.3f} > --max-drop "
                          f"{max_drop}")

@@ -70,7 +70,8 @@ def test_quantize_max_drop_that_forces_everything_float_warns_and_exits_1(face_o
     assert report["all_float"] and len(report["excluded"]) == report["groups"] > 0
     assert code == 1 and "nothing is quantized" in err
     assert sum(line.startswith("max-drop: ") for line in err.splitlines()) >= report["groups"]  # progress per step
-    kept = [e for e in report["excluded"] if e["gain_alone"] > 0]
+    kept = [e for e in report["excluded"] if not e.get("forced")]
+    assert all(e["gain_alone"] > 0 for e in kept)  # a group whose float copy does not help is never chosen
     drops = [e["drop_after"] for e in kept]
     assert drops == sorted(drops, reverse=True)  # the drop only falls as groups are kept float
     assert report["samples"] == report["samples_requested"] == 4
