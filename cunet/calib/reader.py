@@ -216,8 +216,8 @@ class CalibrationSelection:
             arrays.append(to_input(warp(image, m, size)[None], self.spec.mean, self.spec.std)[0])
             used.append(str(path))
         if not arrays:
-            raise CunetError(f"none of the {len(self.items)} selected calibration image(s) is readable; first: "
-                             f"{skipped[0][0]}: {skipped[0][1]}")
+            raise CunetError(f"{skipped[0][0]}: {skipped[0][1]} (none of the {len(self.items)} selected calibration "
+                             "image(s) is readable)")
         return CalibrationInputs(self.spec.input_name, np.stack(arrays), self.fingerprint, tuple(used), tuple(skipped))
 
 

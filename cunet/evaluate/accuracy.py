@@ -159,8 +159,8 @@ def evaluate(
                "provider": predictor.provider, "flip": flip, "skipped": skipped}
     keep = ~np.isnan(pred).any(axis=(1, 2))
     if not keep.any():
-        raise CunetError(f"{data_root}: none of the {len(samples)} images could be read; first: "
-                         f"{skipped[0]['file']}: {skipped[0]['problem']}")
+        raise CunetError(f"{skipped[0]['file']}: {skipped[0]['problem']} (none of the {len(samples)} images could "
+                         "be read)")
     name = Path(model_path).name
     if task == "face":
         samples, pred = [s for s, k in zip(samples, keep) if k], pred[keep]
