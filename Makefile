@@ -21,13 +21,14 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
+	# setuptools tells every editable install a boxed "Editable installation" notice; it is no problem here.
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
 	touch $@
 
 $(DEPLOY_BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(DEPLOY_VENV)
 	$(DEPLOY_BIN)/pip install --quiet --upgrade pip
-	$(DEPLOY_BIN)/pip install --quiet -e '.[$(DEPLOY_EXTRAS)]'
+	PYTHONWARNINGS="ignore:Editable installation" $(DEPLOY_BIN)/pip install --quiet -e '.[$(DEPLOY_EXTRAS)]'
 	@! $(DEPLOY_BIN)/python -c "import torch" 2>/dev/null || { echo "$(DEPLOY_VENV) has torch; it must not"; exit 1; }
 	touch $@
 

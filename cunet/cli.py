@@ -5,7 +5,9 @@ prints the result. Commands are discovered from that package, so adding a comman
 modules import only click at the top (the library is imported inside the command), which keeps `cunet --help`
 fast and working without torch, ONNX Runtime or TensorRT.
 
-A `CunetError` becomes one line on stderr and exit code 1; anything else is a bug and keeps its traceback.
+A `CunetError` becomes one line on stderr and exit code 1; so does a usage mistake (a missing argument or option, an
+unknown variant), which keeps click's usage hint: every failure a user can cause exits 1, as the README says.
+Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -97,9 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     except click.BadParameter as e:
         if "does not exist" not in e.message:  # a real usage mistake: click's usage hint helps
             e.show()
-            return e.exit_code
+            return 1
         # A missing input file is bad input, not bad usage: one line and exit 1 like every other file problem.
         click.echo(f"error: {e.format_message()}", err=True)
+        return 1
+    except click.UsageError as e:  # click's own code is 2; cunet promises 1 for every user mistake
+        e.show()
         return 1
     except click.ClickException as e:
         e.show()

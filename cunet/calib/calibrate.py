@@ -53,12 +53,14 @@ class Ranges:
 
     Attributes:
         method: the calibration method.
-        samples: the number of calibration images asked for (part of the cache key).
+        samples: the number of calibration images the ranges come from (used, not asked for).
         model_sha256: sha256 of the calibrated model file.
         data_fingerprint: fingerprint of the calibration inputs.
         tensors: tensor name → (lowest, highest) observed/clipped value.
         cache_file: the cache entry these ranges were read from or written to (None when not cached).
         from_cache: True when they were reused from `cache_file` rather than computed.
+        requested: the number of images asked for (part of the cache key; None: as many as `samples`).
+        skipped: [file, problem] of each selected image that could not be read and was left out.
     """
 
     method: Method
@@ -68,11 +70,15 @@ class Ranges:
     tensors: dict[str, tuple[float, float]]
     cache_file: str | None = field(default=None, compare=False)
     from_cache: bool = field(default=False, compare=False)
+    requested: int | None = None
+    skipped: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "method": self.method.value,
             "samples": self.samples,
+            "requested": self.requested if self.requested is not None else self.samples,
+            "skipped": [list(s) for s in self.skipped],
             "model_sha256": self.model_sha256,
             "data_fingerprint": self.data_fingerprint,
             "tensors": {k: [lo, hi] for k, (lo, hi) in self.tensors.items()},
@@ -86,6 +92,8 @@ class Ranges:
             model_sha256=d["model_sha256"],
             data_fingerprint=d["data_fingerprint"],
             tensors={k: (float(v[0]), float(v[1])) for k, v in d["tensors"].items()},
+            requested=int(d.get("requested", d["samples"])),
+            skipped=tuple((str(f), str(p)) for f, p in d.get("skipped", [])),
             **extra,
         )
 
@@ -188,6 +196,7 @@ def calibrate(
     method: Method | str = Method.MINMAX,
     samples: int = 64,
     cache_dir: str | os.PathLike | None = None,
+    strict: bool = False,
 ) -> Ranges:
     """Activation ranges of an exported cunet ONNX model from the images under `data`.
 
@@ -199,16 +208,20 @@ def calibrate(
         model_path: the FP32 ONNX model (with cunet metadata).
         data: a dataset root (its training split) or a folder of images.
         method: minmax, entropy or percentile.
-        samples: how many images to use, spread evenly over the sorted set.
+        samples: how many images to use, spread evenly over the sorted set (fewer when the folder has fewer;
+            `Ranges.samples` says how many were used, `Ranges.requested` how many were asked for).
         cache_dir: cache directory.
+        strict: stop at the first unreadable image instead of leaving it out (listed in `Ranges.skipped`).
 
     Raises:
-        CunetError: unreadable model/data, NaN or constant calibration data, non-finite ranges.
+        CunetError: unreadable model, no readable image (or any unreadable one with `strict`), NaN or constant
+            calibration data, non-finite ranges.
     """
     path = Path(model_path)
     spec = read_preprocess_spec(path)
     selection = select_calibration_images(data, spec, samples)
-    return _calibrate(path, Method(method), samples, cache_dir, selection.fingerprint, selection.load, str(data))
+    return _calibrate(path, Method(method), samples, cache_dir, selection.fingerprint,
+                      lambda: selection.load(strict=strict), str(data))
 
 
 def _calibrate(path: Path, method: Method, samples: int, cache_dir, fingerprint: str, load, where: str) -> Ranges:
@@ -223,6 +236,7 @@ def _calibrate(path: Path, method: Method, samples: int, cache_dir, fingerprint:
         inputs = load()
         _check_inputs(inputs, where)
         tensors = _run_calibrator(path, inputs, method)
-        ranges = Ranges(method, int(samples), key.model_sha256, fingerprint, tensors, cache_file=str(entry))
+        ranges = Ranges(method, len(inputs.arrays), key.model_sha256, fingerprint, tensors, cache_file=str(entry),
+                        requested=int(samples), skipped=inputs.skipped)
         write_entry(entry, key, ranges.to_dict())
     return ranges

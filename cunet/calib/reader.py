@@ -96,13 +96,15 @@ class CalibrationInputs:
         input_name: the model input the arrays feed.
         arrays: [N, 3, S, S] float32 network inputs, one per calibration image.
         fingerprint: sha256 over the selected files (relative path, size, mtime, crop box) or over the array bytes.
-        sources: the selected image files (empty for in-memory arrays).
+        sources: the image files the arrays came from (empty for in-memory arrays).
+        skipped: (file, problem) of each selected image that could not be read and was left out.
     """
 
     input_name: str
     arrays: np.ndarray
     fingerprint: str
     sources: tuple[str, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
 
     def reader(self, batch: int = 1) -> "ArrayDataReader":
         """A fresh ONNX Runtime CalibrationDataReader over these inputs."""
@@ -198,17 +200,32 @@ class CalibrationSelection:
     items: tuple[tuple[Path, Box | None], ...]
     fingerprint: str
 
-    def load(self) -> "CalibrationInputs":
-        """Decode and preprocess the selected images (crop, resize, normalise exactly as at inference)."""
+    def load(self, strict: bool = False) -> "CalibrationInputs":
+        """Decode and preprocess the selected images (crop, resize, normalise exactly as at inference).
+
+        An unreadable image (truncated, over the pixel limit, not an image) is left out and listed in
+        `CalibrationInputs.skipped`; with `strict` the first one raises instead.
+
+        Raises:
+            CunetError: `strict` and an unreadable image, or no selected image readable at all.
+        """
         size = self.spec.input_size
-        arrays = []
+        arrays, used, skipped = [], [], []
         for path, box in self.items:
-            image = _read_image(path)
+            try:
+                image = _read_image(path)
+            except CunetError as e:
+                if strict:
+                    raise
+                skipped.append((str(path), str(e).removeprefix(f"{path}: ")))
+                continue
             m = crop_affine(box or _whole_image_box(image), size)
             arrays.append(to_input(warp(image, m, size)[None], self.spec.mean, self.spec.std, self.spec.stretch)[0])
-        return CalibrationInputs(
-            self.spec.input_name, np.stack(arrays), self.fingerprint, tuple(str(p) for p, _ in self.items)
-        )
+            used.append(str(path))
+        if not arrays:
+            raise CunetError(f"{skipped[0][0]}: {skipped[0][1]} (none of the {len(self.items)} selected calibration "
+                             "image(s) is readable)")
+        return CalibrationInputs(self.spec.input_name, np.stack(arrays), self.fingerprint, tuple(used), tuple(skipped))
 
 
 def select_calibration_images(data: str | os.PathLike, spec: PreprocessSpec, samples: int) -> CalibrationSelection:

@@ -41,7 +41,9 @@ def compile_engine(model, precision, output, batch, workspace_mb, timing_cache, 
       cunet compile face.int8.onnx --precision int8 -o face.dla0.engine --batch 1 --dla 0
     """
     from cunet.compile.tensorrt import compile_engine as build
+    from cunet.filetype import require
 
+    require(model, "onnx", "compile")
     manifest = build(model, output, precision, batch=batch, workspace_mb=workspace_mb, timing_cache=timing_cache,
                      device=device, dla_core=dla_core)
     doc = manifest.to_dict()

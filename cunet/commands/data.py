@@ -99,7 +99,9 @@ def check(root: Path, task: str, no_images: bool, split: str | None, headboxes: 
     help="0..1: pose range, clutter, noise, blur, occlusion.",
 )
 @click.option("--image-size", type=click.IntRange(min=64), default=256, show_default=True, help="Square image side.")
-@click.option("--overwrite", is_flag=True, help="Allow a non-empty --out (files of an earlier synth are replaced).")
+@click.option("--overwrite", is_flag=True,
+              help="Allow a non-empty --out holding an earlier synth's files (listed in its .cunet-outputs): "
+                   "those are replaced, other files kept. A folder with none of them is refused, naming a file.")
 @json_option
 def synth(task: str, out: Path, n: int, seed: int, difficulty: float, image_size: int, overwrite: bool, as_json: bool):
     """Write a synthetic face or pose dataset in the real on-disk formats.

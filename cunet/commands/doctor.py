@@ -87,8 +87,8 @@ def _tensorrt_info(cuda: bool) -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
     if importlib.util.find_spec("tensorrt") is None:
-        return {"installed": False, "version": None, "detail": "not installed (pip install 'cunet[gpu]' on a GPU "
-                                                                "machine)"}
+        return {"installed": False, "version": None, "detail": "not installed: pip install 'cunet[gpu]' on a GPU "
+                                                                "machine"}
     if not cuda:
         dist = None
         for name in ("tensorrt", "tensorrt-cu13", "tensorrt-cu12"):
@@ -187,10 +187,13 @@ def doctor(as_json):
     rows.append(("onnxruntime", o["version"] or "not installed"))
     rows += [(f"  {p['name']}", ("loads" if p["loads"] else "does not load") + ("" if p["loads"] else
              f": {p['detail']}")) for p in o["providers"]]
-    rows.append(("TensorRT", f"{trt['version'] or '—'} ({trt['detail']})"))
+    rows.append(("TensorRT", trt["detail"] if not trt["version"] else f"{trt['version']} · {trt['detail']}"))
     rows.append(("backends that run here", ", ".join(report["backends"]) or "none"))
     engines = report["engines"]
-    rows.append(("TensorRT engines", "can build and run" if engines["can_build"] else f"no: {engines['reason']}"))
+    # The reason usually repeats the TensorRT and GPU rows above; say it once.
+    said = trt["detail"] != "ok" or not report["gpus"]
+    rows.append(("TensorRT engines", "can build and run" if engines["can_build"] else
+                 "no: needs TensorRT and a CUDA device, see the rows above" if said else f"no: {engines['reason']}"))
     from rich.markup import escape
 
     print_table("cunet doctor", ["", "value"], [(k, escape(v)) for k, v in rows])

@@ -41,9 +41,11 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt"]
               help="Faces: crop from detector boxes instead of the landmark box: a box JSON {image: [x1, y1, x2, y2]}, "
                    "an iBUG bounding_boxes_*.mat or the folder holding them (bb_detector is used), enlarged by the "
                    "model's own margin (1.25 for cunet models, 1.1 for imported original ones).")
+@click.option("--strict", is_flag=True,
+              help="Stop at the first image that cannot be read (default: leave it out, say so, exit 1 at the end).")
 @json_option
 def evaluate(model, data, task, backend, split, subset, headboxes, flip, batch, norm, threads, save_predictions,
-             plot_dir, boxes, as_json):
+             plot_dir, boxes, strict, as_json):
     """Predict every sample of a dataset split with MODEL and score it.
 
     \b
@@ -56,6 +58,9 @@ def evaluate(model, data, task, backend, split, subset, headboxes, flip, batch, 
     --save-predictions DIR writes the predictions so any tool can score them again:
       cunet evaluate model.onnx --data data/300w --save-predictions preds/
       cunet metrics --task face --gt data/300w --pred preds/      # the same numbers
+    \b
+    An image that cannot be read (truncated, over the pixel limit) is left out with one line on stderr; the
+    numbers are of the rest and the exit status is 1. --strict stops at the first instead.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
@@ -67,9 +72,16 @@ def evaluate(model, data, task, backend, split, subset, headboxes, flip, batch, 
         job = bar.add_task(f"evaluating {model.name}", total=None)
         result = run(model, data, task=task, backend=backend, split=split, subset=subset, flip=flip, batch=batch,
                      save_predictions=save_predictions, plot_dir=plot_dir, norm=norm, threads=threads, boxes=boxes,
-                     progress=lambda done, total: bar.update(job, completed=done, total=total), headboxes=headboxes)
+                     progress=lambda done, total: bar.update(job, completed=done, total=total), headboxes=headboxes,
+                     strict=strict)
+    for s in result["skipped"]:
+        click.echo(f"skipped {s['file']}: {s['problem']}", err=True)
     if as_json:
         emit_json(result)
-        return
-    print_result(result["task"], result)
-    console().print(f"{result['model']} on {result['backend']} ({result['provider']}), flip={result['flip']}")
+    else:
+        print_result(result["task"], result)
+        console().print(f"{result['model']} on {result['backend']} ({result['provider']}), flip={result['flip']}")
+    if result["skipped"]:
+        click.echo(f"error: {len(result['skipped'])} image(s) could not be read and were left out (first: "
+                   f"{result['skipped'][0]['file']}); the numbers are of the other {result.get('n', '?')}", err=True)
+        raise click.exceptions.Exit(1)

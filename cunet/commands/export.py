@@ -34,7 +34,9 @@ def export(checkpoint, output, opset, no_simplify, no_verify, as_json):
     """
     require_torch("cunet export")
     from cunet.compile.export import export_onnx
+    from cunet.filetype import require
 
+    require(checkpoint, "checkpoint", "export")
     report = export_onnx(checkpoint, output, opset=opset, simplify=not no_simplify, verify=not no_verify)
     if as_json:
         emit_json(report.to_dict())

@@ -40,7 +40,9 @@ def pack(model, output, fmt, as_json):
     """
     from cunet.compile.packing import pack as run
     from cunet.compile.packing import write_int4
+    from cunet.filetype import require
 
+    require(model, "onnx", "pack")
     if fmt == "int4":
         r = write_int4(model, output)
         if as_json:

@@ -29,8 +29,10 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt"]
 @click.option("--threads", type=click.IntRange(min=1), help="CPU inference threads (default: the runtime's).")
 @click.option("--flip", is_flag=True, help="Flip test: average with the mirrored crop (twice the inference).")
 @click.option("--no-draw", is_flag=True, help="Skip the <name>.overlay.png pictures.")
+@click.option("--strict", is_flag=True,
+              help="Stop at the first image that fails (default: skip it with one line, finish, exit 1 at the end).")
 @json_option
-def predict(model, images, out, boxes, fmt, backend, threads, flip, no_draw, as_json):
+def predict(model, images, out, boxes, fmt, backend, threads, flip, no_draw, strict, as_json):
     """Predict landmarks on IMAGES (files or folders) with MODEL (.pt, .onnx or .engine).
 
     \b
@@ -39,6 +41,13 @@ def predict(model, images, out, boxes, fmt, backend, threads, flip, no_draw, as_
       NAME.overlay.png   the predictions drawn on the image (unless --no-draw)
       NAME.pts           with --format pts: a 300-W .pts file (1-based, like the dataset's)
       predictions.json   with --format mpii: one MPII JSON (named like the MPII box file when one is given)
+    NAME is the image's name without its extension; two images that would share it (face.png and face.jpg)
+    keep their extension instead (face.png.json, face.jpg.json), so no output overwrites another.
+    --out keeps a list of the files predict wrote (.cunet-outputs): a rerun replaces those, and a run that
+    would overwrite any other file stops before predicting, naming it.
+    \b
+    An image that fails (unreadable, truncated, no box in --boxes) is skipped with one line; the others are
+    predicted and the exit status is 1. --strict stops at the first instead.
     \b
     A face model needs a face box: give detector boxes with --boxes, or the whole image is used (said on
     stderr) — fine for a cropped face, poor for a small face in a large photo.
@@ -56,7 +65,7 @@ def predict(model, images, out, boxes, fmt, backend, threads, flip, no_draw, as_
     from cunet.pipeline.predict import PredictOptions, predict_files
 
     opts = PredictOptions(model=model, inputs=tuple(images), out=out, boxes=boxes, format=fmt, backend=backend,
-                          threads=threads, draw=not no_draw, flip=flip)
+                          threads=threads, draw=not no_draw, flip=flip, strict=strict)
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console(), transient=True) as bar:
         job = bar.add_task(f"predicting with {model.name}", total=None)
@@ -69,9 +78,15 @@ def predict(model, images, out, boxes, fmt, backend, threads, flip, no_draw, as_
     if result["skipped"]:
         click.echo(f"note: {len(result['skipped'])} image(s) have no person in {boxes}, skipped (e.g. "
                    f"{result['skipped'][0]})", err=True)
+    for f in result["failed"]:
+        click.echo(f"skipped {f['file']}: {f['problem']}", err=True)
     if as_json:
         emit_json(result)
-        return
-    extra = f", {result['mpii_file']}" if result["mpii_file"] else ""
-    click.echo(f"{result['images']} image(s) → {result['out']}/ ({result['format']}{extra}) with "
-               f"{Path(result['model']).name} on {result['backend']} ({result['provider']})", err=True)
+    else:
+        extra = f", {result['mpii_file']}" if result["mpii_file"] else ""
+        click.echo(f"{result['images']} image(s) → {result['out']}/ ({result['format']}{extra}) with "
+                   f"{Path(result['model']).name} on {result['backend']} ({result['provider']})", err=True)
+    if result["failed"]:
+        click.echo(f"error: {len(result['failed'])} image(s) failed and were skipped (first: "
+                   f"{result['failed'][0]['file']}); {result['images']} predicted", err=True)
+        raise click.exceptions.Exit(1)

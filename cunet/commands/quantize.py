@@ -18,6 +18,28 @@ _data = click.option("--data", required=True, type=click.Path(),
 _cache = click.option("--cache-dir", type=click.Path(file_okay=False), help="Calibration cache (default ~/.cache/cunet/calib).")
 
 
+_strict = click.option("--strict", is_flag=True,
+                       help="Stop at the first unreadable calibration image (default: leave it out, say so, exit 1 "
+                            "at the end).")
+
+
+def _say_samples(used: int, requested: int, skipped, data) -> None:
+    """Say how many images the ranges really come from, and which were left out."""
+    for file, problem in skipped:
+        click.echo(f"skipped {file}: {problem}", err=True)
+    if used < requested:
+        why = f"{len(skipped)} unreadable" if skipped else f"{data} has only {used} image(s)"
+        click.echo(f"warning: calibrated on {used} image(s), {requested} requested ({why})", err=True)
+
+
+def _finish_batch(skipped) -> None:
+    """Batch semantics: the work is done and written, but a left-out input makes the exit status 1."""
+    if skipped:
+        click.echo(f"error: {len(skipped)} calibration image(s) unreadable and left out (first: {skipped[0][0]}); "
+                   "fix or remove them, or use --strict to stop at the first", err=True)
+        raise click.exceptions.Exit(1)
+
+
 def _say_cache(ranges_or_report) -> None:
     reused = getattr(ranges_or_report, "from_cache", None)
     if reused is None:
@@ -32,9 +54,10 @@ def _say_cache(ranges_or_report) -> None:
 @_method
 @_samples
 @_cache
+@_strict
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also write the ranges to this JSON file.")
 @json_option
-def calibrate(model, data, method, samples, cache_dir, output, as_json):
+def calibrate(model, data, method, samples, cache_dir, strict, output, as_json):
     """Activation ranges of an exported model from real images (cached).
 
     \b
@@ -42,22 +65,33 @@ def calibrate(model, data, method, samples, cache_dir, output, as_json):
     reused only when the model bytes, the selected files, the method and --samples match:
       cunet calibrate model.onnx --data data/300w --samples 64
       cunet calibrate model.onnx --data photos/ --method entropy -o ranges.json
+    "samples" is the number of images the ranges come from; fewer than --samples is said on stderr.
+    An unreadable image is left out with one line; the exit status is then 1 (--strict: stop at the first).
     """
     from cunet.calib.calibrate import calibrate as run
+    from cunet.errors import CunetError
+    from cunet.filetype import require
     from cunet.io import write_json
 
-    ranges = run(model, data, method=method, samples=samples, cache_dir=cache_dir)
+    require(model, "onnx", "calibrate")
+    ranges = run(model, data, method=method, samples=samples, cache_dir=cache_dir, strict=strict)
+    if strict and ranges.skipped:  # a cache entry made without --strict
+        raise CunetError(f"{ranges.skipped[0][0]}: {ranges.skipped[0][1]}")
     _say_cache(ranges)
+    _say_samples(ranges.samples, samples, ranges.skipped, data)
     if output:
         write_json(output, ranges.to_dict())
     summary = {
-        "model": model, "method": ranges.method.value, "samples": ranges.samples, "tensors": len(ranges.tensors),
+        "model": model, "method": ranges.method.value, "samples": ranges.samples, "requested": samples,
+        "skipped": [{"file": f, "problem": p} for f, p in ranges.skipped], "tensors": len(ranges.tensors),
         "cache_file": ranges.cache_file, "reused": ranges.from_cache, "output": output,
     }
     if as_json:
         emit_json(summary)
-        return
-    print_table("calibration", ["", "value"], [(k, "" if v is None else v) for k, v in summary.items()])
+    else:
+        rows = [(k, "" if v is None else v) for k, v in summary.items() if k != "skipped"]
+        print_table("calibration", ["", "value"], rows + [("skipped", len(ranges.skipped))])
+    _finish_batch(ranges.skipped)
 
 
 @click.command()
@@ -79,22 +113,57 @@ def quantize(model, recipe, data, method, samples, cache_dir, max_drop, output, 
     \b
       cunet quantize model.onnx --recipe tensorrt --data data/300w -o model.int8.onnx
       cunet quantize model.onnx --recipe cpu --data data/300w --max-drop 0.1 -o model.cpu.int8.onnx
+    \b
+    --max-drop quantizes the model once per step (one line each on stderr); when only keeping every block
+    group in float meets the budget, the model is still written but the exit status is 1 (nothing is INT8).
     """
     from cunet.compile.quantize import quantize as run
+    from cunet.filetype import require
 
-    report = run(model, output, recipe, data, method=method, samples=samples, cache_dir=cache_dir, max_drop=max_drop)
+    require(model, "onnx", "quantize")
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
+
+    report = run(model, output, recipe, data, method=method, samples=samples, cache_dir=cache_dir, max_drop=max_drop,
+                 progress=say)
     _say_cache(report)
+    _say_samples(report.samples, samples, report.skipped, data)
+    if report.all_float:
+        click.echo(f"warning: --max-drop {max_drop} kept all {report.groups} block groups in float: nothing is "
+                   f"quantized ({report.fp32_bytes / 1e6:.2f} → {report.int8_bytes / 1e6:.2f} MB), the model is FP32 "
+                   "in all but name; raise --max-drop, or calibrate on more or better images", err=True)
     if as_json:
         emit_json(report.to_dict())
-        return
-    rows = [
-        ("output", report.output),
-        ("recipe", report.recipe),
-        ("size FP32 → INT8 (MB)", f"{report.fp32_bytes / 1e6:.2f} → {report.int8_bytes / 1e6:.2f}"),
-        ("INT8 vs FP32 NME (points)", "not measured" if report.drop is None else round(report.drop, 4)),
-    ]
-    rows += [(f"float: {e['group']}", f"gain {e['gain_alone']:.3g}, drop after {e['drop_after']:.3g}") for e in report.excluded]
-    print_table("quantize", ["", "value"], rows)
+    else:
+        rows = [
+            ("output", report.output),
+            ("recipe", report.recipe),
+            ("calibration images", f"{report.samples} of {samples} requested"),
+            ("size FP32 → INT8 (MB)", f"{report.fp32_bytes / 1e6:.2f} → {report.int8_bytes / 1e6:.2f}"),
+            ("INT8 vs FP32 NME (points)", "not measured" if report.drop is None else f"{report.drop:.3f}"),
+        ]
+        print_table("quantize", ["", "value"], rows)
+        if report.excluded:
+            chosen = [e for e in report.excluded if not e.get("forced")]
+            forced = [e for e in report.excluded if e.get("forced")]
+            rows = [(e["group"], e["nodes"], e["gain_alone"], e["drop_after"]) for e in chosen]
+            if forced:  # one row: their drops are not their own, only the all-float model's
+                rows.append((f"the other {len(forced)} group(s)", sum(e["nodes"] for e in forced), None,
+                             forced[-1]["drop_after"]))
+            print_table(f"kept in float: {len(report.excluded)} of {report.groups} block groups, most sensitive first",
+                        ["block group", "nodes", "drop saved alone (NME pts)", "drop after (NME pts)"], rows,
+                        decimals={2: 3, 3: 3})
+    _finish_batch(report.skipped)
+    if report.all_float:
+        raise click.exceptions.Exit(1)
+
+
+#: What each kind of check-trt warning costs, printed once per kind beside its count.
+WARNING_COSTS = {
+    "concat-scales": "speed only, never accuracy: TensorRT requantizes the Concat inputs to one scale (an extra "
+                     "int8 copy per input); cunet's own --recipe tensorrt output has these and builds unchanged",
+}
 
 
 @click.command("check-trt")
@@ -105,19 +174,42 @@ def check_trt(model, as_json):
 
     \b
     int8 Q/DQ only, zero points 0, per-channel Conv weights on axis 0, no int32 bias,
-    no QLinear*/ConvInteger/MatMulInteger. Unequal Concat input scales are warnings.
+    no QLinear*/ConvInteger/MatMulInteger. Unequal Concat input scales are warnings (each
+    warning kind is printed once with what it costs).
+    A model without any QuantizeLinear/DequantizeLinear node is not an INT8 model: that is an
+    error too (exit 1), since TensorRT would build it in FP32/FP16, not INT8.
       cunet check-trt model.int8.onnx
     """
+    import onnx
+
     from cunet.compile.trt_rules import check_trt as run
     from cunet.errors import CunetError
+    from cunet.filetype import require
 
+    require(model, "onnx", "check-trt")
     found = run(model)
+    qdq = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear")
+              for n in onnx.load(str(model), load_external_data=False).graph.node)
     errors = [v for v in found if v.severity == "error"]
+    kinds: dict[str, int] = {}
+    for v in found:
+        if v.severity != "error":
+            kinds[v.rule] = kinds.get(v.rule, 0) + 1
     if as_json:
-        emit_json({"model": model, "ok": not errors, "violations": [v.__dict__ for v in found]})
+        emit_json({"model": model, "ok": not errors and qdq > 0, "qdq_nodes": qdq,
+                   "violations": [v.__dict__ for v in found],
+                   "warning_costs": {k: WARNING_COSTS.get(k, "") for k in kinds}})
     else:
         for v in found:
             console().print(f"{v.severity}: [{v.rule}] {v.node}: {v.message}", markup=False, highlight=False)
-        console().print(f"{model}: {len(errors)} error(s), {len(found) - len(errors)} warning(s)")
+        for rule, count in kinds.items():
+            console().print(f"{count} [{rule}] warning(s): {WARNING_COSTS.get(rule, 'performance advice')}",
+                            markup=False, highlight=False)
+        if qdq:
+            console().print(f"{model}: {qdq} Q/DQ nodes, {len(errors)} error(s), {len(found) - len(errors)} warning(s)",
+                            markup=False, highlight=False)
+    if qdq == 0:
+        raise CunetError(f"{model}: no Q/DQ nodes: not an INT8 model (make one with `cunet quantize --recipe "
+                         "tensorrt`)")
     if errors:
         raise CunetError(f"{model}: {len(errors)} TensorRT Q/DQ rule violation(s), first: [{errors[0].rule}] {errors[0].message}")

@@ -1,4 +1,5 @@
-"""`cunet summary`: parameters, size and MACs of a named variant or of any (layers, order, landmarks)."""
+"""`cunet summary`: parameters, size and MACs of a named variant, of any (layers, order, landmarks), or of the network
+inside a trained `.pt` checkpoint or an exported `.onnx` model (read from the config each file records)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ __all__ = ["summary"]
 
 
 @click.command()
-@click.argument("variant", required=False)
+@click.argument("variant", required=False, metavar="[VARIANT | MODEL.pt | MODEL.onnx]")
 @click.option("--layers", "--layer_num", "layers", type=int, help="Number of coupled U-Nets (original: --layer_num).")
 @click.option("--order", type=int, help="Coupling order K (0 = stacked U-Nets).")
 @click.option("--landmarks", type=int, help="Heatmaps predicted (68 faces, 16 MPII).")
@@ -31,10 +32,17 @@ def summary(variant, layers, order, landmarks, loss_num, input_size, refine, bit
       cunet summary --layers 8 --order 1 --landmarks 16        # 8,009,984 parameters
       cunet summary --layer_num 4 --order 2 --loss_num 2 --json
       cunet summary cunet-face-8 --bits-w 1 --bits-a 8      # which convs are low-bit, and the low-bit size
+      cunet summary runs/face/best.pt                         # the network a training run wrote
+      cunet summary face.int8.onnx                            # the network an exported model holds
     Options given with a variant override it.
     """
-    require_torch("cunet summary of a variant")
-    from cunet.model.config import CUNetConfig, get_variant
+    import importlib.util
+
+    if variant and variant.lower().endswith(".onnx") and importlib.util.find_spec("torch") is None:
+        _onnx_without_torch(variant, as_json)  # deployment installs have no torch: say what the metadata records
+        return
+    require_torch("cunet summary of a variant or a .pt checkpoint")
+    from cunet.model.config import VARIANTS, CUNetConfig, get_variant
     from cunet.model.summary import summarize
 
     overrides = {
@@ -44,12 +52,20 @@ def summary(variant, layers, order, landmarks, loss_num, input_size, refine, bit
         ).items()
         if v is not None
     }
-    if variant:
+    extra: list[tuple[str, object]] = []
+    if variant and variant.lower().endswith((".pt", ".pth", ".onnx")):
+        import dataclasses
+
+        cfg, extra = _from_file(variant)
+        cfg = dataclasses.replace(cfg, **overrides) if overrides else cfg
+        name = variant
+    elif variant:
         cfg = get_variant(variant, **overrides)
         name = variant
     else:
         if layers is None:
-            raise click.UsageError("give a VARIANT or at least --layers")
+            raise click.UsageError(f"give a VARIANT ({', '.join(VARIANTS)}), a .pt or .onnx file, or at least "
+                                   "--layers")
         defaults = {"order": 1, "num_landmarks": 68}
         cfg = CUNetConfig(**{**defaults, **overrides})
         name = f"CU-Net L={cfg.layers} K={cfg.order}"
@@ -60,9 +76,9 @@ def summary(variant, layers, order, landmarks, loss_num, input_size, refine, bit
         quant = QuantConfig(bits_w=bits_w, bits_a=bits_a, bits_g=bits_g)
     s = summarize(cfg, quant)
     if as_json:
-        emit_json({"name": name, **s})
+        emit_json({"name": name, **dict(extra), **s})
         return
-    rows = [
+    rows = extra + [
         ("parameters", s["params"]),
         ("FP32 size (MB)", round(s["size_mb"], 2)),
         ("GMACs / image", round(s["gmacs"], 3)),
@@ -79,6 +95,64 @@ def summary(variant, layers, order, landmarks, loss_num, input_size, refine, bit
             ("low-bit size (MB)", f"{q['size_mb']:.3f} ({s['size_mb'] / q['size_mb']:.1f}× smaller)"),
         ]
     print_table(name, ["", "value"], rows)
+
+
+def _onnx_without_torch(path: str, as_json: bool) -> None:
+    """`summary MODEL.onnx` on an install without torch: the network its metadata records, without counting MACs."""
+    from pathlib import Path
+
+    from cunet.errors import CunetError
+    from cunet.filetype import require
+    from cunet.runtime.meta import read_onnx_meta
+
+    file = Path(path)
+    if not file.is_file():
+        raise CunetError(f"{file}: no such file")
+    require(file, "onnx", "summary")
+    meta = read_onnx_meta(file)
+    cfg = meta.config
+    doc = {"name": path, "task": meta.task, "precision": meta.precision, "recipe": meta.recipe,
+           "file_mb": round(file.stat().st_size / 1e6, 3), "config": cfg}
+    if as_json:
+        emit_json(doc)
+        return
+    rows = [("task", meta.task), ("precision", meta.precision + (f" ({meta.recipe} recipe)" if meta.recipe else "")),
+            ("file size (MB)", doc["file_mb"]),
+            ("input → heatmaps", f"{meta.input_size}² → {meta.num_landmarks} heatmaps"),
+            ("U-Nets × order", f"{cfg.get('layers')} × {cfg.get('order')}"),
+            ("parameters, GMACs", "counted with PyTorch: pip install 'cunet[train]'")]
+    print_table(path, ["", "value"], rows)
+
+
+def _from_file(path: str):
+    """The `CUNetConfig` a checkpoint or an exported ONNX model records, and rows describing the file."""
+    from pathlib import Path
+
+    from cunet.errors import CunetError
+    from cunet.model.config import CUNetConfig
+
+    file = Path(path)
+    if not file.is_file():
+        raise CunetError(f"{file}: no such file")
+    if file.suffix.lower() == ".onnx":
+        from cunet.filetype import require
+        from cunet.runtime.meta import read_onnx_meta
+
+        require(file, "onnx", "summary")
+        meta = read_onnx_meta(file)
+        rows = [("task", meta.task), ("precision", meta.precision + (f" ({meta.recipe} recipe)" if meta.recipe
+                                                                      else "")),
+                ("file size (MB)", f"{file.stat().st_size / 1e6:.2f}")]
+        if meta.float_groups:
+            rows.append(("kept in float", ", ".join(meta.float_groups)))
+        return CUNetConfig.from_dict(meta.config), rows
+    from cunet.filetype import require
+    from cunet.model.checkpoint import load_checkpoint
+
+    require(file, "checkpoint", "summary")
+    ckpt = load_checkpoint(file)
+    rows = [("task", ckpt["task"])] + [(k, ckpt[k]) for k in ("epoch", "best_metric") if ckpt.get(k) is not None]
+    return CUNetConfig.from_dict(ckpt["config"]), rows
 
 
 def _full_precision(names: list[str]) -> str:

@@ -15,7 +15,10 @@ weights per-channel int8. That measured 2.16x faster than FP32 where the naive r
 Accuracy control (`max_drop`): nodes are grouped by their exported module path (stem, one group per U-Net block,
 bridges, heads); the drop is measured on preprocessed validation inputs as the NME between the INT8 and FP32
 landmarks (an upper bound on the NME increase against any ground truth, by the triangle inequality). While over
-budget, the most sensitive group (largest drop reduction when it alone stays float) is kept in float.
+budget, groups are tried in order of sensitivity (largest drop reduction when it alone stays float); a group stays
+float only when it lowers the drop, so the reported drop falls at every kept group. Groups whose float copy does not
+help are never kept. When only every group in float meets the budget, the written model is FP32 in all but name:
+`QuantizeReport.all_float` says so and `cunet quantize` warns and exits 1.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import tempfile
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -53,11 +56,17 @@ class QuantizeReport:
 
     Attributes:
         output: the INT8 model path.
-        recipe, method, samples: the recipe and calibration used.
+        recipe, method: the recipe and calibration method.
+        samples: calibration images the ranges come from; samples_requested: how many were asked for;
+        skipped: [file, problem] of the calibration images left out as unreadable.
         calibration_cache: the calibration cache entry; reused: whether it was reused.
         fp32_bytes, int8_bytes: file sizes.
         drop: the measured landmark drop (NME points of INT8 vs FP32 landmarks) of the written model, if measured.
-        excluded: node groups kept in float, most sensitive first, with the drop reduction that justified each.
+        excluded: node groups kept in float, most sensitive first: "group", "nodes", "gain_alone" (drop reduction,
+            NME points, when it alone stays float) and "drop_after" (the drop once it and those above stay float);
+            "forced": True on the groups kept float only because nothing else met the budget (all_float).
+        groups: node groups the model has (0 when --max-drop was not used).
+        all_float: every group had to stay float to meet --max-drop: nothing is quantized.
     """
 
     output: str
@@ -70,6 +79,10 @@ class QuantizeReport:
     int8_bytes: int
     drop: float | None = None
     excluded: list[dict[str, Any]] = field(default_factory=list)
+    samples_requested: int | None = None
+    skipped: list[list[str]] = field(default_factory=list)
+    groups: int = 0
+    all_float: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -286,7 +299,9 @@ def _run(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
     return np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
 
 
-def _control(fp32_path: Path, ranges, recipe: Recipe, val: np.ndarray, max_drop: float):
+def _control(fp32_path: Path, ranges, recipe: Recipe, val: np.ndarray, max_drop: float,
+             say: Callable[[str], None]):
+    """(model, drop, excluded groups, number of groups) meeting `max_drop`; see the module docstring."""
     import onnx
 
     ref = _run(fp32_path.read_bytes(), val)
@@ -295,20 +310,37 @@ def _control(fp32_path: Path, ranges, recipe: Recipe, val: np.ndarray, max_drop:
         model = quantize_with_ranges(fp32_path, ranges, recipe, exclude)
         return model, landmark_drop(ref, _run(model.SerializeToString(), val))
 
+    say("max-drop: measuring the fully quantized model")
     model, drop = drop_of([])
-    if drop <= max_drop:
-        return model, drop, []
     groups = node_groups(onnx.load(str(fp32_path)))
-    gain = {g: drop - drop_of(nodes)[1] for g, nodes in groups.items()}
+    if drop <= max_drop:
+        return model, drop, [], len(groups)
+    gain: dict[str, float] = {}
+    for i, (g, nodes) in enumerate(groups.items(), 1):
+        say(f"max-drop: sensitivity {i}/{len(groups)}: {g} alone in float")
+        gain[g] = drop - drop_of(nodes)[1]
     excluded: list[dict[str, Any]] = []
     exclude: list[str] = []
-    for g in sorted(gain, key=gain.get, reverse=True):
+    helpful = [g for g in sorted(gain, key=gain.get, reverse=True) if gain[g] > 0]
+    for i, g in enumerate(helpful, 1):
+        say(f"max-drop: keeping {g} in float ({i}/{len(helpful)}), drop now {drop:.3f} > {max_drop}")
+        trial, trial_drop = drop_of(exclude + groups[g])
+        if trial_drop >= drop:  # does not help together with the groups already float: quantize it
+            continue
         exclude += groups[g]
-        model, drop = drop_of(exclude)
+        model, drop = trial, trial_drop
         excluded.append({"group": g, "nodes": len(groups[g]), "gain_alone": gain[g], "drop_after": drop})
         if drop <= max_drop:
-            return model, drop, excluded
-    raise CunetError(f"{fp32_path.name}: even with every block in float the drop is {drop:.3f} > --max-drop {max_drop}")
+            return model, drop, excluded, len(groups)
+    say("max-drop: budget not met by any subset tried: every group in float")
+    rest = [g for g in groups if g not in {e["group"] for e in excluded}]
+    model, drop = drop_of([n for nodes in groups.values() for n in nodes])
+    excluded += [{"group": g, "nodes": len(groups[g]), "gain_alone": gain[g], "drop_after": drop, "forced": True}
+                 for g in rest]
+    if drop > max_drop:
+        raise CunetError(f"{fp32_path.name}: even with every block in float the drop is {drop:.3f} > --max-drop "
+                         f"{max_drop}")
+    return model, drop, excluded, len(groups)
 
 
 def quantize(
@@ -321,6 +353,7 @@ def quantize(
     cache_dir: str | os.PathLike | None = None,
     max_drop: float | None = None,
     val_samples: int = 8,
+    progress: Callable[[str], None] | None = None,
 ) -> QuantizeReport:
     """Calibrate (or reuse cached ranges) and write an INT8 Q/DQ model with the model's metadata.
 
@@ -334,6 +367,7 @@ def quantize(
         cache_dir: calibration cache directory.
         max_drop: keep the most sensitive blocks in float until INT8-vs-FP32 landmark NME ≤ this (percent points).
         val_samples: calibration inputs reused to measure the drop.
+        progress: called with one line per step of the --max-drop search (each step quantizes the model once).
     """
     import onnx
 
@@ -349,25 +383,30 @@ def quantize(
             ranges = calibrate(fp32, data, method=method, samples=samples, cache_dir=cache_dir)
         except CunetError as e:  # name the user's model, not its prepared copy in the temporary folder
             raise CunetError(str(e).replace(str(fp32), str(src))) from e
-        drop, excluded = None, []
+        drop, excluded, n_groups = None, [], 0
         if max_drop is None:
             model = quantize_with_ranges(fp32, ranges, recipe, [])
         else:
             val = select_calibration_images(data, read_preprocess_spec(fp32), val_samples).load().arrays
-            model, drop, excluded = _control(fp32, ranges, recipe, val, max_drop)
+            say = progress or (lambda line: None)
+            model, drop, excluded, n_groups = _control(fp32, ranges, recipe, val, max_drop, say)
     _copy_meta(onnx.load(str(src), load_external_data=False), model, recipe, excluded)
     write_bytes(out_path, model.SerializeToString())
     return QuantizeReport(
         output=str(out_path),
         recipe=recipe.value,
         method=ranges.method.value,
-        samples=samples,
+        samples=ranges.samples,
+        samples_requested=samples,
+        skipped=[list(x) for x in ranges.skipped],
         calibration_cache=ranges.cache_file,
         reused=ranges.from_cache,
         fp32_bytes=src.stat().st_size,
         int8_bytes=Path(out_path).stat().st_size,
         drop=drop,
         excluded=excluded,
+        groups=n_groups,
+        all_float=bool(n_groups) and len(excluded) == n_groups,
     )
 
 

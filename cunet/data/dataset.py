@@ -98,13 +98,17 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image as BGR uint8 [H, W, 3] (grayscale and 16-bit images are converted, alpha is dropped).
 
     Raises:
-        CunetError: when the file is missing, unreadable, or a truncated PNG/JPEG.
+        CunetError: when the file is missing, unreadable, a truncated PNG/JPEG, or declares more pixels than
+            `cunet.data.image_limit.max_pixels()` (checked before decoding).
     """
     import cv2
+
+    from cunet.data.image_limit import check_pixel_limit
 
     path = Path(path)
     if not path.is_file():
         raise CunetError(f"{path}: no such image")
+    check_pixel_limit(path)
     # The end-marker check comes first: it names the real problem, and libpng would print its own "libpng error"
     # line on the process's stderr for a truncated file before cv2.imread returns None. OpenCV's own log lines for
     # a broken file ("IHDR chunk shall be first") are silenced too: the CunetError below is the one line.
@@ -115,6 +119,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error as e:  # OpenCV's own limits (e.g. CV_IO_MAX_IMAGE_PIXELS below a raised cunet limit)
+        raise CunetError(f"{path}: OpenCV cannot decode it ({str(e).strip().splitlines()[-1]})") from None
     finally:
         cv2.utils.logging.setLogLevel(level)
     if image is None:

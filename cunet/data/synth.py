@@ -34,7 +34,7 @@ from cunet.data.formats import PoseRecord, write_mpii_json, write_pts
 from cunet.data.synth_face import make_face
 from cunet.data.synth_pose import Person, make_pose
 from cunet.errors import CunetError
-from cunet.io import write_bytes
+from cunet.io import OwnedOutputs, write_bytes
 
 __all__ = ["TASKS", "CHALLENGING_BOOST", "synthesize", "render_examples"]
 
@@ -62,14 +62,14 @@ def _split(n: int) -> tuple[int, int, int]:
     return n - n_test, n_test - n_chal, n_chal
 
 
-def _encode_png(path: Path, image: np.ndarray) -> None:
+def _encode_png(path: Path, image: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".png", image)
     if not ok:
         raise RuntimeError(f"OpenCV could not encode {path}")
-    write_bytes(path, buf.tobytes())
+    return buf.tobytes()
 
 
-def _check_args(out: Path, task: str, n: int, difficulty: float, image_size: int, overwrite: bool) -> None:
+def _check_args(out: Path, task: str, n: int, difficulty: float, image_size: int) -> None:
     if task not in TASKS:
         raise CunetError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
     if n < 1:
@@ -78,22 +78,6 @@ def _check_args(out: Path, task: str, n: int, difficulty: float, image_size: int
         raise CunetError(f"difficulty must be in [0, 1], got {difficulty}")
     if image_size < _MIN_IMAGE_SIZE:
         raise CunetError(f"image_size must be at least {_MIN_IMAGE_SIZE} pixels, got {image_size}")
-    if out.exists() and not out.is_dir():
-        raise CunetError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise CunetError(f"{out}: folder is not empty; choose a new folder or allow overwriting (--overwrite)")
-
-
-def _remove_previous(out: Path, task: str) -> None:
-    """Delete files an earlier `synthesize` into `out` could have written (and nothing else)."""
-    if task == "face":
-        old = [p for d in ("train", "test/common", "test/challenging") for p in (out / d).glob("*")
-               if p.suffix in (".png", ".pts")]
-    else:
-        old = [p for p in out.glob("*.png")] + [out / "train.json", out / "valid.json"]
-    for p in old:
-        if p.is_file():
-            os.unlink(p)
 
 
 def synthesize(out: str | os.PathLike, task: str, n: int = 600, seed: int = 0, difficulty: float = 0.5,
@@ -107,20 +91,31 @@ def synthesize(out: str | os.PathLike, task: str, n: int = 600, seed: int = 0, d
         seed: the dataset is a pure function of the arguments; the same seed gives byte-identical files.
         difficulty: 0..1, see the module docstring for what it scales.
         image_size: side of the square images in pixels (at least 64).
-        overwrite: allow a non-empty `out`; files an earlier run could have written there are deleted first.
+        overwrite: allow a non-empty `out` holding files an earlier `synthesize` wrote there (proved by its
+            manifest `.cunet-outputs`, see `cunet.io.OwnedOutputs`); those are deleted first, other files are
+            kept. A folder with none of its files, or another file where a new one goes, is refused, naming a file.
 
     Returns:
         A summary: {"task", "out", "seed", "difficulty", "image_size", "train": images, "test": {subset: images}}
         plus, for poses, "people": {"train": records, "valid": records}.
 
     Raises:
-        CunetError: invalid arguments or an unusable `out`.
+        CunetError: invalid arguments or an unusable `out` (a file, a non-empty folder without `overwrite`, or a
+            folder holding a file this command did not write).
     """
     out = Path(out)
-    _check_args(out, task, n, difficulty, image_size, overwrite)
-    if out.is_dir():
-        _remove_previous(out, task)
+    _check_args(out, task, n, difficulty, image_size)
+    owned = OwnedOutputs(out, "data synth")
+    owned.claim(overwrite)
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write(out, owned, task, n, seed, difficulty, image_size)
+    finally:
+        owned.save()
+
+
+def _write(out: Path, owned: OwnedOutputs, task: str, n: int, seed: int, difficulty: float,
+           image_size: int) -> dict[str, Any]:
     n_train, n_common, n_chal = _split(n)
     width = max(4 if task == "face" else 6, len(str(n - 1)))
     summary: dict[str, Any] = {"task": task, "out": str(out), "seed": seed, "difficulty": difficulty,
@@ -134,8 +129,9 @@ def synthesize(out: str | os.PathLike, task: str, n: int = 600, seed: int = 0, d
             for _ in range(count):
                 image, points = make_face(_image_rng(seed, task, subset, index), diff, image_size)
                 stem = out / folder / f"{index:0{width}d}"
-                _encode_png(stem.with_suffix(".png"), image)
-                write_pts(stem.with_suffix(".pts"), np.round(points, _DECIMALS))
+                owned.write_bytes(stem.with_suffix(".png"), _encode_png(stem.with_suffix(".png"), image))
+                write_pts(owned.free(stem.with_suffix(".pts")), np.round(points, _DECIMALS))
+                owned.record(stem.with_suffix(".pts"))
                 index += 1
         summary["test"] = {"common": n_common, "challenging": n_chal}
         return summary
@@ -145,10 +141,11 @@ def synthesize(out: str | os.PathLike, task: str, n: int = 600, seed: int = 0, d
         subset = "train" if i < n_train else "valid"
         image, people = make_pose(_image_rng(seed, task, subset, i), difficulty, image_size)
         name = f"{i:0{width}d}.png"
-        _encode_png(out / name, image)
+        owned.write_bytes(out / name, _encode_png(out / name, image))
         records[subset].extend(_mpii_record(name, p) for p in people)
-    write_mpii_json(out / "train.json", records["train"])
-    write_mpii_json(out / "valid.json", records["valid"])
+    for split in ("train", "valid"):
+        write_mpii_json(owned.free(out / f"{split}.json"), records[split])
+        owned.record(out / f"{split}.json")
     summary["test"] = {"valid": n - n_train}
     summary["people"] = {k: len(v) for k, v in records.items()}
     return summary

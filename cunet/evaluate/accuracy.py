@@ -8,7 +8,9 @@ records and the predicted joints) and the numbers are computed from the files as
 `cunet metrics --gt DATA --pred DIR` reproduces them exactly.
 
 The ground truth must be clean: a benchmark number from a silently shortened test set would be wrong, so any file
-`load_samples` reports as a problem stops the evaluation (run `cunet data check` for the full list).
+`load_samples` reports as a problem stops the evaluation (run `cunet data check` for the full list). An image that
+cannot be decoded (truncated, over the pixel limit) is different: it is left out, named in the result's "skipped",
+and the CLI exits 1 after printing the numbers of the rest (`strict=True` stops at the first instead).
 """
 
 from __future__ import annotations
@@ -28,17 +30,28 @@ __all__ = ["evaluate"]
 Progress = Callable[[int, int], None]
 
 
-def _predict_all(predictor, samples: list, flip: bool, batch: int, progress: Progress | None) -> np.ndarray:
+def _predict_all(predictor, samples: list, flip: bool, batch: int, progress: Progress | None,
+                 strict: bool = False) -> tuple[np.ndarray, list[dict[str, str]]]:
+    """Predictions [N, K, 2] (NaN rows for unreadable images) and the unreadable images as {"file", "problem"}."""
     from cunet.data.dataset import read_image
 
-    out = np.empty((len(samples), predictor.meta.num_landmarks, 2), dtype=np.float64)
+    out = np.full((len(samples), predictor.meta.num_landmarks, 2), np.nan, dtype=np.float64)
+    skipped: list[dict[str, str]] = []
     for start in range(0, len(samples), batch):
-        chunk = samples[start : start + batch]
-        images = [read_image(s.image) for s in chunk]
-        out[start : start + len(chunk)] = predictor.predict(images, [s.box for s in chunk], flip=flip)
+        rows, images = [], []
+        for i in range(start, min(start + batch, len(samples))):
+            try:
+                images.append(read_image(samples[i].image))
+                rows.append(i)
+            except CunetError as e:
+                if strict:
+                    raise
+                skipped.append({"file": str(samples[i].image), "problem": str(e).removeprefix(f"{samples[i].image}: ")})
+        if rows:
+            out[rows] = predictor.predict(images, [samples[i].box for i in rows], flip=flip)
         if progress is not None:
-            progress(start + len(chunk), len(samples))
-    return out
+            progress(min(start + batch, len(samples)), len(samples))
+    return out, skipped
 
 
 def _crop_boxes(samples: list, meta, boxes: Path | None, task: str) -> list:
@@ -81,10 +94,12 @@ def _face_errors(samples: list, pred: np.ndarray, norm: str, save: Path | None) 
     return scoring.per_image_nme(pred, gt, mask, norm, [s.key for s in samples])
 
 
-def _score_poses(data_root: Path, split: str, pred: np.ndarray, save: Path | None,
+def _score_poses(data_root: Path, split: str, pred: np.ndarray, save: Path | None, keep: np.ndarray,
                  headboxes: str | Path | None = None) -> tuple[dict, np.ndarray]:
     # The records `samples` came from, in file order; head boxes from them or a gt_valid.mat.
     gt_file, records = scoring.load_pose_gt(data_root, split, headboxes)
+    records = [r for r, k in zip(records, keep) if k]  # people in unreadable images are left out
+    pred = pred[keep]
     scoring.pckh_needs_headboxes(gt_file, records)
     if save is not None:
         from cunet.data.formats import read_mpii_json, write_mpii_json
@@ -116,6 +131,7 @@ def evaluate(
     per_image: bool = False,
     boxes: str | Path | None = None,
     headboxes: str | Path | None = None,
+    strict: bool = False,
 ) -> dict | tuple[dict, np.ndarray]:
     """Run a model over a dataset split and score it.
 
@@ -138,11 +154,13 @@ def evaluate(
         boxes: faces: detector boxes to crop from (a box JSON, an iBUG `bounding_boxes_*.mat` or a folder of them,
             `cunet.data.detector_boxes`) instead of the landmark box; either is enlarged by the model's margin.
         headboxes: pose: a `gt_valid.mat` with the head boxes (default: the one beside `valid.json`, if any).
+        strict: stop at the first image that cannot be decoded instead of leaving it out.
 
     Returns:
-        The `cunet metrics` JSON of the task, plus "model", "task", "backend", "provider" (what really ran),
-        "flip" and "boxes" (the box file or folder, None for landmark boxes); with `per_image`, the tuple (that
-        dict, the per-image errors).
+        The `cunet metrics` JSON of the task (of the readable images), plus "model", "task", "backend", "provider"
+        (what really ran), "flip", "boxes" (the box file or folder, None for landmark boxes) and "skipped"
+        ([{"file", "problem"}] of the images left out); with `per_image`, the tuple (that dict, the per-image
+        errors of the readable images).
 
     Raises:
         CunetError: unreadable model or data, a model for another task or landmark count, ground-truth problems,
@@ -173,11 +191,17 @@ def evaluate(
             raise CunetError(f"{model_path}: predicts {meta.num_landmarks} landmarks but {data_root} has "
                              f"{len(samples[0].points)}")
         samples = _crop_boxes(samples, meta, None if boxes is None else Path(boxes), task)
-        pred = _predict_all(predictor, samples, flip, batch, progress)
+        pred, skipped = _predict_all(predictor, samples, flip, batch, progress, strict)
         ran = {"model": str(model_path), "task": task, "backend": predictor.backend,
-               "provider": predictor.provider, "flip": flip, "boxes": None if boxes is None else str(boxes)}
+               "provider": predictor.provider, "flip": flip, "boxes": None if boxes is None else str(boxes),
+               "skipped": skipped}
+    keep = ~np.isnan(pred).any(axis=(1, 2))
+    if not keep.any():
+        raise CunetError(f"{skipped[0]['file']}: {skipped[0]['problem']} (none of the {len(samples)} images could "
+                         "be read)")
     name = Path(model_path).name
     if task == "face":
+        samples, pred = [s for s, k in zip(samples, keep) if k], pred[keep]
         errors = _face_errors(samples, pred, norm, save)
         label = detect_layout(data_root, task).selection_label(subset)
         subsets = tuple(s.subset for s in samples) if label in ("full", scoring.PRIVATE) else None
@@ -187,7 +211,7 @@ def evaluate(
 
             plot_ced({name: errors}, Path(plot_dir) / "ced.png", title=f"CED ({norm} NME)")
     else:
-        result, errors = _score_poses(data_root, split, pred, save, headboxes)
+        result, errors = _score_poses(data_root, split, pred, save, keep, headboxes)
         if plot_dir is not None:
             from cunet.evaluate.plots import plot_pckh
 

@@ -386,7 +386,8 @@ def _plot(path: Path, rows: list[dict[str, Any]], metric: str, opts: BenchOption
     write_bytes(path, buf.getvalue())
 
 
-def _print_table(rows: list[dict[str, Any]], metric: str, ref: str | None) -> None:
+def _print_table(rows: list[dict[str, Any]], metric: str, ref: str | None,
+                 calib: tuple[int, int] | None = None) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -404,9 +405,26 @@ def _print_table(rows: list[dict[str, Any]], metric: str, ref: str | None) -> No
         table.add_row(r["artifact"], r["status"], _cell(r["size_mb"]), _cell(r["value"]), _cell(r["delta"], True),
                       *[_cell(r[k]) for k in ("p50_ms", "p99_ms", "throughput", "peak_mb")])
     out.print(table)
+    # One line per distinct reason: three TensorRT rows skipped for the same missing GPU are one line, not three.
+    reasons: dict[str, list[str]] = {}
     for r in rows:
         if r["reason"]:
-            out.print(f"{r['artifact']}: {escape(r['reason'])}", highlight=False)
+            reasons.setdefault(r["reason"], []).append(r["artifact"])
+    for reason, names in reasons.items():
+        out.print(f"{', '.join(names)}: {escape(reason)}", highlight=False)
+    if calib is not None and calib[0] < calib[1]:
+        out.print(f"warning: the INT8 rows are calibrated on {calib[0]} image(s), {calib[1]} requested (the "
+                  "training split has no more); their accuracy is less certain", highlight=False)
+
+
+def _calibration_count(opts: BenchOptions, fp32: Path) -> tuple[int, int] | None:
+    """(calibration images selected, requested), or None when the FP32 model was not built."""
+    from cunet.calib.reader import read_preprocess_spec, select_calibration_images
+
+    try:
+        return len(select_calibration_images(opts.data, read_preprocess_spec(fp32), opts.samples).items), opts.samples
+    except CunetError:
+        return None
 
 
 def _cell(v: Any, signed: bool = False) -> str:
@@ -463,20 +481,22 @@ def run_bench(opts: BenchOptions) -> BenchResult:
             if errors is not None:
                 per_image[art.name] = errors
     ref, exit_code = _apply_budget(rows, metric, opts.max_drop)
+    calib = _calibration_count(opts, work / "model.onnx")
     files = {"json": str(report / "bench.json"), "csv": str(report / "bench.csv"),
              "plot": str(report / "accuracy_latency.png")}
     write_json(files["json"], {
         "task": task, "metric": metric, "checkpoint": str(ckpt), "data": str(opts.data), "reference": ref,
         "max_drop": opts.max_drop, "exit_code": exit_code,
         "settings": {"threads": opts.threads, "batch": opts.batch, "iters": opts.timed_iters, "warmup": opts.warmup,
-                     "calib_samples": opts.samples, "calib_method": CALIB_METHOD, "quick": opts.quick,
+                     "calib_samples": opts.samples, "calib_samples_used": None if calib is None else calib[0],
+                     "calib_method": CALIB_METHOD, "quick": opts.quick,
                      "work": str(work)},
         "environment": {**environment(), **({"label": opts.label} if opts.label else {})},
         "rows": rows,
     })
     _write_csv(Path(files["csv"]), rows)
     _plot(Path(files["plot"]), rows, metric, opts)
-    _print_table(rows, metric, ref)
+    _print_table(rows, metric, ref, calib)
     return BenchResult(rows, per_image, metric, exit_code, task, files)
 
 

@@ -251,8 +251,11 @@ def _stage_data(out: Path, plan: DemoPlan, st: _Stages) -> tuple[Path, dict[str,
 
 
 def _data_detail(summary: dict[str, Any]) -> str:
-    test = ", ".join(f"{k} {v}" for k, v in summary["test"].items())
-    return f"{summary['train']} train / test: {test} images"
+    """"19 train / 5 valid images (21 / 6 people)": the trainer counts people for poses, so both are said here."""
+    test = ", ".join(f"{v} {k}" for k, v in summary["test"].items())
+    people = summary.get("people")
+    extra = f" ({people['train']} / {people['valid']} people)" if people else ""
+    return f"{summary['train']} train / {test} images{extra}"
 
 
 def _stage_train(out: Path, data: Path, data_stamp: dict, plan: DemoPlan, st: _Stages,

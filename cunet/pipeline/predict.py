@@ -15,7 +15,12 @@ face gives poor landmarks.
 
 Outputs per image: `<name>.json` (points, box, model, backend), `<name>.overlay.png` (predictions drawn with
 OpenCV) and with `--format pts` a 300-W `<name>.pts`; `--format mpii` writes one MPII JSON for all images (named
-like the MPII box file, so `cunet metrics --task pose --gt DATA --pred OUT` finds it).
+like the MPII box file, so `cunet metrics --task pose --gt DATA --pred OUT` finds it). `<name>` is the image's
+relative name without its extension; when two images would share it (`face.png` and `face.jpg`), both keep their
+extension instead (`face.png.json`, `face.jpg.json`), so no prediction overwrites another.
+
+Nothing is lost: the output folder keeps a manifest of the files `cunet predict` wrote there (`cunet.io.OwnedOutputs`);
+a run replaces only those and refuses, before any inference, an output path that holds any other file.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ import numpy as np
 
 from cunet.errors import CunetError
 
-__all__ = ["OutputFormat", "PredictOptions", "ImageFile", "collect_images", "read_boxes", "predict_files"]
+__all__ = ["OutputFormat", "PredictOptions", "ImageFile", "collect_images", "output_stems", "overlay_radius",
+           "read_boxes", "predict_files"]
 
 #: Called after each image with (images done, images in total).
 Progress = Callable[[int, int], None]
@@ -59,6 +65,7 @@ class PredictOptions:
         threads: CPU inference threads (None: the runtime's default).
         draw: write `<name>.overlay.png` per image.
         flip: flip test (average with the mirrored crop).
+        strict: stop at the first image that fails (unreadable, no box) instead of listing it in "failed".
     """
 
     model: Path
@@ -70,6 +77,7 @@ class PredictOptions:
     threads: int | None = None
     draw: bool = True
     flip: bool = False
+    strict: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", Path(self.model))
@@ -193,9 +201,29 @@ def _box_dict(box: Any) -> dict[str, float]:
             "x1": box.cx - half, "y1": box.cy - half, "x2": box.cx + half, "y2": box.cy + half}
 
 
-def _output_stem(out: Path, name: str) -> Path:
-    rel = Path(name)
-    return out / rel.parent / rel.stem
+def overlay_radius(box_size: float) -> float:
+    """Dot radius (pixels) of an overlay: it follows the face or person box, not the image, so a 40-px face in an
+    8000-px photo gets dots that leave it visible (1/128 of the box side, at least 1 px)."""
+    return max(1.0, float(box_size) / 128.0)
+
+
+def output_stems(images: Sequence[ImageFile]) -> dict[str, str]:
+    """Each image name's output stem (relative, POSIX): the name without its extension, or the whole name when that
+    stem is shared by another image (`face.png` + `face.jpg` → `face.png`, `face.jpg`); compared case-insensitively,
+    as a case-insensitive file system would."""
+    def bare(name: str) -> str:
+        rel = Path(name)
+        return (rel.parent / rel.stem).as_posix()
+
+    counts: dict[str, int] = {}
+    for f in images:
+        counts[bare(f.name).lower()] = counts.get(bare(f.name).lower(), 0) + 1
+    return {f.name: bare(f.name) if counts[bare(f.name).lower()] == 1 else f.name for f in images}
+
+
+def _planned_outputs(opts: PredictOptions, stems: dict[str, str]) -> list[Path]:
+    suffixes = [".json"] + [".overlay.png"] * opts.draw + [".pts"] * (opts.format is OutputFormat.PTS)
+    return [opts.out / (stem + suffix) for stem in stems.values() for suffix in suffixes]
 
 
 def predict_files(opts: PredictOptions, progress: Progress | None = None) -> dict[str, Any]:
@@ -203,27 +231,43 @@ def predict_files(opts: PredictOptions, progress: Progress | None = None) -> dic
 
     Returns:
         {"model", "backend", "provider", "task", "out", "format", "images" (predicted), "skipped" (names of
-        images without a person in an MPII box file), "box_sources": {source: instances}, "mpii_file" (or None),
+        images without a person in an MPII box file), "failed" ([{"file", "problem"}]: images left out because they
+        could not be read, had no box in the box file, or held several people for `--format pts`),
+        "box_sources": {source: instances}, "mpii_file" (or None),
         "predictions": [per-image JSON documents]}.
 
     Raises:
-        CunetError: unreadable model, image or box file; an image without a box in the box file; `--format pts`
-            with several instances in one image.
+        CunetError: unreadable model or box file, an output path holding a file predict did not write; with
+            `strict`, also the first failing image.
     """
+    from cunet.io import OwnedOutputs
+
+    images = collect_images(opts.inputs)
+    stems = output_stems(images)
+    owned = OwnedOutputs(opts.out, "predict")
+    owned.check_free(_planned_outputs(opts, stems))
+    try:
+        return _predict(opts, images, stems, owned, progress)
+    finally:
+        if owned.files:
+            owned.save()
+
+
+def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str], owned: Any,
+             progress: Progress | None) -> dict[str, Any]:
     import cv2
 
     from cunet.data.dataset import read_image
     from cunet.data.formats import PoseRecord, write_mpii_json, write_pts
     from cunet.data.spec import get_spec
     from cunet.evaluate.draw import PRED_COLOUR, draw_landmarks
-    from cunet.io import write_bytes, write_json
     from cunet.runtime import open_predictor, whole_image_box
 
-    images = collect_images(opts.inputs)
     predictions: list[dict[str, Any]] = []
     mpii: list[tuple[int, Any]] = []  # (order key, PoseRecord)
     sources: dict[str, int] = {}
     skipped: list[str] = []
+    failed: list[dict[str, str]] = []
     with open_predictor(opts.model, backend=opts.backend, threads=opts.threads) as p:
         meta = p.meta
         if opts.format is OutputFormat.MPII and meta.task != "pose":
@@ -231,7 +275,8 @@ def predict_files(opts: PredictOptions, progress: Progress | None = None) -> dic
         boxes = read_boxes(opts.boxes, meta.task, meta.box_margin) if opts.boxes is not None else None
         skeleton = get_spec(meta.task).skeleton
         record_index = {id(r): i for i, r in enumerate(boxes.records)} if boxes and boxes.records else {}
-        for done, image_file in enumerate(images, 1):
+
+        def _one(image_file: ImageFile) -> dict[str, Any] | None:
             image = read_image(image_file.path)
             if boxes is None:
                 crop_boxes, source, recs = [whole_image_box(image)], "whole image", [None]
@@ -239,7 +284,7 @@ def predict_files(opts: PredictOptions, progress: Progress | None = None) -> dic
                 key = _box_key(image_file, boxes)
                 if key is None and boxes.records is not None:  # an MPII file lists people; this image has none
                     skipped.append(image_file.name)
-                    continue
+                    return None
                 if key is None:
                     raise CunetError(f"{image_file.path}: no box for this image in {boxes.source} (looked up as "
                                      f"{image_file.name!r})")
@@ -260,13 +305,14 @@ def predict_files(opts: PredictOptions, progress: Progress | None = None) -> dic
                 "instances": [{"box": _box_dict(b), "box_source": source, "points": pts.tolist()}
                               for b, pts in zip(crop_boxes, points)],
             }
-            stem = _output_stem(opts.out, image_file.name)
-            write_json(stem.with_name(stem.name + ".json"), doc)
+            if opts.format is OutputFormat.PTS and len(points) != 1:
+                raise CunetError(f"{image_file.path}: {len(points)} people in the box file, but a .pts file "
+                                 "holds one set of points; use --format mpii")
+            stem = opts.out / stems[image_file.name]
+            owned.write_json(stem.with_name(stem.name + ".json"), doc)
             if opts.format is OutputFormat.PTS:
-                if len(points) != 1:
-                    raise CunetError(f"{image_file.path}: {len(points)} people in the box file, but a .pts file "
-                                     "holds one set of points; use --format mpii")
-                write_pts(stem.with_suffix(".pts"), points[0])
+                write_pts(stem.with_name(stem.name + ".pts"), points[0])
+                owned.record(stem.with_name(stem.name + ".pts"))
             if opts.format is OutputFormat.MPII:
                 for i, (b, pts, rec) in enumerate(zip(crop_boxes, points, recs)):
                     scale = b.size / (200.0 * 1.25)  # the inverse of `box_from_center_scale`
@@ -278,21 +324,33 @@ def predict_files(opts: PredictOptions, progress: Progress | None = None) -> dic
                     mpii.append((record_index.get(id(rec), len(record_index) + len(mpii)), new))
             if opts.draw:
                 drawn = image
-                for pts in points:
-                    drawn = draw_landmarks(drawn, pts, PRED_COLOUR, skeleton=skeleton,
-                                           radius=max(1.5, max(image.shape[:2]) / 300))
+                for b, pts in zip(crop_boxes, points):
+                    drawn = draw_landmarks(drawn, pts, PRED_COLOUR, skeleton=skeleton, radius=overlay_radius(b.size))
                 ok, buf = cv2.imencode(".png", drawn)
                 if not ok:
                     raise RuntimeError(f"OpenCV could not encode the overlay of {image_file.path}")
-                write_bytes(stem.with_name(stem.name + ".overlay.png"), buf.tobytes())
-            predictions.append(doc)
+                owned.write_bytes(stem.with_name(stem.name + ".overlay.png"), buf.tobytes())
+            return doc
+
+        for done, image_file in enumerate(images, 1):
+            try:
+                doc = _one(image_file)
+            except CunetError as e:
+                if opts.strict:
+                    raise
+                failed.append({"file": str(image_file.path), "problem": str(e).removeprefix(f"{image_file.path}: ")})
+                doc = None
+            if doc is not None:
+                predictions.append(doc)
             if progress is not None:
                 progress(done, len(images))
         ran = {"backend": p.backend, "provider": p.provider}
     mpii_file = None
     if opts.format is OutputFormat.MPII:
         mpii_file = opts.out / (boxes.source.name if boxes and boxes.records else "predictions.json")
+        owned.check_free([mpii_file])
         write_mpii_json(mpii_file, [r for _, r in sorted(mpii, key=lambda t: t[0])])
+        owned.record(mpii_file)
     return {"model": str(opts.model), **ran, "task": meta.task, "out": str(opts.out), "format": opts.format.value,
-            "images": len(predictions), "skipped": skipped, "box_sources": sources,
+            "images": len(predictions), "skipped": skipped, "failed": failed, "box_sources": sources,
             "mpii_file": None if mpii_file is None else str(mpii_file), "predictions": predictions}

@@ -382,8 +382,8 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
         log(f"training {run.variant} ({_describe(cfg)}"
             + (f", {quant_cfg.describe()}" if quant_cfg is not None else "")
             + (f" after {run.quant_delay} full-precision epoch(s)" if quant_cfg is not None and run.quant_delay else "")
-            + f") on {len(train_samples)} {run.task} images, validating on "
-            f"{len(val_samples)}; {run.optimizer} lr {run.lr:g}"
+            + f") on {_count(train_samples, run.task)}, validating on "
+            f"{_count(val_samples, run.task)}; {run.optimizer} lr {run.lr:g}"
             + (f" (inner convs x{run.conv_lr_scale:g})" if run.conv_lr_scale not in (None, 1.0) else "")
             + f", batch {run.batch_size}, {run.epochs} epoch(s), "
             f"lr x{run.gamma:g} after epoch(s) {', '.join(map(str, run.milestones)) or '-'}; device {device}"
@@ -488,6 +488,13 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
 
 def _fmt_metric(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}%"
+
+
+def _count(samples: list, task: str) -> str:
+    """"21 people in 19 images" for poses (one sample per person), "19 faces" for faces (one per image)."""
+    if task == "pose":
+        return f"{len(samples)} people in {len({s.image for s in samples})} images"
+    return f"{len(samples)} faces"
 
 
 def _describe(cfg) -> str:

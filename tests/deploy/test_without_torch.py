@@ -37,7 +37,7 @@ def test_import_and_help_load_no_torch(no_torch_env) -> None:
 @pytest.mark.parametrize("args, what", [
     (["train", "--task", "face", "--data", "{data}", "--out", "{tmp}/run"], "cunet train"),
     (["export", "{pt}", "-o", "{tmp}/x.onnx"], "cunet export"),
-    (["summary", "cunet-tiny"], "cunet summary of a variant"),
+    (["summary", "cunet-tiny"], "cunet summary of a variant or a .pt checkpoint"),
     (["demo", "--quick", "--out", "{tmp}/demo"], "cunet demo"),
     (["evaluate", "{pt}", "--data", "{data}"], "{pt}: a .pt checkpoint"),
     (["profile", "{pt}", "--iters", "1"], "{pt}: a .pt checkpoint"),
@@ -93,6 +93,9 @@ def test_data_doctor_summary_compile(cunet, artifacts, tmp_path) -> None:
     assert check.code == 0, check.stderr
     synth = cunet("data", "synth", "--task", "pose", "--out", tmp_path / "pose", "--n", "4", "--image-size", "64")
     assert synth.code == 0, synth.stderr
+    summary = cunet("summary", artifacts.onnx, "--json")  # what the metadata records; MACs need torch
+    assert summary.code == 0, summary.stderr
+    assert summary.json()["task"] == "face" and summary.json()["config"]["layers"] >= 1
     doctor = cunet("doctor", "--json")
     assert doctor.code in (0, 1), doctor.stderr
     assert doctor.json()["torch"]["installed"] is False

@@ -17,7 +17,7 @@ from cunet.errors import CunetError  # noqa: E402
 from cunet.evaluate.accuracy import evaluate  # noqa: E402
 from cunet.evaluate.scoring import score_face, score_pose  # noqa: E402
 
-RUN_KEYS = {"model", "task", "backend", "provider", "flip", "boxes"}
+RUN_KEYS = {"model", "task", "backend", "provider", "flip", "boxes", "skipped"}
 #: What `cunet metrics` adds about files it could not match (all empty when the predictions are complete).
 CLEAN = {"missing": [], "bad": [], "ignored": 0}
 

@@ -157,7 +157,7 @@ def test_bad_input_is_one_line_error(face, tmp_path, capsys, case):
               "bad box file": f"{tmp_path / 'bad.json'}: box of 'x.png' must be [x1, y1, x2, y2]"}[case]
     if case == "no box":
         (tmp_path / "other.json").write_text(json.dumps({"elsewhere.png": [0, 0, 10, 10]}))
-        args += ["--boxes", tmp_path / "other.json"]
+        args += ["--boxes", tmp_path / "other.json", "--strict"]  # without --strict: skipped (tests/reliability)
     elif case == "not an image":
         args[2] = boxes
     elif case == "missing":
@@ -172,3 +172,32 @@ def test_bad_input_is_one_line_error(face, tmp_path, capsys, case):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {expect}"), err
     assert not (tmp_path / "o").exists()
+
+
+
+def test_overlay_dots_follow_the_face_box_not_the_image(face, tmp_path):
+    """A 40-px face in a 3000-px photo keeps dot-sized dots (the image-scaled radius was 10 px and hid the face)."""
+    from cunet.pipeline.predict import PredictOptions, overlay_radius, predict_files
+
+    _, _, model = face
+    photo = np.full((3000, 3000, 3), 200, np.uint8)
+    cv2.imwrite(str(tmp_path / "photo.png"), photo)
+    (tmp_path / "boxes.json").write_text(json.dumps({"photo.png": [1500, 1500, 1540, 1540]}))
+    predict_files(PredictOptions(model=model, inputs=(tmp_path / "photo.png",), out=tmp_path / "o",
+                                 boxes=tmp_path / "boxes.json"))
+    from cunet.data.spec import get_spec
+    from cunet.evaluate.report import PRED_COLOUR, draw_landmarks
+
+    def changed(image: np.ndarray) -> int:
+        return int((np.abs(image.astype(int) - photo).sum(axis=2) > 0).sum())
+
+    drawn = cv2.imread(str(tmp_path / "o" / "photo.overlay.png"))
+    instance = json.loads((tmp_path / "o" / "photo.json").read_text())["instances"][0]
+    points, box = np.array(instance["points"]), instance["box"]["size"]
+    skeleton = get_spec("face").skeleton
+    assert overlay_radius(box) == 1.0 and overlay_radius(1280) == 10.0
+    assert np.array_equal(drawn, draw_landmarks(photo, points, PRED_COLOUR, skeleton=skeleton,
+                                                radius=overlay_radius(box)))
+    dots_now = changed(draw_landmarks(photo, points, PRED_COLOUR, radius=overlay_radius(box)))
+    dots_before = changed(draw_landmarks(photo, points, PRED_COLOUR, radius=3000 / 300))  # max(H, W) / 300
+    assert dots_now < dots_before / 4, (dots_now, dots_before)  # overlapping 10-px dots hide the face

@@ -56,7 +56,9 @@ class Case:
 
 # ------------------------------------------------------------------------------------------------- commands
 def evaluate(model: Path, data: Path, file: Path | None = None, *extra: str) -> Run:
-    return Run(["evaluate", str(model), "--data", str(data), "--json", *extra], file or model)
+    # --strict: the first unreadable image is the one-line error this suite checks; without it evaluate skips it,
+    # scores the rest and exits 1 (issue 18's batch semantics, tests/reliability/test_batch_and_bombs.py).
+    return Run(["evaluate", str(model), "--data", str(data), "--json", "--strict", *extra], file or model)
 
 
 def profile(model: Path, env: Env, file: Path | None = None) -> Run:
@@ -329,7 +331,7 @@ def _onnx_cases() -> list[Case]:
         }
         cases += [Case(f"{cmd}-{name}", cmd, run, problem) for cmd, run in runners.items() if cmd not in skip]
     cases.append(Case("export-onnx-given-as-checkpoint", "export", lambda env: export(env.face_onnx, env),
-                      r"not a readable checkpoint"))
+                      r"this is an ONNX model, not a PyTorch checkpoint"))
     return cases
 
 
@@ -629,14 +631,14 @@ def _signature_garbage(env: Env, png: Path) -> Path:
 @pytest.mark.parametrize(("kind", "problem"), [("iend-cut", "truncated PNG"),
                                                ("signature-garbage", "unreadable or unsupported image")])
 def test_real_cunet_process_exits_1_with_one_line(kind, problem, env, tally):
-    """The installed console script, not only `main()`: a broken test image stops `cunet evaluate` with exit 1 and
-    ONE stderr line (libpng/OpenCV wrote their own lines on the C stderr before the read_image fix, which
+    """The installed console script, not only `main()`: a broken test image stops `cunet evaluate --strict` with
+    exit 1 and ONE stderr line (libpng/OpenCV wrote their own lines on the C stderr before the read_image fix, which
     in-process capture cannot see); `cunet data check` on the folder exits 1 (it exited 0 before the cli.py fix)."""
     tally["bad-input:evaluate"] += 1
     tally["bad-input:data check"] += 1
     root = _faces(env)
     png = {"iend-cut": _trunc_png, "signature-garbage": _signature_garbage}[kind](env, _victim(root, ".png"))
-    result = _cunet("evaluate", str(env.face_onnx), "--data", str(root), "--json", cwd=env.tmp)
+    result = _cunet("evaluate", str(env.face_onnx), "--data", str(root), "--json", "--strict", cwd=env.tmp)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 1 and result.stdout == "", result.stderr
     assert len(lines) == 1 and lines[0].startswith(f"error: {png}: {problem}"), result.stderr
