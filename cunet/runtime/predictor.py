@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from cunet.data.decode import DEFAULT_METHOD, DecodeMethod, decode, flip_back, heatmap_to_image, merge_flip
-from cunet.data.preprocess import Box, crop_affine, to_input, warp
+from cunet.data.preprocess import Box, crop_affines, to_input, warp
 from cunet.errors import CunetError
 from cunet.runtime.base import BACKENDS, Backend, cuda_device_available
 from cunet.runtime.meta import ModelMeta, read_engine_meta, read_onnx_meta
@@ -117,14 +117,15 @@ class Predictor:
             raise CunetError(f"{len(images)} images but {len(boxes)} boxes")
         s = self.meta.input_size
         crops = np.empty((len(images), s, s, 3), dtype=np.uint8)
-        affines = np.empty((len(images), 2, 3), dtype=np.float64)
+        chosen = []
         for i, image in enumerate(images):
             ok = isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
             if not ok:
                 got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
                 raise CunetError(f"image {i}: expected a BGR uint8 array [H, W, 3], got {got}")
-            box = boxes[i] if boxes is not None and boxes[i] is not None else whole_image_box(image)
-            affines[i] = crop_affine(box, s)
+            chosen.append(boxes[i] if boxes is not None and boxes[i] is not None else whole_image_box(image))
+        affines = crop_affines(np.array([(b.cx, b.cy) for b in chosen]).reshape(-1, 2), [b.size for b in chosen], s)
+        for i, image in enumerate(images):
             crops[i] = warp(image, affines[i], s)
         return to_input(crops, self.meta.mean, self.meta.std), affines
 
