@@ -66,6 +66,8 @@ class ModelMeta:
         quant: low-bit weights/inputs of the model (`cunet.model.quant.QuantConfig.to_dict()`), None when none.
         recipe: the INT8 recipe of a quantized model ("tensorrt" or "cpu", `cunet.compile.quantize`), else None.
         float_groups: blocks an INT8 model keeps in float to meet `--max-drop`, None for non-INT8 models.
+        decode: the `cunet.data.decode` method the graph ends in ("quarter", `cunet export --decode`): the model
+            outputs [N, K, 3] (x, y in input-crop pixels, score) instead of heatmaps. None: it outputs heatmaps.
     """
 
     task: str
@@ -87,6 +89,7 @@ class ModelMeta:
     quant: dict[str, Any] | None = field(default=None, hash=False)
     recipe: str | None = None
     float_groups: tuple[str, ...] | None = None
+    decode: str | None = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -124,6 +127,7 @@ class ModelMeta:
         need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         need(self.quant is None or isinstance(self.quant, dict), f"quant must be an object or null, got {self.quant!r}")
         need(self.recipe in (None, "tensorrt", "cpu"), f"recipe must be tensorrt, cpu or null, got {self.recipe!r}")
+        need(self.decode in (None, "quarter"), f"decode must be quarter or null, got {self.decode!r:.40}")
         need(self.color == "RGB" and self.layout == "NCHW", f"unsupported input {self.color}/{self.layout}")
         need(
             self.format_version <= META_FORMAT_VERSION,
@@ -185,7 +189,7 @@ class ModelMeta:
         d["landmark_names"] = list(self.landmark_names)
         d["flip_pairs"] = [list(p) for p in self.flip_pairs]
         d["mean"], d["std"] = list(self.mean), list(self.std)
-        for optional in ("quant", "recipe", "float_groups"):  # absent unless set: FP32 records stay as they were
+        for optional in ("quant", "recipe", "float_groups", "decode"):  # absent unless set: FP32 records stay as they were
             if d[optional] is None:
                 del d[optional]
         if self.float_groups is not None:
