@@ -83,7 +83,7 @@ def decode(
     # is a few dozen numpy calls, whatever K is.
     flat = np.ascontiguousarray(hm).reshape(n * k, h * w)
     values = flat.reshape(-1)
-    base = np.arange(n * k) * (h * w)
+    base, last = _layout(n * k, h, w)
     idx = flat.argmax(axis=1)  # a NaN wins here, and such a map is reported as NaN below anyway
     scores = values[base + idx].astype(np.float64)
     bad = _non_finite_maps(flat, scores)
@@ -91,7 +91,6 @@ def decode(
     np.divmod(idx, w, out=(pos[:, 1], pos[:, 0]))
     coords = pos.astype(np.float64)
     if method is not DecodeMethod.ARGMAX:
-        last = np.array([w - 1, h - 1])
         inside = (pos > 0) & (pos < last)  # [M, 2]: the maximum has a neighbour on both sides along x / y
         quarter = _quarter_offsets(values, base + idx, w, inside)
         if method is DecodeMethod.QUARTER:
@@ -103,6 +102,14 @@ def decode(
         coords[bad] = np.nan
         scores[bad] = np.nan
     return coords.reshape(n, k, 2), scores.reshape(n, k)
+
+
+@functools.lru_cache(maxsize=32)
+def _layout(maps: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the start of each map in the flattened stack [maps], the last (x, y) of a map [2]); read-only, shared."""
+    base, last = np.arange(maps) * (h * w), np.array([w - 1, h - 1])
+    base.flags.writeable = last.flags.writeable = False
+    return base, last
 
 
 def _non_finite_maps(flat: np.ndarray, scores: np.ndarray) -> np.ndarray | None:
