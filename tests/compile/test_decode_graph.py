@@ -5,8 +5,9 @@ synthetic test faces: the tail is the "quarter" method, so against `decode(..., 
 must agree to float32 rounding. Tolerance 1e-3 crop px: the tail computes (argmax + 0.25·sign) · 4 + 1.5 in float32,
 exact for these magnitudes, and the heatmaps come from the same graph on the same runtime; a wrong neighbour, a
 missing mask or a swapped axis would be off by 1 px (0.25 heatmap px · stride) or more. Against DARK (the Python
-default) the difference is the quarter method's own rounding: at most 0.25·√2 heatmap px from the argmax plus DARK's
-sub-pixel step (≤ 1 px per axis), so below 2 heatmap px = 8 crop px, and the test records the measured maximum.
+default) both start from the same argmax and differ by their offsets, ≤ 0.25 (quarter) + 1 (DARK's step is
+bounded by a pixel per axis) = 1.25 heatmap px = 5 crop px per axis; on this barely trained model the measured
+maximum was 5.05 crop px as a distance (mean 1.03), NME 50.41 % (quarter) vs 50.18 % (DARK).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def test_in_graph_decoding_matches_the_python_decoder_on_real_heatmaps(models: d
     np.testing.assert_allclose(decoded_points, plain_points, atol=1e-3 * 96 / 64, rtol=0)  # crop px → image px
     dark, _ = decode(heatmaps, "dark")
     gap = np.abs(landmarks[..., :2] - heatmap_to_input(dark, STRIDE)).max()
-    assert 0 < gap < 2 * STRIDE, gap  # quarter is not DARK, and never further than its rounding
+    assert 0 < gap <= 1.25 * STRIDE + 1e-3, gap  # quarter is not DARK, and never further than their offsets
 
 
 def test_flip_on_a_decoded_model_averages_the_mirrored_points(models: dict) -> None:
