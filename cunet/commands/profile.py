@@ -84,7 +84,8 @@ def profile(model, backend, batch, warmup, iters, threads, device, ops, as_json)
     console().print(f"{env['device']} · {env['cpu']} · {env['cpus_usable']} CPUs usable · threads {threads}")
     for r in report.get("ops", []):
         print_table(
-            f"per op type · {r['source']} · batch {r['batch']} · kernels {r['kernel_ms']:.3g} of {r['run_ms']:.3g} ms",
+            f"per op type · {r['source']} · batch {r['batch']} · "
+            f"kernels {r['kernel_ms']:.3g} of {r['run_ms']:.3g} ms",
             ["op type", "nodes", "ms / run", "share %"],
             [(o["op_type"], o["nodes"], o["ms"], o["share_pct"]) for o in r["op_types"]],
         )
