@@ -44,10 +44,11 @@ def test_onnx_runtime_op_types_of_a_real_model(tiny_onnx) -> None:
     _check_shares(report)
     assert report["engine"] == "onnxruntime" and report["batch"] == 2 and report["iters"] == 4
     # ORT reports the kernels of its optimised graph (fused, re-laid-out nodes), so op types and node counts are
-    # its own; the convolutions are still there and hold most of a CNN's time.
+    # its own; the convolutions are still there and take a large share even of this 16-channel model (measured
+    # 50-95 % on a loaded machine; 20 % leaves room for noise, a parser that lost them would give 0).
     assert any(n.op_type == "Conv" for n in onnx.load(str(tiny_onnx)).graph.node)
     conv = next(o for o in report["op_types"] if o["op_type"] in ("Conv", "FusedConv"))
-    assert conv["nodes"] >= 1 and conv["share_pct"] > 50
+    assert conv["nodes"] >= 1 and conv["share_pct"] > 20
 
 
 def test_the_ort_trace_parser_drops_warmup_runs_and_sums_by_op_type() -> None:
