@@ -8,7 +8,7 @@ from cunet.commands._common import console, emit_json, json_option, print_table
 
 __all__ = ["profile"]
 
-BACKEND_CHOICES = ("auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt")
+BACKEND_CHOICES = ("auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "openvino")
 
 
 def _batches(ctx, param, value: str) -> tuple[int, ...]:
@@ -32,8 +32,12 @@ def _batches(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--threads", type=int, help="CPU inference threads (default: the runtime's own).")
 @click.option("--device", help="cpu, cuda or cuda:N (torch default: CUDA when available).")
 @click.option("--label", help="Name this machine in the report (`cunet compare` column; default: the host name).")
-@json_option
 def profile(model, backend, batch, warmup, iters, threads, device, label, as_json):
+@click.option("--ops", is_flag=True,
+              help="Also time inference per operator type (share of kernel time): ONNX Runtime's profiler for "
+                   ".onnx, OpenVINO's per-layer counters for .xml or --backend openvino.")
+@json_option
+def profile(model, backend, batch, warmup, iters, threads, device, label, ops, as_json):
     """Time MODEL's whole predict path (crop → inference → decode) on random 640x480 frames.
 
     \b
@@ -42,10 +46,16 @@ def profile(model, backend, batch, warmup, iters, threads, device, label, as_jso
     reports from two machines or backends can be compared. Machines are noisy: compare ratios within a run.
 
     \b
+    --ops adds, per batch size, the time of each operator type (Conv, QuantizeLinear, Concat ...) per run and its
+    share of the summed kernel time, from ONNX Runtime's profiler (CPU provider) or OpenVINO's performance
+    counters: the breakdown that shows why an INT8 model is or is not faster than FP32 (JSON key "ops").
+
+    \b
     Examples:
       cunet profile face.onnx
       cunet profile face.onnx --backend ort-cpu --batch 1,8 --threads 2 --json
       cunet profile runs/face/best.pt --iters 20
+      cunet profile face.int8.onnx --ops --threads 2
     """
     from cunet.evaluate.profile import profile as run_profile
 
@@ -53,6 +63,8 @@ def profile(model, backend, batch, warmup, iters, threads, device, label, as_jso
                          device=device)
     if label:
         report["environment"]["label"] = label
+    if ops:
+        report["ops"] = _op_profiles(model, backend, batch, warmup, iters, threads, device)
     if as_json:
         emit_json(report)
         return
@@ -74,3 +86,27 @@ def profile(model, backend, batch, warmup, iters, threads, device, label, as_jso
     )
     threads = report["threads"] or "default"
     console().print(f"{env['device']} · {env['cpu']} · {env['cpus_usable']} CPUs usable · threads {threads}")
+    for r in report.get("ops", []):
+        print_table(
+            f"per op type · {r['source']} · batch {r['batch']} · "
+            f"kernels {r['kernel_ms']:.3g} of {r['run_ms']:.3g} ms",
+            ["op type", "nodes", "ms / run", "share %"],
+            [(o["op_type"], o["nodes"], o["ms"], o["share_pct"]) for o in r["op_types"]],
+        )
+
+
+def _op_profiles(model, backend, batch, warmup, iters, threads, device) -> list[dict]:
+    from pathlib import Path
+
+    from cunet.errors import CunetError
+    from cunet.evaluate.ops_profile import ops_profile
+
+    suffix = Path(model).suffix.lower()
+    if backend == "openvino" or suffix == ".xml":
+        engine = "openvino"
+        device = None if device in (None, "cpu") else device.upper()
+    elif suffix == ".onnx":
+        engine = "onnxruntime"
+    else:
+        raise CunetError(f"{model}: --ops profiles .onnx models (ONNX Runtime) and OpenVINO .xml models, not {suffix}")
+    return [ops_profile(model, engine, b, warmup=warmup, iters=iters, threads=threads, device=device) for b in batch]

@@ -184,6 +184,7 @@ def export_onnx(
     simplify: bool = True,
     verify: bool = True,
     task: str | None = None,
+    decode: bool = False,
 ) -> ExportReport:
     """Export a checkpoint (or an in-memory `CUNet`) to one FP32 ONNX file with a dynamic batch and metadata.
 
@@ -195,6 +196,8 @@ def export_onnx(
         verify: compare ONNX Runtime with PyTorch on a random batch of 2 [2,3,S,S]; a disagreement above
             `VERIFY_ATOL` x max(1, max |heatmap|) is an error and nothing is written.
         task: "face" or "pose", only when a model is given.
+        decode: end the graph in the quarter-pixel decoder (`cunet.compile.decode_graph`): the model outputs
+            "landmarks" [N, K, 3] instead of heatmaps. Verification checks the heatmaps, before the tail.
 
     Returns:
         An `ExportReport`; `max_abs_error` is the verification error.
@@ -231,6 +234,11 @@ def export_onnx(
         onnx.checker.check_model(proto)
         data = proto.SerializeToString()
         error, scale = _verify(model, data, meta.input_size) if verify else (None, 1.0)
+        if decode:
+            from cunet.compile.decode_graph import append_decode
+
+            proto, meta = append_decode(proto, meta, OUTPUT_NAME)
+            data = proto.SerializeToString()
     finally:
         model.train(was_training)
     atol = VERIFY_ATOL if lowbit is None else lowbit.verify_atol

@@ -39,6 +39,7 @@ import numpy as np
 from cunet.compile.graph import set_nodes
 from cunet.errors import CunetError
 from cunet.io import write_bytes
+from cunet.runtime.meta import read_onnx_meta
 
 __all__ = ["Recipe", "QuantizeReport", "quantize", "quantize_with_ranges", "bn_to_depthwise", "node_groups", "landmark_drop"]
 
@@ -377,6 +378,9 @@ def quantize(
     recipe = Recipe(recipe)
     src = Path(model_path)
     read_preprocess_spec(src)
+    if read_onnx_meta(src).decode is not None:  # calibration and the accuracy check work on heatmaps
+        raise CunetError(f"{src}: the model decodes in its graph (cunet export --decode); quantize the model "
+                         "exported without --decode")
     with tempfile.TemporaryDirectory(prefix="cunet-quant-") as tmp:
         fp32 = prepare_fp32(src, recipe, Path(tmp) / src.name)
         try:

@@ -14,6 +14,12 @@ Measured on synthetic Gaussian maps (σ = 2 at 64², 2,000 uniform sub-pixel cen
 as in tests/data/test_decode.py): mean error argmax 0.38 px, quarter 0.19 px, dark < 1e-5 px; with added N(0, 0.05)
 noise 0.50 / 0.33 / 0.08 px. So "dark" is the default.
 
+Post-processing must not cost as much as a small model: the decoders gather only the values they need (the maximum,
+its four neighbours, DARK's (2r+3)² window) with flat indices into the whole [N·K, H·W] stack, read the maps in
+their own dtype, and handle both axes and all maps in [N·K, 2] arrays, so the number of numpy calls does not grow
+with N or K (bench/decode.py measures it against the per-axis, full-height-blur decoder it replaced; the
+landmarks agree to float64 rounding, tests/data/test_decode_reference.py checks a scalar reference map by map).
+
 Horizontal flip test-time augmentation: `flip_back` mirrors the flipped input's heatmaps and swaps left/right
 joints. No +1 px shift is needed: `crop_affine`'s flip maps x → S-1-x and, with S = stride·W, heatmap x → W-1-x is
 exactly the same mirror (see `cunet.data.heatmaps` for the stride mapping), so `merge_flip` is a plain average.
@@ -21,6 +27,7 @@ exactly the same mirror (see `cunet.data.heatmaps` for the stride mapping), so `
 
 from __future__ import annotations
 
+import functools
 import math
 from enum import Enum
 
@@ -68,22 +75,57 @@ def decode(
     if hm.ndim != 4:
         raise ValueError(f"heatmaps must be [N, K, H, W], got shape {hm.shape}")
     n, k, h, w = hm.shape
-    hm = hm.astype(np.float64, copy=False)
-    flat_idx = np.argmax(np.where(np.isfinite(hm), hm, -np.inf).reshape(n, k, h * w), axis=-1)
-    y, x = np.divmod(flat_idx, w)
-    scores = np.take_along_axis(hm.reshape(n, k, h * w), flat_idx[..., None], axis=-1)[..., 0]
-    coords = np.stack([x, y], axis=-1).astype(np.float64)
-    if method is DecodeMethod.QUARTER:
-        coords += _quarter_offsets(hm, x, y)
-    elif method is DecodeMethod.DARK:
-        coords += _dark_offsets(hm, x, y, default_sigma(w) if sigma is None else float(sigma))
-    bad = ~np.isfinite(hm).all(axis=(2, 3))
-    coords[bad] = np.nan
-    scores = np.where(bad, np.nan, scores)
-    return coords, scores
+    if hm.dtype.kind != "f":
+        hm = hm.astype(np.float64)
+    # The maps are read in their own dtype (float32 → float64 is exact and order-preserving, so the argmax and every
+    # gathered value equal those of a float64 copy), and only a few values per map are gathered, as flat indices
+    # into the whole stack. Both axes are handled together as [M, 2] arrays (M = N·K maps): a small model's decode
+    # is a few dozen numpy calls, whatever K is.
+    flat = np.ascontiguousarray(hm).reshape(n * k, h * w)
+    values = flat.reshape(-1)
+    base, last = _layout(n * k, h, w)
+    idx = flat.argmax(axis=1)  # a NaN wins here, and such a map is reported as NaN below anyway
+    scores = values[base + idx].astype(np.float64)
+    bad = _non_finite_maps(flat, scores)
+    pos = np.empty((n * k, 2), dtype=np.int64)  # (x, y) of each maximum
+    np.divmod(idx, w, out=(pos[:, 1], pos[:, 0]))
+    coords = pos.astype(np.float64)
+    if method is not DecodeMethod.ARGMAX:
+        inside = (pos > 0) & (pos < last)  # [M, 2]: the maximum has a neighbour on both sides along x / y
+        quarter = _quarter_offsets(values, base + idx, w, inside)
+        if method is DecodeMethod.QUARTER:
+            coords += quarter
+        else:
+            sigma = default_sigma(w) if sigma is None else float(sigma)
+            coords += _dark_offsets(values, base, pos, last, w, inside, quarter, sigma, bad is not None)
+    if bad is not None:
+        coords[bad] = np.nan
+        scores[bad] = np.nan
+    return coords.reshape(n, k, 2), scores.reshape(n, k)
+
+
+@functools.lru_cache(maxsize=32)
+def _layout(maps: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the start of each map in the flattened stack [maps], the last (x, y) of a map [2]); read-only, shared."""
+    base, last = np.arange(maps) * (h * w), np.array([w - 1, h - 1])
+    base.flags.writeable = last.flags.writeable = False
+    return base, last
+
+
+def _non_finite_maps(flat: np.ndarray, scores: np.ndarray) -> np.ndarray | None:
+    """[M] True where a map holds a NaN or an infinity, or None when every map is finite.
+
+    NaN and +inf win the argmax, so a finite maximum and a finite minimum mean a finite map; one global minimum
+    answers the common all-finite case without a per-map pass.
+    """
+    if np.isfinite(scores).all() and np.isfinite(flat.min()):
+        return None
+    return ~np.isfinite(flat).all(axis=1)
 
 
 def _method(method: str | DecodeMethod) -> DecodeMethod:
+    if isinstance(method, DecodeMethod):
+        return method
     try:
         return DecodeMethod(method)
     except ValueError:
@@ -91,85 +133,95 @@ def _method(method: str | DecodeMethod) -> DecodeMethod:
         raise ValueError(f"unknown decode method {method!r}: choose one of {choices}") from None
 
 
-def _quarter_offsets(hm: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """[N, K, 2] offsets of ±0.25 px toward the larger neighbour (0 on the border or on a tie)."""
-    h, w = hm.shape[-2:]
-    left, right = _at(hm, y, np.clip(x - 1, 0, w - 1)), _at(hm, y, np.clip(x + 1, 0, w - 1))
-    up, down = _at(hm, np.clip(y - 1, 0, h - 1), x), _at(hm, np.clip(y + 1, 0, h - 1), x)
-    dx = np.where((x > 0) & (x < w - 1), 0.25 * np.sign(right - left), 0.0)
-    dy = np.where((y > 0) & (y < h - 1), 0.25 * np.sign(down - up), 0.0)
-    return np.stack([dx, dy], axis=-1)
+def _quarter_offsets(values: np.ndarray, at: np.ndarray, w: int, inside: np.ndarray) -> np.ndarray:
+    """[M, 2] offsets of ±0.25 px toward the larger neighbour (0 on the border or on a tie).
+
+    values: every map, flattened; at: [M] index of each maximum in it; inside: [M, 2] as in `decode`.
+    """
+    # Left, right, up, down in one gather; an index that wraps to the next row or map is masked out by `inside`.
+    near = values.take(at[:, None, None] + np.array([[-1, 1], [-w, w]]), mode="clip").astype(np.float64)
+    return np.where(inside, 0.25 * np.sign(near[:, :, 1] - near[:, :, 0]), 0.0)
 
 
-def _dark_offsets(hm: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float) -> np.ndarray:
-    """[N, K, 2] DARK sub-pixel offsets (one Newton step on the smoothed log-heatmap), "quarter" where undefined."""
-    h, w = hm.shape[-2:]
-    # Only the 3×3 neighbourhood of each maximum is needed: smooth it as rows(Gy) @ map @ cols(Gx)ᵀ.
-    # Near a border the blur would mix in reflected (or, with zero padding, missing) tails and pull the peak, so an
-    # axis whose blur window crosses the border is left unblurred: a Gaussian blurred along one axis only is still
-    # a Gaussian, and its log still a quadratic.
-    radius = _blur_radius(sigma)
-    steps = np.arange(-1, 2)
-    ys, xs = np.clip(y[..., None] + steps, 0, h - 1), np.clip(x[..., None] + steps, 0, w - 1)
-    rows = np.where(_clear(y, radius, h)[..., None, None], _blur_matrix(h, sigma)[ys], np.eye(h)[ys])  # [N, K, 3, H]
-    cols = np.where(_clear(x, radius, w)[..., None, None], _blur_matrix(w, sigma)[xs], np.eye(w)[xs])  # [N, K, 3, W]
-    patch = (rows @ np.nan_to_num(hm)) @ np.swapaxes(cols, -1, -2)  # [N, K, 3, 3], patch[i, j] at (y+i-1, x+j-1)
-    lg = np.log(np.maximum(patch, _LOG_FLOOR))
-    gxv = 0.5 * (lg[..., 1, 2] - lg[..., 1, 0])
-    gyv = 0.5 * (lg[..., 2, 1] - lg[..., 0, 1])
-    hxx = lg[..., 1, 2] - 2.0 * lg[..., 1, 1] + lg[..., 1, 0]
-    hyy = lg[..., 2, 1] - 2.0 * lg[..., 1, 1] + lg[..., 0, 1]
-    hxy = 0.25 * (lg[..., 2, 2] - lg[..., 2, 0] - lg[..., 0, 2] + lg[..., 0, 0])
-    det = hxx * hyy - hxy**2
-    safe_det = np.where(det > _MIN_DET, det, 1.0)
-    dx = -(hyy * gxv - hxy * gyv) / safe_det
-    dy = -(hxx * gyv - hxy * gxv) / safe_det
-    inside_x, inside_y = (x > 0) & (x < w - 1), (y > 0) & (y < h - 1)
-    ok = inside_x & inside_y & (hxx < 0) & (det > _MIN_DET) & (np.abs(dx) <= 1.0) & (np.abs(dy) <= 1.0)
+def _dark_offsets(
+    values: np.ndarray,
+    base: np.ndarray,
+    pos: np.ndarray,
+    last: np.ndarray,
+    w: int,
+    inside: np.ndarray,
+    quarter: np.ndarray,
+    sigma: float,
+    any_bad: bool,
+) -> np.ndarray:
+    """[M, 2] DARK sub-pixel offsets (one Newton step on the smoothed log-heatmap), `quarter` where undefined."""
+    # Only the 3×3 neighbourhood of each maximum is needed, and its blur reads only the L×L window (L = 2r+3)
+    # around the maximum: smooth the window's columns, then its rows, each as one [M·L, L] @ [L, 3] product.
+    # Near a border the blur would mix in reflected tails and pull the peak, so an axis whose blur window crosses
+    # the border is left unblurred (its three centre rows or columns are picked instead): a Gaussian blurred along
+    # one axis only is still a Gaussian, and its log still a quadratic.
+    blur = _blur_weights(sigma)  # [L, 3]
+    size = len(blur)
+    radius = (size - 3) // 2
+    lines = pos[:, :, None] + np.arange(-radius - 1, radius + 2)  # [M, 2, L] columns and rows of the window
+    np.minimum(np.maximum(lines, 0, out=lines), last[:, None], out=lines)
+    window = values.take((lines[:, 1] * w + base[:, None])[:, :, None] + lines[:, 0, None, :]).astype(np.float64)
+    if any_bad:
+        window = np.nan_to_num(window, copy=False)  # only maps reported as NaN hold non-finite values
+    # window[m, i, j] is the map at (x + j - r - 1, y + i - r - 1); `clear`: the blur windows of pos-1 … pos+1 fit.
+    clear = (pos >= radius + 1) & (pos <= last - radius - 1)
+    centre = slice(radius, radius + 3)
+    cols = (window.reshape(-1, size) @ blur).reshape(-1, size, 3)
+    cols = np.where(clear[:, 0, None, None], cols, window[:, :, centre])  # [M, L, 3]
+    rows = (np.swapaxes(cols, 1, 2).reshape(-1, size) @ blur).reshape(-1, 3, 3)  # rows[m, j, i]
+    patch = np.where(clear[:, 1, None, None], np.swapaxes(rows, 1, 2), cols[:, centre, :])
+    # Central differences of the log (a quadratic for a Gaussian peak), patch[m, i, j] at (x + j - 1, y + i - 1):
+    # columns of `_DERIVATIVES` give d/dx, d/dy, d²/dx², d²/dy², d²/dxdy.
+    d = np.log(np.maximum(patch, _LOG_FLOOR)).reshape(-1, 9) @ _DERIVATIVES
+    grad, curv, hxy = d[:, :2], d[:, 2:4], d[:, 4:5]
+    det = curv[:, :1] * curv[:, 1:] - hxy**2  # [M, 1]
+    step = -(curv[:, ::-1] * grad - hxy * grad[:, ::-1]) / np.where(det > _MIN_DET, det, 1.0)  # -H⁻¹∇
+    short = np.abs(step) <= 1.0
+    ok = inside[:, 0] & inside[:, 1] & (curv[:, 0] < 0) & (det[:, 0] > _MIN_DET) & short[:, 0] & short[:, 1]
     # Where the 2-D step is undefined (e.g. the maximum on the left border), refine each axis on its own if it can.
-    quarter = _quarter_offsets(hm, x, y)
-    dx = np.where(ok, dx, _newton_1d(gxv, hxx, inside_x, quarter[..., 0]))
-    dy = np.where(ok, dy, _newton_1d(gyv, hyy, inside_y, quarter[..., 1]))
-    return np.stack([dx, dy], axis=-1)
-
-
-def _newton_1d(grad: np.ndarray, curv: np.ndarray, inside: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-    """-grad/curv where the maximum is inside on this axis, the curvature negative and the step within a pixel."""
     usable = inside & (curv < 0)
-    step = -grad / np.where(usable, curv, -1.0)
-    return np.where(usable & (np.abs(step) <= 1.0), step, fallback)
+    step_1d = -grad / np.where(usable, curv, -1.0)
+    return np.where(ok[:, None], step, np.where(usable & (np.abs(step_1d) <= 1.0), step_1d, quarter))
+
+
+def _derivative_weights() -> np.ndarray:
+    """[9, 5]: the flattened 3×3 log-patch → (gx, gy, hxx, hyy, hxy) by central differences."""
+    weights = np.zeros((3, 3, 5))
+    weights[1, 2, 0], weights[1, 0, 0] = 0.5, -0.5
+    weights[2, 1, 1], weights[0, 1, 1] = 0.5, -0.5
+    weights[1, 2, 2], weights[1, 1, 2], weights[1, 0, 2] = 1.0, -2.0, 1.0
+    weights[2, 1, 3], weights[1, 1, 3], weights[0, 1, 3] = 1.0, -2.0, 1.0
+    weights[2, 2, 4], weights[2, 0, 4], weights[0, 2, 4], weights[0, 0, 4] = 0.25, -0.25, -0.25, 0.25
+    weights = weights.reshape(9, 5)
+    weights.flags.writeable = False
+    return weights
+
+
+_DERIVATIVES = _derivative_weights()
 
 
 def _blur_radius(sigma: float) -> int:
     return max(1, math.ceil(3.0 * sigma))
 
 
-def _clear(pos: np.ndarray, radius: int, n: int) -> np.ndarray:
-    """True where the blur windows of pos-1 … pos+1 stay inside 0 … n-1."""
-    return (pos - 1 - radius >= 0) & (pos + 1 + radius <= n - 1)
-
-
-def _blur_matrix(n: int, sigma: float) -> np.ndarray:
-    """[n, n] matrix of a 1-D Gaussian blur (radius 3σ) with OpenCV's default reflect-101 border."""
+@functools.lru_cache(maxsize=16)
+def _blur_weights(sigma: float) -> np.ndarray:
+    """[L, 3] weights (L = 2r+3, r = ceil(3σ)): column i is the 1-D Gaussian blur (radius r) of window row i+r,
+    i.e. of offset i-1 from the maximum. Read-only: it is shared between calls."""
     radius = _blur_radius(sigma)
     taps = np.arange(-radius, radius + 1)
     kernel = np.exp(-(taps**2) / (2.0 * sigma**2))
     kernel /= kernel.sum()
-    src = np.arange(n)[:, None] + taps[None, :]
-    if n > 1:
-        period = 2 * (n - 1)
-        src = np.abs(src) % period
-        src = np.where(src > n - 1, period - src, src)
-    else:
-        src = np.zeros_like(src)
-    mat = np.zeros((n, n))
-    np.add.at(mat, (np.repeat(np.arange(n), len(taps)), src.ravel()), np.tile(kernel, n))
-    return mat
-
-
-def _at(hm: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-    n, k = hm.shape[:2]
-    return hm[np.arange(n)[:, None], np.arange(k)[None, :], y, x]
+    weights = np.zeros((2 * radius + 3, 3))
+    for i in range(3):
+        weights[i : i + 2 * radius + 1, i] = kernel
+    weights.flags.writeable = False
+    return weights
 
 
 def flip_back(heatmaps: np.ndarray, flip_perm: np.ndarray) -> np.ndarray:

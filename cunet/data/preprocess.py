@@ -20,6 +20,7 @@ __all__ = [
     "STD",
     "Box",
     "crop_affine",
+    "crop_affines",
     "invert_affine",
     "apply_affine",
     "warp",
@@ -94,20 +95,39 @@ def crop_affine(box: Box, out_size: int, rotation_deg: float = 0.0, flip: bool =
     return m
 
 
+def crop_affines(centers: np.ndarray, sizes: np.ndarray, out_size: int) -> np.ndarray:
+    """`crop_affine` of N unrotated, unflipped boxes at once: centers [N, 2], sizes [N] → [N, 2, 3] (same values)."""
+    c = np.asarray(centers, dtype=np.float64).reshape(-1, 2)
+    s = out_size / np.asarray(sizes, dtype=np.float64).reshape(-1)
+    m = np.zeros((len(c), 2, 3))
+    m[:, 0, 0] = m[:, 1, 1] = s
+    m[:, :, 2] = (out_size - 1) / 2.0 - s[:, None] * c
+    return m
+
+
 def invert_affine(m: np.ndarray) -> np.ndarray:
-    """Inverse of a 2x3 affine (or a stack [..., 2, 3])."""
+    """Inverse of a 2x3 affine (or a stack [..., 2, 3]), in closed form: [A | t]⁻¹ = [A⁻¹ | -A⁻¹ t]."""
     m = np.asarray(m, dtype=np.float64)
-    full = np.zeros(m.shape[:-2] + (3, 3))
-    full[..., :2, :] = m
-    full[..., 2, 2] = 1.0
-    return np.linalg.inv(full)[..., :2, :]
+    a = m[..., :2]
+    det = a[..., 0, 0] * a[..., 1, 1] - a[..., 0, 1] * a[..., 1, 0]
+    if (det == 0).any():
+        raise np.linalg.LinAlgError("singular affine")
+    inv = np.empty(m.shape)
+    inv[..., :2] = a[..., _ADJUGATE_ROWS, _ADJUGATE_COLS] * (_ADJUGATE_SIGNS / det[..., None, None])
+    inv[..., 2] = -(inv[..., :2] @ m[..., 2:])[..., 0]
+    return inv
+
+
+#: adj([[a, b], [c, d]]) = [[d, -b], [-c, a]]: which entry goes where, and its sign.
+_ADJUGATE_ROWS, _ADJUGATE_COLS = np.array([[1, 0], [1, 0]]), np.array([[1, 1], [0, 0]])
+_ADJUGATE_SIGNS = np.array([[1.0, -1.0], [-1.0, 1.0]])
 
 
 def apply_affine(points: np.ndarray, m: np.ndarray) -> np.ndarray:
     """Apply a 2x3 affine to points [..., K, 2] (m: [2, 3] or [..., 2, 3] matching the leading dims)."""
     pts = np.asarray(points, dtype=np.float64)
     m = np.asarray(m, dtype=np.float64)
-    return pts @ np.swapaxes(m[..., :, :2], -1, -2) + m[..., None, :, 2]
+    return pts @ m[..., :, :2].swapaxes(-1, -2) + m[..., None, :, 2]
 
 
 def warp(image: np.ndarray, m: np.ndarray, out_size: int) -> np.ndarray:
@@ -127,12 +147,18 @@ def to_input(
     `stretch="minmax"` first rescales each crop (all channels together) to span 0..1, as the original CU-Net code's
     resampling did (scipy's `imresize` of a float crop maps its min..max to 0..255); a flat crop stays as it is.
     """
-    x = np.asarray(crops)[..., ::-1].astype(np.float32) / 255.0
+    if stretch not in ("none", "minmax"):
+        raise ValueError(f"unknown stretch {stretch!r}")
+    # One float32 buffer in the output layout, then in-place arithmetic: the same operations (so the same values)
+    # as ((x / 255) - mean) / std without the four temporaries.
+    c = np.asarray(crops)
+    x = np.empty((c.shape[0], c.shape[3], c.shape[1], c.shape[2]), dtype=np.float32)
+    x[...] = c[..., ::-1].transpose(0, 3, 1, 2)
+    x /= np.float32(255.0)
     if stretch == "minmax":
         lo = x.min(axis=(1, 2, 3), keepdims=True)
         span = x.max(axis=(1, 2, 3), keepdims=True) - lo
-        x = np.where(span > 0, (x - lo) / np.where(span > 0, span, 1.0), x)
-    elif stretch != "none":
-        raise ValueError(f"unknown stretch {stretch!r}")
-    x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        x = np.where(span > 0, (x - lo) / np.where(span > 0, span, 1.0), x).astype(np.float32, copy=False)
+    x -= np.asarray(mean, dtype=np.float32)[:, None, None]
+    x /= np.asarray(std, dtype=np.float32)[:, None, None]
+    return x

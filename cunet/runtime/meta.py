@@ -73,6 +73,8 @@ class ModelMeta:
             CU-Net code's scipy resampling did; models imported with `cunet import-original`).
         box_margin: a face crop's side is this times max(width, height) of the detector or landmark box (cunet's
             training: 1.25; the original code: 1.1).
+        decode: the `cunet.data.decode` method the graph ends in ("quarter", `cunet export --decode`): the model
+            outputs [N, K, 3] (x, y in input-crop pixels, score) instead of heatmaps. None: it outputs heatmaps.
     """
 
     task: str
@@ -96,6 +98,7 @@ class ModelMeta:
     float_groups: tuple[str, ...] | None = None
     stretch: str = "none"
     box_margin: float = FACE_BOX_MARGIN
+    decode: str | None = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -139,6 +142,7 @@ class ModelMeta:
             and math.isfinite(self.box_margin) and 0 < self.box_margin <= 10,
             f"box_margin must be a number in (0, 10], got {self.box_margin!r:.40}",
         )
+        need(self.decode in (None, "quarter"), f"decode must be quarter or null, got {self.decode!r:.40}")
         need(self.color == "RGB" and self.layout == "NCHW", f"unsupported input {self.color}/{self.layout}")
         need(
             self.format_version <= META_FORMAT_VERSION,
@@ -209,7 +213,7 @@ class ModelMeta:
         d["landmark_names"] = list(self.landmark_names)
         d["flip_pairs"] = [list(p) for p in self.flip_pairs]
         d["mean"], d["std"] = list(self.mean), list(self.std)
-        for optional in ("quant", "recipe", "float_groups"):  # absent unless set: FP32 records stay as they were
+        for optional in ("quant", "recipe", "float_groups", "decode"):  # absent unless set: FP32 records stay as they were
             if d[optional] is None:
                 del d[optional]
         if self.stretch == "none":  # cunet's own preprocessing: the record stays as older cunet versions read it

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from cunet.data.decode import DEFAULT_METHOD, DecodeMethod, decode, flip_back, heatmap_to_image, merge_flip
-from cunet.data.preprocess import Box, crop_affine, to_input, warp
+from cunet.data.preprocess import Box, apply_affine, crop_affines, invert_affine, to_input, warp
 from cunet.errors import CunetError, require_torch
 from cunet.io import sha256_file
 from cunet.runtime.base import BACKENDS, Backend, cuda_device_available
@@ -50,7 +50,8 @@ class Predictor:
         meta: the model's `ModelMeta` (task, input size, normalisation, flip pairs ...).
         path: the model file.
         backend: the backend name ("torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt" or "auto").
-        decode_method: the `cunet.data.decode` method ("dark", "quarter" or "argmax").
+        decode_method: the `cunet.data.decode` method ("dark", "quarter" or "argmax"); for a model that decodes in
+            its graph (`cunet export --decode`, `meta.decode`) the graph's method, whatever was asked.
     """
 
     def __init__(self, path: Path, meta: ModelMeta, backend: Backend, decode_method: str = DEFAULT_DECODE) -> None:
@@ -59,7 +60,7 @@ class Predictor:
             raise CunetError(f"unknown decode method {decode_method!r}; choose {choices}")
         self.path = Path(path)
         self.meta = meta
-        self.decode_method = decode_method
+        self.decode_method = meta.decode or decode_method
         self._backend = backend
         self._open = False
         self._device_ms: float | None = None
@@ -124,19 +125,24 @@ class Predictor:
             raise CunetError(f"{len(images)} images but {len(boxes)} boxes")
         s = self.meta.input_size
         crops = np.empty((len(images), s, s, 3), dtype=np.uint8)
-        affines = np.empty((len(images), 2, 3), dtype=np.float64)
+        chosen = []
         for i, image in enumerate(images):
             ok = isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
             if not ok:
                 got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
                 raise CunetError(f"image {i}: expected a BGR uint8 array [H, W, 3], got {got}")
-            box = boxes[i] if boxes is not None and boxes[i] is not None else whole_image_box(image)
-            affines[i] = crop_affine(box, s)
+            chosen.append(boxes[i] if boxes is not None and boxes[i] is not None else whole_image_box(image))
+        affines = crop_affines(np.array([(b.cx, b.cy) for b in chosen]).reshape(-1, 2), [b.size for b in chosen], s)
+        for i, image in enumerate(images):
             crops[i] = warp(image, affines[i], s)
         return to_input(crops, self.meta.mean, self.meta.std, self.meta.stretch), affines
 
     def predict_heatmaps(self, x: np.ndarray) -> np.ndarray:
-        """Raw inference: x [N, 3, S, S] float32 → heatmaps [N, K, S/4, S/4] float32 (split to fit the backend)."""
+        """Raw inference: x [N, 3, S, S] float32 → heatmaps [N, K, S/4, S/4] float32 (split to fit the backend).
+
+        A model that decodes in its graph (`meta.decode`) returns its "landmarks" [N, K, 3] instead: x, y in
+        input-crop pixels and the score; `postprocess` takes either.
+        """
         if not self._open:
             raise RuntimeError("Predictor is closed: use `with open_predictor(...) as p:` or call p.open()")
         s = self.meta.input_size
@@ -150,11 +156,13 @@ class Predictor:
         out = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
         self._device_ms = None if None in device_ms else float(sum(device_ms))  # type: ignore[arg-type]
         k, h = self.meta.num_landmarks, self.meta.heatmap_size
-        if out.shape != (len(x), k, h, h):
+        want = (len(x), k, 3) if self.meta.decode else (len(x), k, h, h)
+        if out.shape != want:
             # Decoding garbage would give confident wrong landmarks (or crash later with a numpy error).
+            what = "decoded landmarks" if self.meta.decode else "heatmaps"
             raise CunetError(
                 f"{self.path}: the model outputs {list(out.shape)} but its cunet metadata promises "
-                f"[{len(x)}, {k}, {h}, {h}] heatmaps; the file is not the model its metadata describes"
+                f"{list(want)} {what}; the file is not the model its metadata describes"
             )
         return out
 
@@ -162,7 +170,10 @@ class Predictor:
         """Decode heatmaps [N, K, h, w] and map them through the inverse crop affines [N, 2, 3] → [N, K, 2] floats.
 
         DARK smooths with the training sigma recorded in the metadata (the decoder's default when it is unknown).
+        A model that decodes in its graph gives [N, K, 3] crop-pixel landmarks here: only the affine is left.
         """
+        if self.meta.decode:
+            return apply_affine(heatmaps[..., :2], invert_affine(affines))
         coords, _ = decode(heatmaps, method=self.decode_method, sigma=self.meta.sigma)
         return heatmap_to_image(coords, affines, self.meta.heatmap_stride)
 
@@ -190,6 +201,10 @@ class Predictor:
         # Mirroring the normalised input is crop_affine(flip=True) exactly: column c becomes S - 1 - c.
         both = self.predict_heatmaps(np.concatenate([x, np.ascontiguousarray(x[..., ::-1])]))
         n = len(x)
+        if self.meta.decode:  # decoded in the graph: average the points (the flipped ones mirrored back) instead
+            back = both[n:][:, self.meta.flip_permutation].astype(np.float64)
+            back[..., 0] = self.meta.input_size - 1 - back[..., 0]
+            return self.postprocess(0.5 * (both[:n] + back), affines)
         merged = merge_flip(both[:n], flip_back(both[n:], self.meta.flip_permutation))
         return self.postprocess(merged, affines)
 
