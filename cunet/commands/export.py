@@ -25,7 +25,7 @@ __all__ = ["export"]
 @click.option(
     "--verify-data",
     type=click.Path(file_okay=False),
-    help="Dataset root or image folder: verify on 3 of its images (cropped like calibration) instead of synthetic crops.",
+    help="Dataset root or image folder: verify on 3 of its images (cropped like calibration), not synthetic crops.",
 )
 @json_option
 def export(checkpoint, output, opset, no_simplify, no_verify, verify_data, as_json):
@@ -72,8 +72,9 @@ def export(checkpoint, output, opset, no_simplify, no_verify, verify_data, as_js
 def _verification_rows(v) -> list[tuple[str, str]]:
     if v is None:
         return [("verification", "skipped (--no-verify)")]
+    allowed = f"allowed {v.factor:g} x PyTorch + {v.floor:g} = {v.allowed:.3g}"
     return [
-        ("rel. error vs float64: ORT", f"{v.error_ort:.3g} (allowed {v.factor:g} x PyTorch + {v.floor:g} = {v.allowed:.3g})"),
+        ("rel. error vs float64: ORT", f"{v.error_ort:.3g} ({allowed})"),
         ("rel. error vs float64: PyTorch fp32", f"{v.error_torch32:.3g}"),
         ("worst output / inputs", f"{v.worst_output} / {v.samples}: {v.inputs}"),
         ("max |ORT − PyTorch fp32|", f"{v.max_abs_error:.3g}"),

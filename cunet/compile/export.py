@@ -29,12 +29,28 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from cunet.compile.verify import NO_VERIFY_HINT, VERIFY_FACTOR, VERIFY_FLOOR, Verification, verification_inputs, verify_onnx
+from cunet.compile.verify import (
+    NO_VERIFY_HINT,
+    VERIFY_FACTOR,
+    VERIFY_FLOOR,
+    Verification,
+    verification_inputs,
+    verify_onnx,
+)
 from cunet.errors import CunetError
 from cunet.io import write_bytes
 from cunet.runtime.meta import ModelMeta, read_onnx_meta, write_onnx_meta
 
-__all__ = ["ExportReport", "export_onnx", "refusal_message", "read_onnx_meta", "write_onnx_meta", "ModelMeta", "INPUT_NAME", "OUTPUT_NAME"]
+__all__ = [
+    "ExportReport",
+    "export_onnx",
+    "refusal_message",
+    "read_onnx_meta",
+    "write_onnx_meta",
+    "ModelMeta",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+]
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "heatmaps"
@@ -181,8 +197,11 @@ def _name_by_module(proto: Any) -> None:
 
 
 def refusal_message(out_path: str | os.PathLike, check: Verification) -> str:
-    """The one-line error of a failed verification: both errors, the worst output, and how (and at what risk) to skip."""
-    return f"{out_path}: not written: the ONNX graph does not compute what PyTorch does: {check.describe()}; {NO_VERIFY_HINT}"
+    """The one-line error of a failed verification: both errors, the worst output, how (and at what risk) to skip."""
+    return (
+        f"{out_path}: not written: the ONNX graph does not compute what PyTorch does: {check.describe()}; "
+        f"{NO_VERIFY_HINT}"
+    )
 
 
 def export_onnx(

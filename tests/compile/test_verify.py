@@ -97,7 +97,8 @@ def drop_head(proto: onnx.ModelProto, landmarks: int) -> onnx.ModelProto:
         p.graph.initializer.append(numpy_helper.from_array(np.array([value], np.int64), name))
     copies = -(-landmarks // width)
     p.graph.node.append(helper.make_node("Concat", [head.input[0]] * copies, ["head_features"], axis=1))
-    p.graph.node.append(helper.make_node("Slice", ["head_features", "head_start", "head_end", "head_axis"], [OUTPUT_NAME]))
+    slice_inputs = ["head_features", "head_start", "head_end", "head_axis"]
+    p.graph.node.append(helper.make_node("Slice", slice_inputs, [OUTPUT_NAME]))
     return p
 
 
