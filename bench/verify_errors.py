@@ -1,7 +1,7 @@
 """How far ONNX Runtime and PyTorch float32 are from a float64 reference on the export check's own inputs.
 
 Usage:
-    .venv/bin/python bench/verify_errors.py [--checkpoint R/best.pt ...] [--face8-size 256] [--out JSON]
+    .venv/bin/python bench/verify_errors.py [--checkpoint R/best.pt ...] [--face8-size 256] [--no-tiny] [--out JSON]
 
 Rows (each exported in process with `export_onnx`, which runs the check of `cunet.compile.verify`):
 - cunet-tiny and cunet-face-8 at initialisation, their BatchNorms given the statistics of the check's own synthetic
@@ -65,6 +65,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", action="append", default=[], type=Path, help="Also measure this checkpoint.")
     ap.add_argument("--face8-size", type=int, default=256, help="Input size of the cunet-face-8 row (0: skip it).")
+    ap.add_argument("--no-tiny", action="store_true", help="Skip the two cunet-tiny rows.")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "verify_errors.json")
     args = ap.parse_args()
 
@@ -84,7 +85,7 @@ def main() -> int:
     face8 = get_variant("cunet-face-8", input_size=args.face8_size) if args.face8_size else None
     for name, cfg, quant in (("cunet-tiny", tiny, None), ("cunet-tiny-w1a8", tiny, QuantConfig(bits_w=1, bits_a=8)),
                              (f"cunet-face-8@{args.face8_size}", face8, None)):
-        if cfg is None:
+        if cfg is None or (args.no_tiny and cfg is tiny):
             continue
         x, _ = verification_inputs(ModelMeta.from_checkpoint({"task": "face", "config": cfg.to_dict()}))
         model = CUNet(cfg) if quant is None else apply_quantization(CUNet(cfg), quant)
