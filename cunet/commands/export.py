@@ -36,7 +36,7 @@ def export(checkpoint, output, opset, no_simplify, no_verify, verify_data, as_js
     so `cunet evaluate`, `cunet quantize` and `cunet profile` need nothing else. Before writing, ONNX Runtime,
     PyTorch float32 and PyTorch float64 run the same inputs (3 synthetic crops + 1 noise image, or --verify-data
     images); ONNX Runtime's relative error against float64 must be within 3x PyTorch float32's own + 1e-5
-    (10x + 0.02 for low-bit models with quantized inputs). Both errors are reported.
+    (3x + 0.1 for low-bit models with quantized inputs). Both errors are reported.
 
     \b
     Examples:
