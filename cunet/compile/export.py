@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
-
 from cunet.compile.verify import (
     NO_VERIFY_HINT,
     VERIFY_FACTOR,

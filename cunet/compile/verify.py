@@ -28,6 +28,7 @@ larger and noisier (`LOWBIT_VERIFY_FACTOR`, `LOWBIT_VERIFY_FLOOR`); its quantize
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -206,4 +207,4 @@ def verify_onnx(model: Any, data: bytes, x: np.ndarray, inputs: str = "", factor
             worst = v
     assert worst is not None
     max_abs = max(float(np.max(np.abs(got[n] - ref32[n]))) for n in names)
-    return Verification(**{**worst.__dict__, "max_abs_error": max_abs})
+    return dataclasses.replace(worst, max_abs_error=max_abs)

@@ -79,6 +79,8 @@ def test_reported_verification_error(exported):
     assert 0 <= report["verify_error_ort"] <= report["tolerance"]
     assert report["tolerance"] == VERIFY_FACTOR * report["verify_error_torch32"] + VERIFY_FLOOR
     assert report["max_abs_error"] is not None and report["verify_worst_output"] == "heatmaps"
+    assert report["verify_error_torch32"] > 0 and report["verify_samples"] == 4  # the CLI's --json carries the check
+    assert (report["verify_factor"], report["verify_floor"]) == (VERIFY_FACTOR, VERIFY_FLOOR)
 
 
 def test_metadata_round_trip(exported):
