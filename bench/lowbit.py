@@ -100,7 +100,8 @@ def _files(name: str, ckpt: Path, work: Path, bits_w: int | None) -> dict:
 
     onnx_path = work / f"{name}.onnx"
     rep = export_onnx(ckpt, onnx_path)
-    out = {"onnx": onnx_path, "onnx_bytes": rep.file_bytes, "verify_error": rep.max_abs_error,
+    # The export check's relative L2 error against float64 and its allowance (`cunet.compile.verify`).
+    out = {"onnx": onnx_path, "onnx_bytes": rep.file_bytes, "verify_error": rep.verification.error_ort,
            "verify_tolerance": rep.tolerance, "packed_bytes": None, "int4_bytes": None}
     if bits_w is not None:
         out["packed_bytes"] = pack(onnx_path, work / f"{name}.cunetq").packed_bytes

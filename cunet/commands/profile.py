@@ -32,7 +32,6 @@ def _batches(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--threads", type=int, help="CPU inference threads (default: the runtime's own).")
 @click.option("--device", help="cpu, cuda or cuda:N (torch default: CUDA when available).")
 @click.option("--label", help="Name this machine in the report (`cunet compare` column; default: the host name).")
-def profile(model, backend, batch, warmup, iters, threads, device, label, as_json):
 @click.option("--ops", is_flag=True,
               help="Also time inference per operator type (share of kernel time): ONNX Runtime's profiler for "
                    ".onnx, OpenVINO's per-layer counters for .xml or --backend openvino.")

@@ -7,8 +7,9 @@ It is slower (seconds instead of one) but it is the exporter torch maintains, so
 The weights are serialised into the one file ourselves, so no `.onnx.data` sidecar is ever written.
 
 Steps: export (input "image" [N,3,S,S] float32 → output "heatmaps" [N,K,S/4,S/4], N dynamic) → onnxslim → the
-"cunet" metadata (`cunet.runtime.meta`) → verification with ONNX Runtime against PyTorch on a random batch of 2 →
-one atomic write. A model that fails verification is not written.
+"cunet" metadata (`cunet.runtime.meta`) → verification (`cunet.compile.verify`: ONNX Runtime must be about as close
+to a float64 PyTorch reference as PyTorch float32 is, on realistic crops) → one atomic write. A model that fails
+verification is not written.
 """
 
 from __future__ import annotations
@@ -25,21 +26,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
-
+from cunet.compile.verify import (
+    NO_VERIFY_HINT,
+    VERIFY_FACTOR,
+    VERIFY_FLOOR,
+    Verification,
+    verification_inputs,
+    verify_onnx,
+)
 from cunet.errors import CunetError
 from cunet.io import sha256_file, write_bytes
 from cunet.runtime.meta import ModelMeta, read_onnx_meta, write_onnx_meta
 
-__all__ = ["ExportReport", "export_onnx", "read_onnx_meta", "write_onnx_meta", "ModelMeta", "INPUT_NAME", "OUTPUT_NAME"]
+__all__ = [
+    "ExportReport",
+    "export_onnx",
+    "refusal_message",
+    "read_onnx_meta",
+    "write_onnx_meta",
+    "ModelMeta",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+]
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "heatmaps"
 MIN_OPSET = 17  # the oldest opset the quantizer and TensorRT 10/11 paths are meant for
-#: ORT and PyTorch use different convolution kernels, so FP32 outputs differ by accumulated rounding: ~1e-5 of the
-#: output's magnitude for a correct export. The check allows 1e-3 x max(1, max |heatmap|) (1e-3 absolute for a
-#: trained model, whose heatmaps lie within about [-0.5, 1.5]): rounding passes, a wrong graph does not.
-VERIFY_ATOL = 1e-3
 
 
 @dataclass(frozen=True)
@@ -53,11 +65,13 @@ class ExportReport:
         simplified: whether onnxslim ran.
         nodes_exported: graph nodes straight out of the exporter.
         nodes: graph nodes in the written model.
-        max_abs_error: max |ORT - PyTorch| over the heatmaps of a random batch of 2 (None if not verified).
-        tolerance: what `max_abs_error` was allowed: VERIFY_ATOL x max(1, max |PyTorch heatmap|) (None likewise).
+        max_abs_error: max |ORT - PyTorch float32| over the verification batch (None if not verified); shown for
+            reference, it is not the criterion.
+        tolerance: the bound the check applied to `error_ort`: factor x `error_torch32` + floor (None likewise).
         file_bytes: size of the written file.
         seconds: wall time of the whole export.
         meta: the metadata stored in the model.
+        verification: the full `Verification` (both errors, worst output, rule, inputs), or None.
     """
 
     path: Path
@@ -71,6 +85,7 @@ class ExportReport:
     file_bytes: int
     seconds: float
     meta: ModelMeta
+    verification: Verification | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (the metadata without its bulky name list)."""
@@ -89,7 +104,16 @@ class ExportReport:
             "file_bytes": self.file_bytes,
             "seconds": self.seconds,
             "meta": meta,
+            **_verification_keys(self.verification),
         }
+
+
+def _verification_keys(v: Verification | None) -> dict[str, Any]:
+    """The --json keys of the check: relative L2 errors against float64 PyTorch and the rule that judged them."""
+    keys = ("error_ort", "error_torch32", "worst_output", "factor", "floor", "inputs", "samples")
+    names = ("verify_error_ort", "verify_error_torch32", "verify_worst_output", "verify_factor", "verify_floor",
+             "verify_inputs", "verify_samples")
+    return {n: None if v is None else getattr(v, k) for n, k in zip(names, keys)}
 
 
 @contextlib.contextmanager
@@ -161,20 +185,12 @@ def _name_by_module(proto: Any) -> None:
         node.name = f"{path[-1] if path else 'model'}/{node.op_type}_{i}"
 
 
-def _verify(model: Any, data: bytes, size: int) -> tuple[float, float]:
-    import onnxruntime as ort
-    import torch
-
-    x = np.random.default_rng(0).standard_normal((2, model.cfg.in_chans, size, size)).astype(np.float32)
-    with torch.inference_mode():
-        ref = model(torch.from_numpy(x)).numpy()
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-    (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: x})
-    if out.shape != ref.shape:
-        raise CunetError(f"exported model gives heatmaps {out.shape}, PyTorch {ref.shape}")
-    return float(np.max(np.abs(out - ref))), max(1.0, float(np.max(np.abs(ref))))
+def refusal_message(out_path: str | os.PathLike, check: Verification) -> str:
+    """The one-line error of a failed verification: both errors, the worst output, how (and at what risk) to skip."""
+    return (
+        f"{out_path}: not written: the ONNX graph does not compute what PyTorch does: {check.describe()}; "
+        f"{NO_VERIFY_HINT}"
+    )
 
 
 def export_onnx(
@@ -185,6 +201,7 @@ def export_onnx(
     verify: bool = True,
     task: str | None = None,
     decode: bool = False,
+    verify_images: str | os.PathLike | None = None,
 ) -> ExportReport:
     """Export a checkpoint (or an in-memory `CUNet`) to one FP32 ONNX file with a dynamic batch and metadata.
 
@@ -193,14 +210,18 @@ def export_onnx(
         out_path: the `.onnx` file to write (atomically; parent folders are created).
         opset: default-domain opset, at least 17.
         simplify: run onnxslim (constant folding, dead-node removal).
-        verify: compare ONNX Runtime with PyTorch on a random batch of 2 [2,3,S,S]; a disagreement above
-            `VERIFY_ATOL` x max(1, max |heatmap|) is an error and nothing is written.
+        verify: run ONNX Runtime, PyTorch float32 and PyTorch float64 on the same realistic inputs
+            (`cunet.compile.verify`); when ORT's relative error against float64 exceeds `VERIFY_FACTOR` x PyTorch
+            float32's own + `VERIFY_FLOOR` (the low-bit constants for a model with quantized inputs), it is an
+            error and nothing is written.
         task: "face" or "pose", only when a model is given.
         decode: end the graph in the quarter-pixel decoder (`cunet.compile.decode_graph`): the model outputs
             "landmarks" [N, K, 3] instead of heatmaps. Verification checks the heatmaps, before the tail.
+        verify_images: a dataset root or image folder whose images (cropped and normalised as calibration does)
+            replace the synthetic crops of the check.
 
     Returns:
-        An `ExportReport`; `max_abs_error` is the verification error.
+        An `ExportReport` with the check's errors (`verification`).
 
     Raises:
         CunetError: unreadable checkpoint, opset below 17, or failed verification.
@@ -215,7 +236,7 @@ def export_onnx(
     if getattr(model, "quant_config", None) is not None:  # low-bit QAT model: export its Q/DQ deploy form
         from cunet.compile.lowbit import LowbitExport
 
-        lowbit = LowbitExport(model, meta, fp32_atol=VERIFY_ATOL)
+        lowbit = LowbitExport(model, meta)
         model, meta = lowbit.model, lowbit.meta
     was_training = model.training
     model.eval()
@@ -233,7 +254,11 @@ def export_onnx(
         proto.producer_name = "cunet"
         onnx.checker.check_model(proto)
         data = proto.SerializeToString()
-        error, scale = _verify(model, data, meta.input_size) if verify else (None, 1.0)
+        check = None
+        if verify:
+            x, what = verification_inputs(meta, model.cfg.in_chans, verify_images)
+            factor, floor = (VERIFY_FACTOR, VERIFY_FLOOR) if lowbit is None else lowbit.verify_rule
+            check = verify_onnx(model, data, x, what, factor, floor)
         if decode:
             from cunet.compile.decode_graph import append_decode
 
@@ -241,11 +266,8 @@ def export_onnx(
             data = proto.SerializeToString()
     finally:
         model.train(was_training)
-    atol = VERIFY_ATOL if lowbit is None else lowbit.verify_atol
-    if error is not None and not error <= atol * scale:
-        raise CunetError(
-            f"{out_path}: ONNX Runtime and PyTorch disagree by {error:.3g} (> {atol * scale:.3g}); not written"
-        )
+    if check is not None and not check.passed:
+        raise CunetError(refusal_message(out_path, check))
     write_bytes(out_path, data)
     real_opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     return ExportReport(
@@ -255,9 +277,10 @@ def export_onnx(
         simplified=simplify,
         nodes_exported=nodes_exported,
         nodes=len(proto.graph.node),
-        max_abs_error=error,
-        tolerance=None if error is None else atol * scale,
+        max_abs_error=None if check is None else check.max_abs_error,
+        tolerance=None if check is None else check.allowed,
         file_bytes=len(data),
         seconds=time.perf_counter() - start,
         meta=meta,
+        verification=check,
     )

@@ -27,20 +27,10 @@ import numpy as np
 
 from cunet.compile.graph import set_nodes
 
-__all__ = ["LowbitExport", "LOWBIT_VERIFY_ATOL", "check_input_qdq", "weights_to_qdq"]
+__all__ = ["LowbitExport", "check_input_qdq", "weights_to_qdq"]
 
 
 # ----------------------------------------------------------------------------------------------------- export
-
-
-#: End-to-end check of an export whose conv inputs are quantized, relative to max(1, max |heatmap|) like
-#: `cunet.compile.export.VERIFY_ATOL`. PyTorch and ONNX Runtime sum convolutions in different orders (~1e-6
-#: relative), so a conv input within that distance of a rounding boundary lands one step apart in the two, and
-#: such flips cascade through later quantizers. Measured on tiny 1/2/4/8-bit models with 8-bit inputs: up to 0.047
-#: on random-noise inputs, up to 0.016 on synthetic faces. 0.1 covers that with margin; it is a smoke check (a
-#: wrong step or a missing clip is caught exactly, by `check_input_qdq`, not by this number). Weights-only models
-#: have no rounding after export and keep the FP32 tolerance.
-LOWBIT_VERIFY_ATOL = 0.1
 
 
 class LowbitExport:
@@ -51,11 +41,13 @@ class LowbitExport:
         meta: the metadata to write: precision "int8" when anything is Q/DQ, `quant` = the model's bits.
         codes: {weight initializer name: (int8 codes, float32 scales [C_out], bits)}.
         steps: {weight name of every conv with quantized inputs: (bits_a, input step)}.
-        verify_atol: the end-to-end tolerance of the export check: `LOWBIT_VERIFY_ATOL` with quantized inputs, else
-            `fp32_atol` (the FP32 tolerance the exporter passes in, so this module never imports the exporter).
+        verify_rule: (factor, floor) of the export check (`cunet.compile.verify`): the FP32 rule for weights-only
+            models, whose export is exact, and the low-bit rule when conv inputs are quantized (their rounding flips
+            between float32 and float64).
     """
 
-    def __init__(self, model: Any, meta: Any, fp32_atol: float) -> None:
+    def __init__(self, model: Any, meta: Any) -> None:
+        from cunet.compile import verify
         from cunet.model.quant import QuantConv2d, deploy_model, quant_config_of
 
         quant = quant_config_of(model)
@@ -70,7 +62,11 @@ class LowbitExport:
         }
         qdq = quant.bits_w is not None or quant.bits_a is not None
         self.meta = dataclasses.replace(meta, precision="int8" if qdq else meta.precision, quant=quant.to_dict())
-        self.verify_atol = fp32_atol if quant.bits_a is None else LOWBIT_VERIFY_ATOL
+        self.verify_rule = (
+            (verify.VERIFY_FACTOR, verify.VERIFY_FLOOR)
+            if quant.bits_a is None
+            else (verify.LOWBIT_VERIFY_FACTOR, verify.LOWBIT_VERIFY_FLOOR)
+        )
 
     def rewrite(self, proto: Any) -> Any:
         """Store the quantized weights as int8 + DequantizeLinear and check every input Q/DQ (in place)."""

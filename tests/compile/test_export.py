@@ -16,7 +16,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from cunet.compile.export import VERIFY_ATOL, export_onnx
+from cunet.compile.export import export_onnx
+from cunet.compile.verify import VERIFY_FACTOR, VERIFY_FLOOR
 from cunet.errors import CunetError
 from cunet.model import CUNet, CUNetConfig
 from cunet.runtime.meta import META_KEY, ModelMeta, read_onnx_meta, write_onnx_meta
@@ -75,8 +76,11 @@ def test_io_names_and_dynamic_batch(exported):
 
 def test_reported_verification_error(exported):
     _, _, report = exported
-    assert report["max_abs_error"] is not None and 0 <= report["max_abs_error"] <= report["tolerance"]
-    assert report["tolerance"] >= VERIFY_ATOL
+    assert 0 <= report["verify_error_ort"] <= report["tolerance"]
+    assert report["tolerance"] == VERIFY_FACTOR * report["verify_error_torch32"] + VERIFY_FLOOR
+    assert report["max_abs_error"] is not None and report["verify_worst_output"] == "heatmaps"
+    assert report["verify_error_torch32"] > 0 and report["verify_samples"] == 4  # the CLI's --json carries the check
+    assert (report["verify_factor"], report["verify_floor"]) == (VERIFY_FACTOR, VERIFY_FLOOR)
 
 
 def test_metadata_round_trip(exported):
