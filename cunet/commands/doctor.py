@@ -118,12 +118,13 @@ def machine_report() -> dict[str, Any]:
         {"cunet", "python", "os", "cpu": {"model", "threads", "usable", "machine"}, "torch": {"installed",
         "version", "device", "cuda_build", "threads"}, "gpus": [{"index", "name", "compute_capability",
         "memory_mb"}], "onnxruntime": {"installed", "version", "providers": [{"name", "loads", "detail"}]},
-        "tensorrt": {"installed", "version", "detail"}, "backends": [cunet backend names this machine runs],
-        "engines": {"can_build": bool, "reason": str | None}}.
+        "tensorrt": {"installed", "version", "detail"}, "openvino": {"installed", "version", "devices"},
+        "backends": [cunet backend names this machine runs], "engines": {"can_build": bool, "reason": str | None}}.
     """
     import cunet
     from cunet.compile.tensorrt import unavailable_reason
     from cunet.runtime import available_backends
+    from cunet.runtime.ov_backend import openvino_info
 
     torch_info, gpus = _torch_info()
     cuda = torch_info.get("device") == "cuda"
@@ -148,6 +149,7 @@ def machine_report() -> dict[str, Any]:
         "gpus": gpus,
         "onnxruntime": ort,
         "tensorrt": trt,
+        "openvino": openvino_info(),
         "backends": backends,
         "engines": {"can_build": reason is None, "reason": reason},
     }
@@ -182,6 +184,9 @@ def doctor(as_json):
     rows += [(f"  {p['name']}", ("loads" if p["loads"] else "does not load") + ("" if p["loads"] else
              f": {p['detail']}")) for p in o["providers"]]
     rows.append(("TensorRT", f"{trt['version'] or '—'} ({trt['detail']})"))
+    ov = report["openvino"]
+    rows.append(("OpenVINO", f"{ov['version']} · devices {', '.join(ov['devices']) or 'none'}" if ov["installed"]
+                 else "not installed (pip install 'cunet[openvino]')"))
     rows.append(("backends that run here", ", ".join(report["backends"]) or "none"))
     engines = report["engines"]
     rows.append(("TensorRT engines", "can build and run" if engines["can_build"] else f"no: {engines['reason']}"))

@@ -10,7 +10,7 @@ from cunet.commands._common import console, emit_json, json_option
 
 __all__ = ["evaluate"]
 
-_BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt"]
+_BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "openvino"]
 
 
 @click.command()
@@ -21,7 +21,7 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt"]
               help="Dataset folder (300-W layout or train/ test/ for faces; train.json / valid.json for pose).")
 @click.option("--task", type=click.Choice(["face", "pose"]), help="Default: the model's own task.")
 @click.option("--backend", type=click.Choice(_BACKENDS), default="auto", show_default=True,
-              help="Runtime; auto picks by file type (ONNX: TensorRT EP > CUDA EP > CPU when available).")
+              help="Runtime; auto picks by file type (ONNX: TensorRT EP > CUDA EP > CPU; .xml: openvino).")
 @click.option("--split", type=click.Choice(["test", "valid", "train"]), default="test", show_default=True)
 @click.option("--subset", help="Faces: one test subset (common, challenging, ...); default: all (full).")
 @click.option("--flip", is_flag=True, help="Flip test: average with the mirrored crop (twice the inference).")

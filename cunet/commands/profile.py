@@ -8,7 +8,7 @@ from cunet.commands._common import console, emit_json, json_option, print_table
 
 __all__ = ["profile"]
 
-BACKEND_CHOICES = ("auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt")
+BACKEND_CHOICES = ("auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "openvino")
 
 
 def _batches(ctx, param, value: str) -> tuple[int, ...]:
@@ -24,13 +24,13 @@ def _batches(ctx, param, value: str) -> tuple[int, ...]:
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
-              help="Runtime (auto: by file type; ONNX prefers TensorRT EP > CUDA EP > CPU).")
+              help="Runtime (auto: by file type; ONNX prefers TensorRT EP > CUDA EP > CPU; .xml: openvino).")
 @click.option("--batch", "batch", default="1", show_default=True, callback=_batches,
               help="Comma-separated batch sizes, each profiled separately.")
 @click.option("--warmup", default=10, show_default=True, type=int, help="Untimed calls per batch size.")
 @click.option("--iters", default=50, show_default=True, type=int, help="Timed calls per batch size.")
 @click.option("--threads", type=int, help="CPU inference threads (default: the runtime's own).")
-@click.option("--device", help="cpu, cuda or cuda:N (torch default: CUDA when available).")
+@click.option("--device", help="cpu, cuda or cuda:N (torch default: CUDA when available); openvino: CPU, GPU, NPU ...")
 @json_option
 def profile(model, backend, batch, warmup, iters, threads, device, as_json):
     """Time MODEL's whole predict path (crop → inference → decode) on random 640x480 frames.

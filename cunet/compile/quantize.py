@@ -58,6 +58,8 @@ class QuantizeReport:
         fp32_bytes, int8_bytes: file sizes.
         drop: the measured landmark drop (NME points of INT8 vs FP32 landmarks) of the written model, if measured.
         excluded: node groups kept in float, most sensitive first, with the drop reduction that justified each.
+        data_fingerprint: the calibration selection's fingerprint where no range cache records it (openvino recipe).
+        settings: the NNCF settings of the openvino recipe (`cunet.compile.openvino.OvSettings`), else None.
     """
 
     output: str
@@ -70,6 +72,8 @@ class QuantizeReport:
     int8_bytes: int
     drop: float | None = None
     excluded: list[dict[str, Any]] = field(default_factory=list)
+    data_fingerprint: str | None = None
+    settings: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
