@@ -324,14 +324,20 @@ def read_ir_meta(path: str | os.PathLike) -> ModelMeta:
     if not path.is_file():
         raise CunetError(f"{path}: no such OpenVINO IR file")
     value = None
+    stack: list[str] = []
     try:
-        for _, elem in ET.iterparse(str(path), events=("end",)):
+        for event, elem in ET.iterparse(str(path), events=("start", "end")):
+            if event == "start":
+                stack.append(elem.tag)
+                if len(stack) == 1 and (elem.tag != "net" or elem.get("version") is None):
+                    raise CunetError(f"{path}: not an OpenVINO IR (no <net version=...> root)")
+                continue
+            # Only net/rt_info/cunet: OpenVINO also copies an ONNX source's metadata under rt_info/framework.
+            if stack == ["net", "rt_info", META_KEY]:
+                value = elem.get("value")
+            stack.pop()
             if elem.tag == "layers":
                 elem.clear()  # the layer list is most of the file and not needed here
-            elif elem.tag == META_KEY and value is None:
-                value = elem.get("value")
-            elif elem.tag == "net" and elem.get("version") is None:
-                raise CunetError(f"{path}: not an OpenVINO IR (its <net> has no version)")
     except ET.ParseError as e:
         raise CunetError(f"{path}: not a readable OpenVINO IR ({e})") from e
     if value is None:

@@ -155,7 +155,28 @@ class OpenVinoBackend(Backend):
         queue.wait_all()
         return np.concatenate(outputs)  # type: ignore[arg-type]
 
+    def properties(self) -> dict[str, dict[str, Any]]:
+        """hint → {"PERFORMANCE_HINT", "INFERENCE_NUM_THREADS", "NUM_STREAMS", "OPTIMAL_NUMBER_OF_INFER_REQUESTS"}
+        as the compiled models report them (models not compiled yet are compiled here)."""
+        if self._model is None:
+            raise RuntimeError("OpenVinoBackend.properties called before open()")
+        out: dict[str, dict[str, Any]] = {}
+        for hint in ("LATENCY", "THROUGHPUT"):
+            self._compile(hint)
+            compiled = self._compiled[hint]
+            keys = ("PERFORMANCE_HINT", "INFERENCE_NUM_THREADS", "NUM_STREAMS", "OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+            out[hint] = {k: _plain(compiled.get_property(k)) for k in keys}
+        return out
+
     def close(self) -> None:
         self._requests.clear()
         self._compiled.clear()
         self._model = None
+
+
+def _plain(value: Any) -> Any:
+    # OpenVINO returns enums (PerformanceMode.LATENCY) and its own stream-count type for some properties.
+    if isinstance(value, (int, float, str, bool)):
+        return value
+    text = str(value)
+    return int(text) if text.lstrip("-").isdigit() else text.rsplit(".", 1)[-1]
