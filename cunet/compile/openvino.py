@@ -155,7 +155,7 @@ def quantize_openvino(
     from cunet.runtime.ov_backend import ir_files_bytes, require_openvino
 
     if Path(out_path).suffix.lower() != ".xml":
-        raise CunetError(f"{out_path}: the openvino recipe writes an OpenVINO IR: name it NAME.xml (NAME.bin beside it)")
+        raise CunetError(f"{out_path}: the openvino recipe writes an OpenVINO IR: name it NAME.xml (and NAME.bin)")
     ov = require_openvino("the openvino recipe")
     nncf = _nncf()
     src = Path(model_path)

@@ -139,7 +139,7 @@ class OpenVinoBackend(Backend):
             return self._infer_throughput(x)
         except RuntimeError as e:
             detail = " ".join(str(e).split())[:200]
-            raise CunetError(f"{self._path}: the graph rejects the input its cunet metadata describes ({detail})") from e
+            raise CunetError(f"{self._path}: the graph rejects the input its metadata describes ({detail})") from e
 
     def _infer_throughput(self, x: np.ndarray) -> np.ndarray:
         queue = self._compile("THROUGHPUT")

@@ -1,9 +1,10 @@
 """`Predictor`: images in, landmarks in original-image pixels out, the same way on every backend.
 
 One runner interface (Polygraphy's `BaseRunner` idea): `open_predictor` picks a backend from the file type
-(`.pt` → PyTorch, `.onnx` → ONNX Runtime, `.engine` → TensorRT, `.xml` → OpenVINO), the Predictor is a context manager that allocates
-in `open` and frees in `close`, and every backend shares the preprocessing (crop, warp, normalise — strictly from the
-model's metadata through `cunet.data.preprocess`) and the decoding (`cunet.data.decode`). The three stages are public
+(`.pt` → PyTorch, `.onnx` → ONNX Runtime, `.engine` → TensorRT, `.xml` → OpenVINO), the Predictor is a context
+manager that allocates in `open` and frees in `close`, and every backend shares the preprocessing (crop, warp,
+normalise — strictly from the model's metadata through `cunet.data.preprocess`) and the decoding
+(`cunet.data.decode`). The three stages are public
 (`preprocess`, `predict_heatmaps`, `postprocess`) so profiling can time them apart and calibration can feed raw
 batches.
 """
