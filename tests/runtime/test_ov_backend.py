@@ -165,3 +165,21 @@ def test_profile_and_doctor_report_openvino(ir):
 
     info = machine_report()["openvino"]
     assert info["installed"] and "CPU" in info["devices"] and info["version"]
+
+
+def test_fp16_onnx_runs_on_openvino_like_onnx_runtime(fp32, tmp_path, images):
+    """The FP16 file `cunet bench` builds: the weights are float16 in both runtimes, ONNX Runtime computes in
+    float16 where the graph says so while OpenVINO's CPU plugin (pinned to f32) computes in float32, so they agree to
+    float16 rounding (steps of ~1e-3 at heatmap peaks of ~1; 2e-2 leaves a 10x margin) and landmarks within 0.1 px."""
+    from cunet.compile.tensorrt import fp16_converter, to_fp16_onnx
+
+    if fp16_converter() is None:
+        pytest.skip("no float16 converter installed")
+    half = tmp_path / "tiny.fp16.onnx"
+    to_fp16_onnx(fp32, half)
+    with open_predictor(half, backend="ort-cpu", threads=1) as p:
+        x, _ = p.preprocess(images)
+        ref_heat, ref_pts = p.predict_heatmaps(x), p.predict(images)
+    with open_predictor(half, backend="openvino", threads=1) as p:
+        np.testing.assert_allclose(p.predict_heatmaps(x), ref_heat, rtol=0, atol=2e-2)
+        np.testing.assert_allclose(p.predict(images), ref_pts, rtol=0, atol=0.1)
