@@ -18,8 +18,8 @@ _cache = click.option("--cache-dir", type=click.Path(file_okay=False), help="Cal
 
 
 def _say_cache(ranges_or_report) -> None:
-    fingerprint = getattr(ranges_or_report, "data_fingerprint", None)
-    if fingerprint is not None:  # the openvino recipe: NNCF keeps its own statistics, there is no range cache
+    if getattr(ranges_or_report, "recipe", None) == "openvino":  # NNCF keeps its own statistics: no range cache
+        fingerprint = ranges_or_report.data_fingerprint
         console().print(f"calibrated on {ranges_or_report.samples} images (selection {fingerprint[:12]})")
         return
     reused = getattr(ranges_or_report, "from_cache", None)

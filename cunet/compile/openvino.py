@@ -19,9 +19,11 @@ blocks in the same words as the other recipes (`float_groups`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +117,9 @@ def _quantize(nncf, model: Any, inputs: np.ndarray, settings: OvSettings, ignore
                                   fast_bias_correction=settings.fast_bias_correction)
     if scope is not None:
         kwargs["ignored_scope"] = scope
-    return nncf.quantize(model, dataset, **kwargs)
+    # NNCF draws its progress bars on stdout; `--json` owns stdout, progress belongs on stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        return nncf.quantize(model, dataset, **kwargs)
 
 
 def _heatmaps(core, model: Any, x: np.ndarray) -> np.ndarray:
