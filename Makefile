@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # resolved by pip inside `pip install -e .` could pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 # The extras of the full (development) install; one more runtime extra is one more word here.
-EXTRAS ?= train,cpu,dev
+EXTRAS ?= train,cpu,openvino,nncf,dev
 PYTEST_ARGS ?= -n 2
 # The deployment install: the same package without the `train` extra, so without torch. `make test` runs the
 # tests of tests/deploy in it, on artifacts the full install built into DEPLOY_ARTIFACTS.

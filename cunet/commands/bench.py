@@ -33,7 +33,8 @@ def bench(checkpoint, data, report, work, max_drop, threads, batch, iters, calib
     """Build every artifact of CHECKPOINT this machine can, and compare them in one table.
 
     \b
-    Rows: PyTorch FP32, ONNX FP32, ONNX FP16, INT8 `cpu` and `tensorrt` recipes (ONNX Runtime, CPU), and
+    Rows: PyTorch FP32, ONNX FP32, ONNX FP16, INT8 `cpu` and `tensorrt` recipes (ONNX Runtime, CPU), OpenVINO
+    FP32, the `openvino` recipe and the `tensorrt` Q/DQ file on OpenVINO (with the openvino/nncf extras), and
     TensorRT engines FP32/FP16/INT8 where TensorRT and a GPU exist (otherwise "skipped" with the reason).
     Each row: status (ok / failed validation / failed / skipped, with the reason), file size, NME or PCKh,
     Δ vs ONNX FP32, p50/p99 latency, images/s and peak memory (each artifact timed in its own process).

@@ -120,12 +120,14 @@ def machine_report() -> dict[str, Any]:
         "version", "device", "cuda_build", "threads"}, "gpus": [{"index", "name", "compute_capability",
         "memory_mb"}] (from cunet's CUDA device layer), "cuda_binding": "cuda-python" | "torch" | None,
         "onnxruntime": {"installed", "version", "providers": [{"name", "loads", "detail"}]},
-        "tensorrt": {"installed", "version", "detail"}, "backends": [cunet backend names this machine runs],
+        "tensorrt": {"installed", "version", "detail"}, "openvino": {"installed", "version", "devices"},
+        "backends": [cunet backend names this machine runs],
         "engines": {"can_build": bool, "reason": str | None}}.
     """
     import cunet
     from cunet.compile.tensorrt import unavailable_reason
     from cunet.runtime import available_backends
+    from cunet.runtime.ov_backend import openvino_info
 
     from cunet.runtime import cuda as device_layer
 
@@ -153,6 +155,7 @@ def machine_report() -> dict[str, Any]:
         "cuda_binding": device_layer.driver_name(),
         "onnxruntime": ort,
         "tensorrt": trt,
+        "openvino": openvino_info(),
         "backends": backends,
         "engines": {"can_build": reason is None, "reason": reason},
     }
@@ -188,6 +191,9 @@ def doctor(as_json):
     rows += [(f"  {p['name']}", ("loads" if p["loads"] else "does not load") + ("" if p["loads"] else
              f": {p['detail']}")) for p in o["providers"]]
     rows.append(("TensorRT", trt["detail"] if not trt["version"] else f"{trt['version']} · {trt['detail']}"))
+    ov = report["openvino"]
+    rows.append(("OpenVINO", f"{ov['version']} · devices {', '.join(ov['devices']) or 'none'}" if ov["installed"]
+                 else "not installed (pip install 'cunet[openvino]')"))
     rows.append(("backends that run here", ", ".join(report["backends"]) or "none"))
     engines = report["engines"]
     # The reason usually repeats the TensorRT and GPU rows above; say it once.

@@ -10,7 +10,7 @@ from cunet.commands._common import console, emit_json, json_option
 
 __all__ = ["evaluate"]
 
-_BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt"]
+_BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "openvino"]
 
 
 @click.command()
@@ -22,7 +22,7 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt"]
                    "face .json; pose a folder with train.json / valid.json.")
 @click.option("--task", type=click.Choice(["face", "pose"]), help="Default: the model's own task.")
 @click.option("--backend", type=click.Choice(_BACKENDS), default="auto", show_default=True,
-              help="Runtime; auto picks by file type (ONNX: TensorRT EP > CUDA EP > CPU when available).")
+              help="Runtime; auto picks by file type (ONNX: TensorRT EP > CUDA EP > CPU; .xml: openvino).")
 @click.option("--split", type=click.Choice(["test", "valid", "train"]), default="test", show_default=True)
 @click.option("--subset", help="Faces: one test subset (common, challenging, 300w-private, 300w-private/indoor, "
                                 "...); default: full (common + challenging), or 300w-private when it is alone.")

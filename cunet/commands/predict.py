@@ -10,7 +10,7 @@ from cunet.commands._common import console, emit_json, json_option
 
 __all__ = ["predict"]
 
-_BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt"]
+_BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "openvino"]
 
 
 @click.command()
@@ -25,7 +25,7 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt"]
 @click.option("--format", "fmt", type=click.Choice(["json", "pts", "mpii"]), default="json", show_default=True,
               help="Also write predictions in a dataset format: pts = a 300-W .pts per image, mpii = one MPII JSON.")
 @click.option("--backend", type=click.Choice(_BACKENDS), default="auto", show_default=True,
-              help="Runtime; auto picks by file type (ONNX: TensorRT EP > CUDA EP > CPU when available).")
+              help="Runtime; auto picks by file type (ONNX: TensorRT EP > CUDA EP > CPU; .xml: openvino).")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU inference threads (default: the runtime's).")
 @click.option("--flip", is_flag=True, help="Flip test: average with the mirrored crop (twice the inference).")
 @click.option("--no-draw", is_flag=True, help="Skip the <name>.overlay.png pictures.")
@@ -33,7 +33,7 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt"]
               help="Stop at the first image that fails (default: skip it with one line, finish, exit 1 at the end).")
 @json_option
 def predict(model, images, out, boxes, fmt, backend, threads, flip, no_draw, strict, as_json):
-    """Predict landmarks on IMAGES (files or folders) with MODEL (.pt, .onnx or .engine).
+    """Predict landmarks on IMAGES (files or folders) with MODEL (.pt, .onnx, .engine or OpenVINO .xml).
 
     \b
     For every image, under --out at the image's name (its path inside a folder given, or its file name):

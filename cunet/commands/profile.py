@@ -24,13 +24,13 @@ def _batches(ctx, param, value: str) -> tuple[int, ...]:
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
-              help="Runtime (auto: by file type; ONNX prefers TensorRT EP > CUDA EP > CPU).")
+              help="Runtime (auto: by file type; ONNX prefers TensorRT EP > CUDA EP > CPU; .xml: openvino).")
 @click.option("--batch", "batch", default="1", show_default=True, callback=_batches,
               help="Comma-separated batch sizes, each profiled separately.")
 @click.option("--warmup", default=10, show_default=True, type=int, help="Untimed calls per batch size.")
 @click.option("--iters", default=50, show_default=True, type=int, help="Timed calls per batch size.")
 @click.option("--threads", type=int, help="CPU inference threads (default: the runtime's own).")
-@click.option("--device", help="cpu, cuda or cuda:N (torch default: CUDA when available).")
+@click.option("--device", help="cpu, cuda or cuda:N (torch default: CUDA when available); openvino: CPU, GPU, NPU ...")
 @click.option("--label", help="Name this machine in the report (`cunet compare` column; default: the host name).")
 @click.option("--ops", is_flag=True,
               help="Also time inference per operator type (share of kernel time): ONNX Runtime's profiler for "

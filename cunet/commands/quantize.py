@@ -41,6 +41,10 @@ def _finish_batch(skipped) -> None:
 
 
 def _say_cache(ranges_or_report) -> None:
+    if getattr(ranges_or_report, "recipe", None) == "openvino":  # NNCF keeps its own statistics: no range cache
+        fingerprint = ranges_or_report.data_fingerprint
+        console().print(f"calibrated on {ranges_or_report.samples} images (selection {fingerprint[:12]})")
+        return
     reused = getattr(ranges_or_report, "from_cache", None)
     if reused is None:
         reused = ranges_or_report.reused
@@ -96,37 +100,51 @@ def calibrate(model, data, method, samples, cache_dir, strict, output, as_json):
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--recipe", type=click.Choice(["tensorrt", "cpu"]), required=True, help="Target of the INT8 model.")
+@click.option("--recipe", type=click.Choice(["tensorrt", "cpu", "openvino"]), required=True,
+              help="Target of the INT8 model (see below).")
 @_data
 @_method
 @_samples
 @_cache
 @click.option("--max-drop", type=float, help="Keep sensitive blocks float until INT8-vs-FP32 NME ≤ this (points).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The INT8 ONNX model.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="The INT8 model: .onnx (tensorrt, cpu) or .xml (openvino; NAME.bin is written beside it).")
 @json_option
 def quantize(model, recipe, data, method, samples, cache_dir, max_drop, output, as_json):
-    """Calibrate and write an INT8 Q/DQ model.
+    """Calibrate and write an INT8 model.
 
     \b
-    --recipe tensorrt  symmetric int8, zero points 0, per-channel weights: TensorRT 10/11 build it unchanged
-    --recipe cpu       the fastest INT8 graph for ONNX Runtime on x86 (uint8 activations, BN as depthwise conv)
+    Which recipe where (cunet-face-8 256², batch 1, 2 threads, bench/cpu_int8.py; ratios vs ONNX Runtime FP32):
+    --recipe openvino  Intel/x86 CPUs: NNCF PTQ → OpenVINO IR (.xml + .bin, metadata in its rt_info), run with
+                       --backend openvino; the fastest CPU INT8 measured (see the README's INT8 table)
+    --recipe cpu       CPUs with ONNX Runtime only: uint8 activations, BN as depthwise conv (about 2x FP32)
+    --recipe tensorrt  GPUs: symmetric int8, zero points 0, per-channel weights; TensorRT 10/11 build it
+                       unchanged, and OpenVINO runs the same file on Intel CPUs (ONNX Runtime runs it slowly)
+    The openvino recipe ignores --method and --cache-dir: NNCF computes its own statistics from the same
+    selected images, preprocessed exactly as at inference.
     \b
+      cunet quantize model.onnx --recipe openvino --data data/300w -o model.int8.xml
       cunet quantize model.onnx --recipe tensorrt --data data/300w -o model.int8.onnx
       cunet quantize model.onnx --recipe cpu --data data/300w --max-drop 0.1 -o model.cpu.int8.onnx
     \b
     --max-drop quantizes the model once per step (one line each on stderr); when only keeping every block
     group in float meets the budget, the model is still written but the exit status is 1 (nothing is INT8).
     """
-    from cunet.compile.quantize import quantize as run
     from cunet.filetype import require
 
     require(model, "onnx", "quantize")
+    if recipe == "openvino":
+        from cunet.compile.openvino import quantize_openvino
 
-    def say(line: str) -> None:
-        click.echo(line, err=True)
+        report = quantize_openvino(model, output, data, samples=samples, max_drop=max_drop)
+    else:
+        from cunet.compile.quantize import quantize as run
 
-    report = run(model, output, recipe, data, method=method, samples=samples, cache_dir=cache_dir, max_drop=max_drop,
-                 progress=say)
+        def say(line: str) -> None:
+            click.echo(line, err=True)
+
+        report = run(model, output, recipe, data, method=method, samples=samples, cache_dir=cache_dir,
+                     max_drop=max_drop, progress=say)
     _say_cache(report)
     _say_samples(report.samples, samples, report.skipped, data)
     if report.all_float:

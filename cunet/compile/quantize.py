@@ -68,6 +68,8 @@ class QuantizeReport:
             "forced": True on the groups kept float only because nothing else met the budget (all_float).
         groups: node groups the model has (0 when --max-drop was not used).
         all_float: every group had to stay float to meet --max-drop: nothing is quantized.
+        data_fingerprint: the calibration selection's fingerprint where no range cache records it (openvino recipe).
+        settings: the NNCF settings of the openvino recipe (`cunet.compile.openvino.OvSettings`), else None.
     """
 
     output: str
@@ -84,6 +86,8 @@ class QuantizeReport:
     skipped: list[list[str]] = field(default_factory=list)
     groups: int = 0
     all_float: bool = False
+    data_fingerprint: str | None = None
+    settings: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -196,6 +196,7 @@ def profile(
         std, min, max in milliseconds.
     """
     from cunet.runtime import open_predictor
+    from cunet.runtime.ov_backend import ir_files_bytes
 
     if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
         raise CunetError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
@@ -247,7 +248,7 @@ def profile(
             )
         return {
             "model": str(path),
-            "model_bytes": path.stat().st_size,
+            "model_bytes": ir_files_bytes(path),
             "format": path.suffix.lstrip(".").lower(),
             "task": p.meta.task,
             "precision": p.meta.precision,

@@ -2,7 +2,9 @@
 
 From one checkpoint it builds what this machine can: PyTorch FP32 (the checkpoint itself), ONNX FP32, ONNX FP16 (when
 a float16 converter is installed), INT8 with the `cpu` and the `tensorrt` recipe (run on ONNX Runtime's CPU
-provider), and TensorRT engines where TensorRT and a GPU exist (else their rows say "skipped" and why). Each row is
+provider), OpenVINO rows (the FP32 export, the `openvino` recipe's IR, and the `tensorrt` recipe's Q/DQ file run
+unchanged: one artifact for GPUs and Intel CPUs) where openvino (and nncf) are installed, and TensorRT engines where
+TensorRT and a GPU exist (else their rows say "skipped" and why). Each row is
 then validated (the INT8 `tensorrt` model must obey TensorRT's Q/DQ rules, predictions must be finite, and with
 `max_drop` the accuracy loss must stay within budget), scored on the dataset's test split with the same code as
 `cunet evaluate`, and timed by `cunet.evaluate.profile.profile` in a child process: one process per artifact, so its
@@ -19,6 +21,7 @@ ONNX FP32 row's (the PyTorch row's if ONNX FP32 failed), in metric points.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -34,6 +37,7 @@ import numpy as np
 from cunet.data.spec import Task
 from cunet.errors import CunetError, require_torch
 from cunet.io import sha256_file, write_bytes, write_json, write_text
+from cunet.runtime.ov_backend import ir_files_bytes
 
 __all__ = ["BenchOptions", "BenchResult", "run_bench", "ROW_KEYS", "budget_drop"]
 
@@ -204,6 +208,7 @@ def _plan(opts: BenchOptions, work: Path, ckpt: Path) -> list[_Artifact]:
 
         plan.append(_Artifact(f"onnx-int8-{recipe}", "onnx", "int8", "ort-cpu", out, build=build, key=key,
                               needs="onnx-fp32"))
+    plan += _openvino_plan(opts, work, fp32)
     no_trt = unavailable_reason()
     profile = f"1:{opts.batch}:{max(opts.batch, 8)}"
     for precision, source in (("fp32", "onnx-fp32"), ("fp16", "onnx-fp16"), ("int8", "onnx-int8-tensorrt")):
@@ -219,6 +224,37 @@ def _plan(opts: BenchOptions, work: Path, ckpt: Path) -> list[_Artifact]:
         plan.append(_Artifact(f"tensorrt-{precision}", "engine", precision, "tensorrt", out, build=build, key=key,
                               needs=source, skip=None if no_trt is None else f"no TensorRT/GPU: {no_trt}"))
     return plan
+
+
+def _openvino_plan(opts: BenchOptions, work: Path, fp32: Path) -> list[_Artifact]:
+    """OpenVINO rows: the FP32 export, the `openvino` recipe's IR, and the `tensorrt` recipe's Q/DQ file unchanged."""
+    import importlib.util
+
+    from cunet.calib.reader import read_preprocess_spec, select_calibration_images
+
+    no_ov = None if importlib.util.find_spec("openvino") else "openvino not installed (pip install 'cunet[openvino]')"
+    no_nncf = no_ov or (None if importlib.util.find_spec("nncf") else "nncf not installed (pip install 'cunet[nncf]')")
+    ir = work / "model.int8-openvino.xml"
+
+    def build() -> None:
+        from cunet.compile.openvino import quantize_openvino
+
+        quantize_openvino(fp32, ir, opts.data, samples=opts.samples)
+
+    def key() -> dict[str, Any]:
+        from cunet.compile.openvino import OPENVINO_RECIPE
+
+        selection = select_calibration_images(opts.data, read_preprocess_spec(fp32), opts.samples)
+        return {"source_sha256": sha256_file(fp32), "recipe": "openvino", "samples": opts.samples,
+                "settings": dataclasses.asdict(OPENVINO_RECIPE), "data_fingerprint": selection.fingerprint}
+
+    return [
+        _Artifact("openvino-fp32", "onnx", "fp32", "openvino", fp32, needs="onnx-fp32", skip=no_ov),
+        _Artifact("openvino-int8", "xml", "int8", "openvino", ir, build=build, key=key, needs="onnx-fp32",
+                  skip=no_nncf),
+        _Artifact("openvino-qdq-tensorrt", "onnx", "int8", "openvino", work / "model.int8-tensorrt.onnx",
+                  needs="onnx-int8-tensorrt", skip=no_ov),
+    ]
 
 
 # ----------------------------------------------------------------------------------------------- measuring a row
@@ -313,7 +349,7 @@ def _run_row(art: _Artifact, opts: BenchOptions, task: str, work: Path, built: d
                 _stamp(art.path).unlink(missing_ok=True)
                 art.build()
                 write_json(_stamp(art.path), key)
-        row["size_mb"] = art.path.stat().st_size / 1e6
+        row["size_mb"] = ir_files_bytes(art.path) / 1e6
         _validate(art)
         step("score")
         row["value"], per_image = _score(art, opts, task, work)

@@ -13,7 +13,7 @@ import numpy as np
 __all__ = ["Backend", "cuda_device_available", "BACKENDS"]
 
 #: Every backend name `open_predictor` accepts besides "auto".
-BACKENDS = ("torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt")
+BACKENDS = ("torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "openvino")
 
 
 def cuda_device_available() -> bool:

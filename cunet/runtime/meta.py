@@ -5,6 +5,9 @@ landmark names and flip pairs, the input size, heatmap stride, normalisation (me
 config, the training heatmap sigma, the source checkpoint's sha256 and the numeric precision. Preprocessing and
 decoding are driven only by this record, so a `.onnx` or `.engine` file is self-describing. A TensorRT engine cannot
 hold metadata, so the same JSON object lives under the "cunet" key of `<engine>.manifest.json` beside the engine.
+An OpenVINO IR (`.xml` + `.bin`) holds the same JSON string as the value of its `rt_info` entry "cunet" (OpenVINO
+writes it as `<rt_info><cunet value="..."/></rt_info>` in the `.xml`); `read_ir_meta` reads it with the standard
+library's XML parser, so reading an IR's metadata needs no OpenVINO.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ __all__ = [
     "meta_from_onnx_proto",
     "read_engine_meta",
     "engine_manifest_path",
+    "read_ir_meta",
 ]
 
 #: The one `metadata_props` key cunet writes.
@@ -42,6 +46,7 @@ TASKS = ("face", "pose")
 PRECISIONS = ("fp32", "fp16", "int8")
 #: Per-crop intensity rescaling before mean/std ("minmax": the original CU-Net code's, see `ModelMeta.stretch`).
 STRETCHES = ("none", "minmax")
+RECIPES = (None, "tensorrt", "cpu", "openvino")
 #: CU-Net crops are 256 px; anything above this is a damaged record, not a model.
 MAX_INPUT_SIZE = 4096
 
@@ -67,7 +72,8 @@ class ModelMeta:
         precision: "fp32", "fp16" or "int8".
         format_version: version of this record's layout.
         quant: low-bit weights/inputs of the model (`cunet.model.quant.QuantConfig.to_dict()`), None when none.
-        recipe: the INT8 recipe of a quantized model ("tensorrt" or "cpu", `cunet.compile.quantize`), else None.
+        recipe: the INT8 recipe of a quantized model ("tensorrt", "cpu" (`cunet.compile.quantize`) or "openvino"
+            (`cunet.compile.openvino`)), else None.
         float_groups: blocks an INT8 model keeps in float to meet `--max-drop`, None for non-INT8 models.
         stretch: "none", or "minmax": each crop is rescaled to its own 0..1 range before mean/std (what the original
             CU-Net code's scipy resampling did; models imported with `cunet import-original`).
@@ -135,7 +141,7 @@ class ModelMeta:
         )
         need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         need(self.quant is None or isinstance(self.quant, dict), f"quant must be an object or null, got {self.quant!r}")
-        need(self.recipe in (None, "tensorrt", "cpu"), f"recipe must be tensorrt, cpu or null, got {self.recipe!r}")
+        need(self.recipe in RECIPES, f"recipe must be tensorrt, cpu, openvino or null, got {self.recipe!r}")
         need(self.stretch in STRETCHES, f"stretch must be one of {STRETCHES}, got {self.stretch!r:.40}")
         need(
             isinstance(self.box_margin, numbers.Real) and not isinstance(self.box_margin, bool)
@@ -336,3 +342,43 @@ def read_engine_meta(engine_path: str | os.PathLike) -> ModelMeta:
         return ModelMeta.from_dict(d[META_KEY])
     except CunetError as e:
         raise CunetError(f"{manifest}: {e}") from e
+
+
+def read_ir_meta(path: str | os.PathLike) -> ModelMeta:
+    """The `ModelMeta` of an OpenVINO IR `.xml`: its `rt_info` entry "cunet" (see `cunet.compile.openvino`).
+
+    Raises:
+        CunetError: the file is missing, not XML, not an OpenVINO IR, or an IR without cunet metadata.
+    """
+    import xml.etree.ElementTree as ET
+
+    path = Path(path)
+    if not path.is_file():
+        raise CunetError(f"{path}: no such OpenVINO IR file")
+    value = None
+    stack: list[str] = []
+    try:
+        for event, elem in ET.iterparse(str(path), events=("start", "end")):
+            if event == "start":
+                stack.append(elem.tag)
+                if len(stack) == 1 and (elem.tag != "net" or elem.get("version") is None):
+                    raise CunetError(f"{path}: not an OpenVINO IR (no <net version=...> root)")
+                continue
+            # Only net/rt_info/cunet: OpenVINO also copies an ONNX source's metadata under rt_info/framework.
+            if stack == ["net", "rt_info", META_KEY]:
+                value = elem.get("value")
+            stack.pop()
+            if elem.tag == "layers":
+                elem.clear()  # the layer list is most of the file and not needed here
+    except ET.ParseError as e:
+        raise CunetError(f"{path}: not a readable OpenVINO IR ({e})") from e
+    if value is None:
+        raise CunetError(f"{path}: no '{META_KEY}' rt_info; write it with `cunet quantize --recipe openvino`")
+    try:
+        d = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise CunetError(f"{path}: the '{META_KEY}' rt_info is not valid JSON ({e.msg})") from e
+    try:
+        return ModelMeta.from_dict(d)
+    except CunetError as e:
+        raise CunetError(f"{path}: {e}") from e

@@ -1,9 +1,10 @@
 """`Predictor`: images in, landmarks in original-image pixels out, the same way on every backend.
 
 One runner interface (Polygraphy's `BaseRunner` idea): `open_predictor` picks a backend from the file type
-(`.pt` → PyTorch, `.onnx` → ONNX Runtime, `.engine` → TensorRT), the Predictor is a context manager that allocates
-in `open` and frees in `close`, and every backend shares the preprocessing (crop, warp, normalise — strictly from the
-model's metadata through `cunet.data.preprocess`) and the decoding (`cunet.data.decode`). The three stages are public
+(`.pt` → PyTorch, `.onnx` → ONNX Runtime, `.engine` → TensorRT, `.xml` → OpenVINO), the Predictor is a context
+manager that allocates in `open` and frees in `close`, and every backend shares the preprocessing (crop, warp,
+normalise — strictly from the model's metadata through `cunet.data.preprocess`) and the decoding
+(`cunet.data.decode`). The three stages are public
 (`preprocess`, `predict_heatmaps`, `postprocess`) so profiling can time them apart and calibration can feed raw
 batches.
 """
@@ -21,7 +22,7 @@ from cunet.data.preprocess import Box, apply_affine, crop_affines, invert_affine
 from cunet.errors import CunetError, require_torch
 from cunet.io import sha256_file
 from cunet.runtime.base import BACKENDS, Backend, cuda_device_available
-from cunet.runtime.meta import ModelMeta, read_engine_meta, read_onnx_meta
+from cunet.runtime.meta import ModelMeta, read_engine_meta, read_ir_meta, read_onnx_meta
 
 __all__ = ["Predictor", "open_predictor", "available_backends", "whole_image_box", "DEFAULT_DECODE"]
 
@@ -30,6 +31,7 @@ DEFAULT_DECODE = DEFAULT_METHOD.value
 TORCH_SUFFIXES = (".pt", ".pth")
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan")
+IR_SUFFIXES = (".xml",)
 
 
 def whole_image_box(image: np.ndarray) -> Box:
@@ -49,7 +51,7 @@ class Predictor:
     Attributes:
         meta: the model's `ModelMeta` (task, input size, normalisation, flip pairs ...).
         path: the model file.
-        backend: the backend name ("torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt" or "auto").
+        backend: the backend name ("torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "openvino" or "auto").
         decode_method: the `cunet.data.decode` method ("dark", "quarter" or "argmax"); for a model that decodes in
             its graph (`cunet export --decode`, `meta.decode`) the graph's method, whatever was asked.
     """
@@ -230,13 +232,13 @@ def open_predictor(
     """A (not yet opened) Predictor for a `.pt`, `.onnx` or `.engine` file.
 
     Args:
-        model_path: checkpoint (`.pt`), ONNX model (`.onnx`) or TensorRT engine (`.engine`, metadata in the
-            `<engine>.manifest.json` beside it).
-        backend: "auto" (by file type; for ONNX the TensorRT EP > CUDA EP > CPU, whichever this onnxruntime offers),
-            "torch", "ort-cpu", "ort-cuda", "ort-trt" or "tensorrt".
+        model_path: checkpoint (`.pt`), ONNX model (`.onnx`), TensorRT engine (`.engine`, metadata in the
+            `<engine>.manifest.json` beside it) or OpenVINO IR (`.xml` + `.bin`, metadata in its rt_info).
+        backend: "auto" (by file type; for ONNX the TensorRT EP > CUDA EP > CPU, whichever this onnxruntime offers;
+            `.xml` OpenVINO), "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt" or "openvino" (`.xml` and `.onnx`).
         threads: CPU threads for inference (None: the runtime's default).
         device: "cpu", "cuda" or "cuda:N" (torch backend: default CUDA when available, else CPU; GPU backends:
-            which CUDA device).
+            which CUDA device); for openvino an OpenVINO device name ("CPU" by default, "GPU", "NPU" ...).
         decode_method: "dark", "quarter" or "argmax".
 
     Raises:
@@ -253,6 +255,8 @@ def open_predictor(
     suffix = path.suffix.lower()
     if suffix in TORCH_SUFFIXES:
         return _open_torch(path, backend, threads, device, decode_method)
+    if suffix in IR_SUFFIXES or (suffix in ONNX_SUFFIXES and backend == "openvino"):
+        return _open_openvino(path, backend, threads, device, decode_method)
     if suffix in ONNX_SUFFIXES:
         if backend == "tensorrt":
             raise CunetError(
@@ -275,7 +279,18 @@ def open_predictor(
         require_cuda(path)
         meta = read_engine_meta(path)
         return Predictor(path, meta, TensorRTBackend(path, f"cuda:{_cuda_index(device)}"), decode_method)
-    raise CunetError(f"{path}: unknown model type {suffix or '(no suffix)'}; expected .pt, .onnx or .engine")
+    raise CunetError(
+        f"{path}: unknown model type {suffix or '(no suffix)'}; expected .pt, .onnx, .engine or .xml (OpenVINO IR)"
+    )
+
+
+def _open_openvino(path: Path, backend: str, threads: int | None, device: str | None, decode_method: str) -> Predictor:
+    if backend not in ("auto", "openvino"):
+        raise CunetError(f"{path}: an OpenVINO IR runs on the openvino backend, not {backend}")
+    from cunet.runtime.ov_backend import OpenVinoBackend
+
+    meta = read_ir_meta(path) if path.suffix.lower() in IR_SUFFIXES else read_onnx_meta(path)
+    return Predictor(path, meta, OpenVinoBackend(path, threads, device), decode_method)
 
 
 def _open_torch(path: Path, backend: str, threads: int | None, device: str | None, decode_method: str) -> Predictor:
@@ -316,8 +331,10 @@ def available_backends(model_path: str | os.PathLike | None = None) -> list[str]
             found.append(name)
     if cuda and importlib.util.find_spec("tensorrt") is not None:
         found.append("tensorrt")
+    if importlib.util.find_spec("openvino") is not None:
+        found.append("openvino")
     if model_path is not None:
         suffix = Path(model_path).suffix.lower()
-        kinds = {"torch": TORCH_SUFFIXES, "tensorrt": ENGINE_SUFFIXES}
+        kinds = {"torch": TORCH_SUFFIXES, "tensorrt": ENGINE_SUFFIXES, "openvino": ONNX_SUFFIXES + IR_SUFFIXES}
         found = [b for b in found if suffix in kinds.get(b, ONNX_SUFFIXES)]
     return found

@@ -16,6 +16,7 @@ from cunet.errors import CunetError
 from cunet.pipeline.bench import ROW_KEYS, BenchOptions, budget_drop, run_bench
 
 CPU_ROWS = ("pytorch-fp32", "onnx-fp32", "onnx-fp16", "onnx-int8-cpu", "onnx-int8-tensorrt")
+OPENVINO_ROWS = ("openvino-fp32", "openvino-int8", "openvino-qdq-tensorrt")
 ENGINE_ROWS = ("tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8")
 
 
@@ -30,7 +31,7 @@ def test_report_files_and_keys(bench_run):
                         "environment", "rows"}
     assert (doc["task"], doc["metric"], doc["reference"], doc["exit_code"]) == ("face", "nme", "onnx-fp32", 0)
     assert res.exit_code == 0 and res.metric_name == "nme"
-    assert [r["artifact"] for r in doc["rows"]] == [*CPU_ROWS, *ENGINE_ROWS]
+    assert [r["artifact"] for r in doc["rows"]] == [*CPU_ROWS, *OPENVINO_ROWS, *ENGINE_ROWS]
     assert all(tuple(r) == ROW_KEYS for r in doc["rows"])
     with open(bench_run.report / "bench.csv", newline="") as f:
         table = list(csv.DictReader(f))
@@ -55,6 +56,21 @@ def test_cpu_rows_are_built_scored_and_timed(bench_run):
     for name in ("onnx-int8-cpu", "onnx-int8-tensorrt"):
         assert rows[name]["size_mb"] < 0.6 * rows["onnx-fp32"]["size_mb"]
     assert rows["onnx-fp16"]["size_mb"] < 0.6 * rows["onnx-fp32"]["size_mb"]
+
+
+def test_openvino_rows_are_built_scored_and_timed(bench_run):
+    pytest.importorskip("nncf")
+    rows = _rows(bench_run)
+    for name in OPENVINO_ROWS:
+        r = rows[name]
+        assert r["status"] == "ok" and r["reason"] is None, (name, r["reason"])
+        assert r["backend"] == "openvino" and math.isfinite(r["value"]) and 0 < r["p50_ms"] <= r["p99_ms"]
+    # The same FP32 graph on two runtimes: float rounding only (see tests/runtime/test_ov_backend.py).
+    assert abs(rows["openvino-fp32"]["delta"]) < 0.01
+    ir = bench_run.work / "model.int8-openvino.xml"
+    assert rows["openvino-int8"]["path"] == str(ir) and ir.with_suffix(".bin").is_file()
+    assert rows["openvino-int8"]["size_mb"] * 1e6 == ir.stat().st_size + ir.with_suffix(".bin").stat().st_size
+    assert rows["openvino-qdq-tensorrt"]["path"] == rows["onnx-int8-tensorrt"]["path"]
 
 
 @pytest.mark.skipif(unavailable_reason() is None, reason="TensorRT and a GPU are present")

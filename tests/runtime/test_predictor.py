@@ -152,7 +152,7 @@ def test_backend_and_file_type_mismatches(models, tmp_path):
     with pytest.raises(CunetError, match="runs .pt checkpoints"):
         open_predictor(onnx_path, backend="torch")
     with pytest.raises(CunetError, match="unknown backend"):
-        open_predictor(onnx_path, backend="openvino")
+        open_predictor(onnx_path, backend="onnx-mlir")
     with pytest.raises(CunetError, match="no such model file"):
         open_predictor(tmp_path / "missing.onnx")
     (tmp_path / "m.tflite").write_bytes(b"x")
