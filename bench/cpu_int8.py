@@ -81,7 +81,7 @@ def _checkpoint(args, key: str, work: Path, data: Path) -> tuple[Path, bool]:
         import torch
 
         from cunet.model import CUNet, get_variant
-        from cunet.train.checkpoint import save_checkpoint
+        from cunet.model.checkpoint import save_checkpoint
 
         torch.manual_seed(0)
         save_checkpoint(ckpt, CUNet(get_variant(variant)), "face")

@@ -78,7 +78,7 @@ def main() -> int:
     from cunet.model import CUNet, get_variant
     from cunet.model.quant import QuantConfig, apply_quantization
     from cunet.runtime.meta import ModelMeta
-    from cunet.train.checkpoint import model_from_checkpoint
+    from cunet.model.checkpoint import model_from_checkpoint
 
     torch.manual_seed(0)
     models = []

@@ -27,7 +27,7 @@ LAYERS = {
     "train": 4, "compile": 4, "calib": 4, "evaluate": 4,
     "runtime": 3,
     "model": 2, "data": 2,
-    "io": 1, "errors": 1, "console": 1, "": 1,  # "": the package's own __init__
+    "io": 1, "errors": 1, "console": 1, "filetype": 1, "": 1,  # "": the package's own __init__
 }
 #: The sideways arrows allowed between different packages of one layer: (importer prefix, imported prefix).
 SIDEWAYS = {
@@ -36,6 +36,8 @@ SIDEWAYS = {
     ("train", "evaluate.scoring"): "validation NME is the per-image NME `cunet metrics` reports",
     ("model", "data.spec"): "a checkpoint is checked against its task's landmark spec",
     ("", "errors"): "the package exports CunetError",
+    ("io", "errors"): "a refused overwrite is a one-line CunetError",
+    ("filetype", "errors"): "a model file of the wrong kind is a one-line CunetError",
     ("cli", "commands"): "the CLI discovers the command modules",
     ("__main__", "cli"): "`python -m cunet` runs the CLI",
 }
@@ -51,6 +53,7 @@ TORCH_GATES = {
     ("cunet.commands.summary", "cunet.model.summary"): "`summary VARIANT` calls require_torch",
     ("cunet.commands.summary", "cunet.model.config"): "likewise",
     ("cunet.commands.summary", "cunet.model.quant"): "likewise",
+    ("cunet.commands.summary", "cunet.model.checkpoint"): "`summary MODEL.pt`: after the same require_torch",
 }
 #: Modules whose torch imports are the fallback where torch is installed (the CUDA device layer).
 TORCH_FALLBACK = {"cunet.runtime.cuda"}

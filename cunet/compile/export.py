@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from cunet.compile.verify import (
+    INPUT_NAME,
+    OUTPUT_NAME,
     NO_VERIFY_HINT,
     VERIFY_FACTOR,
     VERIFY_FLOOR,
@@ -49,8 +51,6 @@ __all__ = [
     "OUTPUT_NAME",
 ]
 
-INPUT_NAME = "image"
-OUTPUT_NAME = "heatmaps"
 MIN_OPSET = 17  # the oldest opset the quantizer and TensorRT 10/11 paths are meant for
 
 

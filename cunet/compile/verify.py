@@ -48,6 +48,10 @@ __all__ = [
     "NO_VERIFY_HINT",
 ]
 
+#: The exported graph's input and output names (`cunet.compile.export` writes them; the check runs them).
+INPUT_NAME = "image"
+OUTPUT_NAME = "heatmaps"
+
 #: ORT may be this many times further from float64 than PyTorch float32 is. Correct exports measured 0.2-1.4x; a
 #: broken graph is over 100x; 3 leaves margin for kernel changes on other CPUs.
 VERIFY_FACTOR = 3.0
@@ -151,8 +155,6 @@ def verification_inputs(meta: Any, in_chans: int = 3, images: str | os.PathLike 
 def _outputs(model: Any, x: Any) -> dict[str, np.ndarray]:
     import torch
 
-    from cunet.compile.export import OUTPUT_NAME
-
     with torch.inference_mode():
         y = model(x)
     ys = y if isinstance(y, dict) else {OUTPUT_NAME: y}
@@ -180,8 +182,6 @@ def verify_onnx(model: Any, data: bytes, x: np.ndarray, inputs: str = "", factor
     """
     import onnxruntime as ort
     import torch
-
-    from cunet.compile.export import INPUT_NAME
 
     ref32 = _outputs(model, torch.from_numpy(x))
     ref64 = _outputs(copy.deepcopy(model).double(), torch.from_numpy(x).double())

@@ -113,7 +113,7 @@ def test_cli_adds_an_ops_key_per_batch_and_keeps_the_rest(tiny_onnx) -> None:
 
 
 def test_cli_ops_on_a_checkpoint_is_one_line(tmp_path) -> None:
-    from cunet.train.checkpoint import save_checkpoint
+    from cunet.model.checkpoint import save_checkpoint
 
     ckpt = tmp_path / "tiny.pt"
     save_checkpoint(ckpt, CUNet(TINY), task="face")

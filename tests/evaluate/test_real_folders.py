@@ -19,7 +19,7 @@ from cunet.cli import main  # noqa: E402
 from cunet.data.formats import read_pts  # noqa: E402
 from cunet.evaluate.accuracy import evaluate  # noqa: E402
 
-RUN_KEYS = {"model", "task", "backend", "provider", "flip"}
+RUN_KEYS = {"model", "task", "backend", "provider", "flip", "boxes", "skipped"}
 CLEAN = {"missing": [], "bad": [], "ignored": 0}
 
 

@@ -186,7 +186,7 @@ def test_overlay_dots_follow_the_face_box_not_the_image(face, tmp_path):
     predict_files(PredictOptions(model=model, inputs=(tmp_path / "photo.png",), out=tmp_path / "o",
                                  boxes=tmp_path / "boxes.json"))
     from cunet.data.spec import get_spec
-    from cunet.evaluate.report import PRED_COLOUR, draw_landmarks
+    from cunet.evaluate.draw import PRED_COLOUR, draw_landmarks
 
     def changed(image: np.ndarray) -> int:
         return int((np.abs(image.astype(int) - photo).sum(axis=2) > 0).sum())
