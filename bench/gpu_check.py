@@ -73,10 +73,8 @@ def _need_tensorrt() -> None:
 
 
 def _save_checkpoint(path: Path, model: Any) -> None:
-    try:
-        from cunet.model.checkpoint import save_checkpoint  # where the layering issue moves it
-    except ImportError:
-        from cunet.model.checkpoint import save_checkpoint
+    from cunet.model.checkpoint import save_checkpoint
+
     save_checkpoint(path, model, task="face")
 
 

@@ -45,9 +45,10 @@ def bench(checkpoint, data, report, work, max_drop, threads, batch, iters, calib
       cunet bench best.pt --data data/synth --quick --max-drop 0.5     # CI: exit 1 if INT8 loses > 0.5 NME points
     """
     from cunet.pipeline.bench import BenchOptions, run_bench
-    from cunet.filetype import require
+    from cunet.filetype import ModelKind, require, sniff
 
-    require(checkpoint, "checkpoint", "bench")
+    if sniff(checkpoint) is not ModelKind.ONNX:  # an exported FP32 model is welcome: bench then skips export
+        require(checkpoint, "checkpoint", "bench")
     res = run_bench(BenchOptions(checkpoint=checkpoint, data=data, report=report, work=work, max_drop=max_drop,
                                  threads=threads, batch=batch, iters=iters, calib_samples=calib_samples,
                                  quick=quick, progress=not no_progress and not as_json, label=label))

@@ -252,7 +252,7 @@ def _openvino_plan(opts: BenchOptions, work: Path, fp32: Path) -> list[_Artifact
         _Artifact("openvino-fp32", "onnx", "fp32", "openvino", fp32, needs="onnx-fp32", skip=no_ov),
         _Artifact("openvino-int8", "xml", "int8", "openvino", ir, build=build, key=key, needs="onnx-fp32",
                   skip=no_nncf),
-        _Artifact("openvino-qdq-tensorrt", "onnx", "int8", "openvino", work / "model.int8-tensorrt.onnx",
+        _Artifact("openvino-int8-tensorrt", "onnx", "int8", "openvino", work / "model.int8-tensorrt.onnx",
                   needs="onnx-int8-tensorrt", skip=no_ov),
     ]
 

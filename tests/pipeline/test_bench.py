@@ -16,7 +16,7 @@ from cunet.errors import CunetError
 from cunet.pipeline.bench import ROW_KEYS, BenchOptions, budget_drop, run_bench
 
 CPU_ROWS = ("pytorch-fp32", "onnx-fp32", "onnx-fp16", "onnx-int8-cpu", "onnx-int8-tensorrt")
-OPENVINO_ROWS = ("openvino-fp32", "openvino-int8", "openvino-qdq-tensorrt")
+OPENVINO_ROWS = ("openvino-fp32", "openvino-int8", "openvino-int8-tensorrt")
 ENGINE_ROWS = ("tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8")
 
 
@@ -70,7 +70,7 @@ def test_openvino_rows_are_built_scored_and_timed(bench_run):
     ir = bench_run.work / "model.int8-openvino.xml"
     assert rows["openvino-int8"]["path"] == str(ir) and ir.with_suffix(".bin").is_file()
     assert rows["openvino-int8"]["size_mb"] * 1e6 == ir.stat().st_size + ir.with_suffix(".bin").stat().st_size
-    assert rows["openvino-qdq-tensorrt"]["path"] == rows["onnx-int8-tensorrt"]["path"]
+    assert rows["openvino-int8-tensorrt"]["path"] == rows["onnx-int8-tensorrt"]["path"]
 
 
 @pytest.mark.skipif(unavailable_reason() is None, reason="TensorRT and a GPU are present")
