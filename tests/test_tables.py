@@ -43,7 +43,7 @@ def test_doctor_is_left_aligned_and_says_tensorrt_once(capsys):
 
 
 def test_bench_prints_one_line_per_skip_reason(capsys):
-    from cunet.pipeline.bench import _print_table
+    from cunet.pipeline.bench_output import print_rows as _print_table
 
     def row(name, reason):
         return {"artifact": name, "status": "skipped" if reason else "ok", "size_mb": 1.0, "value": 3.0,

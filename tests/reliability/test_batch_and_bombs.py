@@ -12,7 +12,6 @@ import struct
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from cunet.cli import main

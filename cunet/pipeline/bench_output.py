@@ -1,0 +1,97 @@
+"""How `cunet bench` shows its rows: the table on stderr, `bench.csv` and the accuracy-vs-latency plot.
+
+Kept apart from `cunet.pipeline.bench`, which builds, validates, scores and times the artifacts: this module only
+reads finished rows (dicts with the `ROW_KEYS` keys).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+from cunet.data.spec import Task
+from cunet.io import write_bytes, write_text
+
+__all__ = ["ROW_KEYS", "OK", "FAILED_VALIDATION", "FAILED", "SKIPPED", "write_csv", "plot_rows", "print_rows"]
+
+#: The keys of every row, in table/CSV order.
+ROW_KEYS = ("artifact", "format", "precision", "backend", "status", "reason", "path", "size_mb", "metric", "value",
+            "delta", "p50_ms", "p99_ms", "throughput", "peak_mb", "reused")
+OK, FAILED_VALIDATION, FAILED, SKIPPED = "ok", "failed validation", "failed", "skipped"
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """bench.csv: one line per row, the `ROW_KEYS` columns, empty cells for None."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(ROW_KEYS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if r.get(k) is None else r[k]) for k in ROW_KEYS} for r in rows)
+    write_text(path, buf.getvalue())
+
+
+def plot_rows(path: Path, rows: list[dict[str, Any]], metric: str, batch: int, threads: int | None) -> None:
+    """accuracy_latency.png: every row with a value and a latency, x marking a failed validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.2, 4.8))
+    for r in rows:
+        if r["value"] is None or r["p50_ms"] is None:
+            continue
+        marker = "o" if r["status"] == OK else "x"
+        ax.scatter([r["p50_ms"]], [r["value"]], marker=marker, s=50)
+        ax.annotate(r["artifact"], (r["p50_ms"], r["value"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    better = "higher" if Task.of_metric(metric).higher_is_better else "lower"
+    ax.set_xlabel(f"p50 latency per call (ms, batch {batch}, {threads} threads)")
+    ax.set_ylabel(f"{'NME' if metric == 'nme' else 'PCKh@0.5'} (%, {better} is better)")
+    ax.set_title("accuracy vs latency of every artifact (x: failed validation)")
+    ax.grid(True, alpha=0.3)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    write_bytes(path, buf.getvalue())
+
+
+def print_rows(rows: list[dict[str, Any]], metric: str, ref: str | None,
+                 calib: tuple[int, int] | None = None) -> None:
+    """The bench table on stderr, then one line per distinct skip/failure reason and the calibration count."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from cunet.console import console
+
+    out = console()
+    if not out.is_terminal:  # logs and CI: full rows rather than the 80-column default
+        out = Console(stderr=True, width=150)
+    label = Task.of_metric(metric).metric_label
+    table = Table(title=f"cunet bench — {label}, Δ vs {ref or 'no reference'}", title_justify="left")
+    for i, c in enumerate(("artifact", "status", "MB", label, "Δ", "p50 ms", "p99 ms", "img/s", "peak MB")):
+        table.add_column(c, justify="left" if i < 2 else "right", no_wrap=True)
+    for r in rows:
+        table.add_row(r["artifact"], r["status"], _cell(r["size_mb"]), _cell(r["value"]), _cell(r["delta"], True),
+                      *[_cell(r[k]) for k in ("p50_ms", "p99_ms", "throughput", "peak_mb")])
+    out.print(table)
+    # One line per distinct reason: three TensorRT rows skipped for the same missing GPU are one line, not three.
+    reasons: dict[str, list[str]] = {}
+    for r in rows:
+        if r["reason"]:
+            reasons.setdefault(r["reason"], []).append(r["artifact"])
+    for reason, names in reasons.items():
+        out.print(f"{', '.join(names)}: {escape(reason)}", highlight=False)
+    if calib is not None and calib[0] < calib[1]:
+        out.print(f"warning: the INT8 rows are calibrated on {calib[0]} image(s), {calib[1]} requested (the "
+                  "training split has no more); their accuracy is less certain", highlight=False)
+
+
+def _cell(v: Any, signed: bool = False) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    if signed:
+        return f"{v:+.3f}"
+    return f"{v:.3g}" if abs(v) < 10 else f"{v:,.1f}"
