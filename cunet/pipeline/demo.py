@@ -4,7 +4,7 @@ Five stages, each a library call the other commands also make:
 
     [1/5] data      cunet.data.synth.synthesize      → OUT/data      (300-W or MPII layout)
     [2/5] train     cunet.train.trainer.train        → OUT/run       (best.pt, last.pt, log.csv)
-    [3/5] bench     cunet.pipeline.bench.run_bench   → OUT/artifacts (ONNX FP32, INT8 cpu + tensorrt recipes,
+    [3/5] bench     cunet.pipeline.bench.run_bench   → OUT/artifacts (ONNX FP32, INT8 cpu, tensorrt and openvino recipes,
                                                        TensorRT engines where a GPU and TensorRT exist), every
                                                        artifact evaluated and profiled → OUT/report/bench.*
     [4/5] examples  cunet.evaluate.report            → OUT/report/examples_*.png (predicted vs true landmarks)
@@ -327,7 +327,7 @@ def _stage_bench(out: Path, data: Path, train_stamp: dict, plan: DemoPlan, st: _
             per_image = {k: z[k] for k in z.files}
         st.done("bench", t0, stamp["seconds"], reused=True, detail=_bench_detail(stamp["rows"]))
         return stamp, per_image
-    t0 = st.start("bench", "export → calibrate → INT8 (cpu + tensorrt recipes) → TensorRT where possible → "
+    t0 = st.start("bench", "export → calibrate → INT8 (cpu, tensorrt, openvino recipes) → TensorRT where possible → "
                            f"evaluate + profile every artifact → {work}")
     res = run_bench(BenchOptions(checkpoint=str(best), data=str(data), report=str(report), work=str(work),
                                  max_drop=plan.max_drop, threads=plan.threads, batch=1, iters=plan.iters,
