@@ -40,8 +40,13 @@ demo: $(BIN)/.installed
 	$(BIN)/cunet demo --out cunet-demo
 
 # Type check of the GPU modules, the full suite, then the deployment tests again without torch.
+# tests/runtime/test_ov_backend.py runs in a process of its own: in 3 of 4 full runs on 2 workers, the xdist worker
+# that reached the module's first test (after hundreds of others had loaded torch, ONNX Runtime and NNCF into it)
+# died without a message, no OOM logged; run alone (or with the other OpenVINO tests) it passes every time (~15 s).
+OWN_PROCESS_TESTS := tests/runtime/test_ov_backend.py
 test: $(BIN)/.installed typecheck
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS) $(addprefix --ignore=,$(OWN_PROCESS_TESTS))
+	$(BIN)/python -m pytest -n 0 $(OWN_PROCESS_TESTS)
 	$(MAKE) test-deploy
 
 test-deploy: $(BIN)/.installed $(DEPLOY_BIN)/.installed
