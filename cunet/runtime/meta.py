@@ -282,18 +282,23 @@ def write_onnx_meta(model_proto: Any, meta: ModelMeta) -> None:
     entry.key, entry.value = META_KEY, meta.to_json()
 
 
+def _meta_from_json(text: str, where: str, container: str) -> ModelMeta:
+    """The `ModelMeta` of the JSON text stored under "cunet" in an ONNX model's metadata or an IR's rt_info."""
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CunetError(f"{where}: the '{META_KEY}' {container} is not valid JSON ({e.msg})") from e
+    try:
+        return ModelMeta.from_dict(d)
+    except CunetError as e:
+        raise CunetError(f"{where}: {e}") from e
+
+
 def meta_from_onnx_proto(model_proto: Any, where: str = "ONNX model") -> ModelMeta:
     """The `ModelMeta` stored in an `onnx.ModelProto`; `where` names the source in error messages."""
     for p in model_proto.metadata_props:
         if p.key == META_KEY:
-            try:
-                d = json.loads(p.value)
-            except json.JSONDecodeError as e:
-                raise CunetError(f"{where}: the '{META_KEY}' metadata is not valid JSON ({e.msg})") from e
-            try:
-                return ModelMeta.from_dict(d)
-            except CunetError as e:
-                raise CunetError(f"{where}: {e}") from e
+            return _meta_from_json(p.value, where, "metadata")
     raise CunetError(f"{where}: no '{META_KEY}' metadata; export the model with `cunet export`")
 
 
@@ -374,11 +379,4 @@ def read_ir_meta(path: str | os.PathLike) -> ModelMeta:
         raise CunetError(f"{path}: not a readable OpenVINO IR ({e})") from e
     if value is None:
         raise CunetError(f"{path}: no '{META_KEY}' rt_info; write it with `cunet quantize --recipe openvino`")
-    try:
-        d = json.loads(value)
-    except json.JSONDecodeError as e:
-        raise CunetError(f"{path}: the '{META_KEY}' rt_info is not valid JSON ({e.msg})") from e
-    try:
-        return ModelMeta.from_dict(d)
-    except CunetError as e:
-        raise CunetError(f"{path}: {e}") from e
+    return _meta_from_json(value, str(path), "rt_info")

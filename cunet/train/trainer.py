@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -34,6 +33,7 @@ from cunet.data.spec import Task
 from cunet.errors import CunetError
 from cunet.train.rng import rng_state, set_rng_state
 from cunet.train.distributed import Dist, all_mean, broadcast, init_distributed, run_device
+from cunet.train import runlog
 from cunet.train.options import (  # re-exported: the trainer's API keeps these names
     DEFAULT_RECIPE,
     RECIPES,
@@ -189,23 +189,6 @@ def _load_split(opts: TrainOptions, split: str, log: Callable[[str], None]):
     return loaded.samples
 
 
-def _write_logs(out: Path, history: list[dict], metric_name: str) -> None:
-    from cunet.io import write_json, write_text
-
-    write_json(out / "history.json", history)
-    cols = ["epoch", "train_loss", metric_name, "lr", "seconds", "elapsed", "best"]
-    lines = [",".join(cols)] + [",".join(_csv(h.get(c)) for c in cols) for h in history]
-    write_text(out / "log.csv", "\n".join(lines) + "\n")
-
-
-def _csv(v: Any) -> str:
-    if isinstance(v, bool):
-        return str(int(v))
-    if isinstance(v, float):
-        return "" if not math.isfinite(v) else f"{v:.6g}"
-    return "" if v is None else str(v)
-
-
 def _better(metric_name: str, value: float, best: float | None) -> bool:
     if not math.isfinite(value):
         return False
@@ -317,7 +300,7 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
     last_path, best_path = out / "last.pt", out / "best.pt"
     quant = quant_cfg.to_dict() if quant_cfg is not None else None
     show = run.progress and d.main
-    console = _console() if show else None
+    console = runlog.console() if show else None
 
     def log(msg: str) -> None:
         if console is not None:
@@ -371,7 +354,7 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
         history, elapsed = list(saved.get("history", [])), float(saved.get("elapsed", 0.0))
         set_rng_state(saved["rng"])
         log(f"resuming {last_path} after epoch {start_epoch}/{run.epochs} "
-            f"(best {metric_name} {_fmt_metric(best)})")
+            f"(best {metric_name} {runlog.fmt_metric(best)})")
     net = model
     if d.world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -379,11 +362,11 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     if show and start_epoch == 0:
-        log(f"training {run.variant} ({_describe(cfg)}"
+        log(f"training {run.variant} ({runlog.describe(cfg)}"
             + (f", {quant_cfg.describe()}" if quant_cfg is not None else "")
             + (f" after {run.quant_delay} full-precision epoch(s)" if quant_cfg is not None and run.quant_delay else "")
-            + f") on {_count(train_samples, run.task)}, validating on "
-            f"{_count(val_samples, run.task)}; {run.optimizer} lr {run.lr:g}"
+            + f") on {runlog.count(train_samples, run.task)}, validating on "
+            f"{runlog.count(val_samples, run.task)}; {run.optimizer} lr {run.lr:g}"
             + (f" (inner convs x{run.conv_lr_scale:g})" if run.conv_lr_scale not in (None, 1.0) else "")
             + f", batch {run.batch_size}, {run.epochs} epoch(s), "
             f"lr x{run.gamma:g} after epoch(s) {', '.join(map(str, run.milestones)) or '-'}; device {device}"
@@ -393,7 +376,7 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
     budget = run.max_minutes * 60.0 if run.max_minutes is not None else math.inf
     epoch = start_epoch
     stopped = elapsed >= budget and start_epoch < run.epochs
-    progress = _progress(console) if show else None
+    progress = runlog.progress_bar(console) if show else None
     try:
         while epoch < run.epochs and not stopped:
             t0 = time.perf_counter()
@@ -460,7 +443,7 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
                 if improved:
                     save_checkpoint(best_path, model, run.task, **state)
                 save_checkpoint(last_path, model, run.task, **state)
-                _write_logs(out, history, metric_name)
+                runlog.write_logs(out, history, metric_name)
                 if progress is not None:
                     progress.remove_task(task_id)
                 log(f"epoch {epoch}/{run.epochs}  loss {train_loss:.4e}  {metric_name} {value:.2f}%  lr {lr:.2e}  "
@@ -484,34 +467,3 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
         dist.barrier()  # the other ranks return only once rank 0's checkpoints are on disk
     return TrainResult(best_path, last_path, history, float("nan") if best is None else float(best), metric_name,
                        elapsed, epoch)
-
-
-def _fmt_metric(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}%"
-
-
-def _count(samples: list, task: str) -> str:
-    """"21 people in 19 images" for poses (one sample per person), "19 faces" for faces (one per image)."""
-    if task == "pose":
-        return f"{len(samples)} people in {len({s.image for s in samples})} images"
-    return f"{len(samples)} faces"
-
-
-def _describe(cfg) -> str:
-    return (f"{cfg.layers} U-Nets order {cfg.order}, {cfg.channels} ch, {cfg.input_size}² input"
-            + (", memory-efficient" if cfg.memory_efficient else ""))
-
-
-def _console():
-    from rich.console import Console
-
-    return Console(stderr=True, file=sys.stderr)
-
-
-def _progress(console):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
-                 TimeRemainingColumn(), console=console, transient=True)
-    p.start()
-    return p

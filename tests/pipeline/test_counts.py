@@ -14,7 +14,7 @@ def test_pose_data_and_training_lines_count_people_in_images(tmp_path):
     from cunet.data.dataset import load_samples
     from cunet.data.synth import synthesize
     from cunet.pipeline.demo import _data_detail
-    from cunet.train.trainer import _count
+    from cunet.train.runlog import count as _count
 
     summary = synthesize(tmp_path / "p", "pose", n=12, seed=1, difficulty=1.0, image_size=64)
     people = len(json.loads((tmp_path / "p" / "train.json").read_text()))
