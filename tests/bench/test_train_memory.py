@@ -40,5 +40,6 @@ def test_both_modes_measured_and_the_gpu_part_skipped_without_cuda(tmp_path):
     assert "GPU: skipped (no CUDA device)" in proc.stderr and "memory: peak RSS" in proc.stderr
 
     refused = _bench("--device", "cuda", "--out", str(tmp_path / "cuda.json"))
-    assert refused.returncode != 0 and refused.stderr.strip() == "error: --device cuda, but torch sees no CUDA device here"
+    assert refused.returncode != 0
+    assert refused.stderr.strip() == "error: --device cuda, but torch sees no CUDA device here"
     assert not (tmp_path / "cuda.json").exists()
