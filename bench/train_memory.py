@@ -13,6 +13,10 @@ first. Nothing is subtracted: the growth holds the activations kept for backward
 (both allocated in the first step; `fixed_mb` says how much they are), allocator slack (glibc keeps freed pages,
 so later steps can peak higher than the first: `step_peaks_mb` has each step's) and one-off library buffers.
 
+Each child runs as `cunet train` runs that mode: OMP_WAIT_POLICY=PASSIVE, and for the efficient mode
+THP_MEM_ALLOC_ENABLE=1 (PyTorch's huge pages for CPU tensors of 2 MB and more: its page faults are cheaper; they
+would make the plain step slower and bigger). Values set in the environment win for both; the JSON records them.
+
 With --rounds > 1 the modes alternate (plain, efficient, plain, ...) and medians are reported, because the machine
 is shared and noisy: compare the ratio from one run, never absolute times across runs.
 
@@ -116,6 +120,8 @@ def _run_child(mode: str, device: str, args: argparse.Namespace) -> dict:
            "--batch", str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads)]
     # Sleeping OpenMP waits: spinning threads on a shared machine make step times 3x noisier (see cunet train).
     env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    if mode == "efficient":  # huge pages for large CPU tensors, as `cunet train --memory-efficient` sets them
+        env.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{mode} child on {device} failed:\n{proc.stderr[-2000:]}")
@@ -206,7 +212,8 @@ def main() -> None:
         "environment": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
                         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
                         "torch": __import__("torch").__version__,
-                        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")},
+                        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+                        "thp_mem_alloc_enable": os.environ.get("THP_MEM_ALLOC_ENABLE", "efficient mode only")},
     }
     from cunet.io import write_json
 
