@@ -41,11 +41,15 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "ope
               help="Faces: crop from detector boxes instead of the landmark box: a box JSON {image: [x1, y1, x2, y2]}, "
                    "an iBUG bounding_boxes_*.mat or the folder holding them (bb_detector is used), enlarged by the "
                    "model's own margin (1.25 for cunet models, 1.1 for imported original ones).")
+@click.option("--pckh-style", type=click.Choice(["mpii", "original"]), default="mpii", show_default=True,
+              help="Pose: the headline PCKh: mpii (14 joints without pelvis and thorax, weighted by visible counts, "
+                   "as the MPII tables) or original (the original CU-Net code's plain mean of ankles, knees, hips, "
+                   "wrists and elbows, to compare with its logs).")
 @click.option("--strict", is_flag=True,
               help="Stop at the first image that cannot be read (default: leave it out, say so, exit 1 at the end).")
 @json_option
 def evaluate(model, data, task, backend, split, subset, headboxes, flip, batch, norm, threads, save_predictions,
-             plot_dir, boxes, strict, as_json):
+             plot_dir, boxes, pckh_style, strict, as_json):
     """Predict every sample of a dataset split with MODEL and score it.
 
     \b
@@ -61,6 +65,10 @@ def evaluate(model, data, task, backend, split, subset, headboxes, flip, batch, 
     \b
     An image that cannot be read (truncated, over the pixel limit) is left out with one line on stderr; the
     numbers are of the rest and the exit status is 1. --strict stops at the first instead.
+    
+    A prediction that is not finite (NaN or inf) is the model's failure: the image stays in the count with an
+    infinite error (faces: in FR and AUC; pose: the joint is incorrect), "nonfinite" counts such images, each
+    gets a line on stderr, and the exit status is 1.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
@@ -73,15 +81,25 @@ def evaluate(model, data, task, backend, split, subset, headboxes, flip, batch, 
         result = run(model, data, task=task, backend=backend, split=split, subset=subset, flip=flip, batch=batch,
                      save_predictions=save_predictions, plot_dir=plot_dir, norm=norm, threads=threads, boxes=boxes,
                      progress=lambda done, total: bar.update(job, completed=done, total=total), headboxes=headboxes,
-                     strict=strict)
+                     strict=strict, pckh_style=pckh_style)
     for s in result["skipped"]:
         click.echo(f"skipped {s['file']}: {s['problem']}", err=True)
+    for f in result["nonfinite_files"]:
+        click.echo(f"{f}: the prediction is not finite (NaN or inf); counted as a failure", err=True)
     if as_json:
         emit_json(result)
     else:
         print_result(result["task"], result)
-        console().print(f"{result['model']} on {result['backend']} ({result['provider']}), flip={result['flip']}")
+        console().print(f"{result['model']} on {result['backend']} ({result['provider']}, {result['device']}, "
+                        f"{result['precision']}), flip={result['flip']}")
+    failed = False
     if result["skipped"]:
         click.echo(f"error: {len(result['skipped'])} image(s) could not be read and were left out (first: "
                    f"{result['skipped'][0]['file']}); the numbers are of the other {result.get('n', '?')}", err=True)
+        failed = True
+    if result["nonfinite"]:
+        click.echo(f"error: the model's prediction is not finite for {result['nonfinite']} of {result['n']} "
+                   f"image(s) (first: {result['nonfinite_files'][0]}); they count as failures", err=True)
+        failed = True
+    if failed:
         raise click.exceptions.Exit(1)

@@ -28,10 +28,13 @@ __all__ = ["metrics"]
                                "300w-private/indoor, ...; full = common + challenging).")
 @click.option("--headboxes", type=click.Path(dir_okay=False, path_type=Path),
               help="Pose: MPII's gt_valid.mat with the head boxes (default: the one beside the ground-truth JSON).")
+@click.option("--pckh-style", type=click.Choice(["mpii", "original"]), default="mpii", show_default=True,
+              help="Pose: the headline PCKh: mpii (the MPII tables' 14-joint mean) or original (the original CU-Net "
+                   "code's plain mean of ankles, knees, hips, wrists and elbows).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a PNG: the CED curve (faces) or PCKh@0.5 per joint (pose).")
 @json_option
-def metrics(task, gt, pred, norm, subset, headboxes, plot, as_json):
+def metrics(task, gt, pred, norm, subset, headboxes, pckh_style, plot, as_json):
     """Score any model's predictions, stored in the dataset formats, against ground truth.
 
     \b
@@ -42,7 +45,9 @@ def metrics(task, gt, pred, norm, subset, headboxes, plot, as_json):
       cunet metrics --task face --gt gt_pts/ --pred preds/ --norm inter-pupil --json
     \b
     Pose (MPII): PCKh@0.5 and @0.1 (%), the official mean over 14 joints (no pelvis, thorax)
-    weighted by visible-joint counts; the prediction JSON lists the same records in the same order:
+    weighted by visible-joint counts (--pckh-style original: the original CU-Net code's 10-joint
+    mean); body-part columns average left and right, Head is the head top, as the published
+    tables; the prediction JSON lists the same records in the same order:
       cunet metrics --task pose --gt data/mpii/valid.json --pred preds/valid.json
     PCKh measures errors in head sizes: head boxes come from the records' "headbox" or from
     MPII's gt_valid.mat (beside the JSON, or --headboxes FILE).
@@ -65,7 +70,7 @@ def metrics(task, gt, pred, norm, subset, headboxes, plot, as_json):
     else:
         if subset:
             raise click.UsageError("--subset applies to faces only")
-        result = scoring.score_pose(gt, pred, headboxes)
+        result = scoring.score_pose(gt, pred, headboxes, pckh_style)
         if plot:
             from cunet.evaluate.plots import plot_pckh
 
@@ -83,23 +88,27 @@ def metrics(task, gt, pred, norm, subset, headboxes, plot, as_json):
         what = "outside the scored ground truth" if task == "face" else "beyond the ground truth's records"
         out.print(f"{result['ignored']} prediction {'file(s)' if task == 'face' else 'record(s)'} {what} ignored",
                   markup=False, highlight=False)
-    if result["missing"] or result["bad"]:
-        out.print(f"scored {result['n']}; {len(result['missing'])} without a prediction, {len(result['bad'])} bad",
-                  markup=False, highlight=False)
+    if result["missing"] or result["bad"] or result["nonfinite"]:
+        broken = (f", {result['nonfinite']} with a point not predicted (NaN, or [-1, -1] for an annotated joint; "
+                  "counted as failures)") if result["nonfinite"] else ""
+        out.print(f"scored {result['n']}; {len(result['missing'])} without a prediction, {len(result['bad'])} "
+                  f"bad{broken}", markup=False, highlight=False)
         raise click.exceptions.Exit(1)
 
 
 def print_result(task: str, result: dict) -> None:
     """Print a metric JSON (as `cunet metrics` and `cunet evaluate` produce it) as a table on stderr."""
     if task == "face":
-        keys = ["nme", "auc@0.08", "auc@0.10", "fr@0.08", "fr@0.10", "n"]
-        header = ["subset", "NME %", "AUC@0.08", "AUC@0.10", "FR@0.08 %", "FR@0.10 %", "images"]
+        keys = ["nme", "auc@0.08", "auc@0.10", "fr@0.08", "fr@0.10", "n", "nonfinite"]
+        header = ["subset", "NME %", "AUC@0.08", "AUC@0.10", "FR@0.08 %", "FR@0.10 %", "images", "non-finite"]
         groups = result.get("subsets") or {result.get("subset", "full"): result}
         rows = [[name, *(g[k] for k in keys)] for name, g in groups.items()]
         print_table(f"faces ({result.get('norm', 'inter-ocular')} NME)", header, rows)
     else:
-        rows = [["PCKh@0.5 (mean)", result["pckh@0.5"]], ["PCKh@0.1 (mean)", result["pckh@0.1"]],
-                ["PCKh AUC 0–0.5", result["pckh_auc"]]]
+        style = result.get("pckh_style", "mpii")
+        mean = "mean, 14 joints" if style == "mpii" else "original: 10-joint mean"
+        rows = [[f"PCKh@0.5 ({mean})", result["pckh@0.5"]], [f"PCKh@0.1 ({mean})", result["pckh@0.1"]],
+                ["PCKh AUC (0, 0.5]", result["pckh_auc"]]]
         rows += [[f"  {name}", v] for name, v in result["per_group"].items()]
-        rows += [["people", result["n"]]]
+        rows += [["people", result["n"]], ["non-finite", result["nonfinite"]]]
         print_table("pose (%)", ["", "value"], rows)

@@ -46,8 +46,9 @@ def predict(model, images, out, boxes, fmt, backend, threads, flip, no_draw, str
     --out keeps a list of the files predict wrote (.cunet-outputs): a rerun replaces those, and a run that
     would overwrite any other file stops before predicting, naming it.
     \b
-    An image that fails (unreadable, truncated, no box in --boxes) is skipped with one line; the others are
-    predicted and the exit status is 1. --strict stops at the first instead.
+    An image that fails (unreadable, truncated, no box in --boxes, a prediction that is not finite: nothing
+    is written for it) is skipped with one line; the others are predicted and the exit status is 1.
+    --strict stops at the first instead. A model whose every prediction is NaN is one error line.
     \b
     A face model needs a face box: give detector boxes with --boxes, or the whole image is used (said on
     stderr) — fine for a cropped face, poor for a small face in a large photo.

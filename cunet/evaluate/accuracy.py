@@ -11,18 +11,23 @@ The ground truth must be clean: a benchmark number from a silently shortened tes
 `load_samples` reports as a problem stops the evaluation (run `cunet data check` for the full list). An image that
 cannot be decoded (truncated, over the pixel limit) is different: it is left out, named in the result's "skipped",
 and the CLI exits 1 after printing the numbers of the rest (`strict=True` stops at the first instead).
+
+A prediction that is not finite (NaN or inf from a broken INT8 model) is the model's failure, not a skipped input:
+the image stays in `n` with an infinite error (`cunet.evaluate.scoring`), the result's "nonfinite" counts it and
+"nonfinite_files" names it, and the CLI exits 1. No file is saved for it (a `.pts` cannot hold NaN), so `cunet
+metrics` lists it as missing. A model whose every prediction is non-finite is one `CunetError`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 import numpy as np
 
 from cunet.errors import CunetError
-from cunet.evaluate import metrics, scoring
+from cunet.evaluate import scoring
 
 __all__ = ["evaluate"]
 
@@ -31,11 +36,13 @@ Progress = Callable[[int, int], None]
 
 
 def _predict_all(predictor, samples: list, flip: bool, batch: int, progress: Progress | None,
-                 strict: bool = False) -> tuple[np.ndarray, list[dict[str, str]]]:
-    """Predictions [N, K, 2] (NaN rows for unreadable images) and the unreadable images as {"file", "problem"}."""
+                 strict: bool = False) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]]]:
+    """Predictions [N, K, 2] (whatever the model returned, NaN included), which images were read [N] bool, and the
+    unreadable images as {"file", "problem"}."""
     from cunet.data.dataset import read_image
 
     out = np.full((len(samples), predictor.meta.num_landmarks, 2), np.nan, dtype=np.float64)
+    read = np.zeros(len(samples), dtype=bool)
     skipped: list[dict[str, str]] = []
     for start in range(0, len(samples), batch):
         rows, images = [], []
@@ -48,10 +55,12 @@ def _predict_all(predictor, samples: list, flip: bool, batch: int, progress: Pro
                     raise
                 skipped.append({"file": str(samples[i].image), "problem": str(e).removeprefix(f"{samples[i].image}: ")})
         if rows:
-            out[rows] = predictor.predict(images, [samples[i].box for i in rows], flip=flip)
+            with np.errstate(all="ignore"):  # a NaN-producing model is reported below, not as numpy warnings
+                out[rows] = predictor.predict(images, [samples[i].box for i in rows], flip=flip)
+            read[rows] = True
         if progress is not None:
             progress(min(start + batch, len(samples)), len(samples))
-    return out, skipped
+    return out, read, skipped
 
 
 def _crop_boxes(samples: list, meta, boxes: Path | None, task: str) -> list:
@@ -85,17 +94,19 @@ def _face_errors(samples: list, pred: np.ndarray, norm: str, save: Path | None) 
     if save is not None:
         from cunet.data.formats import read_pts, write_pts
 
-        files = [save / Path(s.key).with_suffix(".pts") for s in samples]
-        for f, p in zip(files, pred):
-            write_pts(f, p)
-        pred = np.stack([read_pts(f) for f in files])  # score what the files hold, as `cunet metrics` will
+        pred = pred.copy()
+        for s, i in zip(samples, range(len(pred))):
+            if np.isfinite(pred[i]).all():  # a .pts cannot hold NaN: a non-finite prediction gets no file
+                f = save / Path(s.key).with_suffix(".pts")
+                write_pts(f, pred[i])
+                pred[i] = read_pts(f)  # score what the file holds, as `cunet metrics` will
     gt = np.stack([s.points for s in samples])
     mask = np.stack([s.visible for s in samples])
     return scoring.per_image_nme(pred, gt, mask, norm, [s.key for s in samples])
 
 
 def _score_poses(data_root: Path, split: str, pred: np.ndarray, save: Path | None, keep: np.ndarray,
-                 headboxes: str | Path | None = None) -> tuple[dict, np.ndarray]:
+                 headboxes: str | Path | None = None, style: str = "mpii") -> tuple[dict, np.ndarray]:
     # The records `samples` came from, in file order; head boxes from them or a gt_valid.mat.
     gt_file, records = scoring.load_pose_gt(data_root, split, headboxes)
     records = [r for r, k in zip(records, keep) if k]  # people in unreadable images are left out
@@ -108,10 +119,11 @@ def _score_poses(data_root: Path, split: str, pred: np.ndarray, save: Path | Non
         write_mpii_json(out, [
             dataclasses.replace(r, joints=p, visible=np.ones(len(p), dtype=bool)) for r, p in zip(records, pred)
         ])
-        pred = np.stack([r.joints for r in read_mpii_json(out)])  # score what the file holds
+        # score what the file holds: a non-finite joint was written as "not predicted" and reads back as NaN
+        pred = np.stack([r.joints for r in read_mpii_json(out)])
     gt, mask = np.stack([r.joints for r in records]), np.stack([r.visible for r in records])
     heads = np.stack([np.asarray(r.headbox, dtype=np.float64) for r in records])
-    return scoring.summarize_pose(pred, gt, mask, heads), metrics.joint_correct(pred, gt, mask, heads, 0.5)
+    return scoring.summarize_pose(pred, gt, mask, heads, style), scoring.joint_correct(pred, gt, mask, heads, 0.5)
 
 
 def evaluate(
@@ -132,6 +144,9 @@ def evaluate(
     boxes: str | Path | None = None,
     headboxes: str | Path | None = None,
     strict: bool = False,
+    device: str | None = None,
+    pckh_style: str = "mpii",
+    exclude: Collection[str | Path] = (),
 ) -> dict | tuple[dict, np.ndarray]:
     """Run a model over a dataset split and score it.
 
@@ -155,16 +170,23 @@ def evaluate(
             `cunet.data.detector_boxes`) instead of the landmark box; either is enlarged by the model's margin.
         headboxes: pose: a `gt_valid.mat` with the head boxes (default: the one beside `valid.json`, if any).
         strict: stop at the first image that cannot be decoded instead of leaving it out.
+        device: where to run ("cpu", "cuda", "cuda:N"; None: the backend's default, see `open_predictor`).
+        pckh_style: pose: the headline of `pckh@0.5`/`pckh@0.1` (`cunet.evaluate.scoring.PCKH_STYLES`).
+        exclude: image files to leave out of the scored set (bench: the calibration images of a dataset whose
+            one split serves both calibration and scoring).
 
     Returns:
-        The `cunet metrics` JSON of the task (of the readable images), plus "model", "task", "backend", "provider"
-        (what really ran), "flip", "boxes" (the box file or folder, None for landmark boxes) and "skipped"
-        ([{"file", "problem"}] of the images left out); with `per_image`, the tuple (that dict, the per-image
-        errors of the readable images).
+        The `cunet metrics` JSON of the task (of the readable images; "nonfinite" counts the images whose
+        prediction is not finite, which stay in "n" as failures), plus "model", "task", "backend", "provider",
+        "device" and "precision" (what really ran), "flip", "boxes" (the box file or folder, None for landmark
+        boxes), "skipped" ([{"file", "problem"}] of the images left out) and "nonfinite_files" (the images with a
+        non-finite prediction); with `per_image`, the tuple (that dict, the per-image errors of the readable
+        images).
 
     Raises:
         CunetError: unreadable model or data, a model for another task or landmark count, ground-truth problems,
-            missing head boxes (pose), a backend this machine cannot run.
+            missing head boxes (pose), a backend this machine cannot run, a model whose every prediction is
+            non-finite.
     """
     from cunet.data.dataset import load_samples
     from cunet.data.layout import detect_layout
@@ -172,9 +194,11 @@ def evaluate(
 
     if batch < 1:
         raise CunetError(f"batch must be at least 1, got {batch}")
+    if pckh_style not in scoring.PCKH_STYLES:
+        raise CunetError(f"unknown PCKh style {pckh_style!r}; choose one of {', '.join(scoring.PCKH_STYLES)}")
     data_root = Path(data_root)
     save = Path(save_predictions) if save_predictions is not None else None
-    with open_predictor(model_path, backend=backend, threads=threads) as predictor:
+    with open_predictor(model_path, backend=backend, threads=threads, device=device) as predictor:
         meta = predictor.meta
         task = task or meta.task
         if task != meta.task:
@@ -184,21 +208,31 @@ def evaluate(
         if loaded.problems:
             p = loaded.problems[0]
             raise CunetError(f"{p.file}: {p.problem} ({len(loaded.problems)} problem(s); see `cunet data check`)")
-        samples = loaded.samples
+        if exclude and task != "face":
+            raise CunetError("leaving images out of the scored set applies to face datasets only")
+        left_out = {Path(f).resolve() for f in exclude}
+        samples = [s for s in loaded.samples if Path(s.image).resolve() not in left_out]
         if not samples:
-            raise CunetError(f"{data_root}: no {task} samples in split {split!r}")
+            but = f" besides the {len(loaded.samples)} left out" if loaded.samples else ""
+            raise CunetError(f"{data_root}: no {task} samples in split {split!r}{but}")
         if len(samples[0].points) != meta.num_landmarks:
             raise CunetError(f"{model_path}: predicts {meta.num_landmarks} landmarks but {data_root} has "
                              f"{len(samples[0].points)}")
         samples = _crop_boxes(samples, meta, None if boxes is None else Path(boxes), task)
-        pred, skipped = _predict_all(predictor, samples, flip, batch, progress, strict)
+        pred, keep, skipped = _predict_all(predictor, samples, flip, batch, progress, strict)
         ran = {"model": str(model_path), "task": task, "backend": predictor.backend,
-               "provider": predictor.provider, "flip": flip, "boxes": None if boxes is None else str(boxes),
-               "skipped": skipped}
-    keep = ~np.isnan(pred).any(axis=(1, 2))
+               "provider": predictor.provider, "device": predictor.device, "precision": meta.precision,
+               "flip": flip, "boxes": None if boxes is None else str(boxes), "skipped": skipped}
     if not keep.any():
         raise CunetError(f"{skipped[0]['file']}: {skipped[0]['problem']} (none of the {len(samples)} images could "
                          "be read)")
+    # Not finite where a point is scored: the definition of the metric JSON's "nonfinite".
+    scored = np.stack([s.visible for s in samples]) & np.isfinite(np.stack([s.points for s in samples])).all(axis=-1)
+    broken = keep & (scored & ~np.isfinite(pred).all(axis=-1)).any(axis=1)
+    if broken.sum() == keep.sum():
+        raise CunetError(f"{model_path}: every prediction is NaN or inf ({int(keep.sum())} image(s)); the model is "
+                         "broken (an INT8 model with a bad scale, or weights that overflow)")
+    ran["nonfinite_files"] = [str(s.image) for s, b in zip(samples, broken) if b]
     name = Path(model_path).name
     if task == "face":
         samples, pred = [s for s, k in zip(samples, keep) if k], pred[keep]
@@ -211,7 +245,7 @@ def evaluate(
 
             plot_ced({name: errors}, Path(plot_dir) / "ced.png", title=f"CED ({norm} NME)")
     else:
-        result, errors = _score_poses(data_root, split, pred, save, keep, headboxes)
+        result, errors = _score_poses(data_root, split, pred, save, keep, headboxes, pckh_style)
         if plot_dir is not None:
             from cunet.evaluate.plots import plot_pckh
 

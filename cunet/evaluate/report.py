@@ -75,7 +75,7 @@ def predict_examples(
 
     from cunet.data.dataset import read_image
     from cunet.data.spec import get_spec
-    from cunet.evaluate import metrics
+    from cunet.evaluate import metrics, scoring
     from cunet.runtime import open_predictor
 
     images = [read_image(s.image) for s in samples]
@@ -86,7 +86,7 @@ def predict_examples(
     gt = np.stack([s.points for s in samples])
     mask = np.stack([s.visible for s in samples])
     if task == "face":
-        errors = 100 * metrics.nme_per_image(pred, gt, mask, metrics.inter_ocular(gt))
+        errors = 100 * scoring.per_image_nme(pred, gt, mask, "inter-ocular")
         captions = [f"NME {e:.2f}%" for e in errors]
         error_name = "nme %"
     else:
@@ -133,7 +133,7 @@ def plot_accuracy(task: str, per_image: dict[str, np.ndarray], path: str | os.Pa
         curves = {k: np.asarray(v, dtype=np.float64) for k, v in per_image.items()}
         plot_ced(curves, path, max_error=ced_range(curves), title="CED of every artifact (inter-ocular NME)")
         return
-    from cunet.evaluate.metrics import MPII_JOINTS
+    from cunet.evaluate.scoring import MPII_JOINTS
 
     bars = {}
     for name, correct in per_image.items():

@@ -195,6 +195,7 @@ class OrtBackend(Backend):
                 "(no usable CUDA device, or CUDA/cuDNN/TensorRT libraries missing)"
             )
         self.provider = got[0]
+        self.device = "cpu" if got[0] == CPU else f"cuda:{self._device_id}"
         self._session = session
         inp = session.get_inputs()[0]
         self._input_name = inp.name

@@ -101,6 +101,7 @@ class TensorRTBackend(Backend):
         self._stream = cuda.Stream()
         self._start, self._end = cuda.Event(), cuda.Event()
         self.provider = f"tensorrt-cuda:{self._index}"
+        self.device = f"cuda:{self._index}"
 
     def _buffer(self, name: str, nbytes: int) -> cuda.DeviceBuffer:
         buf = self._buffers.get(name)
