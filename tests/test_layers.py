@@ -49,7 +49,7 @@ TORCH_GATES = {
     ("cunet.runtime.predictor", "cunet.model.checkpoint"): "`.pt` inputs: `_open_torch` calls require_torch",
     ("cunet.runtime.predictor", "cunet.runtime.torch_backend"): "likewise",
     ("cunet.pipeline.bench", "cunet.model.checkpoint"): "bench of a `.pt`: run_bench calls require_torch",
-    ("cunet.pipeline.bench", "cunet.compile.export"): "only planned for a `.pt` input, after require_torch",
+    ("cunet.pipeline.bench_plan", "cunet.compile.export"): "only planned for a `.pt` input, after require_torch",
     ("cunet.commands.summary", "cunet.model.summary"): "`summary VARIANT` calls require_torch",
     ("cunet.commands.summary", "cunet.model.config"): "likewise",
     ("cunet.commands.summary", "cunet.model.quant"): "likewise",

@@ -178,8 +178,9 @@ class ReportInputs:
 
 _BENCH_COLUMNS = (
     ("artifact", "artifact"), ("format", "format"), ("precision", "precision"), ("backend", "backend"),
-    ("status", "status"), ("size_mb", "MB"), ("value", "{metric}"), ("delta", "Δ vs FP32"), ("p50_ms", "p50 ms"),
-    ("p99_ms", "p99 ms"), ("throughput", "img/s"), ("peak_mb", "peak MB"),
+    ("device", "device"), ("status", "status"), ("size_mb", "MB"), ("value", "{metric}"), ("delta", "Δ vs FP32"),
+    ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("throughput", "img/s"), ("load_peak_mb", "load MB"),
+    ("run_peak_mb", "run MB"),
 )
 
 
@@ -224,8 +225,10 @@ def _bench_section(inp: ReportInputs) -> list[str]:
         out += notes + [""]
     better = "higher" if Task.of_metric(inp.metric_name).higher_is_better else "lower"
     out += [f"{metric}: {better} is better; Δ is the difference to the ONNX FP32 model in metric points. Latency is "
-            "one image per call (crop, inference, decode) on the CPU; compare ratios within this table, not with "
-            "other machines or runs.", ""]
+            "one image per call (crop, inference, decode) on the row's device; compare ratios within this table, "
+            "not with other machines or runs. Memory: load MB is the process's peak up to its first inference "
+            "(imports, model load, compile), run MB the peak during the timed runs; each artifact runs in a process "
+            "of its own.", ""]
     return out
 
 
