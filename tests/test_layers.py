@@ -32,6 +32,7 @@ LAYERS = {
 #: The sideways arrows allowed between different packages of one layer: (importer prefix, imported prefix).
 SIDEWAYS = {
     ("compile", "calib"): "quantize calibrates the activation ranges it writes into Q/DQ nodes",
+    ("compile", "evaluate.scoring"): "--max-drop is scored with evaluate's own code (cunet.compile.accuracy_budget)",
     ("train", "evaluate.metrics"): "validation during training scores with the evaluation metrics",
     ("train", "evaluate.scoring"): "validation NME is the per-image NME `cunet metrics` reports",
     ("model", "data.spec"): "a checkpoint is checked against its task's landmark spec",

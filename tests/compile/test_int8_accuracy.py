@@ -55,6 +55,29 @@ def test_int8_recipes_stay_within_the_budget(trained, recipe):
     assert got - ref <= BUDGET, f"{recipe} INT8 NME {got:.2f} % vs FP32 {ref:.2f} %"
 
 
+def test_max_drop_budget_is_honoured_in_nme_points(trained):
+    """`--max-drop` in NME points on held-out images (issue 23, item 6): a budget of half the all-INT8 loss must
+    keep blocks float, end within the budget, and `cunet evaluate` of the written model on the same images agrees."""
+    from cunet.calib.reader import read_preprocess_spec, select_calibration_images
+    from cunet.compile.quantize import quantize
+    from cunet.evaluate.accuracy import evaluate
+
+    data, fp32, root = trained
+    calibration = [str(p) for p, _ in select_calibration_images(data, read_preprocess_spec(fp32), 16).items]
+    held_out = dict(split="train", exclude=calibration, backend="ort-cpu", threads=1)
+    n_held = len(list((data / "train").glob("*.png"))) - len(calibration)
+    loose = quantize(fp32, root / "loose.onnx", "cpu", data, samples=16, cache_dir=root / "cache", max_drop=1e9,
+                     val_samples=n_held)
+    ref = evaluate(fp32, data, **held_out)["nme"]
+    assert loose.drop == pytest.approx(evaluate(root / "loose.onnx", data, **held_out)["nme"] - ref, abs=1e-6)
+    assert loose.drop > 0.01, f"all-INT8 loses {loose.drop:.4f} NME points: nothing for a budget to hold back"
+    budget = loose.drop / 2
+    tight = quantize(fp32, root / "tight.onnx", "cpu", data, samples=16, cache_dir=root / "cache", max_drop=budget,
+                     val_samples=n_held)
+    assert tight.excluded and tight.drop <= budget and tight.drop_images == n_held
+    assert evaluate(root / "tight.onnx", data, **held_out)["nme"] - ref <= budget + 1e-6
+
+
 OPENVINO_BUDGET = 0.02  # relative NME loss of the openvino recipe (issue 15's budget: 2 % of FP32's NME)
 
 
