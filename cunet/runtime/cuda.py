@@ -6,9 +6,15 @@ where torch is installed and cuda-python is not; neither is imported until a fun
 implement the same small interface (`_Driver`), so a test can install a fake one with `use_driver` and drive every
 caller without a GPU.
 
-Device memory "of this process" comes from NVML's per-process accounting where `pynvml` is importable and the CUDA
-index maps to the NVML index (no CUDA_VISIBLE_DEVICES remapping); elsewhere it is None and callers measure the
-change of device-wide used memory instead, saying so.
+The current device is per thread and any call may change it, so every function that needs a device other than the
+current one restores the caller's afterwards (`memory_info`), and long-lived users make theirs current before each
+use (the TensorRT backend before every inference). Streams and events are destroyed by `close` (a long-lived process
+that opens and closes engines would otherwise leak one stream and two events each time).
+
+Device memory "of this process" comes from NVML's per-process accounting where `pynvml` is importable. CUDA and NVML
+number devices differently (CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER=FASTEST_FIRST), so the NVML device is found by
+the CUDA device's UUID, else its PCI bus id, never by index. A process NVML does not list — in a container NVML shows
+host PIDs, which the container's PIDs are not — has no attributable usage: None, not 0 MB.
 """
 
 from __future__ import annotations
@@ -29,7 +35,10 @@ __all__ = [
     "properties",
     "memory_info",
     "process_memory",
+    "current",
     "select",
+    "format_uuid",
+    "format_pci",
     "DeviceBuffer",
     "Stream",
     "Event",
@@ -41,12 +50,16 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DeviceProps:
-    """One CUDA device: its index, name, compute capability ("major.minor") and total memory in bytes."""
+    """One CUDA device: its index, name, compute capability ("major.minor"), total memory in bytes, UUID
+    ("GPU-xxxxxxxx-xxxx-...", as nvidia-smi and NVML print it) and PCI bus id ("00000000:01:00.0"), the last two
+    None where the binding does not say."""
 
     index: int
     name: str
     compute_capability: str
     total_memory: int
+    uuid: str | None = None
+    pci_bus_id: str | None = None
 
 
 class _Driver(Protocol):
@@ -57,7 +70,9 @@ class _Driver(Protocol):
 
     def device_count(self) -> int: ...
     def properties(self, index: int) -> tuple[str, int, int, int]: ...
+    def identity(self, index: int) -> tuple[str | None, str | None]: ...
     def mem_get_info(self, index: int) -> tuple[int, int]: ...
+    def current_device(self) -> int: ...
     def set_device(self, index: int) -> None: ...
     def malloc(self, nbytes: int) -> int: ...
     def free(self, ptr: int) -> None: ...
@@ -66,9 +81,22 @@ class _Driver(Protocol):
     def stream_create(self) -> Any: ...
     def stream_handle(self, stream: Any) -> int: ...
     def stream_sync(self, stream: Any) -> None: ...
+    def stream_destroy(self, stream: Any) -> None: ...
     def event_create(self) -> Any: ...
     def event_record(self, event: Any, stream: Any) -> None: ...
     def event_elapsed_ms(self, start: Any, end: Any) -> float: ...
+    def event_destroy(self, event: Any) -> None: ...
+
+
+def format_uuid(raw: bytes) -> str:
+    """16 UUID bytes in NVML's and nvidia-smi's spelling: "GPU-" and 8-4-4-4-12 lower-case hex digits."""
+    h = bytes(raw).hex()
+    return f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+def format_pci(domain: int, bus: int, device: int) -> str:
+    """A PCI bus id as NVML prints it: 8 hex digits of domain, bus, device, function 0 ("00000000:01:00.0")."""
+    return f"{int(domain):08X}:{int(bus):02X}:{int(device):02X}.0"
 
 
 def _cudart() -> Any:
@@ -102,10 +130,27 @@ class _CudaPython:
         name = p.name.split(b"\0", 1)[0].decode() if isinstance(p.name, bytes) else str(p.name)
         return name, int(p.major), int(p.minor), int(p.totalGlobalMem)
 
+    def identity(self, index: int) -> tuple[str | None, str | None]:
+        p = self._ok(self._rt.cudaGetDeviceProperties(index), f"cudaGetDeviceProperties({index})")
+        raw = getattr(getattr(p, "uuid", None), "bytes", None)
+        uuid = format_uuid(raw) if raw is not None and len(bytes(raw)) == 16 else None
+        bus = getattr(p, "pciBusID", None)
+        pci = None if bus is None else format_pci(getattr(p, "pciDomainID", 0), bus, getattr(p, "pciDeviceID", 0))
+        return uuid, pci
+
     def mem_get_info(self, index: int) -> tuple[int, int]:
+        # cudaMemGetInfo answers for the current device: switch to `index` and back, so the caller's current
+        # device (a TensorRT context's, another thread's choice) is what it was.
+        before = self.current_device()
         self.set_device(index)
-        free, total = self._ok(self._rt.cudaMemGetInfo(), "cudaMemGetInfo")
+        try:
+            free, total = self._ok(self._rt.cudaMemGetInfo(), "cudaMemGetInfo")
+        finally:
+            self.set_device(before)
         return int(free), int(total)
+
+    def current_device(self) -> int:
+        return int(self._ok(self._rt.cudaGetDevice(), "cudaGetDevice"))
 
     def set_device(self, index: int) -> None:
         self._ok(self._rt.cudaSetDevice(index), f"cudaSetDevice({index})")
@@ -133,8 +178,14 @@ class _CudaPython:
     def stream_sync(self, stream: Any) -> None:
         self._ok(self._rt.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
 
+    def stream_destroy(self, stream: Any) -> None:
+        self._ok(self._rt.cudaStreamDestroy(stream), "cudaStreamDestroy")
+
     def event_create(self) -> Any:
         return self._ok(self._rt.cudaEventCreate(), "cudaEventCreate")
+
+    def event_destroy(self, event: Any) -> None:
+        self._ok(self._rt.cudaEventDestroy(event), "cudaEventDestroy")
 
     def event_record(self, event: Any, stream: Any) -> None:
         self._ok(self._rt.cudaEventRecord(event, stream), "cudaEventRecord")
@@ -162,9 +213,20 @@ class _Torch:
         p = self._torch.cuda.get_device_properties(index)
         return str(p.name), int(p.major), int(p.minor), int(p.total_memory)
 
+    def identity(self, index: int) -> tuple[str | None, str | None]:
+        p = self._torch.cuda.get_device_properties(index)
+        raw = getattr(getattr(p, "uuid", None), "bytes", None)  # torch >= 2.1: a UUID object
+        uuid = format_uuid(raw) if raw is not None else None
+        bus = getattr(p, "pci_bus_id", None)
+        pci = None if bus is None else format_pci(getattr(p, "pci_domain_id", 0), bus, getattr(p, "pci_device_id", 0))
+        return uuid, pci
+
     def mem_get_info(self, index: int) -> tuple[int, int]:
-        free, total = self._torch.cuda.mem_get_info(index)
+        free, total = self._torch.cuda.mem_get_info(index)  # torch switches to `index` and back itself
         return int(free), int(total)
+
+    def current_device(self) -> int:
+        return int(self._torch.cuda.current_device())
 
     def set_device(self, index: int) -> None:
         self._torch.cuda.set_device(index)
@@ -199,8 +261,14 @@ class _Torch:
     def stream_sync(self, stream: Any) -> None:
         stream.synchronize()
 
+    def stream_destroy(self, stream: Any) -> None:
+        stream.synchronize()  # torch destroys a stream with its last reference, which the caller drops
+
     def event_create(self) -> Any:
         return self._torch.cuda.Event(enable_timing=True)
+
+    def event_destroy(self, event: Any) -> None:
+        event.synchronize()  # likewise freed with its last reference
 
     def event_record(self, event: Any, stream: Any) -> None:
         event.record(stream)
@@ -302,34 +370,51 @@ def properties(index: int = 0) -> DeviceProps:
     d = _need()
     index = device_index(index)
     name, major, minor, total = d.properties(index)
-    return DeviceProps(index, name, f"{major}.{minor}", total)
+    uuid, pci = d.identity(index)
+    return DeviceProps(index, name, f"{major}.{minor}", total, uuid, pci)
 
 
 def memory_info(index: int = 0) -> tuple[int, int]:
-    """(free, total) bytes of device `index`, counting every process on it."""
+    """(free, total) bytes of device `index`, counting every process on it; the current device is left as it was."""
     return _need().mem_get_info(device_index(index))
 
 
+def current() -> int:
+    """The calling thread's current CUDA device."""
+    return _need().current_device()
+
+
+def _nvml_handle(pynvml: Any, props: DeviceProps) -> Any:
+    """The NVML handle of a CUDA device, found by UUID, else PCI bus id (NVML's indices are not CUDA's)."""
+    if props.uuid is not None:
+        return pynvml.nvmlDeviceGetHandleByUUID(props.uuid)
+    if props.pci_bus_id is not None:
+        return pynvml.nvmlDeviceGetHandleByPciBusId(props.pci_bus_id)
+    return None
+
+
 def process_memory(index: int = 0) -> int | None:
-    """Bytes this process holds on device `index` (NVML's per-process accounting), None where that cannot be known:
-    no `pynvml`, no NVML driver, or CUDA_VISIBLE_DEVICES renumbering CUDA's indices away from NVML's."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
-        return None
+    """Bytes this process holds on CUDA device `index` (NVML's per-process accounting), None where that cannot be
+    known: no `pynvml` or NVML driver, a device NVML cannot be matched to (no UUID or PCI bus id), or this process
+    absent from NVML's list (a container: NVML lists host PIDs) — never 0 for "could not tell"."""
     try:
         import pynvml
     except ImportError:
         return None
+    props = properties(index)
     try:
         pynvml.nvmlInit()
         try:
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+            handle = _nvml_handle(pynvml, props)
+            procs = [] if handle is None else pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
         finally:
             pynvml.nvmlShutdown()
     except pynvml.NVMLError:
         return None
-    mine = [p.usedGpuMemory for p in procs if p.pid == os.getpid() and p.usedGpuMemory is not None]
-    return int(sum(mine)) if mine else 0
+    mine = [p.usedGpuMemory for p in procs if p.pid == os.getpid()]
+    if not mine or any(m is None for m in mine):  # not listed (another PID namespace) or no figure from the driver
+        return None
+    return int(sum(mine))
 
 
 def select(index: int) -> None:
@@ -338,7 +423,8 @@ def select(index: int) -> None:
 
 
 class Stream:
-    """A CUDA stream; `handle` is the integer TensorRT's `execute_async_v3` takes."""
+    """A CUDA stream on the current device; `handle` is the integer TensorRT's `execute_async_v3` takes. `close`
+    destroys it (idempotent)."""
 
     def __init__(self) -> None:
         self._driver = _need()
@@ -351,9 +437,15 @@ class Stream:
     def synchronize(self) -> None:
         self._driver.stream_sync(self.raw)
 
+    def close(self) -> None:
+        if self.raw is not None:
+            self._driver.stream_destroy(self.raw)
+            self.raw = None
+
 
 class Event:
-    """A timing CUDA event; `Event.elapsed_ms(start, end)` waits for `end` and returns the time between them."""
+    """A timing CUDA event; `Event.elapsed_ms(start, end)` waits for `end` and returns the time between them.
+    `close` destroys it (idempotent)."""
 
     def __init__(self) -> None:
         self._driver = _need()
@@ -365,6 +457,11 @@ class Event:
     @staticmethod
     def elapsed_ms(start: "Event", end: "Event") -> float:
         return start._driver.event_elapsed_ms(start.raw, end.raw)
+
+    def close(self) -> None:
+        if self.raw is not None:
+            self._driver.event_destroy(self.raw)
+            self.raw = None
 
 
 class DeviceBuffer:
