@@ -57,7 +57,7 @@ TORCH_GATES = {
     ("cunet.commands.summary", "cunet.model.checkpoint"): "`summary MODEL.pt`: after the same require_torch",
 }
 #: Modules whose torch imports are the fallback where torch is installed (the CUDA device layer).
-TORCH_FALLBACK = {"cunet.runtime.cuda"}
+TORCH_FALLBACK = {"cunet.runtime.cuda_drivers"}
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """A fake of cunet's CUDA device layer driver (`cunet.runtime.cuda._Driver`): two devices of different names and
 compute capabilities, host-backed device memory, streams and events, every call recorded; and `FakeCudart`, a fake of
-cuda-python's runtime module (the calls `cunet.runtime.cuda._CudaPython` makes, with CUDA's per-thread current
+cuda-python's runtime module (the calls `cunet.runtime.cuda_drivers.CudaPython` makes, with CUDA's per-thread current
 device), and `FakeNvml`, a fake `pynvml` whose device order is not CUDA's.
 
 Device memory is a bytearray per allocation, so a fake TensorRT engine can really read its input and write its output
@@ -145,7 +145,7 @@ class FakeCudaDriver:
 
 
 class FakeCudart:
-    """cuda-python's runtime module (`cuda.bindings.runtime`) as far as `cunet.runtime.cuda._CudaPython` calls it:
+    """cuda-python's runtime module (`cuda.bindings.runtime`) as far as `cunet.runtime.cuda_drivers.CudaPython` calls it:
     every call returns (cudaError_t, *values); `cudaMemGetInfo` answers for the current device, `cudaSetDevice`
     changes it (CUDA runtime API: both act on the calling thread's current device)."""
 

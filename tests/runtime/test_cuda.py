@@ -77,8 +77,10 @@ def test_memory_info_leaves_the_current_device_as_it_was(monkeypatch):
     the caller, whose engine (and its next allocation) lives on device 1 (issue 23, item 9)."""
     fakes = _fake_cuda_module()
     runtime = fakes.FakeCudart()
-    monkeypatch.setattr(cuda, "_cudart", lambda: runtime)
-    driver = cuda._CudaPython()
+    from cunet.runtime import cuda_drivers
+
+    monkeypatch.setattr(cuda_drivers, "_cudart", lambda: runtime)
+    driver = cuda_drivers.CudaPython()
     with cuda.use_driver(driver):
         cuda.select(1)
         free, total = cuda.memory_info(0)
