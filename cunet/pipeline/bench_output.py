@@ -82,8 +82,8 @@ def print_rows(rows: list[dict[str, Any]], metric: str, ref: str | None, calib: 
         table.add_column(c, justify="left" if i < 4 else "right", no_wrap=True)
     memory = ("load_peak_mb", "run_peak_mb") + (("device_peak_mb",) if gpu else ())
     for r in rows:
-        runs_on = f"{r['backend']} · {r.get('device') or '—'}"
-        table.add_row(r["artifact"], r["status"], r["precision"], runs_on, _cell(r["size_mb"]), _cell(r["value"]),
+        runs_on = f"{r.get('backend') or '—'} · {r.get('device') or '—'}"
+        table.add_row(r["artifact"], r["status"], r.get("precision") or "—", runs_on, _cell(r["size_mb"]), _cell(r["value"]),
                       _cell(r["delta"], True), *[_cell(r[k]) for k in ("p50_ms", "p99_ms", "throughput")],
                       *[_cell(r.get(k)) for k in memory])
     out.print(table)
