@@ -104,11 +104,11 @@ def _cuda_index(path: Path, backend: str, device: str | None) -> int | None:
     """The CUDA device a run may use (None: a CPU run, or no CUDA device visible). Runs that cannot use CUDA never
     probe for it: the probe falls back to PyTorch, whose import alone would be counted in the run's memory."""
     from cunet.runtime import cuda
-    from cunet.runtime.ort_backend import CPU, ort_available_providers
+    from cunet.runtime.ort_backend import CUDA, TRT, ort_available_providers
 
     cpu_only = (device == "cpu" or backend in ("ort-cpu", "openvino") or path.suffix.lower() == ".xml"
                 or (backend == "auto" and path.suffix.lower() == ".onnx"
-                    and not set(ort_available_providers()) - {CPU}))
+                    and not {CUDA, TRT} & set(ort_available_providers())))
     if cpu_only or not cuda.available():
         return None
     return cuda.device_index(device)

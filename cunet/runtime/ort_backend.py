@@ -253,6 +253,8 @@ class OrtBackend(Backend):
                 f"{self._path}: backend {self.name} asked for {self._chain[0]} but ONNX Runtime fell back to {got[0]} "
                 "(no usable CUDA device, or CUDA/cuDNN/TensorRT libraries missing)"
             )
+        # "auto" names what it became, so every report says what ran, never "auto"
+        self.name = next((name for name, chain in ORT_PROVIDERS.items() if chain[0] == got[0]), self.name)
         self.provider = got[0]
         self.device = "cpu" if got[0] == CPU else f"cuda:{self._device_id}"
         self._session = session
