@@ -58,6 +58,16 @@ def test_pose_saved_predictions_rescore_to_identical_numbers(pose_setup, tmp_pat
     truth = json.loads((data / "valid.json").read_text())
     pred = json.loads((tmp_path / "pred" / "valid.json").read_text())
     assert r["pckh@0.5"] == pytest.approx(pckh_by_hand(truth, pred), abs=1e-9)  # plain Python, not cunet's code
+    # An untrained model scores 0 everywhere, which any code would match: the same file with every other
+    # annotated joint replaced by its ground truth must score what plain Python says (strictly between 0 and 100)
+    for g, p in zip(truth, pred):
+        for j in range(0, 16, 2):
+            if g["joints_vis"][j]:
+                p["joints"][j], p["joints_vis"][j] = g["joints"][j], 1
+    (tmp_path / "half" / "valid.json").parent.mkdir()
+    (tmp_path / "half" / "valid.json").write_text(json.dumps(pred))
+    half = score_pose(data, tmp_path / "half")
+    assert 0 < half["pckh@0.5"] < 100 and half["pckh@0.5"] == pytest.approx(pckh_by_hand(truth, pred), abs=1e-9)
     assert score_pose(data, tmp_path / "pred") == {**{k: v for k, v in r.items() if k not in RUN_KEYS}, **CLEAN}
     assert (tmp_path / "plots" / "pckh.png").is_file()
 
