@@ -4,7 +4,8 @@ Each sequence renders one synthetic face (`cunet.data.synth_face.make_face`) on 
 smoothly: every frame is the canvas warped by a similarity transform (translation, in-plane rotation, scale) about
 the face's centre, and the frame's landmarks are the canvas landmarks through the same transform, so the ground
 truth is exact to float precision (`cv2.warpAffine` and cunet share the pixel-centres-on-integers convention).
-The canvas is drawn smaller than the frame, over a second cluttered backdrop (like a photograph held in front of a
+The motion pauses: about a third of each 2.5-4 s cycle the face holds still (its clock stops smoothly), as a
+person does between moves; the rest of the time it moves at up to a few pixels per frame. The canvas is drawn smaller than the frame, over a second cluttered backdrop (like a photograph held in front of a
 scene: no part of the frame is left empty or mirrored), and the face's centre moves around the middle of the
 frame; each motion parameter follows a sum of two sinusoids of random frequency
 (0.1-0.6 Hz) and phase, which keeps the face inside the frame and its speed continuous; fresh sensor noise is added to every frame, as a camera would.
@@ -58,6 +59,15 @@ def _sinusoids(rng: np.random.Generator, t: np.ndarray, amplitude: float) -> np.
     return amplitude * out
 
 
+def _moving_time(rng: np.random.Generator, frames: int, fps: float) -> np.ndarray:
+    """[frames] the motion's clock in seconds: it stops during still phases (about a third of each 2.5-4 s cycle),
+    as a person holds still between moves, and runs at real time in between, with smooth starts and stops."""
+    t = np.arange(frames) / fps
+    activity = np.clip(2.0 * np.sin(2 * math.pi * rng.uniform(0.25, 0.4) * t + rng.uniform(0, 2 * math.pi)) + 0.5,
+                       0.0, 1.0)
+    return np.concatenate([[0.0], np.cumsum(activity[1:]) / fps])
+
+
 def motion_affines(rng: np.random.Generator, frames: int, fps: float, size: int, centre: np.ndarray,
                    amount: float = 1.0) -> np.ndarray:
     """The per-frame similarity transforms of one sequence.
@@ -72,7 +82,7 @@ def motion_affines(rng: np.random.Generator, frames: int, fps: float, size: int,
         [frames, 2, 3] canvas → frame affines: scale and rotate about `centre`, which moves around the frame's
         middle.
     """
-    t = np.arange(frames) / fps
+    t = _moving_time(rng, frames, fps)
     dx, dy = (_sinusoids(rng, t, amount * _SHIFT * size) for _ in range(2))
     roll = np.radians(_sinusoids(rng, t, amount * _ROLL_DEG))
     scale = _BASE_SCALE * np.exp(_sinusoids(rng, t, amount * _LOG_SCALE))
