@@ -39,6 +39,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cunet.data.smooth import SmoothConfig
+from cunet.evaluate.draw import overlay_radius
 from cunet.errors import CunetError
 from cunet.pipeline.track import DEFAULT_MIN_SCORE
 
@@ -218,12 +219,6 @@ def _box_dict(box: Any) -> dict[str, float]:
     half = box.size / 2
     return {"cx": box.cx, "cy": box.cy, "size": box.size,
             "x1": box.cx - half, "y1": box.cy - half, "x2": box.cx + half, "y2": box.cy + half}
-
-
-def overlay_radius(box_size: float) -> float:
-    """Dot radius (pixels) of an overlay: it follows the face or person box, not the image, so a 40-px face in an
-    8000-px photo gets dots that leave it visible (1/128 of the box side, at least 1 px)."""
-    return max(1.0, float(box_size) / 128.0)
 
 
 def output_stems(images: Sequence[ImageFile]) -> dict[str, str]:

@@ -170,8 +170,7 @@ class _Overlay:
     def add(self, image: np.ndarray | None, t: TrackedFrame) -> None:
         import cv2
 
-        from cunet.evaluate.draw import PRED_COLOUR, draw_landmarks
-        from cunet.pipeline.predict import overlay_radius
+        from cunet.evaluate.draw import PRED_COLOUR, draw_landmarks, overlay_radius
 
         w, h = self.size
         if image is None:  # keep the timeline: an undecodable frame is a black one
