@@ -21,8 +21,8 @@ __all__ = ["ROW_KEYS", "OK", "FAILED_VALIDATION", "FAILED", "SKIPPED", "write_cs
 #: how many predictions were not finite, the memory keys are defined in `cunet.evaluate.memory.DEFINITIONS`
 #: ("peak_mb" equals "run_peak_mb"), "skip_kind" why a skipped row was not measured (`bench_plan.SkipKind`).
 ROW_KEYS = ("artifact", "format", "precision", "backend", "status", "reason", "path", "size_mb", "metric", "value",
-            "delta", "p50_ms", "p99_ms", "throughput", "peak_mb", "reused", "provider", "device", "nonfinite",
-            "load_peak_mb", "run_peak_mb", "device_peak_mb", "skip_kind")
+            "delta", "p50_ms", "p99_ms", "throughput", "peak_mb", "reused", "jitter", "video_nme", "provider", "device",
+            "nonfinite", "load_peak_mb", "run_peak_mb", "device_peak_mb", "skip_kind")
 OK, FAILED_VALIDATION, FAILED, SKIPPED = "ok", "failed validation", "failed", "skipped"
 
 
@@ -76,16 +76,19 @@ def print_rows(rows: list[dict[str, Any]], metric: str, ref: str | None, calib: 
     label = Task.of_metric(metric).metric_label
     table = Table(title=f"cunet bench — {label}, Δ vs {ref or 'no reference'}", title_justify="left")
     gpu = any(r.get("device_peak_mb") is not None for r in rows)
-    columns = ("artifact", "status", "precision", "runs on", "MB", label, "Δ", "p50 ms", "p99 ms", "img/s",
+    video = any(r.get("jitter") is not None for r in rows)  # bench --video: the stability columns
+    extra = ("jitter %", "video NME %") if video else ()
+    columns = ("artifact", "status", "precision", "runs on", "MB", label, "Δ", *extra, "p50 ms", "p99 ms", "img/s",
                "load MB", "run MB") + (("GPU MB",) if gpu else ())
     for i, c in enumerate(columns):
         table.add_column(c, justify="left" if i < 4 else "right", no_wrap=True)
     memory = ("load_peak_mb", "run_peak_mb") + (("device_peak_mb",) if gpu else ())
     for r in rows:
         runs_on = f"{r.get('backend') or '—'} · {r.get('device') or '—'}"
-        table.add_row(r["artifact"], r["status"], r.get("precision") or "—", runs_on, _cell(r["size_mb"]), _cell(r["value"]),
-                      _cell(r["delta"], True), *[_cell(r[k]) for k in ("p50_ms", "p99_ms", "throughput")],
-                      *[_cell(r.get(k)) for k in memory])
+        stability = [_cell(r.get("jitter")), _cell(r.get("video_nme"))] if video else []
+        table.add_row(r["artifact"], r["status"], r.get("precision") or "—", runs_on, _cell(r["size_mb"]),
+                      _cell(r["value"]), _cell(r["delta"], True), *stability,
+                      *[_cell(r[k]) for k in ("p50_ms", "p99_ms", "throughput")], *[_cell(r.get(k)) for k in memory])
     out.print(table)
     # One line per distinct reason: three TensorRT rows skipped for the same missing GPU are one line, not three.
     reasons: dict[str, list[str]] = {}
