@@ -39,7 +39,7 @@ def models(tmp_path_factory, tiny_checkpoint, nan_model):
 
 
 def _opts(data):
-    return SimpleNamespace(data=data, threads=1, batch=1, warmup=1, timed_iters=2, samples=64)
+    return SimpleNamespace(data=data, threads=1, batch=1, warmup=1, timed_iters=2, samples=64, video=None)
 
 
 def test_a_row_with_nan_predictions_fails_validation(models, tmp_path):

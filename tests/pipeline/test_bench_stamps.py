@@ -57,7 +57,7 @@ def test_a_stale_artifact_is_rebuilt_with_a_line_saying_why(tmp_path):
                    build=lambda: (built.append(1), out.write_bytes(b"new engine")),
                    key=lambda: {"tensorrt": "10.13.0.35", "gpu": "B"})
     lines: list[str] = []
-    opts = SimpleNamespace(data=tmp_path, threads=1, batch=1, warmup=1, timed_iters=1)
+    opts = SimpleNamespace(data=tmp_path, threads=1, batch=1, warmup=1, timed_iters=1, video=None)
     row, _ = _run_row(art, opts, "face", tmp_path, {}, lambda what: None, lines.append)
     assert built == [1] and out.read_bytes() == b"new engine" and row["reused"] is False
     assert lines == ["tensorrt-fp32: rebuilding model.fp32.engine: built from other inputs: gpu 'A' → 'B'"]
