@@ -26,6 +26,7 @@ import numpy as np
 
 from cunet.errors import CunetError
 from cunet.io import write_json, write_text
+from cunet.limits import read_limited_text
 
 __all__ = [
     "FormatError",
@@ -120,14 +121,11 @@ def _numbers(value: Any, n: int) -> np.ndarray | None:
 
 
 def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise FormatError(path, "no such file")
+    # One reader for every annotation file: missing, empty and oversized files (`cunet.limits`) read the same.
     try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise FormatError(path, "not a UTF-8 text file") from None
-    except OSError as e:
-        raise FormatError(path, f"cannot read ({e.strerror})") from None
+        return read_limited_text(path)
+    except CunetError as e:
+        raise FormatError(path, str(e).removeprefix(f"{path}: ")) from None
 
 
 def _read_json(path: Path) -> Any:
