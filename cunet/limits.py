@@ -20,13 +20,25 @@ from pathlib import Path
 
 from cunet.errors import CunetError
 
-__all__ = ["DEFAULT_MAX_MB", "ENV_VAR", "max_file_bytes", "file_problem", "refuse_empty", "check_file",
-           "read_limited_bytes", "read_limited_text"]
+__all__ = ["DEFAULT_MAX_MB", "ENV_VAR", "FileProblem", "max_file_bytes", "file_problem", "refuse_empty",
+           "check_file", "read_limited_bytes", "read_limited_text"]
 
 DEFAULT_MAX_MB = 256
 ENV_VAR = "CUNET_MAX_FILE_MB"
 EMPTY = "empty file"
 _MB = 1 << 20
+
+
+class FileProblem(CunetError):
+    """One file that cannot be used: `file` names it, `problem` says why; the message is "FILE: problem".
+
+    Batches turn it into a `skipped FILE: problem` line (`cunet.batch`); the annotation readers' `FormatError` is one.
+    """
+
+    def __init__(self, file: str | os.PathLike, problem: str) -> None:
+        self.file = str(file)
+        self.problem = problem
+        super().__init__(f"{self.file}: {problem}")
 
 
 def max_file_bytes() -> int:
@@ -76,29 +88,29 @@ def refuse_empty(path: str | os.PathLike) -> None:
     """Raise `PATH: empty file` for an existing 0-byte file (any reader, models included; no size limit).
 
     Raises:
-        CunetError: the file exists and holds no byte.
+        FileProblem: the file exists and holds no byte.
     """
     p = Path(path)
     if p.is_file() and p.stat().st_size == 0:
-        raise CunetError(f"{p}: {EMPTY}")
+        raise FileProblem(p, EMPTY)
 
 
 def check_file(path: str | os.PathLike) -> None:
     """Raise one line when `path` is missing, empty or over the size limit (`file_problem`).
 
     Raises:
-        CunetError: "PATH: why".
+        FileProblem: "PATH: why" (a `CunetError`).
     """
     problem = file_problem(path)
     if problem is not None:
-        raise CunetError(f"{Path(path)}: {problem}")
+        raise FileProblem(path, problem)
 
 
 def read_limited_bytes(path: str | os.PathLike) -> bytes:
     """The whole file, refused in one line when missing, empty or over the limit (also if it grew while read).
 
     Raises:
-        CunetError: "PATH: why".
+        FileProblem: "PATH: why" (a `CunetError`).
     """
     check_file(path)
     limit = max_file_bytes()
@@ -106,9 +118,9 @@ def read_limited_bytes(path: str | os.PathLike) -> bytes:
         with open(path, "rb") as f:
             data = f.read(limit + 1)
     except OSError as e:
-        raise CunetError(f"{Path(path)}: cannot read ({e.strerror})") from None
+        raise FileProblem(path, f"cannot read ({e.strerror})") from None
     if len(data) > limit:
-        raise CunetError(f"{Path(path)}: {_over(len(data), limit)}")
+        raise FileProblem(path, _over(len(data), limit))
     return data
 
 
@@ -116,10 +128,10 @@ def read_limited_text(path: str | os.PathLike, encoding: str = "utf-8-sig") -> s
     """The whole file as text (`read_limited_bytes`, then decoded; `utf-8-sig` drops a BOM).
 
     Raises:
-        CunetError: "PATH: why", also "not a UTF-8 text file".
+        FileProblem: "PATH: why" (a `CunetError`), also "not a UTF-8 text file".
     """
     data = read_limited_bytes(path)
     try:
         return data.decode(encoding)
     except UnicodeDecodeError:
-        raise CunetError(f"{Path(path)}: not a UTF-8 text file") from None
+        raise FileProblem(path, "not a UTF-8 text file") from None

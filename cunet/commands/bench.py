@@ -27,9 +27,12 @@ __all__ = ["bench"]
 @click.option("--quick", is_flag=True, help="Few timing iterations and at most 8 calibration images (CI).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--label", help="Name this machine in bench.json (`cunet compare` column; default: the host name).")
+@click.option("--strict", is_flag=True,
+              help="Stop at the first file of --data that cannot be used (default: leave it out of every row, say so, "
+                   "exit 1 at the end).")
 @json_option
 def bench(checkpoint, data, report, work, max_drop, threads, batch, iters, calib_samples, quick, no_progress,
-          label, as_json):
+          label, strict, as_json):
     """Build every artifact of CHECKPOINT this machine can, and compare them in one table.
 
     \b
@@ -39,11 +42,14 @@ def bench(checkpoint, data, report, work, max_drop, threads, batch, iters, calib
     Each row: status (ok / failed validation / failed / skipped, with the reason), file size, NME or PCKh,
     Δ vs ONNX FP32, p50/p99 latency, images/s and peak memory (each artifact timed in its own process).
     A row that fails does not stop the others. Machines are noisy: compare ratios within one table.
+    The data is checked before anything is built: a file that cannot be used is one `skipped FILE: why` line,
+    every row is scored and calibrated without it, and the exit status is 1 (--strict: stop at the first).
     \b
     Examples:
       cunet bench runs/face/best.pt --data data/300w --report reports/bench
       cunet bench best.pt --data data/synth --quick --max-drop 0.5     # CI: exit 1 if INT8 loses > 0.5 NME points
     """
+    from cunet.batch import finish, print_skipped
     from cunet.pipeline.bench import BenchOptions, run_bench
     from cunet.filetype import ModelKind, require, sniff
 
@@ -51,14 +57,17 @@ def bench(checkpoint, data, report, work, max_drop, threads, batch, iters, calib
         require(checkpoint, "checkpoint", "bench")
     res = run_bench(BenchOptions(checkpoint=checkpoint, data=data, report=report, work=work, max_drop=max_drop,
                                  threads=threads, batch=batch, iters=iters, calib_samples=calib_samples,
-                                 quick=quick, progress=not no_progress and not as_json, label=label))
+                                 quick=quick, progress=not no_progress and not as_json, label=label, strict=strict))
+    print_skipped(res.skipped)
     if as_json:
         emit_json({"task": res.task, "metric": res.metric_name, "exit_code": res.exit_code, "files": res.files,
-                   "rows": res.rows})
+                   "skipped": res.skipped, "scored": res.scored, "rows": res.rows})
     else:
         console().print(f"wrote {res.files['json']}, {res.files['csv']}, {res.files['plot']}", highlight=False,
                         soft_wrap=True)
     if res.exit_code:
         over = [r["artifact"] for r in res.rows if r["reason"] and "--max-drop" in r["reason"]]
         console().print(f"error: {', '.join(over)} lost more than --max-drop {max_drop:g}", highlight=False)
+    finish(res.skipped, res.scored, "test sample(s) scored in every row")
+    if res.exit_code:
         raise click.exceptions.Exit(res.exit_code)

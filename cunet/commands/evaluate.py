@@ -42,7 +42,7 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "ope
                    "an iBUG bounding_boxes_*.mat or the folder holding them (bb_detector is used), enlarged by the "
                    "model's own margin (1.25 for cunet models, 1.1 for imported original ones).")
 @click.option("--strict", is_flag=True,
-              help="Stop at the first image that cannot be read (default: leave it out, say so, exit 1 at the end).")
+              help="Stop at the first file that cannot be used (default: leave it out, say so, exit 1 at the end).")
 @json_option
 def evaluate(model, data, task, backend, split, subset, headboxes, flip, batch, norm, threads, save_predictions,
              plot_dir, boxes, strict, as_json):
@@ -59,11 +59,13 @@ def evaluate(model, data, task, backend, split, subset, headboxes, flip, batch, 
       cunet evaluate model.onnx --data data/300w --save-predictions preds/
       cunet metrics --task face --gt data/300w --pred preds/      # the same numbers
     \b
-    An image that cannot be read (truncated, over the pixel limit) is left out with one line on stderr; the
-    numbers are of the rest and the exit status is 1. --strict stops at the first instead.
+    A file that cannot be used (a truncated image, a .pts of 19 points, an image without annotation, no usable
+    --boxes entry) is left out with one `skipped FILE: why` line on stderr; the numbers are of the rest (their
+    "n" says how many) and the exit status is 1. --strict stops at the first instead.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    from cunet.batch import finish, print_skipped
     from cunet.commands.metrics import print_result
     from cunet.evaluate.accuracy import evaluate as run
 
@@ -74,14 +76,10 @@ def evaluate(model, data, task, backend, split, subset, headboxes, flip, batch, 
                      save_predictions=save_predictions, plot_dir=plot_dir, norm=norm, threads=threads, boxes=boxes,
                      progress=lambda done, total: bar.update(job, completed=done, total=total), headboxes=headboxes,
                      strict=strict)
-    for s in result["skipped"]:
-        click.echo(f"skipped {s['file']}: {s['problem']}", err=True)
+    print_skipped(result["skipped"])
     if as_json:
         emit_json(result)
     else:
         print_result(result["task"], result)
         console().print(f"{result['model']} on {result['backend']} ({result['provider']}), flip={result['flip']}")
-    if result["skipped"]:
-        click.echo(f"error: {len(result['skipped'])} image(s) could not be read and were left out (first: "
-                   f"{result['skipped'][0]['file']}); the numbers are of the other {result.get('n', '?')}", err=True)
-        raise click.exceptions.Exit(1)
+    finish(result["skipped"], result["n"], "image(s) scored" if result["task"] == "face" else "people scored")

@@ -1,7 +1,8 @@
 """`cunet metrics`: score predictions stored in the dataset formats (300-W `.pts`, MPII JSON) against ground truth.
 
-It follows cunet's batch rule: what matches is scored, every missing or bad file gets one line on stderr, and the
-exit code is 1 when any ground-truth file lacks a prediction or is bad (one bad file never fails the whole run).
+It follows cunet's batch rule (`cunet.batch`): what matches is scored, every missing or bad file is one
+`skipped FILE: why` line on stderr, and the exit code is 1 when any ground-truth file lacks a prediction or is bad
+(one bad file never fails the whole run); `--strict` stops at the first.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ __all__ = ["metrics"]
               help="Pose: MPII's gt_valid.mat with the head boxes (default: the one beside the ground-truth JSON).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a PNG: the CED curve (faces) or PCKh@0.5 per joint (pose).")
+@click.option("--strict", is_flag=True,
+              help="Stop at the first file that cannot be scored (default: leave it out, say so, exit 1 at the end).")
 @json_option
-def metrics(task, gt, pred, norm, subset, headboxes, plot, as_json):
+def metrics(task, gt, pred, norm, subset, headboxes, plot, strict, as_json):
     """Score any model's predictions, stored in the dataset formats, against ground truth.
 
     \b
@@ -48,9 +51,11 @@ def metrics(task, gt, pred, norm, subset, headboxes, plot, as_json):
     MPII's gt_valid.mat (beside the JSON, or --headboxes FILE).
     \b
     What matches is scored; each ground-truth file without a prediction and each bad file
-    (unreadable, wrong point count) gets a "file: problem" line. Exit code 1 when any
-    ground-truth file lacks a prediction or is bad; --json adds "missing", "bad", "ignored".
+    (unreadable, wrong point count) is one "skipped FILE: why" line. Exit code 1 when any
+    ground-truth file lacks a prediction or is bad (--strict: stop at the first); --json adds
+    "skipped" [{file, problem}] (all of them), "missing", "bad" and "ignored".
     """
+    from cunet.batch import Skips, finish, print_skipped
     from cunet.evaluate import scoring
 
     if task == "face":
@@ -58,23 +63,25 @@ def metrics(task, gt, pred, norm, subset, headboxes, plot, as_json):
             raise click.UsageError("--headboxes applies to pose only")
         fe = scoring.face_errors(gt, pred, norm, subset)
         result = fe.summary()
-        if plot:
-            from cunet.evaluate.plots import plot_ced
-
-            plot_ced({pred.name or str(pred): fe.errors}, plot, max_error=0.10, title=f"CED ({norm} NME)")
     else:
         if subset:
             raise click.UsageError("--subset applies to faces only")
         result = scoring.score_pose(gt, pred, headboxes)
+    skips = Skips(strict)  # --strict: the first file left out stops here, before any output
+    skips.extend((b["file"], b["problem"]) for b in result["bad"])
+    skips.extend((f, "no prediction") for f in result["missing"])
+    result["skipped"] = skips.to_json()
+    if task == "face":
         if plot:
-            from cunet.evaluate.plots import plot_pckh
+            from cunet.evaluate.plots import plot_ced
 
-            plot_pckh({pred.stem: {k: v / 100 for k, v in result["per_joint"].items()}}, plot)
+            plot_ced({pred.name or str(pred): fe.errors}, plot, max_error=0.10, title=f"CED ({norm} NME)")
+    elif plot:
+        from cunet.evaluate.plots import plot_pckh
+
+        plot_pckh({pred.stem: {k: v / 100 for k, v in result["per_joint"].items()}}, plot)
     out = console()
-    for f in result["missing"]:
-        out.print(f"{f}: no prediction", markup=False, highlight=False, soft_wrap=True)
-    for b in result["bad"]:
-        out.print(f"{b['file']}: {b['problem']}", markup=False, highlight=False, soft_wrap=True)
+    print_skipped(skips)
     if as_json:
         emit_json(result)
     else:
@@ -83,10 +90,7 @@ def metrics(task, gt, pred, norm, subset, headboxes, plot, as_json):
         what = "outside the scored ground truth" if task == "face" else "beyond the ground truth's records"
         out.print(f"{result['ignored']} prediction {'file(s)' if task == 'face' else 'record(s)'} {what} ignored",
                   markup=False, highlight=False)
-    if result["missing"] or result["bad"]:
-        out.print(f"scored {result['n']}; {len(result['missing'])} without a prediction, {len(result['bad'])} bad",
-                  markup=False, highlight=False)
-        raise click.exceptions.Exit(1)
+    finish(skips, result["n"], "image(s) scored" if task == "face" else "people scored")
 
 
 def print_result(task: str, result: dict) -> None:

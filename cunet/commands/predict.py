@@ -46,8 +46,9 @@ def predict(model, images, out, boxes, fmt, backend, threads, flip, no_draw, str
     --out keeps a list of the files predict wrote (.cunet-outputs): a rerun replaces those, and a run that
     would overwrite any other file stops before predicting, naming it.
     \b
-    An image that fails (unreadable, truncated, no box in --boxes) is skipped with one line; the others are
-    predicted and the exit status is 1. --strict stops at the first instead.
+    An image that fails (unreadable, truncated, no usable box in --boxes, a box (almost) wholly outside the
+    image) is one `skipped FILE: why` line; the others are predicted and the exit status is 1 (the JSON lists
+    them under "failed"). --strict stops at the first instead.
     \b
     A face model needs a face box: give detector boxes with --boxes, or the whole image is used (said on
     stderr) — fine for a cropped face, poor for a small face in a large photo.
@@ -62,6 +63,7 @@ def predict(model, images, out, boxes, fmt, backend, threads, flip, no_draw, str
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    from cunet.batch import finish, print_skipped
     from cunet.pipeline.predict import PredictOptions, predict_files
 
     opts = PredictOptions(model=model, inputs=tuple(images), out=out, boxes=boxes, format=fmt, backend=backend,
@@ -78,15 +80,11 @@ def predict(model, images, out, boxes, fmt, backend, threads, flip, no_draw, str
     if result["skipped"]:
         click.echo(f"note: {len(result['skipped'])} image(s) have no person in {boxes}, skipped (e.g. "
                    f"{result['skipped'][0]})", err=True)
-    for f in result["failed"]:
-        click.echo(f"skipped {f['file']}: {f['problem']}", err=True)
+    print_skipped(result["failed"])
     if as_json:
         emit_json(result)
     else:
         extra = f", {result['mpii_file']}" if result["mpii_file"] else ""
         click.echo(f"{result['images']} image(s) → {result['out']}/ ({result['format']}{extra}) with "
                    f"{Path(result['model']).name} on {result['backend']} ({result['provider']})", err=True)
-    if result["failed"]:
-        click.echo(f"error: {len(result['failed'])} image(s) failed and were skipped (first: "
-                   f"{result['failed'][0]['file']}); {result['images']} predicted", err=True)
-        raise click.exceptions.Exit(1)
+    finish(result["failed"], result["images"], "image(s) predicted")

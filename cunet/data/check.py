@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+from cunet.batch import Skips
 from cunet.data.dataset import Problem, load_samples, pose_json
 from cunet.data.layout import detect_layout
+from cunet.errors import CunetError
 
-__all__ = ["PartReport", "CheckReport", "check_dataset"]
+__all__ = ["PartReport", "CheckReport", "check_dataset", "check_splits"]
 
 
 @dataclass
@@ -117,3 +119,31 @@ def _pckh_note(root: Path, result, headboxes) -> list[str]:
     return [f"{where}: PCKh will not be computable: {without} of {len(result.samples)} record(s) have no "
             f"headbox and no gt_valid.mat is beside it; put MPII's gt_valid.mat (common PyTorch MPII code ships it "
             f"in annot/) beside {where.name if where else 'valid.json'}, or pass --headboxes FILE"]
+
+
+def check_splits(root: str | os.PathLike, task: str, splits: Sequence[str], skips: Skips) -> dict[str, int]:
+    """Check the splits a batch command is about to read, before it starts: every annotation parsed and every image
+    decoded once, each file that cannot be used added to `skips` (`cunet.batch`: the first raises when strict).
+
+    A one-split dataset (a flat folder, a COCO or MPII file) serves every split and is checked once.
+
+    Returns:
+        Split → its usable samples.
+
+    Raises:
+        CunetError: a path that is not a dataset of `task`, a split without one usable sample, or (strict) the
+            first file that cannot be used.
+    """
+    layout = detect_layout(root, task)
+    counts: dict[str, int] = {}
+    for split in dict.fromkeys(splits):
+        if layout.one_split and counts:
+            counts[split] = next(iter(counts.values()))
+            continue
+        result = load_samples(Path(root), task, split, check_images=True, allow_empty=True, layout=layout)
+        skips.extend(result.problems)
+        if not result.samples:
+            first = f" (first: {result.problems[0].file}: {result.problems[0].problem})" if result.problems else ""
+            raise CunetError(f"{root}: no usable {task} samples in split {split!r}{first}")
+        counts[split] = len(result.samples)
+    return counts

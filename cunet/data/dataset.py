@@ -33,9 +33,10 @@ from cunet.data.layout import (
     key_problem,
     pose_json,
 )
-from cunet.data.preprocess import Box, box_from_center_scale, box_from_points, box_from_xyxy
+from cunet.data.preprocess import Box, box_from_center_scale, box_from_points, box_from_xyxy, box_problem
 from cunet.data.spec import get_spec
 from cunet.errors import CunetError
+from cunet.limits import FileProblem
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -256,7 +257,7 @@ def _coco_samples(layout: Layout, boxes: dict[str, np.ndarray] | None, check_ima
         try:
             image = find_key_file((folder, folder / "images", folder.parent / "images"), key, path,
                                   f"annotation {i}: file_name")
-        except FormatError as e:
+        except FileProblem as e:
             result.problems.append(Problem(e.file, e.problem))
             continue
         if key in seen:
@@ -301,12 +302,13 @@ def _face_sample(
         box = box_from_xyxy(*(float(v) for v in boxes[key]))
     else:
         box = box_from_points(points[visible])
-    if check_images and not _image_ok(image, annotation, points, result):
+    if check_images and not _image_ok(image, annotation, points, box, result):
         return None
     return Sample(image.resolve(), key, points, visible, box, None, subset)
 
 
-def _image_ok(image: Path, annotation: Path | str, points: np.ndarray, result: LoadResult, where: str = "") -> bool:
+def _image_ok(image: Path, annotation: Path | str, points: np.ndarray, box: Box, result: LoadResult,
+              where: str = "") -> bool:
     try:
         h, w = read_image(image).shape[:2]
     except CunetError as e:
@@ -325,6 +327,10 @@ def _image_ok(image: Path, annotation: Path | str, points: np.ndarray, result: L
                 + (f" ({int(far.sum())} such points)" if far.sum() > 1 else ""),
             )
         )
+        return False
+    bad_box = box_problem(box, w, h)  # after the points: a box far outside comes from points far outside
+    if bad_box is not None:
+        result.problems.append(Problem(str(annotation), f"{where}{bad_box}"))
         return False
     return True
 
@@ -359,15 +365,15 @@ def _pose_samples(layout: Layout, split: str, check_images: bool, headboxes: Pat
             continue
         try:
             image = find_key_file((images_in, images_in / "images"), rec.image, path, f"record {i}: image")
-        except FormatError as e:
+        except FileProblem as e:
             result.problems.append(Problem(e.file, e.problem))
             continue
         if image is None:
             result.problems.append(Problem(str(path), f"record {i}: image {rec.image!r} does not exist"))
             continue
-        if check_images and not _image_ok(image, path, rec.joints, result, where=f"record {i}: "):
-            continue
         box = box_from_center_scale((float(rec.center[0]), float(rec.center[1])), rec.scale)
+        if check_images and not _image_ok(image, path, rec.joints, box, result, where=f"record {i}: "):
+            continue
         headbox = mat_boxes[i] if mat_boxes is not None else rec.headbox
         result.samples.append(Sample(image.resolve(), f"{rec.image}#{i}", rec.joints, rec.visible, box, headbox, None))
     return result
@@ -397,8 +403,9 @@ def load_samples(
             "300w-private/indoor", a `test/` subfolder); "full" is common + challenging (300-W) or every subset;
             None is the layout's default test set (`Layout.default_subset`).
         boxes: faces only: a detector box file (`read_box_file`) to crop from instead of the landmark box.
-        check_images: also decode every image (unreadable or truncated → problem) and flag points lying more
-            than half the image size outside it. Without it only the image's existence is checked.
+        check_images: also decode every image (unreadable or truncated → problem), flag points lying more
+            than half the image size outside it and crop boxes mostly outside it (`preprocess.box_problem`).
+            Without it only the image's existence is checked.
         allow_empty: return an empty result instead of raising when the split has no usable sample.
         headboxes: pose only: a `gt_valid.mat` whose head boxes replace the JSON's (default: `gt_valid.mat`
             beside `valid.json`, for the test split).

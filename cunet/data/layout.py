@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from cunet.errors import CunetError
+from cunet.limits import FileProblem
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -192,13 +193,11 @@ def resolve_key(root: str | os.PathLike, key: str, source: str | os.PathLike, wh
         what: how the message calls the key ("image 'a.png'", "annotation 3: file_name", ...).
 
     Raises:
-        FormatError: one line, "SOURCE: WHAT 'KEY' is an absolute path; ..." (a `CunetError`).
+        FileProblem: one line, "SOURCE: WHAT 'KEY' is an absolute path; ..." (a `CunetError`).
     """
-    from cunet.data.formats import FormatError
-
     problem = key_problem(root, key)
     if problem is not None:
-        raise FormatError(source, f"{what} {str(key)!r} {problem}")
+        raise FileProblem(source, f"{what} {str(key)!r} {problem}")
     return Path(root) / key
 
 
@@ -208,7 +207,7 @@ def find_key_file(bases: tuple[Path, ...] | list[Path], key: str, source: str | 
     like `resolve_key` against the base it was found in; None when no base holds it.
 
     Raises:
-        FormatError: the key is absolute or has a `..` part, or the file found leads out of its base.
+        FileProblem: the key is absolute or has a `..` part, or the file found leads out of its base.
     """
     for base in bases:
         if resolve_key(base, key, source, what).is_file():

@@ -21,6 +21,7 @@ from typing import Any
 
 from cunet.errors import CunetError
 from cunet.io import write_bytes, write_text
+from cunet.limits import read_limited_text
 
 __all__ = ["VALUES", "Report", "Comparison", "load_report", "compare", "write_csv", "plot_comparison"]
 
@@ -94,11 +95,11 @@ def _kind(obj: Any) -> str | None:
 def load_report(path: str | os.PathLike, label: str | None = None) -> Report:
     """Read one bench or profile JSON report; anything else is a one-line `CunetError`."""
     path = Path(path)
+    if not path.exists():
+        raise CunetError(f"{path}: no such report file")
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CunetError(f"{path}: no such report file") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+        obj = json.loads(read_limited_text(path))  # empty and oversized files: one line, as every reader says it
+    except ValueError as e:
         raise CunetError(f"{path}: not a cunet report (not readable JSON: {type(e).__name__})") from None
     kind = _kind(obj)
     if kind is None:
