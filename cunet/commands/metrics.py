@@ -68,9 +68,7 @@ def metrics(task, gt, pred, norm, subset, headboxes, plot, strict, as_json):
             raise click.UsageError("--subset applies to faces only")
         result = scoring.score_pose(gt, pred, headboxes)
     skips = Skips(strict)  # --strict: the first file left out stops here, before any output
-    skips.extend((b["file"], b["problem"]) for b in result["bad"])
-    skips.extend((f, "no prediction") for f in result["missing"])
-    result["skipped"] = skips.to_json()
+    skips.extend((s["file"], s["problem"]) for s in result["skipped"])
     if task == "face":
         if plot:
             from cunet.evaluate.plots import plot_ced

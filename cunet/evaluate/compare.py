@@ -21,7 +21,7 @@ from typing import Any
 
 from cunet.errors import CunetError
 from cunet.io import write_bytes, write_text
-from cunet.limits import read_limited_text
+from cunet.limits import read_limited_bytes
 
 __all__ = ["VALUES", "Report", "Comparison", "load_report", "compare", "write_csv", "plot_comparison"]
 
@@ -97,9 +97,10 @@ def load_report(path: str | os.PathLike, label: str | None = None) -> Report:
     path = Path(path)
     if not path.exists():
         raise CunetError(f"{path}: no such report file")
+    data = read_limited_bytes(path)  # empty and oversized files: one line, as every reader says it
     try:
-        obj = json.loads(read_limited_text(path))  # empty and oversized files: one line, as every reader says it
-    except ValueError as e:
+        obj = json.loads(data.decode("utf-8"))
+    except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise CunetError(f"{path}: not a cunet report (not readable JSON: {type(e).__name__})") from None
     kind = _kind(obj)
     if kind is None:

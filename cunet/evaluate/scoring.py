@@ -62,8 +62,12 @@ PRIVATE = "300w-private"
 
 
 def batch_keys(missing, bad, ignored: int) -> dict:
-    """The batch-semantics keys of a metric JSON: "missing" [file], "bad" [{file, problem}], "ignored" (count)."""
-    return {"missing": list(missing), "bad": [{"file": f, "problem": p} for f, p in bad], "ignored": int(ignored)}
+    """The batch-semantics keys of a metric JSON: "missing" [file], "bad" [{file, problem}], "ignored" (count), and
+    "skipped" [{file, problem}]: the batch rule's list of every command (`cunet.batch`), the bad files then the
+    missing ones ("no prediction")."""
+    bad = [{"file": f, "problem": p} for f, p in bad]
+    skipped = bad + [{"file": f, "problem": "no prediction"} for f in missing]
+    return {"missing": list(missing), "bad": bad, "ignored": int(ignored), "skipped": skipped}
 
 
 @dataclass(frozen=True)
