@@ -59,7 +59,8 @@ class QuantizeReport:
         output: the INT8 model path.
         recipe, method: the recipe and calibration method.
         samples: calibration images the ranges come from; samples_requested: how many were asked for;
-        skipped: [file, problem] of the calibration images left out as unreadable.
+        skipped: [file, problem] of the calibration files left out (`cunet.batch`: unreadable images, bad
+            annotations of a dataset).
         calibration_cache: the calibration cache entry; reused: whether it was reused.
         fp32_bytes, int8_bytes: file sizes.
         drop: the measured landmark drop (NME points of INT8 vs FP32 landmarks) of the written model, if measured.
@@ -90,7 +91,9 @@ class QuantizeReport:
     settings: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        """The `cunet quantize --json` object: every field, "skipped" as [{"file", "problem"}] like every batch
+        command's JSON (`cunet.batch`)."""
+        return {**self.__dict__, "skipped": [{"file": f, "problem": p} for f, p in self.skipped]}
 
 
 def bn_to_depthwise(model):
