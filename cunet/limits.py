@@ -59,9 +59,12 @@ def max_file_bytes() -> int:
     return max(1, int(value * _MB))
 
 
+def _amount(n: int) -> str:
+    return f"{n / _MB:,.1f} MiB" if n >= _MB // 10 else f"{n:,} bytes"
+
+
 def _over(size: int, limit: int) -> str:
-    return (f"{size / _MB:,.1f} MiB, over the limit of {limit / _MB:,.6g} MiB for files cunet reads whole "
-            f"(set {ENV_VAR} to allow it)")
+    return f"{_amount(size)}, over the limit of {_amount(limit)} for files cunet reads whole (set {ENV_VAR} to allow it)"
 
 
 def file_problem(path: str | os.PathLike, limited: bool = True) -> str | None:

@@ -119,19 +119,13 @@ def _poses(root: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, face_ckpt, pose_ckpt) -> Data:
+def data(tmp_path_factory, face_ckpt, pose_ckpt, quick_onnx) -> Data:
     if not (FIXTURES / "300w" / "test_300w.json").is_file() or not (FIXTURES / "mpii" / "test_mpii.json").is_file():
         pytest.skip("no real 300-W / MPII samples in ../shared/fixtures")
-    from cunet.compile.export import export_onnx
-
     root = tmp_path_factory.mktemp("batch-rule")
     faces, face_preds = _faces(root)
     poses, pose_preds = _poses(root)
-    onnx = {}
-    for task, ckpt in (("face", face_ckpt), ("pose", pose_ckpt)):
-        onnx[task] = root / f"{task}.onnx"
-        export_onnx(ckpt, onnx[task], simplify=False, verify=False)  # the real exporter; checks are export's tests
-    return Data(faces, poses, face_preds, pose_preds, onnx["face"], onnx["pose"], face_ckpt, pose_ckpt)
+    return Data(faces, poses, face_preds, pose_preds, quick_onnx("face"), quick_onnx("pose"), face_ckpt, pose_ckpt)
 
 
 # --------------------------------------------------------------------------------------------------- the table
