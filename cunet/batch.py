@@ -60,8 +60,7 @@ class Skips:
         """
         if self.strict:
             raise CunetError(f"{file}: {problem}")
-        if not any(s.file == str(file) and s.problem == problem for s in self.items):
-            self.items.append(Skip(str(file), problem))
+        self.items.append(Skip(str(file), problem))
 
     def add_error(self, file: str | os.PathLike, error: CunetError) -> None:
         """`add` with the problem of a one-line error about `file` (its "FILE: " prefix removed)."""

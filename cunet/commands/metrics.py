@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from cunet.commands._common import console, emit_json, json_option, print_table
+from cunet.commands._video import smooth_config, smooth_options
 
 __all__ = ["metrics"]
 
@@ -31,10 +32,11 @@ __all__ = ["metrics"]
               help="Pose: MPII's gt_valid.mat with the head boxes (default: the one beside the ground-truth JSON).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a PNG: the CED curve (faces) or PCKh@0.5 per joint (pose).")
+@smooth_options
 @click.option("--strict", is_flag=True,
               help="Stop at the first file that cannot be scored (default: leave it out, say so, exit 1 at the end).")
 @json_option
-def metrics(task, gt, pred, norm, subset, headboxes, plot, strict, as_json):
+def metrics(task, gt, pred, norm, subset, headboxes, plot, smooth, smooth_min_cutoff, smooth_beta, strict, as_json):
     """Score any model's predictions, stored in the dataset formats, against ground truth.
 
     \b
@@ -54,10 +56,25 @@ def metrics(task, gt, pred, norm, subset, headboxes, plot, strict, as_json):
     (unreadable, wrong point count) is one "skipped FILE: why" line. Exit code 1 when any
     ground-truth file lacks a prediction or is bad (--strict: stop at the first); --json adds
     "skipped" [{file, problem}] (all of them), "missing", "bad" and "ignored".
+    \b
+    Videos (a 300-VW folder: NNN/vid.avi + NNN/annot/000001.pts; predictions at the same
+    relative paths, as `cunet evaluate --save-predictions` writes them): NME and jitter per
+    video and overall; --smooth one-euro filters each video's predictions first:
+      cunet metrics --task face --gt videos/ --pred preds/ --smooth one-euro
     """
-    from cunet.batch import Skips, finish, print_skipped
+    from cunet.data.video import is_video_dataset
     from cunet.evaluate import scoring
 
+    if task == "face" and is_video_dataset(gt):
+        from cunet.evaluate.video_scoring import score_videos
+
+        if subset or headboxes or plot:
+            raise click.UsageError("--subset, --headboxes and --plot apply to still-image datasets")
+        result = score_videos(gt, pred, norm, smooth_config(smooth, smooth_min_cutoff, smooth_beta))
+        _report(task, result, _skips(result, strict), as_json, print_video_result, "frame(s) scored")
+        return
+    if smooth != "none":
+        raise click.UsageError("--smooth applies to videos (a 300-VW --gt folder)")
     if task == "face":
         if headboxes:
             raise click.UsageError("--headboxes applies to pose only")
@@ -67,28 +84,42 @@ def metrics(task, gt, pred, norm, subset, headboxes, plot, strict, as_json):
         if subset:
             raise click.UsageError("--subset applies to faces only")
         result = scoring.score_pose(gt, pred, headboxes)
-    skips = Skips(strict)  # --strict: the first file left out stops here, before any output
-    skips.extend((s["file"], s["problem"]) for s in result["skipped"])
-    if task == "face":
-        if plot:
-            from cunet.evaluate.plots import plot_ced
+    skips = _skips(result, strict)  # --strict: the first file left out stops here, before any output
+    if plot and task == "face":
+        from cunet.evaluate.plots import plot_ced
 
-            plot_ced({pred.name or str(pred): fe.errors}, plot, max_error=0.10, title=f"CED ({norm} NME)")
+        plot_ced({pred.name or str(pred): fe.errors}, plot, max_error=0.10, title=f"CED ({norm} NME)")
     elif plot:
         from cunet.evaluate.plots import plot_pckh
 
         plot_pckh({pred.stem: {k: v / 100 for k, v in result["per_joint"].items()}}, plot)
+    _report(task, result, skips, as_json, lambda r: print_result(task, r),
+            "image(s) scored" if task == "face" else "people scored")
+
+
+def _skips(result: dict, strict: bool):
+    """The batch rule's list of a metric JSON ("skipped": its bad files, then those without a prediction)."""
+    from cunet.batch import Skips
+
+    skips = Skips(strict)
+    skips.extend((s["file"], s["problem"]) for s in result["skipped"])
+    return skips
+
+
+def _report(task: str, result: dict, skips, as_json: bool, show, unit: str) -> None:
+    from cunet.batch import finish, print_skipped
+
     out = console()
     print_skipped(skips)
     if as_json:
         emit_json(result)
     else:
-        print_result(task, result)
+        show(result)
     if result["ignored"]:
         what = "outside the scored ground truth" if task == "face" else "beyond the ground truth's records"
         out.print(f"{result['ignored']} prediction {'file(s)' if task == 'face' else 'record(s)'} {what} ignored",
                   markup=False, highlight=False)
-    finish(skips, result["n"], "image(s) scored" if task == "face" else "people scored")
+    finish(skips, result["n"], unit)
 
 
 def print_result(task: str, result: dict) -> None:
@@ -105,3 +136,12 @@ def print_result(task: str, result: dict) -> None:
         rows += [[f"  {name}", v] for name, v in result["per_group"].items()]
         rows += [["people", result["n"]]]
         print_table("pose (%)", ["", "value"], rows)
+
+
+def print_video_result(result: dict) -> None:
+    """Print a video metric JSON (`cunet evaluate` / `cunet metrics` on a 300-VW folder) as a table on stderr."""
+    rows = [[name, v["nme"], v["jitter"], v["n"]] for name, v in result["videos"].items()]
+    rows.append(["all", result["nme"], result["jitter"], result["n"]])
+    smooth = result.get("smooth", {}).get("method", "none")
+    print_table(f"videos ({result.get('norm', 'inter-ocular')} NME; jitter: velocity error; smooth {smooth})",
+                ["video", "NME %", "jitter %", "frames"], rows)

@@ -186,7 +186,8 @@ def _load_split(opts: TrainOptions, split: str, skips: Skips, log: Callable[[str
                          "split; give one with --val-data DIR")
     loaded = load_samples(root, opts.task, split, check_images=True, allow_empty=True)
     before = len(skips)
-    skips.extend(loaded.problems)
+    seen = {(s.file, s.problem) for s in skips}  # validating on the training folder: its bad files once
+    skips.extend(p for p in loaded.problems if (p.file, p.problem) not in seen)
     for s in skips.items[before:]:
         log(s.line())
     if not loaded.samples:
