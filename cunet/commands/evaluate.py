@@ -21,7 +21,7 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "ope
 @click.option("--data", "data", type=click.Path(path_type=Path), required=True,
               help="Dataset: faces a 300-W folder, train/ + test/, a flat folder of images + .pts, a COCO "
                    "face .json or a 300-VW video folder (NNN/vid.avi + NNN/annot/*.pts); pose a folder with "
-                   "train.json / valid.json.")
+                   "train.json / valid.json, or one MPII .json with its images beside it.")
 @click.option("--task", type=click.Choice(["face", "pose"]), help="Default: the model's own task.")
 @click.option("--backend", type=click.Choice(_BACKENDS), default="auto", show_default=True,
               help="Runtime; auto picks by file type (ONNX: TensorRT EP > CUDA EP > CPU; .xml: openvino).")

@@ -30,10 +30,10 @@ def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -
               help="face: 68 points, validated by NME (%); pose: 16 MPII joints, validated by PCKh@0.5 (%).")
 @click.option("--data", type=click.Path(path_type=Path), required=True,
               help="Dataset (300-W, train/ + test/, a flat folder of images + .pts or a COCO face .json; pose: "
-                   "train.json + valid.json). Its train split trains.")
+                   "train.json + valid.json, or one MPII .json). Its train split trains.")
 @click.option("--val-data", type=click.Path(path_type=Path),
               help="Validate on this dataset's test split instead of --data's (required when --data is one flat "
-                   "folder or a COCO .json, which have one split).")
+                   "folder, a COCO or an MPII .json, which have one split).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("run"), show_default=True,
               help="Run folder: best.pt, last.pt, log.csv, history.json.")
 @click.option("--variant", help="Model: cunet-tiny (default), cunet-face-8, cunet-pose-16, ... (see `cunet summary`).")

@@ -3,7 +3,8 @@ COCO-keypoint face JSON used by MMPose, and detector box files.
 
 Every reader is strict and every problem is a `FormatError` (a `CunetError`) whose one-line message names the
 file (and the record, for multi-record files), so `cunet data check` can list bad files and a training run never
-silently learns from a misread annotation. Inside cunet coordinates are 0-based pixels with NaN for missing points;
+silently learns from a misread annotation. Files are read whole under the size limit of `cunet.limits` (a 0-byte
+file is "empty file"), and keys naming other files (box-file keys) may not be absolute or hold `..`. Inside cunet coordinates are 0-based pixels with NaN for missing points;
 the conversions to and from each file's convention happen here and nowhere else:
 
 - `.pts`: 1-based (the iBUG files are MATLAB coordinates).
