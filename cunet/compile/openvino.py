@@ -141,6 +141,7 @@ def quantize_openvino(
     max_drop: float | None = None,
     val_samples: int = 8,
     settings: OvSettings = OPENVINO_RECIPE,
+    strict: bool = False,
 ):
     """NNCF post-training quantization of an exported cunet ONNX model into an OpenVINO IR with cunet metadata.
 
@@ -153,6 +154,7 @@ def quantize_openvino(
             task metric's points (NME or PCKh@0.5), measured on held-out images (`cunet.compile.accuracy_budget`).
         val_samples: held-out annotated images (not in the calibration selection) the drop is measured on.
         settings: the NNCF knobs (`OPENVINO_RECIPE`, `NNCF_DEFAULT` or a variant being measured).
+        strict: stop at the first calibration file that cannot be used instead of leaving it out (`cunet.batch`).
 
     Returns:
         A `cunet.compile.quantize.QuantizeReport` (method "nncf", no range cache).
@@ -170,7 +172,8 @@ def quantize_openvino(
     src = Path(model_path)
     spec = read_preprocess_spec(src)
     selection = select_calibration_images(data, spec, samples)
-    inputs = selection.load().arrays
+    loaded = selection.load(strict=strict)
+    inputs = loaded.arrays
     proto = onnx.load(str(src))
     meta = json.loads(next(p.value for p in proto.metadata_props if p.key == "cunet"))
     if settings.bn_to_depthwise:
@@ -201,7 +204,8 @@ def quantize_openvino(
     return QuantizeReport(
         output=str(out_path), recipe="openvino", method="nncf", samples=len(inputs), calibration_cache=None,
         reused=False, fp32_bytes=src.stat().st_size, int8_bytes=ir_files_bytes(out_path), drop=drop,
-        excluded=excluded, data_fingerprint=selection.fingerprint,
+        excluded=excluded, data_fingerprint=selection.fingerprint, samples_requested=samples,
+        skipped=[list(x) for x in loaded.skipped],
         settings=dataclasses.asdict(settings), drop_metric=None if val is None else val.metric,
         drop_images=None if val is None else val.count,
     )
