@@ -13,8 +13,8 @@ applied to today's model), so the key is strict and made of content, never of fi
 
 The file name is a hash of that key and the file repeats the key, so a hash collision or a hand-edited file is a
 miss. A file that does not parse into exactly what it should (not JSON, a `null` where a range belongs, a range that
-is not two finite numbers in order, a file larger than `MAX_ENTRY_BYTES`) is a miss too: recomputed and rewritten,
-never a traceback.
+is not two finite numbers in order, an empty file, a file over the readers' size limit `cunet.limits`) is a miss
+too: recomputed and rewritten, never a traceback.
 
 Concurrency: a per-entry `filelock` serialises processes calibrating the same model on the same data; the second
 one waits and then reuses the first one's result. Files are replaced atomically through `cunet.io`, so a reader
@@ -31,16 +31,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cunet.errors import CunetError
 from cunet.io import write_json
+from cunet.limits import read_limited_text
 
-__all__ = ["CacheKey", "default_cache_dir", "entry_path", "read_entry", "write_entry", "entry_lock",
-           "MAX_ENTRY_BYTES"]
+__all__ = ["CacheKey", "default_cache_dir", "entry_path", "read_entry", "write_entry", "entry_lock"]
 
 CACHE_FORMAT = "cunet-calibration"
 #: 2: content-keyed (file bytes, preprocessing, calibrator settings, runtime version); version-1 files are misses.
 CACHE_FORMAT_VERSION = 2
-#: A cache entry is a few hundred ranges (tens of kB); a file far above that is not one of ours.
-MAX_ENTRY_BYTES = 64 << 20
 _METHODS = ("minmax", "entropy", "percentile")
 
 
@@ -100,13 +99,10 @@ def _valid_ranges(r: Any, key: CacheKey) -> bool:
 
 
 def _read_small(path: Path) -> str | None:
-    """The entry's text, or None when it is missing, unreadable or larger than `MAX_ENTRY_BYTES` (a local check
-    until the readers' shared size limit, `cunet.limits`, is on main)."""
+    """The entry's text, or None when it is missing, empty, not UTF-8 or over the readers' size limit."""
     try:
-        if path.stat().st_size > MAX_ENTRY_BYTES:
-            return None
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        return read_limited_text(path)
+    except CunetError:
         return None
 
 

@@ -110,7 +110,7 @@ def test_same_names_sizes_and_times_with_other_pixels_do_not_share_ranges(tiny_o
     assert b == _cal(tiny_onnx, bright, tmp_path / "fresh")  # what folder B gives without any cache
 
 
-def test_a_cache_entry_that_is_not_valid_ranges_is_recomputed(tiny_onnx, image_dir, tmp_path):
+def test_a_cache_entry_that_is_not_valid_ranges_is_recomputed(tiny_onnx, image_dir, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     first = _cal(tiny_onnx, image_dir, cache)
     entry = Path(first.cache_file)
@@ -130,7 +130,11 @@ def test_a_cache_entry_that_is_not_valid_ranges_is_recomputed(tiny_onnx, image_d
         again = _cal(tiny_onnx, image_dir, cache)
         assert not again.from_cache and again == first  # recomputed, the same ranges, and the entry rewritten
         assert json.loads(entry.read_text()) == doc
-    entry.write_bytes(b"{" + b" " * (65 << 20) + b"}")  # larger than any cache entry: not read
+    monkeypatch.setenv("CUNET_MAX_FILE_MB", "1")  # the readers' size limit (cunet.limits): a larger entry is not read
+    entry.write_text(json.dumps(doc) + " " * (2 << 20))
+    assert not _cal(tiny_onnx, image_dir, cache).from_cache
+    monkeypatch.delenv("CUNET_MAX_FILE_MB")
+    entry.write_bytes(b"")  # an empty entry (a full disk) is a miss too
     assert not _cal(tiny_onnx, image_dir, cache).from_cache
 
 
