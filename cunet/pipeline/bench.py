@@ -33,8 +33,8 @@ from typing import Any, Callable
 import numpy as np
 
 from cunet.data.spec import Task
-from cunet.errors import CunetError, require_torch
-from cunet.io import sha256_file, write_json, write_text
+from cunet.errors import CunetError, OutputError, require_torch
+from cunet.io import check_writable, make_dirs, remove, sha256_file, write_json, write_text
 from cunet.pipeline.bench_output import (FAILED, FAILED_VALIDATION, OK, ROW_KEYS, SKIPPED, plot_rows, print_rows,
                                          write_csv)
 from cunet.runtime.ov_backend import ir_files_bytes
@@ -342,7 +342,7 @@ def _run_row(art: _Artifact, opts: BenchOptions, task: str, work: Path, built: d
             if _fresh(art.path, key):
                 row["reused"] = True
             else:
-                _stamp(art.path).unlink(missing_ok=True)
+                remove(_stamp(art.path))
                 art.build()
                 write_json(_stamp(art.path), key)
         row["size_mb"] = ir_files_bytes(art.path) / 1e6
@@ -353,6 +353,8 @@ def _run_row(art: _Artifact, opts: BenchOptions, task: str, work: Path, built: d
             raise _RowFailure(FAILED_VALIDATION, f"its {row['metric']} is not finite (NaN or inf predictions)")
         step("time")
         row.update(_profile(art, opts))
+    except OutputError:  # the report or work folder, not this artifact: every later row would meet it too
+        raise
     except _RowFailure as e:
         row["status"], row["reason"] = e.status, e.reason
     except CunetError as e:
@@ -411,6 +413,10 @@ def run_bench(opts: BenchOptions) -> BenchResult:
     """
     from cunet.evaluate.profile import environment
 
+    report = Path(opts.report)
+    files = {"json": str(report / "bench.json"), "csv": str(report / "bench.csv"),
+             "plot": str(report / "accuracy_latency.png")}
+    check_writable(files.values())  # before minutes of building: a file of someone else's where the report goes
     ckpt = Path(opts.checkpoint)
     if _is_onnx(ckpt):
         from cunet.runtime.meta import read_onnx_meta
@@ -426,11 +432,11 @@ def run_bench(opts: BenchOptions) -> BenchResult:
     from cunet.data.layout import detect_layout
 
     detect_layout(opts.data, task)  # the layouts every command reads (a flat folder, a COCO .json, ...), up front
-    report = Path(opts.report)
     work = Path(opts.work) if opts.work is not None else report / "artifacts"
-    work.mkdir(parents=True, exist_ok=True)
+    make_dirs(work)
     metric = Task(task).metric
     plan = _plan(opts, work, ckpt)
+    check_writable(p for a in plan if a.build is not None for p in (a.path, _stamp(a.path)))  # and the artifacts
     rows: list[dict[str, Any]] = []
     per_image: dict[str, np.ndarray] = {}
     built: dict[str, str] = {}
@@ -444,8 +450,6 @@ def run_bench(opts: BenchOptions) -> BenchResult:
                 per_image[art.name] = errors
     ref, exit_code = _apply_budget(rows, metric, opts.max_drop)
     calib = _calibration_count(opts, work / "model.onnx")
-    files = {"json": str(report / "bench.json"), "csv": str(report / "bench.csv"),
-             "plot": str(report / "accuracy_latency.png")}
     write_json(files["json"], {
         "task": task, "metric": metric, "checkpoint": str(ckpt), "data": str(opts.data), "reference": ref,
         "max_drop": opts.max_drop, "exit_code": exit_code,

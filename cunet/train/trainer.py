@@ -268,6 +268,12 @@ def train(opts: TrainOptions, on_epoch: Callable[[dict], None] | None = None) ->
     if saved is not None and saved.get("quant") != quant:
         raise CunetError(f"{last_path}: cannot resume with different low-bit settings "
                          f"{quant} (the run has {saved.get('quant')})")
+    from cunet.io import adopt, check_writable
+
+    run_files = [last_path, out / "best.pt", *runlog.log_files(out)]
+    if saved is not None:  # the run whose last.pt was just validated is this run folder's own, manifest or not
+        adopt(run_files)
+    check_writable(run_files)  # before the first epoch, not after it
 
     # ---- device, threads, DDP
     threads_before = torch.get_num_threads()

@@ -14,7 +14,7 @@ import pytest
 
 from cunet.cli import main
 from cunet.errors import CunetError
-from cunet.io import MANIFEST_NAME, OwnedOutputs
+from cunet.io import MANIFEST_NAME, Output, WritePolicy, check_writable, write_json, writing
 
 FIXTURES = Path("../shared/fixtures")
 
@@ -84,16 +84,20 @@ def test_synth_overwrite_refuses_to_write_over_an_edited_file(tmp_path):
     assert edited.read_text() == "[]\n"
 
 
-def test_owned_outputs_refuses_a_foreign_file_at_a_path_it_would_write(tmp_path):
+def _predict_policy(folder: Path) -> WritePolicy:
+    return WritePolicy([Output(folder, "cunet predict", "--out", folder=True)])
+
+
+def test_the_manifest_refuses_a_foreign_file_at_a_path_it_would_write(tmp_path):
     (tmp_path / "a.json").write_text("theirs")
-    owned = OwnedOutputs(tmp_path, "predict")
-    with pytest.raises(CunetError, match="a.json"):
-        owned.check_free([tmp_path / "a.json"])
-    owned.write_json(tmp_path / "b.json", {"x": 1})
-    owned.save()
-    again = OwnedOutputs(tmp_path, "predict")
-    assert again.owns(tmp_path / "b.json") and not again.owns(tmp_path / "a.json")
-    again.check_free([tmp_path / "b.json"])  # its own earlier output may be replaced
+    with writing(_predict_policy(tmp_path)):
+        with pytest.raises(CunetError, match="a.json"):
+            check_writable([tmp_path / "a.json"])
+        write_json(tmp_path / "b.json", {"x": 1})
+    again = _predict_policy(tmp_path)
+    assert again.proves(tmp_path / "b.json") and not again.proves(tmp_path / "a.json")
+    with writing(again):
+        check_writable([tmp_path / "b.json"])  # its own earlier output may be replaced
 
 
 def test_predict_gives_colliding_stems_distinct_names(tmp_path, face_ckpt, capsys):
