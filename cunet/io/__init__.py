@@ -87,6 +87,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *, cache_entry: bool
     except BaseException:
         discard(tmp)
         raise
+    if policy is not None:
+        policy.written()
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, *, cache_entry: bool = False) -> None:
@@ -133,6 +135,8 @@ def write_files(files: Mapping[str | os.PathLike, bytes]) -> None:
         for tmp in temps:
             discard(tmp)
         raise
+    if policy is not None:
+        policy.written()
 
 
 def _mkdir(folder: Path, policy: WritePolicy | None) -> None:

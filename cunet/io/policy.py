@@ -19,8 +19,9 @@ or full disk is one line before minutes of work rather than after).
 
 The CLI sets one policy per command (`cunet.commands._common.write_policy`, applied to every command by `cunet.cli`).
 Library functions called from Python have none unless the caller sets one with `writing`: they then write where they
-are told, atomically, like `open(path, "wb")` would. The folder writers (`synthesize`, `predict_files`, `evaluate`'s
-`save_predictions`/`plot_dir`) set the same policy the CLI would when the caller has none.
+are told, atomically, like `open(path, "wb")` would. The folder writers (`synthesize`, `predict_files`, `evaluate`
+with `save_predictions`/`plot_dir`, `run_bench`, `train`, `run_demo`) set the policy their command has when the
+caller has none, so what they write from Python is provably theirs to a later CLI run, and the reverse.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -37,6 +39,10 @@ from cunet.io.files import TEMP_NAME, create_temp, discard, sha256_file
 from cunet.io.manifest import MANIFEST_NAME, Manifest
 
 __all__ = ["Output", "WritePolicy", "writing", "active_policy"]
+
+#: Manifests are saved at the end of the command and, while it writes, at most this often: a process killed midway
+#: (SIGKILL, a power cut) leaves all but its last seconds of files provably its own, for the rerun that resumes it.
+SAVE_EVERY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,7 @@ class WritePolicy:
                 st = os.stat(p)
                 self._ids[(st.st_dev, st.st_ino)] = p
         self._manifests: dict[Path, Manifest] = {}
+        self._saved = time.monotonic()
 
     # ------------------------------------------------------------------------------------------- where a path goes
     def output_for(self, path: str | os.PathLike) -> Output | None:
@@ -233,16 +240,29 @@ class WritePolicy:
         """List the existing file `path` as this output's own: for a caller that proved it by content (`train
         --resume` continuing the run whose checkpoint it has just validated, `demo` in a folder holding its marker).
         Files the manifest lists already (by any output) are left to it."""
-        if not os.path.isfile(path) or os.path.islink(path):
+        name = os.path.basename(path)
+        if not os.path.isfile(path) or os.path.islink(path) or name == MANIFEST_NAME or TEMP_NAME.match(name):
             return
         o = self._placement(path)  # a file outside the outputs, or an input, is never adopted
         if self.manifest(o.root).entry(self._rel(path, o)) is None:
             self.record(path, o, path)
 
+    def written(self) -> None:
+        """A file was just committed: save the manifests if the last save is `SAVE_EVERY_S` old."""
+        if time.monotonic() - self._saved >= SAVE_EVERY_S:
+            self.flush()
+
     def flush(self) -> None:
         """Save every changed manifest."""
+        self._saved = time.monotonic()
         for m in self._manifests.values():
-            m.save()
+            try:
+                m.save()
+            except OSError as e:
+                line = os_error_line(e, m.path)
+                if line is None:
+                    raise
+                raise OutputError(line, e.errno) from e
 
 
 def present_files(folder: Path) -> Iterator[Path]:

@@ -410,7 +410,19 @@ def run_bench(opts: BenchOptions) -> BenchResult:
 
     Raises:
         CunetError: the checkpoint or the data folder is unusable (per-artifact failures become rows instead).
+
+    Called without a write policy (from Python), it runs under the one `cunet bench --report/--work` has
+    (`cunet.io`), so a later CLI run may reuse and replace what this one wrote.
     """
+    from cunet.io import Output, WritePolicy, writing
+
+    outputs = [Output(Path(p), "cunet bench", option, folder=True)
+               for p, option in ((opts.report, "--report"), (opts.work, "--work")) if p is not None]
+    with writing(WritePolicy(outputs, [opts.checkpoint, opts.data]), default=True):
+        return _run(opts)
+
+
+def _run(opts: BenchOptions) -> BenchResult:
     from cunet.evaluate.profile import environment
 
     report = Path(opts.report)

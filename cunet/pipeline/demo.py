@@ -464,7 +464,16 @@ def run_demo(opts: DemoOptions, log: Log = print) -> DemoResult:
 
     Raises:
         CunetError: an unusable `out` folder, or any stage's user-facing error (named by that stage).
+
+    Called without a write policy (from Python), it runs under the one `cunet demo --out` has (`cunet.io`).
     """
+    from cunet.io import Output, WritePolicy, writing
+
+    with writing(WritePolicy([Output(Path(opts.out), "cunet demo", "--out", folder=True)]), default=True):
+        return _run(opts, log)
+
+
+def _run(opts: DemoOptions, log: Log) -> DemoResult:
     start = time.perf_counter()
     plan = plan_demo(opts)
     _claim(opts.out, opts.fresh)

@@ -242,7 +242,17 @@ def train(opts: TrainOptions, on_epoch: Callable[[dict], None] | None = None) ->
     Raises:
         CunetError: unusable data, options or run folder (an existing run without `resume`, nothing to resume,
             options that differ from the resumed run's), or a diverged loss.
+
+    Called without a write policy (from Python), it runs under the one `cunet train --out` has (`cunet.io`).
     """
+    from cunet.io import Output, WritePolicy, writing
+
+    inputs = [p for p in (opts.data, opts.val_data) if p is not None]
+    with writing(WritePolicy([Output(Path(opts.out), "cunet train", "--out", folder=True)], inputs), default=True):
+        return _run(opts, on_epoch)
+
+
+def _run(opts: TrainOptions, on_epoch: Callable[[dict], None] | None) -> TrainResult:
     from cunet.model.checkpoint import load_checkpoint
 
     # ---- options, run folder and resume state

@@ -3,8 +3,9 @@ test_write_matrix.py; a script, not a test module).
 
     python fs_sandbox.py MODE FOLDER RESULT -- COMMAND...
 
-MODE is "ro" (the folder becomes a read-only bind mount of itself) or "full" (a 256 KiB tmpfs holding the folder's
-files is mounted over it and filled to the last byte). The mounts are made inside the private mount namespace this
+MODE is "ro" (the folder becomes a read-only bind mount of itself), "full" (a 256 KiB tmpfs holding the folder's
+files is mounted over it and filled to the last byte) or "small:SIZE" (a tmpfs of SIZE, e.g. 16k, holding the
+folder's files, not filled: a write that starts fits, a large one runs out midway). The mounts are made inside the private mount namespace this
 script is started in (`unshare --mount`, or `unshare --map-root-user --mount` where only user namespaces are allowed),
 so they vanish with it and nothing else on the machine sees them. Where no namespace can be had, `--inject` makes the
 same OS errors (EROFS, ENOSPC) at Python's own boundary to the OS instead: an audit hook refuses every open for
@@ -86,20 +87,23 @@ def main(argv: list[str]) -> int:
         return 0
     inject = argv[0] == "--injecting"
     mode, folder, result, sep, *command = argv[1:] if inject else argv
-    assert sep == "--" and mode in ("ro", "full")
+    assert sep == "--" and (mode in ("ro", "full") or mode.startswith("small:"))
     root = Path(folder)
     if inject:
+        assert not mode.startswith("small:"), "a partly full disk needs a real tmpfs"
         command = [sys.executable, __file__, "--inject", mode, folder, *command[1:]]
     elif mode == "ro":
         _mount("--bind", folder, folder)
         _mount("-o", "remount,bind,ro", folder)
     else:
         kept = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-        _mount("-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", folder)
+        size = TMPFS_SIZE if mode == "full" else mode.split(":", 1)[1]
+        _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", folder)
         for rel, data in kept.items():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             (root / rel).write_bytes(data)
-        _fill(root)
+        if mode == "full":
+            _fill(root)
     run = subprocess.run(command, capture_output=True, text=True, timeout=600)
     Path(result).write_text(json.dumps({"rc": run.returncode, "stdout": run.stdout, "stderr": run.stderr,
                                         "files": _files(root)}))

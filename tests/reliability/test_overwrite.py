@@ -134,3 +134,76 @@ def test_predict_refuses_to_overwrite_a_file_it_did_not_write(tmp_path, face_ckp
     (out / "face.json").unlink()
     assert main(["predict", str(face_ckpt), str(image), "--out", str(out)]) == 0
     assert main(["predict", str(face_ckpt), str(image), "--out", str(out)]) == 0  # its own outputs: replaced
+
+
+# ------------------------------------------------------------------- issue 22: the one rule, every command
+def test_a_file_output_replaces_its_own_file_and_a_foreign_one_only_with_force(tmp_path, face_data, capsys):
+    plot = tmp_path / "ced.png"
+    plot.write_bytes(b"my own picture")
+    args = ["metrics", "--task", "face", "--gt", str(face_data), "--pred", str(face_data), "--plot", str(plot)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ced.png: exists" in err and "--force" in err, err
+    assert plot.read_bytes() == b"my own picture"
+    assert main([*args, "--force"]) == 0
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    entry = json.loads((tmp_path / MANIFEST_NAME).read_text())["files"]["ced.png"]
+    assert entry["by"] == "cunet metrics --plot" and entry["size"] == plot.stat().st_size
+    assert main(args) == 0  # its own output now: a rerun replaces it without --force
+
+
+def test_evaluate_never_writes_a_prediction_outside_its_folder(tmp_path, face_onnx, capsys):
+    """A COCO file_name that leaves the dataset (`../elsewhere/x.png`) would put its .pts beside that image, over the
+    user's own annotation there: refused, in one line, before any inference."""
+    image, pts = _real_face(tmp_path)
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    data.mkdir()
+    elsewhere.mkdir()
+    doc = json.loads((FIXTURES / "300w" / "test_300w.json").read_text())
+    doc["images"] = [i for i in doc["images"] if (FIXTURES / "300w" / i["file_name"]).is_file()]
+    for i in doc["images"]:
+        shutil.copy(FIXTURES / "300w" / i["file_name"], data / i["file_name"])
+    escaping = doc["images"][0]
+    shutil.copy(data / escaping["file_name"], elsewhere / escaping["file_name"])
+    victim = elsewhere / Path(escaping["file_name"]).with_suffix(".pts")
+    shutil.copy(pts, victim)
+    escaping["file_name"] = f"../elsewhere/{escaping['file_name']}"
+    (data / "test.json").write_text(json.dumps(doc))
+    before = victim.read_bytes()
+    code = main(["evaluate", str(face_onnx), "--data", str(data / "test.json"), "--save-predictions",
+                 str(tmp_path / "preds")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("error:") == 1 and "Traceback" not in err, err
+    assert victim.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.rglob("*.pts")) == [victim.name, pts.name]  # nothing predicted anywhere
+
+
+def test_quantize_openvino_refuses_a_foreign_bin_beside_its_xml_before_quantizing(tmp_path, face_onnx, face_data,
+                                                                                 capsys):
+    pytest.importorskip("nncf")
+    (tmp_path / "ov.bin").write_bytes(b"someone's weights")
+    code = main(["quantize", str(face_onnx), "--recipe", "openvino", "--data", str(face_data), "-o",
+                 str(tmp_path / "ov.xml")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "ov.bin: exists" in err, err
+    assert (tmp_path / "ov.bin").read_bytes() == b"someone's weights" and not (tmp_path / "ov.xml").exists()
+
+
+def test_train_resume_adopts_a_run_written_before_manifests(tmp_path, face_data, capsys):
+    """A run folder from before every command kept .cunet-outputs (written by the library, no policy): `train
+    --resume` continues it, since the last.pt it validates proves the run is its own; a fresh run there is refused."""
+    from cunet.train.trainer import TrainOptions, train
+
+    run = tmp_path / "run"
+    common = dict(task="face", data=str(face_data), out=str(run), workers=0, device="cpu", progress=False, seed=0,
+                  overrides={"input_size": 64})
+    train(TrainOptions(**common, epochs=1))
+    assert not (run / MANIFEST_NAME).exists()
+    args = ["train", "--task", "face", "--data", str(face_data), "--out", str(run), "--input-size", "64",
+            "--device", "cpu", "--seed", "0"]
+    assert main([*args, "--epochs", "2"]) == 1  # not --resume: the run is not this command's to start over
+    capsys.readouterr()
+    assert main([*args, "--epochs", "2", "--resume"]) == 0, capsys.readouterr().err
+    listed = json.loads((run / MANIFEST_NAME).read_text())["files"]
+    assert {"last.pt", "best.pt", "history.json", "log.csv"} <= set(listed)
+    assert {e["by"] for e in listed.values()} == {"cunet train --out"}

@@ -391,3 +391,30 @@ def test_write_matrix(name, option, kind, inputs, tmp_path):
 
 def _has_force(name: str) -> bool:
     return "--force" in {o for p in dict(leaf_commands())[name].params for o in p.opts}
+
+
+# ------------------------------------------------------------------------------ a disk that fills up midway
+@pytest.mark.parametrize("size", ["8k", "40k"])
+def test_a_disk_that_fills_midway_leaves_whole_files_and_no_temporaries(size, tmp_path):
+    """Room for the 1-byte check at the start, not for everything: `data synth` stops at the file that does not fit
+    (one line), and every file left is byte for byte what a complete run writes (synth is deterministic: same seed,
+    same bytes), none cut short, no temporary left."""
+    if _sandbox_mode() == "inject":
+        pytest.skip("a partly full disk needs a real tmpfs (no mount namespace here)")
+    argv = ["data", "synth", "--task", "face", "--n", "12", "--image-size", "64"]
+    whole = tmp_path / "whole"
+    assert _cli([*argv, "--out", whole], cwd=tmp_path).returncode == 0
+    reference = {k: v for k, v in _snapshot(whole).items() if k != ".cunet-outputs"}
+    d = tmp_path / "d"
+    d.mkdir()
+    result = tmp_path / "result.json"
+    run = _cli([*argv, "--out", d / "out"], cwd=tmp_path, sandbox=(f"small:{size}", d, result))
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(result.read_text())
+    errors = [line for line in doc["stderr"].splitlines() if line.startswith("error:")]
+    assert doc["rc"] == 1 and len(errors) == 1 and "Traceback" not in doc["stderr"], doc["stderr"]
+    assert "No space left on device" in errors[0]
+    left = {k.removeprefix("out/"): v for k, v in doc["files"].items() if k != "out/.cunet-outputs"}
+    assert left and len(left) < len(reference)
+    assert {k: reference.get(k) for k in left} == left  # whole files only
+    assert not [k for k in doc["files"] if re.search(r"\.tmp-[0-9a-f]{12}$", k)]
