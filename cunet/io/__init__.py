@@ -179,7 +179,8 @@ def check_writable(paths: Iterable[str | os.PathLike]) -> None:
 
 def adopt(paths: Iterable[str | os.PathLike]) -> None:
     """List existing files as the running output's own, for a caller that proved so by their content (see
-    `WritePolicy.adopt`: `train --resume` and `demo` use it for folders written before manifests existed)."""
+    `WritePolicy.adopt`: `train --resume` and `demo` use it for folders written before manifests existed, or by a run
+    killed before it saved its manifest)."""
     policy = active_policy()
     if policy is not None:
         for p in paths:

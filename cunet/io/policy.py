@@ -237,15 +237,15 @@ class WritePolicy:
         self.manifest(o.root).forget(self._rel(path, o))
 
     def adopt(self, path: str | os.PathLike) -> None:
-        """List the existing file `path` as this output's own: for a caller that proved it by content (`train
-        --resume` continuing the run whose checkpoint it has just validated, `demo` in a folder holding its marker).
-        Files the manifest lists already (by any output) are left to it."""
+        """List the existing file `path`, as it is now, as this output's own: for a caller that proved it by content
+        (`train --resume` continuing the run whose checkpoint it has just validated, `demo` in a folder holding its
+        marker), also when the manifest has none or an older entry for it (a run killed before it saved its
+        manifest)."""
         name = os.path.basename(path)
         if not os.path.isfile(path) or os.path.islink(path) or name == MANIFEST_NAME or TEMP_NAME.match(name):
             return
         o = self._placement(path)  # a file outside the outputs, or an input, is never adopted
-        if self.manifest(o.root).entry(self._rel(path, o)) is None:
-            self.record(path, o, path)
+        self.record(path, o, path)
 
     def written(self) -> None:
         """A file was just committed: save the manifests if the last save is `SAVE_EVERY_S` old."""
