@@ -24,8 +24,8 @@ def _default_cache_dir() -> str:
 
 
 _cache = output_option("--cache-dir", folder=True, cache=True, tag="cunet calibration cache",
-                       default=_default_cache_dir, show_default="$XDG_CACHE_HOME/cunet/calib, i.e. ~/.cache/cunet/calib",
-                       help="Calibration cache, shared by calibrate and quantize.")
+                       default=_default_cache_dir, help="Calibration cache, shared by calibrate and quantize.",
+                       show_default="$XDG_CACHE_HOME/cunet/calib, i.e. ~/.cache/cunet/calib")
 
 
 _strict = click.option("--strict", is_flag=True,

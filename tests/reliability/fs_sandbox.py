@@ -5,11 +5,11 @@ test_write_matrix.py; a script, not a test module).
 
 MODE is "ro" (the folder becomes a read-only bind mount of itself), "full" (a 256 KiB tmpfs holding the folder's
 files is mounted over it and filled to the last byte) or "small:SIZE" (a tmpfs of SIZE, e.g. 16k, holding the
-folder's files, not filled: a write that starts fits, a large one runs out midway). The mounts are made inside the private mount namespace this
-script is started in (`unshare --mount`, or `unshare --map-root-user --mount` where only user namespaces are allowed),
-so they vanish with it and nothing else on the machine sees them. Where no namespace can be had, `--inject` makes the
-same OS errors (EROFS, ENOSPC) at Python's own boundary to the OS instead: an audit hook refuses every open for
-writing, mkdir, rename and remove under the folder, in the command's process only.
+folder's files, not filled: a write that starts fits, a large one runs out midway). The mounts are made inside the
+private mount namespace this script is started in (`unshare --mount`, or `unshare --map-root-user --mount` where only
+user namespaces are allowed), so they vanish with it and nothing else on the machine sees them. Where no namespace
+can be had, `--injecting` makes the same OS errors (EROFS, ENOSPC) at Python's own boundary to the OS instead: an
+audit hook refuses every open for writing, mkdir, rename and remove under the folder, in the command's process only.
 
 RESULT gets {"rc", "stdout", "stderr", "files": {relative path: sha256}} of the folder after the command (the filler
 file excluded), since a tmpfs and its files are gone once this process ends.
