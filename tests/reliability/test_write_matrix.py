@@ -244,6 +244,35 @@ def test_the_walk_finds_an_output_option_declared_without_the_helper():
     assert found == ["--report-dir", "-o"]
 
 
+def test_the_boundary_gives_os_errors_and_missing_packages_one_line_and_keeps_bugs_as_they_are():
+    """`guard`, around every command: a user's OS error (with the path) and a missing optional package become one
+    `CunetError` line; an OS error that is not the user's environment, or a missing module that is not an optional
+    package of cunet, is a bug and stays what it was (the CLI then shows its traceback)."""
+    import errno
+
+    from cunet.errors import CunetError
+
+    def command(exc: BaseException) -> click.Command:
+        @click.command()
+        def raising():
+            raise exc
+
+        return _common.guard(raising)
+
+    cases = [(OSError(errno.EROFS, "Read-only file system", "out/m.onnx"),
+              r"^out/m\.onnx: Read-only file system \(write to a writable folder\)$"),
+             (OSError(errno.ENOSPC, "No space left on device", "out/m.onnx"), r"^out/m\.onnx: No space left"),
+             (ModuleNotFoundError("No module named 'nncf'", name="nncf"),
+              r"needs nncf, which this install lacks: pip install 'cunet\[nncf\]'$")]
+    for exc, line in cases:
+        with pytest.raises(CunetError, match=line):
+            command(exc).main([], prog_name="cunet", standalone_mode=False)
+    for bug in (OSError(errno.EIO, "Input/output error", "x"), ModuleNotFoundError("no", name="not_ours")):
+        with pytest.raises(type(bug)) as raised:
+            command(bug).main([], prog_name="cunet", standalone_mode=False)
+        assert raised.value is bug
+
+
 # ------------------------------------------------------------------------------------------------ the artifacts
 @pytest.fixture(scope="session")
 def inputs(face_ckpt, face_onnx, face_data, tmp_path_factory) -> dict[str, Path]:
