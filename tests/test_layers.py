@@ -27,7 +27,7 @@ LAYERS = {
     "train": 4, "compile": 4, "calib": 4, "evaluate": 4,
     "runtime": 3,
     "model": 2, "data": 2,
-    "io": 1, "errors": 1, "console": 1, "filetype": 1, "": 1,  # "": the package's own __init__
+    "io": 1, "errors": 1, "console": 1, "filetype": 1, "tempdirs": 1, "": 1,  # "": the package's own __init__
 }
 #: The sideways arrows allowed between different packages of one layer: (importer prefix, imported prefix).
 SIDEWAYS = {
@@ -38,6 +38,7 @@ SIDEWAYS = {
     ("", "errors"): "the package exports CunetError",
     ("io", "errors"): "a refused overwrite is a one-line CunetError",
     ("filetype", "errors"): "a model file of the wrong kind is a one-line CunetError",
+    ("tempdirs", "io"): "a temporary folder's owner marker is written atomically",
     ("cli", "commands"): "the CLI discovers the command modules",
     ("__main__", "cli"): "`python -m cunet` runs the CLI",
 }

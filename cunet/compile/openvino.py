@@ -24,7 +24,6 @@ import dataclasses
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import numpy as np
 
 from cunet.errors import CunetError
 from cunet.io import write_bytes
+from cunet.tempdirs import temp_dir
 
 __all__ = ["OvSettings", "OPENVINO_RECIPE", "NNCF_DEFAULT", "quantize_openvino", "save_ir", "ov_model_groups"]
 
@@ -86,7 +86,7 @@ def save_ir(model: Any, meta: dict[str, Any], out_path: str | os.PathLike) -> No
     if out.suffix.lower() != ".xml":
         raise CunetError(f"{out}: an OpenVINO IR is written as NAME.xml (with NAME.bin beside it)")
     model.set_rt_info(json.dumps(meta, sort_keys=True, separators=(",", ":")), ["cunet"])
-    with tempfile.TemporaryDirectory(prefix="cunet-ir-") as tmp:
+    with temp_dir("ir") as tmp:
         xml = Path(tmp) / "model.xml"
         ov.save_model(model, str(xml), compress_to_fp16=False)
         write_bytes(out.with_suffix(".bin"), xml.with_suffix(".bin").read_bytes())
@@ -174,7 +174,7 @@ def quantize_openvino(
     if settings.bn_to_depthwise:
         proto = bn_to_depthwise(proto)
     core = ov.Core()
-    with tempfile.TemporaryDirectory(prefix="cunet-nncf-") as tmp:
+    with temp_dir("nncf") as tmp:
         prepared = Path(tmp) / "fp32.onnx"
         prepared.write_bytes(proto.SerializeToString())
         fp32 = core.read_model(str(prepared))

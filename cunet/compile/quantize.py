@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -40,6 +39,7 @@ from cunet.compile.graph import set_nodes
 from cunet.errors import CunetError
 from cunet.io import write_bytes
 from cunet.runtime.meta import read_onnx_meta
+from cunet.tempdirs import temp_dir
 
 __all__ = ["Recipe", "QuantizeReport", "quantize", "quantize_with_ranges", "bn_to_depthwise", "node_groups", "landmark_drop"]
 
@@ -199,7 +199,7 @@ def quantize_with_ranges(fp32_path: Path, ranges, recipe: Recipe, exclude: list[
     from onnxruntime.quantization import quantize_static
 
     opts = _recipe_options(recipe)
-    with tempfile.TemporaryDirectory(prefix="cunet-quant-") as tmp:
+    with temp_dir("quant") as tmp:
         out = os.path.join(tmp, "int8.onnx")
         common = dict(nodes_to_exclude=list(exclude), calibrate_method=ranges.method.to_ort(), **opts)
         with _no_preprocess_advice():
@@ -385,7 +385,7 @@ def quantize(
     if read_onnx_meta(src).decode is not None:  # calibration and the accuracy check work on heatmaps
         raise CunetError(f"{src}: the model decodes in its graph (cunet export --decode); quantize the model "
                          "exported without --decode")
-    with tempfile.TemporaryDirectory(prefix="cunet-quant-") as tmp:
+    with temp_dir("quant") as tmp:
         fp32 = prepare_fp32(src, recipe, Path(tmp) / src.name)
         try:
             ranges = calibrate(fp32, data, method=method, samples=samples, cache_dir=cache_dir)
