@@ -40,6 +40,13 @@ def _discover() -> dict[str, click.Command]:
     return found
 
 
+#: Commands newcomers look for that do not exist, and where what they want lives.
+_NOT_A_COMMAND = {
+    "lowbit": "low-bit models are trained with `cunet train --bits-w 1|2|4|8 --bits-a 8`, exported with `cunet "
+              "export` and bit-packed with `cunet pack` / `cunet unpack`",
+}
+
+
 class _Group(click.Group):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -58,6 +65,11 @@ class _Group(click.Group):
     def get_command(self, ctx, name):
         self._load()
         return super().get_command(ctx, name)
+
+    def resolve_command(self, ctx, args):
+        if args and self.get_command(ctx, args[0]) is None and args[0] in _NOT_A_COMMAND:
+            raise click.UsageError(f"there is no `cunet {args[0]}`: {_NOT_A_COMMAND[args[0]]}", ctx)
+        return super().resolve_command(ctx, args)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

@@ -198,3 +198,11 @@ def test_table_cells_print_brackets_as_written(capsys):
     print_table("t", ["[a]", "value"], [("parameters, GMACs", "counted with PyTorch: pip install 'cunet[train]'")])
     err = capsys.readouterr().err
     assert "pip install 'cunet[train]'" in err and "[a]" in err
+
+
+def test_cunet_lowbit_names_the_commands_that_do_low_bit(capsys):
+    code = main(["lowbit", "--bits-w", "1"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert ("Error: there is no `cunet lowbit`: low-bit models are trained with `cunet train --bits-w 1|2|4|8 "
+            "--bits-a 8`, exported with `cunet export` and bit-packed with `cunet pack` / `cunet unpack`") in err
