@@ -66,7 +66,7 @@ def accuracy_latency_figure(rows: list[dict[str, Any]], metric: str, batch: int,
     precisions = sorted({str(r.get("precision")) for r in shown} & set(_COLOURS), key=list(_COLOURS).index)
     if precisions:
         ax.legend(handles=[plt.Line2D([], [], marker="o", linestyle="", color=_COLOURS[p], label=p.upper())
-                           for p in precisions], fontsize=8, loc="best")
+                           for p in precisions], fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # never on a label
     better = "higher" if Task.of_metric(metric).higher_is_better else "lower"
     latency_axis(ax, [r["p50_ms"] for r in shown], f"p50 latency per call (ms, batch {batch}, {threads} threads)")
     ax.set_ylabel(f"{'NME' if metric == 'nme' else 'PCKh@0.5'} (%, {better} is better)")

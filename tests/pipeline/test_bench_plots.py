@@ -56,6 +56,8 @@ def test_accuracy_latency_labels_overlap_nothing(table):
     markers = {n: Bbox.from_bounds(*(ax.transData.transform((p, v)) - 3 * px), 6 * px, 6 * px) for n, v, p in shown}
     on_markers = [(label, n) for label, box in boxes.items() for n, m in markers.items() if _overlap(box, m)]
     assert not on_markers, on_markers
+    legend = ax.get_legend().get_window_extent()
+    assert not [label for label, box in boxes.items() if _overlap(box, legend)]
     frame = ax.get_window_extent()
     outside = [label for label, box in boxes.items() if not frame.contains(box.x0, box.y0) or
                not frame.contains(box.x1, box.y1)]
