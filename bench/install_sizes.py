@@ -1,7 +1,8 @@
 """Disk size of each install of cunet, measured in fresh virtual environments (not estimated).
 
 Usage:
-    .venv/bin/python bench/install_sizes.py [--public-index] [--torch SPEC_OR_WHEEL] [--installs cpu,cpu-openvino,full]
+    .venv/bin/python bench/install_sizes.py [--public-index] [--torch SPEC_OR_WHEEL]
+                                            [--installs cpu,cpu-openvino,deploy,full]
                                             [--out bench/results/install_sizes.json]
 
 Each install gets a new venv in a temporary folder: `python -m venv`, `pip install --upgrade pip`, for the full
@@ -27,8 +28,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-#: name → (extras, needs torch)
-INSTALLS = {"cpu": ("cpu", False), "cpu-openvino": ("cpu,openvino", False), "full": ("train,cpu,openvino,nncf,dev", True)}
+#: name → (extras, needs torch); "deploy" and "full" are the Makefile's DEPLOY_EXTRAS and EXTRAS.
+INSTALLS = {"cpu": ("cpu", False), "cpu-openvino": ("cpu,openvino", False), "deploy": ("cpu,detect,dev", False),
+            "full": ("train,cpu,openvino,nncf,detect,dev", True)}
 
 
 def _du_bytes(path: Path) -> int:
@@ -67,7 +69,7 @@ def measure(name: str, work: Path, torch: str, public: bool) -> dict:
     subprocess.run([*pip, f"{REPO}[{extras}]"], check=True, env=env)
     versions = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "list", "--format=json"],
                               capture_output=True, text=True, check=True, env=env).stdout
-    wanted = ("torch", "onnxruntime", "openvino", "nncf", "numpy", "scipy", "opencv-python-headless", "onnx")
+    wanted = ("torch", "onnxruntime", "openvino", "nncf", "numpy", "scipy", "opencv-python-headless", "onnx", "dlib-bin")
     return {"install": name, "extras": extras, "torch": torch if needs_torch else None, "bytes": _du_bytes(venv),
             "du_h": _du_human(venv), "largest": _largest(venv), "seconds": time.perf_counter() - start,
             "versions": {p["name"]: p["version"] for p in json.loads(versions) if p["name"] in wanted}}

@@ -20,11 +20,11 @@ Outputs under the output folder, at the video's relative name without its suffix
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +35,7 @@ import numpy as np
 from cunet.data.preprocess import Box
 from cunet.errors import CunetError
 from cunet.pipeline.track import TrackConfig, TrackedFrame, Tracker, TrackSources
+from cunet.tempdirs import temp_dir
 
 __all__ = ["VideoInput", "collect_videos", "video_outputs", "read_video_boxes", "predict_video", "predict_videos",
            "frame_record"]
@@ -158,13 +159,13 @@ class _Overlay:
     def __init__(self, fps: float, size: tuple[int, int], skeleton: Any) -> None:
         import cv2
 
-        self._dir = tempfile.TemporaryDirectory(prefix="cunet-overlay-")
-        self.path = Path(self._dir.name) / f"overlay{OVERLAY_SUFFIX}"
+        self._dir = contextlib.ExitStack()  # closing it removes the folder
+        self.path = self._dir.enter_context(temp_dir("overlay")) / f"overlay{OVERLAY_SUFFIX}"
         self.size, self.skeleton = size, skeleton
         self._writer = cv2.VideoWriter(str(self.path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*OVERLAY_FOURCC),
                                        fps, size)
         if not self._writer.isOpened():
-            self._dir.cleanup()
+            self._dir.close()
             raise CunetError(f"this OpenCV cannot write {OVERLAY_FOURCC} video for --overlay")
 
     def add(self, image: np.ndarray | None, t: TrackedFrame) -> None:
@@ -191,11 +192,11 @@ class _Overlay:
         try:
             owned.write_bytes(target, self.path.read_bytes())
         finally:
-            self._dir.cleanup()
+            self._dir.close()
 
     def discard(self) -> None:
         self._writer.release()
-        self._dir.cleanup()
+        self._dir.close()
 
 
 def predict_video(tracker_model: Any, video: VideoInput, stem: Path, owned: Any, *, fmt: str, overlay: bool,
