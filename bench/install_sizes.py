@@ -48,7 +48,9 @@ def _largest(venv: Path, n: int = 6) -> list[tuple[str, int]]:
 
 
 def _env(public: bool) -> dict[str, str]:
-    env = dict(os.environ)
+    # Not PYTHONPATH: a source checkout on it (with the egg-info `pip install .` leaves there) reads to pip as an
+    # installed cunet.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     if public:
         env = {k: v for k, v in env.items() if not k.startswith("PIP_")}
         env["PIP_CONFIG_FILE"] = os.devnull  # no config file at all: PyPI only
