@@ -55,7 +55,7 @@ def save_checkpoint(path: str | os.PathLike, model: CUNet, task: str, **state: A
 
 def refused_object(error: BaseException) -> str:
     """What `torch.load(weights_only=True)` refused, from its error, in a few words (e.g. "the Python global
-    `builtins.print`").
+    `print`", "the Python global `torch.nn.modules.linear.Linear`").
 
     torch's message is a paragraph of advice (with terminal escape codes) whose one fact is the line
     "WeightsUnpickler error: Unsupported global: GLOBAL <name> was not an allowed global ..."; a cut first line
@@ -159,7 +159,7 @@ def model_from_checkpoint(path: str | os.PathLike, **config_overrides: Any) -> t
         model = _built(cfg, ckpt.get("quant"), "cpu")
     except CunetError as e:
         raise CunetError(f"{path}: {e}") from e
-    # `load_checkpoint` checked every name and shape against this config; an override that changes them (none of
-    # the callers' does: they switch recompute or decoding) would be a bug and keeps its traceback here.
+    # `load_checkpoint` checked every name and shape against the checkpoint's config; an override that changes them
+    # (no caller passes one that does) is a bug and keeps its traceback here.
     model.load_state_dict(ckpt["model"])
     return model.eval(), ckpt
