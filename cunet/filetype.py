@@ -22,6 +22,7 @@ from enum import Enum
 from pathlib import Path
 
 from cunet.errors import CunetError
+from cunet.limits import refuse_empty
 
 __all__ = ["ModelKind", "sniff", "require", "import_original_advice"]
 
@@ -120,8 +121,9 @@ def require(path: str | os.PathLike, want: ModelKind | str, command: str) -> Non
 
     Raises:
         CunetError: e.g. "m.pt: this is a PyTorch checkpoint, not an ONNX model: export it first
-            (cunet export m.pt -o m.onnx)".
+            (cunet export m.pt -o m.onnx)"; "m.onnx: empty file" for a 0-byte file.
     """
+    refuse_empty(path)  # "empty file", as every reader says it, before "not a readable ..." of any loader
     want = ModelKind(want)
     kind = sniff(path)
     if kind in (want, ModelKind.UNKNOWN):

@@ -140,6 +140,7 @@ def quantize_openvino(
     max_drop: float | None = None,
     val_samples: int = 8,
     settings: OvSettings = OPENVINO_RECIPE,
+    strict: bool = False,
 ):
     """NNCF post-training quantization of an exported cunet ONNX model into an OpenVINO IR with cunet metadata.
 
@@ -151,6 +152,7 @@ def quantize_openvino(
         max_drop: keep the most sensitive blocks float until the INT8-vs-FP32 landmark NME ≤ this (points).
         val_samples: calibration inputs reused to measure the drop.
         settings: the NNCF knobs (`OPENVINO_RECIPE`, `NNCF_DEFAULT` or a variant being measured).
+        strict: stop at the first calibration file that cannot be used instead of leaving it out (`cunet.batch`).
 
     Returns:
         A `cunet.compile.quantize.QuantizeReport` (method "nncf", no range cache).
@@ -168,7 +170,8 @@ def quantize_openvino(
     src = Path(model_path)
     spec = read_preprocess_spec(src)
     selection = select_calibration_images(data, spec, samples)
-    inputs = selection.load().arrays
+    loaded = selection.load(strict=strict)
+    inputs = loaded.arrays
     proto = onnx.load(str(src))
     meta = json.loads(next(p.value for p in proto.metadata_props if p.key == "cunet"))
     if settings.bn_to_depthwise:
@@ -197,7 +200,8 @@ def quantize_openvino(
     return QuantizeReport(
         output=str(out_path), recipe="openvino", method="nncf", samples=len(inputs), calibration_cache=None,
         reused=False, fp32_bytes=src.stat().st_size, int8_bytes=ir_files_bytes(out_path), drop=drop,
-        excluded=excluded, data_fingerprint=selection.fingerprint,
+        excluded=excluded, data_fingerprint=selection.fingerprint, samples_requested=samples,
+        skipped=[list(x) for x in loaded.skipped],
         settings=dataclasses.asdict(settings),
     )
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from cunet.errors import CunetError
 from cunet.io import write_bytes
+from cunet.limits import refuse_empty
 
 __all__ = [
     "to_int4",
@@ -238,6 +239,7 @@ def _counts(header: dict[str, Any]) -> dict[str, int]:
 def _read(path: Path, what: str) -> bytes:
     if not path.is_file():
         raise CunetError(f"{path}: no such {what} file")
+    refuse_empty(path)
     return path.read_bytes()
 
 

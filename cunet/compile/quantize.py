@@ -59,7 +59,8 @@ class QuantizeReport:
         output: the INT8 model path.
         recipe, method: the recipe and calibration method.
         samples: calibration images the ranges come from; samples_requested: how many were asked for;
-        skipped: [file, problem] of the calibration images left out as unreadable.
+        skipped: [file, problem] of the calibration files left out (`cunet.batch`: unreadable images, bad
+            annotations of a dataset).
         calibration_cache: the calibration cache entry; reused: whether it was reused.
         fp32_bytes, int8_bytes: file sizes.
         drop: the measured landmark drop (NME points of INT8 vs FP32 landmarks) of the written model, if measured.
@@ -90,7 +91,9 @@ class QuantizeReport:
     settings: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        """The `cunet quantize --json` object: every field, "skipped" as [{"file", "problem"}] like every batch
+        command's JSON (`cunet.batch`)."""
+        return {**self.__dict__, "skipped": [{"file": f, "problem": p} for f, p in self.skipped]}
 
 
 def bn_to_depthwise(model):
@@ -359,6 +362,7 @@ def quantize(
     max_drop: float | None = None,
     val_samples: int = 8,
     progress: Callable[[str], None] | None = None,
+    strict: bool = False,
 ) -> QuantizeReport:
     """Calibrate (or reuse cached ranges) and write an INT8 Q/DQ model with the model's metadata.
 
@@ -373,6 +377,8 @@ def quantize(
         max_drop: keep the most sensitive blocks in float until INT8-vs-FP32 landmark NME ≤ this (percent points).
         val_samples: calibration inputs reused to measure the drop.
         progress: called with one line per step of the --max-drop search (each step quantizes the model once).
+        strict: stop at the first calibration file that cannot be used instead of leaving it out (`cunet.batch`;
+            the report's `skipped` lists them).
     """
     import onnx
 
@@ -388,7 +394,9 @@ def quantize(
     with temp_dir("quant") as tmp:
         fp32 = prepare_fp32(src, recipe, Path(tmp) / src.name)
         try:
-            ranges = calibrate(fp32, data, method=method, samples=samples, cache_dir=cache_dir)
+            ranges = calibrate(fp32, data, method=method, samples=samples, cache_dir=cache_dir, strict=strict)
+            if strict and ranges.skipped:  # a cache entry made without strict
+                raise CunetError(f"{ranges.skipped[0][0]}: {ranges.skipped[0][1]}")
         except CunetError as e:  # name the user's model, not its prepared copy in the temporary folder
             raise CunetError(str(e).replace(str(fp32), str(src))) from e
         drop, excluded, n_groups = None, [], 0

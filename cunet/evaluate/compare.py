@@ -21,6 +21,7 @@ from typing import Any
 
 from cunet.errors import CunetError
 from cunet.io import write_bytes, write_text
+from cunet.limits import read_limited_bytes
 
 __all__ = ["VALUES", "Report", "Comparison", "load_report", "compare", "write_csv", "plot_comparison",
            "comparison_figure"]
@@ -95,11 +96,12 @@ def _kind(obj: Any) -> str | None:
 def load_report(path: str | os.PathLike, label: str | None = None) -> Report:
     """Read one bench or profile JSON report; anything else is a one-line `CunetError`."""
     path = Path(path)
+    if not path.exists():
+        raise CunetError(f"{path}: no such report file")
+    data = read_limited_bytes(path)  # empty and oversized files: one line, as every reader says it
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CunetError(f"{path}: no such report file") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+        obj = json.loads(data.decode("utf-8"))
+    except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise CunetError(f"{path}: not a cunet report (not readable JSON: {type(e).__name__})") from None
     kind = _kind(obj)
     if kind is None:

@@ -28,6 +28,7 @@ from cunet.data.spec import get_spec
 from cunet.errors import CunetError
 from cunet.filetype import ModelKind, import_original_advice, sniff
 from cunet.io import write_bytes
+from cunet.limits import refuse_empty
 from cunet.model.config import CUNetConfig
 from cunet.model.cunet import CUNet
 
@@ -74,8 +75,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CunetError(f"{path}: no such checkpoint file")
-    if path.stat().st_size == 0:
-        raise CunetError(f"{path}: not a readable checkpoint (empty file)")
+    refuse_empty(path)
     if sniff(path) is ModelKind.ORIGINAL:
         raise CunetError(import_original_advice(path))
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a truncated one loses its directory

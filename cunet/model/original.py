@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cunet.errors import CunetError
+from cunet.limits import refuse_empty
 from cunet.model.config import CUNetConfig, supervised_unets
 
 __all__ = [
@@ -136,8 +137,7 @@ def read_original_file(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CunetError(f"{path}: no such checkpoint file")
-    if path.stat().st_size == 0:
-        raise CunetError(f"{path}: not a readable checkpoint (empty file)")
+    refuse_empty(path)
     try:
         with torch.serialization.safe_globals(_numpy_scalar_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)

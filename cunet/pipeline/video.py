@@ -267,10 +267,11 @@ def predict_video(tracker_model: Any, video: VideoInput, stem: Path, owned: Any,
 
 
 def predict_videos(opts: Any, p: Any, videos: list[Any], stems: dict[str, str], owned: Any,
-                    detector: Any, failed: list[dict[str, str]], sources: dict[str, int],
+                    detector: Any, failed: Any, sources: dict[str, int],
                     frame_progress: Any) -> list[dict[str, Any]]:
     """Track every video with the open predictor `p` (`predict_files`'s video half: `opts` is its
-    `PredictOptions`); failures go to `failed` (or raise with `strict`), box sources are counted into `sources`.
+    `PredictOptions`); failures go to `failed` (a `cunet.batch.Skips`, which raises at the first with `strict`), box
+    sources are counted into `sources`.
 
     Returns:
         The per-video summaries of `predict_video`.
@@ -301,13 +302,9 @@ def predict_videos(opts: Any, p: Any, videos: list[Any], stems: dict[str, str], 
                                 progress=None if frame_progress is None else
                                 (lambda done, total, name=video.name: frame_progress(name, done, total)))
         except CunetError as e:
-            if opts.strict:
-                raise
-            failed.append({"file": str(video.path), "problem": str(e).removeprefix(f"{video.path}: ")})
+            failed.add_error(video.path, e)
             continue
-        if doc["problems"] and opts.strict:
-            raise CunetError(f"{video.path}: {doc['problems'][0]}")
-        failed += [{"file": str(video.path), "problem": problem} for problem in doc["problems"]]
+        failed.extend((str(video.path), problem) for problem in doc["problems"])
         for source, n in doc["box_sources"].items():
             sources[source] = sources.get(source, 0) + n
         docs.append(doc)
