@@ -35,8 +35,8 @@ from cunet.io.manifest import MANIFEST_NAME
 from cunet.io.policy import Output, WritePolicy, active_policy, present_files, writing
 
 __all__ = ["atomic_write", "write_bytes", "write_text", "write_json", "write_files", "make_dirs", "remove",
-           "check_writable", "adopt", "claim_folder", "jsonable", "sha256_file", "MANIFEST_NAME", "Output",
-           "WritePolicy", "writing", "active_policy"]
+           "check_writable", "adopt", "claim_folder", "scratch_folder", "jsonable", "sha256_file", "MANIFEST_NAME",
+           "Output", "WritePolicy", "writing", "active_policy"]
 
 
 @contextlib.contextmanager
@@ -185,6 +185,23 @@ def adopt(paths: Iterable[str | os.PathLike]) -> None:
     if policy is not None:
         for p in paths:
             policy.adopt(p)
+
+
+@contextlib.contextmanager
+def scratch_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Let the running command write into `folder`, a temporary folder cunet made for itself and removes
+    (`cunet.tempdirs.temp_dir`), for the block's duration: what it holds is nobody's output, nothing is recorded."""
+    folder = Path(folder)
+    policy = active_policy()
+    if policy is None:
+        yield folder
+        return
+    mine = Output(folder, "cunet", "(temporary folder)", folder=True, scratch=True)
+    policy.outputs += (mine,)
+    try:
+        yield folder
+    finally:
+        policy.outputs = tuple(o for o in policy.outputs if o is not mine)
 
 
 def claim_folder(folder: str | os.PathLike, overwrite: bool) -> list[Path]:

@@ -47,10 +47,13 @@ class Manifest:
         return self.folder / MANIFEST_NAME
 
     def _load(self) -> dict[str, dict[str, Any]]:
+        from cunet.errors import CunetError
+        from cunet.limits import read_limited_text
+
         try:
-            doc = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}  # no manifest, or one nobody can read: nothing here is provably cunet's
+            doc = json.loads(read_limited_text(self.path))  # the size limit of every file read whole
+        except (CunetError, ValueError):
+            return {}  # no manifest (or an empty, oversized, unreadable one): nothing here is provably cunet's
         if not isinstance(doc, dict) or not isinstance(doc.get("files"), dict):
             return {}
         legacy = doc.get("command") if isinstance(doc.get("command"), str) else None

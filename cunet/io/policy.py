@@ -57,6 +57,8 @@ class Output:
         force: replace a file cunet cannot prove it wrote (file outputs only; never an input, never through a link).
         tag: who may replace what this output wrote, when several outputs share files (the calibration cache of
             `calibrate` and `quantize`); default `by`.
+        scratch: a temporary folder cunet made for itself and removes (`cunet.tempdirs.temp_dir`): it may be written,
+            its files are nobody's output and are not recorded.
     """
 
     path: Path
@@ -65,6 +67,7 @@ class Output:
     folder: bool = False
     force: bool = False
     tag: str | None = None
+    scratch: bool = False
 
     @property
     def by(self) -> str:
@@ -120,7 +123,7 @@ class WritePolicy:
         return best
 
     def _where(self) -> str:
-        return ", ".join(str(o.path) for o in self.outputs) or "nothing (this command declares no output)"
+        return ", ".join(str(o.path) for o in self.outputs if not o.scratch) or "nothing (it declares no output)"
 
     def _input(self, real: str) -> Path | None:
         given = self._inputs.get(real)
@@ -231,6 +234,8 @@ class WritePolicy:
     # ---------------------------------------------------------------------------------------------- bookkeeping
     def record(self, path: str | os.PathLike, o: Output, written: str | os.PathLike) -> None:
         """List `path` as written by `o`, with the size and hash of `written` (its finished temporary file)."""
+        if o.scratch:
+            return
         self.manifest(o.root).record(self._rel(path, o), os.path.getsize(written), sha256_file(written), o.by)
 
     def forget(self, path: str | os.PathLike, o: Output) -> None:

@@ -281,6 +281,7 @@ def inputs(face_ckpt, face_onnx, face_data, tmp_path_factory) -> dict[str, Path]
     import numpy as np
     import torch
 
+    from cunet.compile.export import export_onnx
     from cunet.compile.packing import pack
 
     root = tmp_path_factory.mktemp("matrix-inputs")
@@ -295,7 +296,16 @@ def inputs(face_ckpt, face_onnx, face_data, tmp_path_factory) -> dict[str, Path]
             state[f"module.{prev_key}"] = torch.from_numpy(z["weights"][offset:offset + n].reshape(shape).copy())
         offset += n
     torch.save({"state_dict": state}, root / "original.pth.tar")
-    pack(face_onnx, root / "face.cunetq")
+    # a real .cunetq needs low-bit weights: the tiny model with 4-bit weights, exported (unverified: not what is
+    # tested here) and packed
+    from cunet.model import CUNet, CUNetConfig
+    from cunet.model.quant import QuantConfig, apply_quantization
+
+    torch.manual_seed(0)
+    cfg = CUNetConfig(layers=1, order=0, channels=16, growth=8, input_size=64, num_landmarks=68)
+    export_onnx(apply_quantization(CUNet(cfg), QuantConfig(bits_w=4)).eval(), root / "w4.onnx", task="face",
+                verify=False)
+    pack(root / "w4.onnx", root / "face.cunetq")
     return {"ckpt": face_ckpt, "onnx": face_onnx, "data": face_data, "report": root / "profile.json",
             "original": root / "original.pth.tar", "packed": root / "face.cunetq"}
 
