@@ -175,7 +175,18 @@ def test_evaluate_never_writes_a_prediction_outside_its_folder(tmp_path, face_on
     err = capsys.readouterr().err
     assert code == 1 and err.count("error:") == 1 and "Traceback" not in err, err
     assert victim.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.rglob("*.pts")) == [victim.name, pts.name]  # nothing predicted anywhere
+    outside = sorted(p for p in tmp_path.rglob("*.pts") if tmp_path / "preds" not in p.parents)
+    assert outside == sorted([victim, pts])  # nothing predicted outside --save-predictions
+
+
+@pytest.mark.parametrize("key", ["../elsewhere/x.pts", "a/../../x.pts", "{tmp}/elsewhere/x.pts"])
+def test_the_writer_refuses_a_key_that_leaves_the_output_folder(tmp_path, key):
+    """The write side, whatever the readers let through: a key joined to an output folder that leaves it (`..`, or
+    an absolute key, which replaces the folder when joined)."""
+    with writing(_predict_policy(tmp_path / "out")):
+        with pytest.raises(CunetError, match="outside what this command writes"):
+            write_json(tmp_path / "out" / key.format(tmp=tmp_path), {"x": 1})
+    assert not list(tmp_path.rglob("x.pts"))
 
 
 def test_quantize_openvino_refuses_a_foreign_bin_beside_its_xml_before_quantizing(tmp_path, face_onnx, face_data,
