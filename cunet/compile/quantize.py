@@ -198,6 +198,10 @@ def quantize_with_ranges(fp32_path: Path, ranges, recipe: Recipe, exclude: list[
     import onnx
     from onnxruntime.quantization import quantize_static
 
+    if recipe is Recipe.TENSORRT:
+        from cunet.compile.qdq import place_trt_qdq
+
+        return place_trt_qdq(onnx.load(str(fp32_path)), ranges.tensors, exclude)
     opts = _recipe_options(recipe)
     with tempfile.TemporaryDirectory(prefix="cunet-quant-") as tmp:
         out = os.path.join(tmp, "int8.onnx")

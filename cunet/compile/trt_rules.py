@@ -5,11 +5,13 @@ A model is TensorRT-ready when every QuantizeLinear/DequantizeLinear is int8 wit
 DQs feeding Conv) are quantized per channel on the output-channel axis (0 for Conv, 1 for ConvTranspose), every
 scale is positive, activations have one scale per tensor, no bias is quantized to int32, and the graph has no
 ONNX Runtime-specific integer operators (QLinear*, ConvInteger, MatMulInteger). Unequal scales at a Concat's
-inputs are legal but cost TensorRT a requantization, so they are a warning, not a violation.
+inputs are legal but cost TensorRT a requantizing copy per input and the in-place Concat, so they are a warning,
+not a violation; `strict` makes every warning an error (cunet's own `--recipe tensorrt` has none).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +42,11 @@ def _attr(node, name: str, default):
     return default
 
 
-def check_trt_model(model) -> list[Violation]:
-    """Check an `onnx.ModelProto` against the TensorRT Q/DQ rules; returns errors then warnings (empty: clean)."""
+def check_trt_model(model, strict: bool = False) -> list[Violation]:
+    """Check an `onnx.ModelProto` against the TensorRT Q/DQ rules; returns errors then warnings (empty: clean).
+
+    With `strict`, warnings (performance advice) are returned as errors.
+    """
     from onnx import TensorProto, numpy_helper
 
     g = model.graph
@@ -118,11 +123,13 @@ def check_trt_model(model) -> list[Violation]:
             out.append(
                 Violation("concat-scales", n.name, f"Concat inputs have {len(set(known))} different scales", "warning")
             )
+    if strict:
+        out = [dataclasses.replace(v, severity="error") for v in out]
     return sorted(out, key=lambda v: v.severity != "error")
 
 
-def check_trt(model_path: str | os.PathLike) -> list[Violation]:
-    """Check an ONNX file against the TensorRT Q/DQ rules (see `check_trt_model`).
+def check_trt(model_path: str | os.PathLike, strict: bool = False) -> list[Violation]:
+    """Check an ONNX file against the TensorRT Q/DQ rules (see `check_trt_model`; `strict`: warnings are errors).
 
     Raises:
         CunetError: the file is missing or not a readable ONNX model.
@@ -136,4 +143,4 @@ def check_trt(model_path: str | os.PathLike) -> list[Violation]:
         model = onnx.load(str(path))
     except Exception as e:  # protobuf raises several types for truncated/foreign files
         raise CunetError(f"{path}: not a readable ONNX model ({type(e).__name__})") from e
-    return check_trt_model(model)
+    return check_trt_model(model, strict)
