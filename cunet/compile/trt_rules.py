@@ -42,6 +42,13 @@ def _attr(node, name: str, default):
     return default
 
 
+def _commutes(node) -> bool:
+    """MaxPool and nearest Resize: TensorRT moves Q/DQ across them, their output keeps the input's scale."""
+    if node.op_type == "MaxPool":
+        return True
+    return node.op_type == "Resize" and next((a.s for a in node.attribute if a.name == "mode"), b"nearest") == b"nearest"
+
+
 def check_trt_model(model, strict: bool = False) -> list[Violation]:
     """Check an `onnx.ModelProto` against the TensorRT Q/DQ rules; returns errors then warnings (empty: clean).
 
@@ -116,6 +123,8 @@ def check_trt_model(model, strict: bool = False) -> list[Violation]:
         scales = []
         for t in n.input:
             p = producer.get(t)
+            while p is not None and _commutes(p):  # MaxPool / nearest Resize keep their input's int8 grid
+                p = producer.get(p.input[0])
             s = tensor(p.input[1]) if p is not None and p.op_type == "DequantizeLinear" else None
             scales.append(None if s is None else float(np.max(s)))
         known = [s for s in scales if s is not None]

@@ -13,18 +13,25 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from cunet.compile.qdq import concat_scales, place_trt_qdq
+from cunet.compile.qdq import place_trt_qdq
 from cunet.compile.trt_rules import check_trt, check_trt_model
 
 
-def _two_concats():
-    """a, b, c → conv each; cat1 = [a', b'], cat2 = [b', c'] (b' read by both); each cat → Conv."""
+def _two_concats(pool: bool = False):
+    """a, b, c → conv each; cat1 = [a', b'], cat2 = [b', c'] (b' read by both); each cat → Conv.
+
+    With `pool`, a' is max-pooled 1x1 (an identity on values) before cat1, as CU-Net pools a block's output.
+    """
     inits, nodes = [], []
     for t in "abc":
         inits.append(numpy_helper.from_array(np.full((2, 2, 1, 1), 0.5, np.float32), f"w_{t}"))
         nodes.append(helper.make_node("Conv", [t, f"w_{t}"], [f"{t}2"], name=f"conv_{t}"))
+    first = "a2"
+    if pool:
+        nodes.append(helper.make_node("MaxPool", ["a2"], ["a3"], name="pool", kernel_shape=[1, 1]))
+        first = "a3"
     inits.append(numpy_helper.from_array(np.ones((2, 4, 1, 1), np.float32), "w_out"))
-    nodes += [helper.make_node("Concat", ["a2", "b2"], ["cat1"], name="cat1", axis=1),
+    nodes += [helper.make_node("Concat", [first, "b2"], ["cat1"], name="cat1", axis=1),
               helper.make_node("Concat", ["b2", "c2"], ["cat2"], name="cat2", axis=1),
               helper.make_node("Conv", ["cat1", "w_out"], ["y1"], name="head1"),
               helper.make_node("Conv", ["cat2", "w_out"], ["y2"], name="head2")]
@@ -33,12 +40,8 @@ def _two_concats():
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)])
 
 
-def _ranges(c_amax: float) -> dict[str, tuple[float, float]]:
-    r = {"a": (-1.0, 1.0), "b": (-1.0, 1.0), "c": (-1.0, 1.0), "a2": (-1.0, 2.0), "b2": (-3.0, 1.0),
-         "c2": (0.0, c_amax)}
-    r["cat1"] = (-3.0, 2.0)
-    r["cat2"] = (-3.0, max(1.0, c_amax))
-    return r
+_RANGES = {"a": (-1.0, 1.0), "b": (-1.0, 0.5), "c": (-2.0, 1.0), "a2": (-1.0, 2.0), "a3": (-0.5, 2.0),
+           "b2": (-3.0, 1.0), "c2": (0.0, 30.0), "cat1": (-3.0, 2.0), "cat2": (-3.0, 30.0)}
 
 
 def _s(amax: float) -> float:
@@ -56,35 +59,42 @@ def _qdq_scales(model) -> dict[str, list[float]]:
     return out
 
 
-def test_concats_sharing_a_tensor_share_a_scale_when_close():
-    # cat1's inputs reach |3| (b2), cat2's |5| (c2): within 2x, so both use 5/127 and b2 is quantized once.
-    assert concat_scales(_two_concats(), _ranges(5.0)) == {"cat1": 5.0, "cat2": 5.0}
-    model = place_trt_qdq(_two_concats(), _ranges(5.0))
-    assert _qdq_scales(model) == {"a2": [_s(5)], "b2": [_s(5)], "c2": [_s(5)],
-                                  "a": [_s(1)], "b": [_s(1)], "c": [_s(1)]}
+def test_concats_sharing_a_tensor_share_one_scale_and_each_map_is_quantized_once():
+    # cat1 alone would reach |3|, cat2 |30|: b2 joins them, so a2, b2 and c2 all take ±30, each with one Q.
+    model = place_trt_qdq(_two_concats(), _RANGES)
+    assert _qdq_scales(model) == {"a2": [_s(30)], "b2": [_s(30)], "c2": [_s(30)],
+                                  "a": [_s(1)], "b": [_s(1)], "c": [_s(2)]}
     assert check_trt_model(model, strict=True) == []
-
-
-def test_concats_far_apart_keep_their_own_scale_and_the_shared_tensor_gets_one_qdq_per_scale():
-    # |3| vs |30|: 10x apart. One scale would leave cat1's inputs a tenth of the int8 range.
-    assert concat_scales(_two_concats(), _ranges(30.0)) == {"cat1": 3.0, "cat2": 30.0}
-    model = place_trt_qdq(_two_concats(), _ranges(30.0))
-    scales = _qdq_scales(model)
-    assert scales["a2"] == [_s(3)] and scales["c2"] == [_s(30)]
-    assert sorted(scales["b2"]) == [_s(3), _s(30)]
-    assert check_trt_model(model, strict=True) == []
-    # Each Concat reads DQs of its own scale, and nothing requantizes a Concat's output.
     producer = {o: n for n in model.graph.node for o in n.output}
     for cat in (n for n in model.graph.node if n.op_type == "Concat"):
         assert {producer[t].op_type for t in cat.input} == {"DequantizeLinear"}
         assert not any(n.op_type == "QuantizeLinear" and n.input[0] == cat.output[0] for n in model.graph.node)
+    for head in ("head1", "head2"):  # a Conv reading a Concat of DQs is int8: its weight is int8 behind a DQ
+        conv = next(n for n in model.graph.node if n.name == head)
+        assert producer[conv.input[1]].op_type == "DequantizeLinear"
+
+
+def test_a_pooled_map_is_quantized_before_the_pool():
+    model = place_trt_qdq(_two_concats(pool=True), _RANGES)
+    scales = _qdq_scales(model)
+    assert scales["a2"] == [_s(30)] and "a3" not in scales  # the pool runs on int8; its output is on that grid
+    assert check_trt_model(model, strict=True) == []
+    # The checker follows the Concat input through the MaxPool to its DQ: a different scale there is still caught.
+    pooled = place_trt_qdq(_two_concats(pool=True), {**_RANGES, "c2": (0.0, 1.0), "cat2": (-3.0, 1.0)},
+                           exclude=["cat2"])
+    assert check_trt_model(pooled, strict=True) == []
+    pooled.graph.initializer.append(numpy_helper.from_array(np.array(0.5, np.float32), "odd"))
+    for n in pooled.graph.node:
+        if n.name in ("a2/QuantizeLinear", "a2/DequantizeLinear"):
+            n.input[1] = "odd"
+    assert {v.rule for v in check_trt_model(pooled, strict=True)} == {"concat-scales"}
 
 
 def test_excluded_nodes_read_float():
-    model = place_trt_qdq(_two_concats(), _ranges(5.0), exclude=["cat2", "head2"])
+    model = place_trt_qdq(_two_concats(), _RANGES, exclude=["cat2", "head2"])
     nodes = {n.name: n for n in model.graph.node}
     assert list(nodes["cat2"].input) == ["b2", "c2"] and nodes["head2"].input[1] == "w_out"
-    assert "c2" not in _qdq_scales(model)
+    assert "c2" not in _qdq_scales(model) and _qdq_scales(model)["b2"] == [_s(3)]  # cat1's own range now
     assert nodes["head1"].input[1] != "w_out"  # its weight is int8 behind a DQ
 
 
@@ -132,8 +142,12 @@ def test_tensorrt_recipe_of_coupled_unets_has_one_scale_per_concat(tiny_coupled)
     producer = {o: n for n in model.graph.node for o in n.output}
     concats = [n for n in model.graph.node if n.op_type == "Concat"]
     assert len(concats) > 20
-    for cat in concats:
-        assert {producer[t].op_type for t in cat.input} == {"DequantizeLinear"}
+    for cat in concats:  # int8 inputs: DQs, or a MaxPool / Resize of one (quantized before the op)
+        for t in cat.input:
+            p = producer[t]
+            while p.op_type in ("MaxPool", "Resize"):
+                p = producer[p.input[0]]
+            assert p.op_type == "DequantizeLinear"
     # Every convolution is int8: its input a DQ, its weight an int8 initializer behind a per-channel DQ.
     inits = {i.name: i for i in model.graph.initializer}
     for conv in (n for n in model.graph.node if n.op_type == "Conv"):
