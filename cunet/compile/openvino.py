@@ -46,20 +46,16 @@ class OvSettings:
         bn_to_depthwise: rewrite every BatchNormalization as a 1x1 depthwise conv first (as the `cpu` recipe does).
         fast_bias_correction: NNCF's fast bias correction (False: the slower full bias correction).
         ignore_heads: keep the heatmap heads (last 1x1 convs) in float.
-        target_device: NNCF's TargetDevice: "ANY" (its default) or "CPU" (the CPU plugin's quantization rules).
     """
 
     preset: str = "performance"
     bn_to_depthwise: bool = False
     fast_bias_correction: bool = True
     ignore_heads: bool = False
-    target_device: str = "ANY"
 
     def __post_init__(self) -> None:
         if self.preset not in ("performance", "mixed"):
             raise CunetError(f"NNCF preset must be performance or mixed, got {self.preset!r}")
-        if self.target_device not in ("ANY", "CPU"):
-            raise CunetError(f"NNCF target device must be ANY or CPU, got {self.target_device!r}")
 
 
 #: The recipe `cunet quantize --recipe openvino` uses. Measured on cunet-face-8 256², batch 1, 2 threads, one
@@ -118,8 +114,7 @@ def _quantize(nncf, model: Any, inputs: np.ndarray, settings: OvSettings, ignore
     scope = nncf.IgnoredScope(names=ignored, validate=False) if ignored else None
     dataset = nncf.Dataset([inputs[i : i + 1] for i in range(len(inputs))])
     kwargs: dict[str, Any] = dict(subset_size=len(inputs), preset=preset,
-                                  fast_bias_correction=settings.fast_bias_correction,
-                                  target_device=nncf.TargetDevice[settings.target_device])
+                                  fast_bias_correction=settings.fast_bias_correction)
     if scope is not None:
         kwargs["ignored_scope"] = scope
     # NNCF draws its progress bars on stdout; `--json` owns stdout, progress belongs on stderr.
