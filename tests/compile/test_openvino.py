@@ -98,7 +98,7 @@ def test_openvino_recipe_quantizes_each_concatenated_map_once(model_and_images, 
         sources = [_fq_source(i.get_source_output().get_node()) for i in cat.inputs()]
         assert all(s is not None for s in sources), cat.get_friendly_name()
     for op in model.get_ordered_ops():
-        if op.get_type_name() == "Convolution":
+        if op.get_type_name() in ("Convolution", "GroupConvolution"):
             assert op.input(0).get_source_output().get_node().get_type_name() == "FakeQuantize"
     fq_inputs = [op.input(0).get_source_output() for op in model.get_ordered_ops()
                  if op.get_type_name() == "FakeQuantize"]
