@@ -174,10 +174,19 @@ class Predictor:
         DARK smooths with the training sigma recorded in the metadata (the decoder's default when it is unknown).
         A model that decodes in its graph gives [N, K, 3] crop-pixel landmarks here: only the affine is left.
         """
+        return self.postprocess_scores(heatmaps, affines)[0]
+
+    def postprocess_scores(self, heatmaps: np.ndarray, affines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`postprocess` that also returns each landmark's score: (points [N, K, 2], scores [N, K]).
+
+        The score is the heatmap's peak value (the training target peaks at 1 on the landmark; a crop without the
+        face gives low peaks), or for a model that decodes in its graph the score its graph outputs. Video tracking
+        uses it to tell when the face is lost.
+        """
         if self.meta.decode:
-            return apply_affine(heatmaps[..., :2], invert_affine(affines))
-        coords, _ = decode(heatmaps, method=self.decode_method, sigma=self.meta.sigma)
-        return heatmap_to_image(coords, affines, self.meta.heatmap_stride)
+            return apply_affine(heatmaps[..., :2], invert_affine(affines)), np.asarray(heatmaps[..., 2], np.float64)
+        coords, scores = decode(heatmaps, method=self.decode_method, sigma=self.meta.sigma)
+        return heatmap_to_image(coords, affines, self.meta.heatmap_stride), scores
 
     # -------------------------------------------------------------------------------------------------- the API
 
