@@ -116,7 +116,7 @@ def quantize(model, recipe, data, method, samples, cache_dir, max_drop, output, 
     \b
     Which recipe where (cunet-face-8 256², batch 1, 2 threads, bench/cpu_int8.py; ratios vs ONNX Runtime FP32):
     --recipe openvino  Intel/x86 CPUs: NNCF PTQ → OpenVINO IR (.xml + .bin, metadata in its rt_info), run with
-                       --backend openvino; the fastest CPU INT8 measured (see the README's INT8 table)
+                       --backend openvino; the fastest CPU INT8 measured (docs/int8.md)
     --recipe cpu       CPUs with ONNX Runtime only: uint8 activations, BN as depthwise conv (about 2x FP32)
     --recipe tensorrt  GPUs: symmetric int8, zero points 0, per-channel weights; TensorRT 10/11 build it
                        unchanged, and OpenVINO runs the same file on Intel CPUs (ONNX Runtime runs it slowly)
