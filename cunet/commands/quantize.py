@@ -118,8 +118,9 @@ def quantize(model, recipe, data, method, samples, cache_dir, max_drop, output, 
     --recipe openvino  Intel/x86 CPUs: NNCF PTQ → OpenVINO IR (.xml + .bin, metadata in its rt_info), run with
                        --backend openvino; the fastest CPU INT8 measured (docs/int8.md)
     --recipe cpu       CPUs with ONNX Runtime only: uint8 activations, BN as depthwise conv (about 2x FP32)
-    --recipe tensorrt  GPUs: symmetric int8, zero points 0, per-channel weights; TensorRT 10/11 build it
-                       unchanged, and OpenVINO runs the same file on Intel CPUs (ONNX Runtime runs it slowly)
+    --recipe tensorrt  GPUs: symmetric int8, zero points 0, per-channel weights, one scale per Concat; TensorRT
+                       10/11 build it unchanged, and OpenVINO runs the same file on Intel CPUs as fast as the
+                       openvino recipe (ONNX Runtime runs it slowly)
     The openvino recipe ignores --method and --cache-dir: NNCF computes its own statistics from the same
     selected images, preprocessed exactly as at inference.
     \b
