@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -42,6 +41,7 @@ from cunet.compile.graph import set_nodes
 from cunet.errors import CunetError
 from cunet.io import write_bytes
 from cunet.runtime.meta import read_onnx_meta
+from cunet.tempdirs import temp_dir
 
 __all__ = ["Recipe", "QuantizeReport", "quantize", "quantize_with_ranges", "bn_to_depthwise", "node_groups", "landmark_drop"]
 
@@ -61,7 +61,8 @@ class QuantizeReport:
         output: the INT8 model path.
         recipe, method: the recipe and calibration method.
         samples: calibration images the ranges come from; samples_requested: how many were asked for;
-        skipped: [file, problem] of the calibration images left out as unreadable.
+        skipped: [file, problem] of the calibration files left out (`cunet.batch`: unreadable images, bad
+            annotations of a dataset).
         calibration_cache: the calibration cache entry; reused: whether it was reused.
         fp32_bytes, int8_bytes: file sizes.
         drop: the measured landmark drop (NME points of INT8 vs FP32 landmarks) of the written model, if measured.
@@ -92,7 +93,9 @@ class QuantizeReport:
     settings: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        """The `cunet quantize --json` object: every field, "skipped" as [{"file", "problem"}] like every batch
+        command's JSON (`cunet.batch`)."""
+        return {**self.__dict__, "skipped": [{"file": f, "problem": p} for f, p in self.skipped]}
 
 
 def bn_to_depthwise(model):
@@ -194,7 +197,7 @@ def quantize_with_ranges(fp32_path: Path, ranges, recipe: Recipe, exclude: list[
     from onnxruntime.quantization import quantize_static
 
     opts = _cpu_options()
-    with tempfile.TemporaryDirectory(prefix="cunet-quant-") as tmp:
+    with temp_dir("quant") as tmp:
         out = os.path.join(tmp, "int8.onnx")
         common = dict(nodes_to_exclude=list(exclude), calibrate_method=ranges.method.to_ort(), **opts)
         with _no_preprocess_advice():
@@ -354,6 +357,7 @@ def quantize(
     max_drop: float | None = None,
     val_samples: int = 8,
     progress: Callable[[str], None] | None = None,
+    strict: bool = False,
 ) -> QuantizeReport:
     """Calibrate (or reuse cached ranges) and write an INT8 Q/DQ model with the model's metadata.
 
@@ -368,6 +372,8 @@ def quantize(
         max_drop: keep the most sensitive blocks in float until INT8-vs-FP32 landmark NME ≤ this (percent points).
         val_samples: calibration inputs reused to measure the drop.
         progress: called with one line per step of the --max-drop search (each step quantizes the model once).
+        strict: stop at the first calibration file that cannot be used instead of leaving it out (`cunet.batch`;
+            the report's `skipped` lists them).
     """
     import onnx
 
@@ -380,10 +386,12 @@ def quantize(
     if read_onnx_meta(src).decode is not None:  # calibration and the accuracy check work on heatmaps
         raise CunetError(f"{src}: the model decodes in its graph (cunet export --decode); quantize the model "
                          "exported without --decode")
-    with tempfile.TemporaryDirectory(prefix="cunet-quant-") as tmp:
+    with temp_dir("quant") as tmp:
         fp32 = prepare_fp32(src, recipe, Path(tmp) / src.name)
         try:
-            ranges = calibrate(fp32, data, method=method, samples=samples, cache_dir=cache_dir)
+            ranges = calibrate(fp32, data, method=method, samples=samples, cache_dir=cache_dir, strict=strict)
+            if strict and ranges.skipped:  # a cache entry made without strict
+                raise CunetError(f"{ranges.skipped[0][0]}: {ranges.skipped[0][1]}")
         except CunetError as e:  # name the user's model, not its prepared copy in the temporary folder
             raise CunetError(str(e).replace(str(fp32), str(src))) from e
         drop, excluded, n_groups = None, [], 0

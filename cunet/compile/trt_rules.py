@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cunet.errors import CunetError
+from cunet.limits import refuse_empty
 
 __all__ = ["Violation", "check_trt", "check_trt_model"]
 
@@ -148,6 +149,7 @@ def check_trt(model_path: str | os.PathLike, strict: bool = False) -> list[Viola
     path = Path(model_path)
     if not path.is_file():
         raise CunetError(f"{path}: no such model file")
+    refuse_empty(path)
     try:
         model = onnx.load(str(path))
     except Exception as e:  # protobuf raises several types for truncated/foreign files
