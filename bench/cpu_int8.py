@@ -325,7 +325,7 @@ def main() -> None:
     ap.add_argument("--train-epochs", type=int, default=4, help="cunet-tiny's training (issue 26 measures 4).")
     ap.add_argument("--tiny-checkpoint", type=Path)
     ap.add_argument("--face8-checkpoint", type=Path)
-    ap.add_argument("--peer", action="store_true", help="Add FAN-4 rows (needs `pip install face-alignment`).")
+    ap.add_argument("--peer", action="store_true", help="Add FAN-4 rows (needs face-alignment, installed as docs/int8.md says).")
     ap.add_argument("--work", type=Path, default=_RESULTS.parent / "cpu_int8-work")
     ap.add_argument("--out", type=Path, default=_RESULTS)
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
