@@ -242,3 +242,15 @@ def test_int8_model_keeps_the_original_preprocessing(imported, tmp_path):
     meta = read_onnx_meta(out)
     assert meta.precision == "int8"
     assert (meta.mean, meta.std, meta.stretch, meta.box_margin) == tuple(ORIGINAL.values())
+
+
+def test_tensorrt_recipe_of_an_imported_model_has_one_scale_per_concat(imported, tmp_path):
+    """Issue 26: an imported original model through --recipe tensorrt: no error and no concat-scale warning."""
+    from cunet.compile.quantize import quantize
+    from cunet.compile.trt_rules import check_trt
+    from cunet.data.synth import synthesize
+
+    synthesize(tmp_path / "faces", "face", n=4, seed=0, image_size=80)
+    out = tmp_path / "face.trt.onnx"
+    quantize(imported[2], out, "tensorrt", tmp_path / "faces", samples=4, cache_dir=tmp_path / "cache")
+    assert check_trt(out, strict=True) == []

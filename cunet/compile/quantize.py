@@ -1,7 +1,9 @@
 """INT8 recipes: explicit Q/DQ ONNX models for TensorRT, and the fastest correct INT8 graph for this CPU.
 
-`tensorrt`: ONNX Runtime's `quantize_static` in the form TensorRT 10/11 build unchanged — QDQ format, symmetric int8
-activations and weights, zero points 0, per-channel weight scales, no bias quantization (`check_trt` proves it).
+`tensorrt`: explicit Q/DQ in the form TensorRT 10/11 build unchanged — symmetric int8 activations and weights, zero
+points 0, per-channel weight scales, no bias quantization (`check_trt` proves it) — placed as TensorRT's
+explicit-quantization guide wants: convolution inputs and Concat inputs, one scale per Concat, every map quantized
+once and no requantization after a Concat (`cunet.compile.qdq`; `check_trt --strict` finds no concat-scale warning).
 
 `cpu`: measured on the project's 2-core AVX-512 VNNI machine (cunet-face-8, 256², batch 1, ONNX Runtime):
 the naive uint8 Q/DQ model spent its time in QLinearConv 36 %, Transpose 22 %, float BatchNormalization 12 %,
@@ -149,24 +151,10 @@ def node_groups(model) -> dict[str, list[str]]:
     return groups
 
 
-def _recipe_options(recipe: Recipe) -> dict[str, Any]:
+def _cpu_options() -> dict[str, Any]:
+    """`quantize_static` settings of the `cpu` recipe (the `tensorrt` recipe places its Q/DQ itself)."""
     from onnxruntime.quantization import QuantFormat, QuantType
 
-    if recipe is Recipe.TENSORRT:
-        return dict(
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            extra_options={
-                "ActivationSymmetric": True,
-                "WeightSymmetric": True,
-                "QuantizeBias": False,
-            },
-            # BatchNormalization stays float: TensorRT fuses it itself, and ORT would quantize its scale as a
-            # per-channel "weight" on axis 1, which TensorRT's Q/DQ rules do not allow.
-            op_types_to_quantize=["Conv", "Concat", "MaxPool", "Resize", "Relu", "Add", "Mul"],
-        )
     return dict(
         quant_format=QuantFormat.QDQ,
         activation_type=QuantType.QUInt8,
@@ -192,16 +180,23 @@ def prepare_fp32(model_path: str | os.PathLike, recipe: Recipe, out_path: str | 
 def quantize_with_ranges(fp32_path: Path, ranges, recipe: Recipe, exclude: list[str]):
     """Quantize `fp32_path` with precomputed `Ranges`; returns a ModelProto.
 
-    ONNX Runtime >= 1.32 takes the ranges as a calibration cache file (`calibration_cache_path`). Older releases
-    (the ones Jetson wheels ship; `pyproject` admits 1.18) have no such argument: there the ranges are handed over
-    by the calibrator `quantize_static` creates, which here collects nothing and returns them.
+    The `tensorrt` recipe places its Q/DQ itself (`cunet.compile.qdq.place_trt_qdq`). The `cpu` recipe is ONNX
+    Runtime's `quantize_static`: ONNX Runtime >= 1.32 takes the ranges as a calibration cache file
+    (`calibration_cache_path`). Older releases (the ones Jetson wheels ship; `pyproject` admits 1.18) have no such
+    argument: there the ranges are handed over by the calibrator `quantize_static` creates, which here collects
+    nothing and returns them.
     """
     import inspect
 
     import onnx
+
+    if recipe is Recipe.TENSORRT:
+        from cunet.compile.qdq import place_trt_qdq
+
+        return place_trt_qdq(onnx.load(str(fp32_path)), ranges.tensors, exclude)
     from onnxruntime.quantization import quantize_static
 
-    opts = _recipe_options(recipe)
+    opts = _cpu_options()
     with temp_dir("quant") as tmp:
         out = os.path.join(tmp, "int8.onnx")
         common = dict(nodes_to_exclude=list(exclude), calibrate_method=ranges.method.to_ort(), **opts)
