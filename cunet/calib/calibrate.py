@@ -12,7 +12,6 @@ import contextlib
 import math
 import os
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from enum import Enum
@@ -25,6 +24,7 @@ from cunet.calib.cache import CacheKey, default_cache_dir, entry_lock, entry_pat
 from cunet.calib.reader import CalibrationInputs, inputs_from_arrays, read_preprocess_spec, select_calibration_images
 from cunet.errors import CunetError
 from cunet.io import sha256_file
+from cunet.tempdirs import temp_dir
 
 __all__ = ["Method", "Ranges", "calibrate", "calibrate_inputs", "CALIBRATOR_SETTINGS"]
 
@@ -136,12 +136,14 @@ def _check_inputs(inputs: CalibrationInputs, where: str) -> None:
 def _run_calibrator(model_path: Path, inputs: CalibrationInputs, method: Method) -> dict[str, tuple[float, float]]:
     from onnxruntime.quantization.calibrate import create_calibrator
 
+    from cunet.runtime.ort_backend import metadata_input_rejected
+
     settings = dict(CALIBRATOR_SETTINGS[method.value])
     batch = settings.pop("batch")
     # ONNX Runtime's histogram calibrators print progress on stdout, which belongs to `--json` output. NaN
     # activations make numpy warn inside ORT ("All-NaN axis"); the ranges are checked below and that is the one error.
     with (
-        tempfile.TemporaryDirectory(prefix="cunet-calib-") as tmp,
+        temp_dir("calib") as tmp,
         contextlib.redirect_stdout(sys.stderr),
         warnings.catch_warnings(),
     ):
@@ -153,7 +155,8 @@ def _run_calibrator(model_path: Path, inputs: CalibrationInputs, method: Method)
             calibrate_method=method.to_ort(),
             extra_options=settings,
         )
-        calibrator.collect_data(inputs.reader(batch))
+        with metadata_input_rejected(model_path):
+            calibrator.collect_data(inputs.reader(batch))
         data = calibrator.compute_data()
     tensors: dict[str, tuple[float, float]] = {}
     for name, td in data.items():

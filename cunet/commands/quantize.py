@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cunet.commands._common import console, emit_json, json_option, print_table
+from cunet.commands._common import console, emit_json, force_option, json_option, output_option, print_table
 
 __all__ = ["calibrate", "quantize", "check_trt"]
 
@@ -15,7 +15,17 @@ _method = click.option(
 _samples = click.option("--samples", type=int, default=64, show_default=True, help="Calibration images, spread evenly.")
 _data = click.option("--data", required=True, type=click.Path(),
                      help="Dataset (any layout `cunet data check` reads, or a COCO face .json) or image folder.")
-_cache = click.option("--cache-dir", type=click.Path(file_okay=False), help="Calibration cache (default ~/.cache/cunet/calib).")
+
+
+def _default_cache_dir() -> str:
+    from cunet.calib.cache import default_cache_dir
+
+    return str(default_cache_dir())
+
+
+_cache = output_option("--cache-dir", folder=True, cache=True, tag="cunet calibration cache",
+                       default=_default_cache_dir, help="Calibration cache, shared by calibrate and quantize.",
+                       show_default="$XDG_CACHE_HOME/cunet/calib, i.e. ~/.cache/cunet/calib")
 
 
 _strict = click.option("--strict", is_flag=True,
@@ -59,9 +69,10 @@ def _say_cache(ranges_or_report) -> None:
 @_samples
 @_cache
 @_strict
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also write the ranges to this JSON file.")
+@output_option("-o", "--output", help="Also write the ranges to this JSON file.")
+@force_option
 @json_option
-def calibrate(model, data, method, samples, cache_dir, strict, output, as_json):
+def calibrate(model, data, method, samples, cache_dir, strict, output, force, as_json):
     """Activation ranges of an exported model from real images (cached).
 
     \b
@@ -112,19 +123,21 @@ def calibrate(model, data, method, samples, cache_dir, strict, output, as_json):
                    "points (NME points for faces, PCKh@0.5 points for poses), scored as evaluate scores on "
                    "annotated images the calibration did not use.")
 @_strict
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="The INT8 model: .onnx (tensorrt, cpu) or .xml (openvino; NAME.bin is written beside it).")
+@output_option("-o", "--output", required=True,
+               help="The INT8 model: .onnx (tensorrt, cpu) or .xml (openvino; NAME.bin is written beside it).")
+@force_option
 @json_option
-def quantize(model, recipe, data, method, samples, cache_dir, max_drop, strict, output, as_json):
+def quantize(model, recipe, data, method, samples, cache_dir, max_drop, strict, output, force, as_json):
     """Calibrate and write an INT8 model.
 
     \b
     Which recipe where (cunet-face-8 256², batch 1, 2 threads, bench/cpu_int8.py; ratios vs ONNX Runtime FP32):
     --recipe openvino  Intel/x86 CPUs: NNCF PTQ → OpenVINO IR (.xml + .bin, metadata in its rt_info), run with
-                       --backend openvino; the fastest CPU INT8 measured (see the README's INT8 table)
+                       --backend openvino; the fastest CPU INT8 measured (docs/int8.md)
     --recipe cpu       CPUs with ONNX Runtime only: uint8 activations, BN as depthwise conv (about 2x FP32)
-    --recipe tensorrt  GPUs: symmetric int8, zero points 0, per-channel weights; TensorRT 10/11 build it
-                       unchanged, and OpenVINO runs the same file on Intel CPUs (ONNX Runtime runs it slowly)
+    --recipe tensorrt  GPUs: symmetric int8, zero points 0, per-channel weights, one scale per Concat; TensorRT
+                       10/11 build it unchanged, and OpenVINO runs the same file on Intel CPUs as fast as the
+                       openvino recipe (ONNX Runtime runs it slowly)
     The openvino recipe ignores --method and --cache-dir: NNCF computes its own statistics from the same
     selected images, preprocessed exactly as at inference.
     \b
@@ -192,23 +205,26 @@ def quantize(model, recipe, data, method, samples, cache_dir, max_drop, strict, 
 #: What each kind of check-trt warning costs, printed once per kind beside its count.
 WARNING_COSTS = {
     "concat-scales": "speed only, never accuracy: TensorRT requantizes the Concat inputs to one scale (an extra "
-                     "int8 copy per input); cunet's own --recipe tensorrt output has these and builds unchanged",
+                     "int8 copy per input) and cannot write them in place; cunet's own --recipe tensorrt output has "
+                     "none (--strict makes them errors)",
 }
 
 
 @click.command("check-trt")
 @click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--strict", is_flag=True, help="Warnings (unequal Concat input scales) are errors too (exit 1).")
 @json_option
-def check_trt(model, as_json):
+def check_trt(model, strict, as_json):
     """Check that a Q/DQ model obeys TensorRT's rules (exit 1 on any violation).
 
     \b
     int8 Q/DQ only, zero points 0, per-channel Conv weights on axis 0, no int32 bias,
     no QLinear*/ConvInteger/MatMulInteger. Unequal Concat input scales are warnings (each
-    warning kind is printed once with what it costs).
+    warning kind is printed once with what it costs); --strict makes them errors.
     A model without any QuantizeLinear/DequantizeLinear node is not an INT8 model: that is an
     error too (exit 1), since TensorRT would build it in FP32/FP16, not INT8.
       cunet check-trt model.int8.onnx
+      cunet check-trt model.int8.onnx --strict
     """
     import onnx
 
@@ -217,7 +233,7 @@ def check_trt(model, as_json):
     from cunet.filetype import require
 
     require(model, "onnx", "check-trt")
-    found = run(model)
+    found = run(model, strict=strict)
     qdq = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear")
               for n in onnx.load(str(model), load_external_data=False).graph.node)
     errors = [v for v in found if v.severity == "error"]

@@ -1,7 +1,9 @@
 """INT8 recipes: explicit Q/DQ ONNX models for TensorRT, and the fastest correct INT8 graph for this CPU.
 
-`tensorrt`: ONNX Runtime's `quantize_static` in the form TensorRT 10/11 build unchanged — QDQ format, symmetric int8
-activations and weights, zero points 0, per-channel weight scales, no bias quantization (`check_trt` proves it).
+`tensorrt`: explicit Q/DQ in the form TensorRT 10/11 build unchanged — symmetric int8 activations and weights, zero
+points 0, per-channel weight scales, no bias quantization (`check_trt` proves it) — placed as TensorRT's
+explicit-quantization guide wants: convolution inputs and Concat inputs, one scale per Concat, every map quantized
+once and no requantization after a Concat (`cunet.compile.qdq`; `check_trt --strict` finds no concat-scale warning).
 
 `cpu`: measured on the project's 2-core AVX-512 VNNI machine (cunet-face-8, 256², batch 1, ONNX Runtime):
 the naive uint8 Q/DQ model spent its time in QLinearConv 36 %, Transpose 22 %, float BatchNormalization 12 %,
@@ -29,7 +31,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -41,6 +42,7 @@ from cunet.compile.graph import set_nodes
 from cunet.errors import CunetError
 from cunet.io import write_bytes
 from cunet.runtime.meta import read_onnx_meta
+from cunet.tempdirs import temp_dir
 
 __all__ = ["Recipe", "QuantizeReport", "quantize", "quantize_with_ranges", "bn_to_depthwise", "node_groups", "landmark_drop"]
 
@@ -154,24 +156,10 @@ def node_groups(model) -> dict[str, list[str]]:
     return groups
 
 
-def _recipe_options(recipe: Recipe) -> dict[str, Any]:
+def _cpu_options() -> dict[str, Any]:
+    """`quantize_static` settings of the `cpu` recipe (the `tensorrt` recipe places its Q/DQ itself)."""
     from onnxruntime.quantization import QuantFormat, QuantType
 
-    if recipe is Recipe.TENSORRT:
-        return dict(
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            extra_options={
-                "ActivationSymmetric": True,
-                "WeightSymmetric": True,
-                "QuantizeBias": False,
-            },
-            # BatchNormalization stays float: TensorRT fuses it itself, and ORT would quantize its scale as a
-            # per-channel "weight" on axis 1, which TensorRT's Q/DQ rules do not allow.
-            op_types_to_quantize=["Conv", "Concat", "MaxPool", "Resize", "Relu", "Add", "Mul"],
-        )
     return dict(
         quant_format=QuantFormat.QDQ,
         activation_type=QuantType.QUInt8,
@@ -197,17 +185,24 @@ def prepare_fp32(model_path: str | os.PathLike, recipe: Recipe, out_path: str | 
 def quantize_with_ranges(fp32_path: Path, ranges, recipe: Recipe, exclude: list[str]):
     """Quantize `fp32_path` with precomputed `Ranges`; returns a ModelProto.
 
-    ONNX Runtime >= 1.32 takes the ranges as a calibration cache file (`calibration_cache_path`). Older releases
-    (the ones Jetson wheels ship; `pyproject` admits 1.18) have no such argument: there the ranges are handed over
-    by the calibrator `quantize_static` creates, which here collects nothing and returns them.
+    The `tensorrt` recipe places its Q/DQ itself (`cunet.compile.qdq.place_trt_qdq`). The `cpu` recipe is ONNX
+    Runtime's `quantize_static`: ONNX Runtime >= 1.32 takes the ranges as a calibration cache file
+    (`calibration_cache_path`). Older releases (the ones Jetson wheels ship; `pyproject` admits 1.18) have no such
+    argument: there the ranges are handed over by the calibrator `quantize_static` creates, which here collects
+    nothing and returns them.
     """
     import inspect
 
     import onnx
+
+    if recipe is Recipe.TENSORRT:
+        from cunet.compile.qdq import place_trt_qdq
+
+        return place_trt_qdq(onnx.load(str(fp32_path)), ranges.tensors, exclude)
     from onnxruntime.quantization import quantize_static
 
-    opts = _recipe_options(recipe)
-    with tempfile.TemporaryDirectory(prefix="cunet-quant-") as tmp:
+    opts = _cpu_options()
+    with temp_dir("quant") as tmp:
         out = os.path.join(tmp, "int8.onnx")
         common = dict(nodes_to_exclude=list(exclude), calibrate_method=ranges.method.to_ort(), **opts)
         with _no_preprocess_advice():
@@ -302,14 +297,17 @@ def landmark_drop(fp32_heatmaps: np.ndarray, int8_heatmaps: np.ndarray) -> float
     return float((np.linalg.norm(a - b, axis=-1).mean(axis=1) / norm).mean() * 100.0)
 
 
-def _run(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
+def _run(model_bytes: bytes, x: np.ndarray, where: Path) -> np.ndarray:
     import onnxruntime as ort
+
+    from cunet.runtime.ort_backend import metadata_input_rejected
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
+    with metadata_input_rejected(where):
+        return np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
 
 
 def _control(fp32_path: Path, ranges, recipe: Recipe, val, max_drop: float, say: Callable[[str], None]):
@@ -319,11 +317,11 @@ def _control(fp32_path: Path, ranges, recipe: Recipe, val, max_drop: float, say:
 
     from cunet.compile.accuracy_budget import loss_of, metric_of
 
-    reference = metric_of(val, _run(fp32_path.read_bytes(), val.x))
+    reference = metric_of(val, _run(fp32_path.read_bytes(), val.x, fp32_path))
 
     def drop_of(exclude: list[str]):
         model = quantize_with_ranges(fp32_path, ranges, recipe, exclude)
-        return model, loss_of(val, reference, _run(model.SerializeToString(), val.x))
+        return model, loss_of(val, reference, _run(model.SerializeToString(), val.x, fp32_path))
 
     say("max-drop: measuring the fully quantized model")
     model, drop = drop_of([])
@@ -399,7 +397,7 @@ def quantize(
     if read_onnx_meta(src).decode is not None:  # calibration and the accuracy check work on heatmaps
         raise CunetError(f"{src}: the model decodes in its graph (cunet export --decode); quantize the model "
                          "exported without --decode")
-    with tempfile.TemporaryDirectory(prefix="cunet-quant-") as tmp:
+    with temp_dir("quant") as tmp:
         fp32 = prepare_fp32(src, recipe, Path(tmp) / src.name)
         try:
             ranges = calibrate(fp32, data, method=method, samples=samples, cache_dir=cache_dir, strict=strict)

@@ -40,9 +40,9 @@ from typing import Any, Callable
 import numpy as np
 
 from cunet.data.spec import Task
-from cunet.errors import CunetError, require_torch
-from cunet.io import write_json, write_text
+from cunet.errors import CunetError, OutputError, require_torch
 from cunet.evaluate.memory import DEFINITIONS as MEMORY_DEFINITIONS
+from cunet.io import check_writable, make_dirs, remove, write_json, write_text
 from cunet.pipeline.bench_output import (FAILED, FAILED_VALIDATION, OK, ROW_KEYS, SKIPPED, plot_rows, print_rows,
                                          write_csv)
 from cunet.pipeline.bench_plan import CALIB_METHOD, Artifact, SkipKind, plan, stale_reason, stamp_path
@@ -261,7 +261,7 @@ def _run_row(art: Artifact, opts: BenchOptions, task: str, work: Path, built: di
             else:
                 if art.path.is_file():  # an artifact of other inputs (another TensorRT, GPU, model): say so
                     say(f"{art.name}: rebuilding {art.path.name}: {why}")
-                stamp_path(art.path).unlink(missing_ok=True)
+                remove(stamp_path(art.path))
                 art.build()
                 write_json(stamp_path(art.path), key)
         row["size_mb"] = ir_files_bytes(art.path) / 1e6
@@ -281,6 +281,8 @@ def _run_row(art: Artifact, opts: BenchOptions, task: str, work: Path, built: di
             row.update(_video_scores(art, opts))
         step("time")
         row.update(_profile(art, opts))
+    except OutputError:  # the report or work folder, not this artifact: every later row would meet it too
+        raise
     except _RowFailure as e:
         row["status"], row["reason"] = e.status, e.reason
     except CunetError as e:
@@ -358,9 +360,26 @@ def run_bench(opts: BenchOptions) -> BenchResult:
 
     Raises:
         CunetError: the checkpoint or the data folder is unusable (per-artifact failures become rows instead).
+
+    Called without a write policy (from Python), it runs under the one `cunet bench --report/--work` has
+    (`cunet.io`), so a later CLI run may reuse and replace what this one wrote.
     """
+    from cunet.io import Output, WritePolicy, writing
+
+    outputs = [Output(Path(p), "cunet bench", option, folder=True)
+               for p, option in ((opts.report, "--report"), (opts.work, "--work")) if p is not None]
+    inputs = [opts.checkpoint, opts.data, *([opts.video] if opts.video is not None else [])]
+    with writing(WritePolicy(outputs, inputs), default=True):
+        return _run(opts)
+
+
+def _run(opts: BenchOptions) -> BenchResult:
     from cunet.evaluate.profile import environment
 
+    report = Path(opts.report)
+    files = {"json": str(report / "bench.json"), "csv": str(report / "bench.csv"),
+             "plot": str(report / "accuracy_latency.png")}
+    check_writable(files.values())  # before minutes of building: a file of someone else's where the report goes
     ckpt = Path(opts.checkpoint)
     loaded = None
     if _is_onnx(ckpt):
@@ -391,14 +410,14 @@ def run_bench(opts: BenchOptions) -> BenchResult:
         if task != "face":
             raise CunetError(f"{opts.video}: video datasets (300-VW) are faces; this is a {task} model")
         read_video_dataset(opts.video)
-    report = Path(opts.report)
     work = Path(opts.work) if opts.work is not None else report / "artifacts"
-    work.mkdir(parents=True, exist_ok=True)
+    make_dirs(work)
     metric = Task(task).metric
     calib_images, calib = _calibration(opts, _preprocess_spec(ckpt, loaded))
     # One split serving calibration and scoring: the images INT8 was calibrated on are not scored (issue 23).
     exclude = calib_images if layout.one_split else ()
     artifacts = plan(opts, work, ckpt)
+    check_writable(p for a in artifacts if a.build is not None for p in (a.path, stamp_path(a.path)))  # artifacts
     rows: list[dict[str, Any]] = []
     per_image: dict[str, np.ndarray] = {}
     built: dict[str, str] = {}
@@ -414,8 +433,6 @@ def run_bench(opts: BenchOptions) -> BenchResult:
     gate = gate_failures(rows) if opts.max_drop is not None else []
     exit_code = 1 if gate else 0
     scored_images = next((len(v) for v in per_image.values()), None)
-    files = {"json": str(report / "bench.json"), "csv": str(report / "bench.csv"),
-             "plot": str(report / "accuracy_latency.png")}
     write_json(files["json"], {
         "task": task, "metric": metric, "checkpoint": str(ckpt), "data": str(opts.data), "reference": ref,
         "max_drop": opts.max_drop, "exit_code": exit_code, "gate_failures": [r["artifact"] for r in gate],

@@ -20,6 +20,7 @@ import numpy as np
 from cunet.data.decode import DEFAULT_METHOD, DecodeMethod, decode, flip_back, heatmap_to_image, merge_flip
 from cunet.data.preprocess import Box, apply_affine, crop_affines, invert_affine, to_input, warp
 from cunet.errors import CunetError, require_torch
+from cunet.filetype import ModelKind, import_original_advice, sniff
 from cunet.io import sha256_file
 from cunet.limits import refuse_empty
 from cunet.runtime.base import BACKENDS, Backend, cuda_device_available
@@ -268,6 +269,8 @@ def open_predictor(
     if not path.is_file():
         raise CunetError(f"{path}: no such model file")
     refuse_empty(path)
+    if sniff(path) is ModelKind.ORIGINAL:  # before the suffix: `.pth.tar` is no suffix a runtime knows
+        raise CunetError(import_original_advice(path))
     suffix = path.suffix.lower()
     if suffix in TORCH_SUFFIXES:
         return _open_torch(path, backend, threads, device, decode_method)

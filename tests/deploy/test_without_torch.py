@@ -38,6 +38,7 @@ def test_import_and_help_load_no_torch(no_torch_env) -> None:
 @pytest.mark.parametrize("args, what", [
     (["train", "--task", "face", "--data", "{data}", "--out", "{tmp}/run"], "cunet train"),
     (["export", "{pt}", "-o", "{tmp}/x.onnx"], "cunet export"),
+    (["import-original", "{pt}", "-o", "{tmp}/x.pt"], "cunet import-original"),
     (["summary", "cunet-tiny"], "cunet summary of a variant or a .pt checkpoint"),
     (["demo", "--quick", "--out", "{tmp}/demo"], "cunet demo"),
     (["evaluate", "{pt}", "--data", "{data}"], "{pt}: a .pt checkpoint"),
@@ -97,6 +98,8 @@ def test_data_doctor_summary_compile(cunet, artifacts, tmp_path) -> None:
     summary = cunet("summary", artifacts.onnx, "--json")  # what the metadata records; MACs need torch
     assert summary.code == 0, summary.stderr
     assert summary.json()["task"] == "face" and summary.json()["config"]["layers"] >= 1
+    table = cunet("summary", artifacts.onnx)  # the hint where MACs would be names the extra that brings torch
+    assert table.code == 0 and f"counted with PyTorch: {TRAIN_HINT}" in table.stderr, table.stderr
     doctor = cunet("doctor", "--json")
     assert doctor.code in (0, 1), doctor.stderr
     assert doctor.json()["torch"]["installed"] is False
