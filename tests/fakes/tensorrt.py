@@ -330,6 +330,8 @@ def make_tensorrt(version: str, driver: Any) -> tuple[types.ModuleType, State]:
                 return False
             x = state.driver.read(self.addresses[e.input], self.shapes[e.input], e.np_dtype(e.header["in_dtype"]))
             y = e.session().run(None, {e.input: x})[0].astype(e.np_dtype(e.header["out_dtype"]))
+            if "wrong_output" in state.fail:  # a kernel that computes something else: what a GPU check must catch
+                y = y + np.ptp(y).astype(y.dtype)
             state.driver.write(self.addresses[e.output], y)
             return True
 
