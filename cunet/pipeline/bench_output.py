@@ -84,15 +84,11 @@ def print_rows(rows: list[dict[str, Any]], metric: str, ref: str | None, calib: 
                scored: int | None = None, left_out: int = 0) -> None:
     """The bench table on stderr, then one line per distinct skip/failure reason, the calibration count and what Δ
     was measured on (`scored` images, `left_out` calibration images removed from a split that serves both)."""
-    from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
 
     from cunet.console import console
 
-    out = console()
-    if not out.is_terminal:  # logs and CI: full rows rather than the 80-column default
-        out = Console(stderr=True, width=150)
+    out = console(width=150)  # logs and CI: full rows rather than the 80-column default
     label = Task.of_metric(metric).metric_label
     table = Table(title=f"cunet bench — {label}, Δ vs {ref or 'no reference'}", title_justify="left")
     gpu = any(r.get("device_peak_mb") is not None for r in rows)
@@ -116,7 +112,7 @@ def print_rows(rows: list[dict[str, Any]], metric: str, ref: str | None, calib: 
         if r["reason"]:
             reasons.setdefault(r["reason"], []).append(r["artifact"])
     for reason, names in reasons.items():
-        out.print(f"{', '.join(names)}: {escape(reason)}", highlight=False)
+        out.print(f"{', '.join(names)}: {reason}", highlight=False)
     if calib is not None and calib[0] < calib[1]:
         out.print(f"warning: the INT8 rows are calibrated on {calib[0]} image(s), {calib[1]} requested (the "
                   "training split has no more); their accuracy is less certain", highlight=False)
