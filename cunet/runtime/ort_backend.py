@@ -49,15 +49,22 @@ def metadata_input_rejected(path: str | os.PathLike) -> Iterator[None]:
 
     Inputs are shaped and typed from the model's own metadata (inference, calibration, the `--max-drop` check), so
     an `InvalidArgument` there (another dtype, rank or size) means the metadata describes another graph: copied
-    metadata, or an ONNX file that is not the exported cunet model.
+    metadata, or an ONNX file that is not the exported cunet model. A `Fail` or `RuntimeException` while running that
+    input (a node that cannot compute it: a Reshape to another size) says the same of the file, not of cunet.
     """
-    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
 
     try:
         yield
     except InvalidArgument as e:
-        detail = " ".join(str(e).split())[:200]
-        raise CunetError(f"{path}: the graph rejects the input its cunet metadata describes ({detail})") from e
+        raise CunetError(f"{path}: the graph rejects the input its cunet metadata describes ({_detail(e)})") from e
+    except (Fail, RuntimeException) as e:
+        raise CunetError(f"{path}: the graph fails on the input its cunet metadata describes ({_detail(e)})") from e
+
+
+def _detail(e: Exception) -> str:
+    """ONNX Runtime's message on one line, its log's terminal colour codes removed, at most 200 characters."""
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(e)).split())[:200]
 
 
 def ort_available_providers() -> list[str]:
