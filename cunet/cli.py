@@ -5,6 +5,10 @@ prints the result. Commands are discovered from that package, so adding a comman
 modules import only click at the top (the library is imported inside the command), which keeps `cunet --help`
 fast and working without torch, ONNX Runtime or TensorRT.
 
+Every discovered command is wrapped by `cunet.commands._common.guard`, so it runs under its write policy (the one
+ownership rule of `cunet.io`, derived from its declared output options) and an OS error while writing or a missing
+optional package is one line: that holds for a command added tomorrow without anyone remembering it.
+
 A `CunetError` becomes one line on stderr and exit code 1; so does a usage mistake (a missing argument or option, an
 unknown variant), which keeps click's usage hint: every failure a user can cause exits 1, as the README says.
 Anything else is a bug and keeps its traceback.
@@ -21,7 +25,9 @@ import click
 
 import cunet
 from cunet import commands
+from cunet.commands._common import guard
 from cunet.errors import CunetError
+from cunet.tempdirs import sweep_once
 
 __all__ = ["main", "cli"]
 
@@ -35,8 +41,15 @@ def _discover() -> dict[str, click.Command]:
         for attr in getattr(module, "__all__", []):
             cmd = getattr(module, attr)
             if isinstance(cmd, click.Command):
-                found[cmd.name] = cmd
+                found[cmd.name] = guard(cmd)
     return found
+
+
+#: Commands newcomers look for that do not exist, and where what they want lives.
+_NOT_A_COMMAND = {
+    "lowbit": "low-bit models are trained with `cunet train --bits-w 1|2|4|8 --bits-a 8`, exported with `cunet "
+              "export` and bit-packed with `cunet pack` / `cunet unpack`",
+}
 
 
 class _Group(click.Group):
@@ -57,6 +70,11 @@ class _Group(click.Group):
     def get_command(self, ctx, name):
         self._load()
         return super().get_command(ctx, name)
+
+    def resolve_command(self, ctx, args):
+        if args and self.get_command(ctx, args[0]) is None and args[0] in _NOT_A_COMMAND:
+            raise click.UsageError(f"there is no `cunet {args[0]}`: {_NOT_A_COMMAND[args[0]]}", ctx)
+        return super().resolve_command(ctx, args)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -80,6 +98,7 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `cunet` console script; returns the exit code."""
+    sweep_once()  # temporary folders of killed cunet runs (those whose marker names a process that is gone)
     if "torch" not in sys.modules:
         # OpenMP threads that spin while they wait used 3x the CPU and made a cunet-tiny training step 3x slower
         # (4.6 s vs 1.5 s, 2 threads, batch 16) on 2 cores shared with other work. It only takes effect before torch

@@ -65,6 +65,8 @@ def imported(tmp_path_factory):
 
 
 def test_cli_writes_one_json_object_and_refuses_to_overwrite(tmp_path):
+    from cunet.io import Output, WritePolicy, write_bytes, writing
+
     src = _original_file(tmp_path / "orig.pth.tar")
     done = _cli("import-original", str(src), "-o", "out.pt", "--input-size", "64", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -72,11 +74,18 @@ def test_cli_writes_one_json_object_and_refuses_to_overwrite(tmp_path):
     assert result["layout"] == "prev_version" and result["task"] == "face" and result["heads"] == [0, 1]
     assert (result["config"]["layers"], result["config"]["order"], result["config"]["channels"]) == (2, 1, 8)
     assert result["parameters"] == 22088 and result["preprocess"]["stretch"] == "minmax"
-    before = (tmp_path / "out.pt").read_bytes()
-    again = _cli("import-original", str(src), "-o", "out.pt", cwd=tmp_path)
-    assert again.returncode == 1 and again.stderr.strip().count("\n") == 0
-    assert again.stderr.startswith("error: out.pt: already exists")
-    assert (tmp_path / "out.pt").read_bytes() == before
+    again = _cli("import-original", str(src), "-o", "out.pt", "--input-size", "64", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr  # its own earlier output (.cunet-outputs proves it): replaced
+    # A trained run's checkpoint, recorded as written by `cunet train --out`, is not import-original's to replace.
+    run = tmp_path / "run"
+    with writing(WritePolicy([Output(run, "cunet train", "--out", folder=True)])):
+        write_bytes(run / "best.pt", (tmp_path / "out.pt").read_bytes())
+    before = (run / "best.pt").read_bytes()
+    refused = _cli("import-original", str(src), "-o", "run/best.pt", cwd=tmp_path)
+    assert refused.returncode == 1 and refused.stderr.strip().count("\n") == 0
+    assert refused.stderr.startswith("error: run/best.pt: exists and it was written by `cunet train --out`")
+    assert "--force" in refused.stderr
+    assert (run / "best.pt").read_bytes() == before
     bad = tmp_path / "bad.pth.tar"
     torch.save({"state_dict": {"features.conv0.weight": torch.zeros(8, 3, 7, 7)}}, bad)
     refused = _cli("import-original", str(bad), "-o", "bad.pt", cwd=tmp_path)
@@ -177,13 +186,21 @@ def test_evaluate_boxes_crops_by_the_models_rule(imported, tmp_path):
 
 
 def test_evaluate_boxes_refusals(imported, tmp_path):
+    """The batch rule: an image without a box is skipped (strict: stops there); a box file for none is an error."""
     from cunet.evaluate.accuracy import evaluate
     from tests.data.test_detector_boxes import write_ibug_mat
 
     data, _, _ = _real_faces(tmp_path)
     partial = write_ibug_mat(tmp_path / "bounding_boxes_one.mat", [("indoor_020.png", [10, 10, 300, 300])])
-    with pytest.raises(CunetError, match=r"no detector box for 1 of 2 image\(s\), e.g. test/common/indoor_029.png"):
-        evaluate(imported[2], data, backend="ort-cpu", boxes=partial)
+    result = evaluate(imported[2], data, backend="ort-cpu", boxes=partial)
+    missing = str((data / "test" / "common" / "indoor_029.png").resolve())
+    assert result["n"] == 1 and result["skipped"] == [
+        {"file": missing, "problem": f"no detector box for this image in {partial}"}]
+    with pytest.raises(CunetError, match=rf"{missing}: no detector box for this image"):
+        evaluate(imported[2], data, backend="ort-cpu", boxes=partial, strict=True)
+    other = write_ibug_mat(tmp_path / "bounding_boxes_two.mat", [("elsewhere.png", [10, 10, 300, 300])])
+    with pytest.raises(CunetError, match=r"no detector box for 2 of 2 image\(s\), e.g. test/common/indoor_020.png"):
+        evaluate(imported[2], data, backend="ort-cpu", boxes=other)
 
 
 def test_predict_with_mat_boxes_uses_the_models_margin(imported, tmp_path):
@@ -225,3 +242,15 @@ def test_int8_model_keeps_the_original_preprocessing(imported, tmp_path):
     meta = read_onnx_meta(out)
     assert meta.precision == "int8"
     assert (meta.mean, meta.std, meta.stretch, meta.box_margin) == tuple(ORIGINAL.values())
+
+
+def test_tensorrt_recipe_of_an_imported_model_has_one_scale_per_concat(imported, tmp_path):
+    """Issue 26: an imported original model through --recipe tensorrt: no error and no concat-scale warning."""
+    from cunet.compile.quantize import quantize
+    from cunet.compile.trt_rules import check_trt
+    from cunet.data.synth import synthesize
+
+    synthesize(tmp_path / "faces", "face", n=4, seed=0, image_size=80)
+    out = tmp_path / "face.trt.onnx"
+    quantize(imported[2], out, "tensorrt", tmp_path / "faces", samples=4, cache_dir=tmp_path / "cache")
+    assert check_trt(out, strict=True) == []

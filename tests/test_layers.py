@@ -27,17 +27,24 @@ LAYERS = {
     "train": 4, "compile": 4, "calib": 4, "evaluate": 4,
     "runtime": 3,
     "model": 2, "data": 2,
-    "io": 1, "errors": 1, "console": 1, "filetype": 1, "": 1,  # "": the package's own __init__
+    "io": 1, "errors": 1, "console": 1, "filetype": 1, "limits": 1, "batch": 1, "tempdirs": 1,
+    "": 1,  # "": the package's own __init__
 }
 #: The sideways arrows allowed between different packages of one layer: (importer prefix, imported prefix).
 SIDEWAYS = {
     ("compile", "calib"): "quantize calibrates the activation ranges it writes into Q/DQ nodes",
+    ("compile", "evaluate.scoring"): "--max-drop is scored with evaluate's own code (cunet.compile.accuracy_budget)",
     ("train", "evaluate.metrics"): "validation during training scores with the evaluation metrics",
     ("train", "evaluate.scoring"): "validation NME is the per-image NME `cunet metrics` reports",
     ("model", "data.spec"): "a checkpoint is checked against its task's landmark spec",
     ("", "errors"): "the package exports CunetError",
     ("io", "errors"): "a refused overwrite is a one-line CunetError",
     ("filetype", "errors"): "a model file of the wrong kind is a one-line CunetError",
+    ("filetype", "limits"): "an empty model file is `PATH: empty file`, as every reader says it",
+    ("limits", "errors"): "an empty or oversized file is a one-line CunetError",
+    ("batch", "errors"): "--strict turns the first skipped file into a one-line CunetError",
+    ("io", "limits"): "the .cunet-outputs manifest is read under the size limit of every file read whole",
+    ("tempdirs", "io"): "a temporary folder's owner marker is written atomically",
     ("cli", "commands"): "the CLI discovers the command modules",
     ("__main__", "cli"): "`python -m cunet` runs the CLI",
 }
@@ -49,14 +56,14 @@ TORCH_GATES = {
     ("cunet.runtime.predictor", "cunet.model.checkpoint"): "`.pt` inputs: `_open_torch` calls require_torch",
     ("cunet.runtime.predictor", "cunet.runtime.torch_backend"): "likewise",
     ("cunet.pipeline.bench", "cunet.model.checkpoint"): "bench of a `.pt`: run_bench calls require_torch",
-    ("cunet.pipeline.bench", "cunet.compile.export"): "only planned for a `.pt` input, after require_torch",
+    ("cunet.pipeline.bench_plan", "cunet.compile.export"): "only planned for a `.pt` input, after require_torch",
     ("cunet.commands.summary", "cunet.model.summary"): "`summary VARIANT` calls require_torch",
     ("cunet.commands.summary", "cunet.model.config"): "likewise",
     ("cunet.commands.summary", "cunet.model.quant"): "likewise",
     ("cunet.commands.summary", "cunet.model.checkpoint"): "`summary MODEL.pt`: after the same require_torch",
 }
 #: Modules whose torch imports are the fallback where torch is installed (the CUDA device layer).
-TORCH_FALLBACK = {"cunet.runtime.cuda"}
+TORCH_FALLBACK = {"cunet.runtime.cuda_drivers"}
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from cunet.commands._common import console, emit_json, json_option, print_table
@@ -35,14 +37,19 @@ def _batches(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--ops", is_flag=True,
               help="Also time inference per operator type (share of kernel time): ONNX Runtime's profiler for "
                    ".onnx, OpenVINO's per-layer counters for .xml or --backend openvino.")
+@click.option("--video", type=click.Path(exists=True, path_type=Path),
+              help="Profile the video pipeline on this video (or frame folder) instead: per-stage time per frame "
+                   "(decode, detect/track, crop, inference, landmarks, smooth) and end-to-end frames/s.")
 @json_option
-def profile(model, backend, batch, warmup, iters, threads, device, label, ops, as_json):
+def profile(model, backend, batch, warmup, iters, threads, device, label, ops, video, as_json):
     """Time MODEL's whole predict path (crop → inference → decode) on random 640x480 frames.
 
     \b
-    Reports p50/p90/p99/mean/std latency in ms (total and per stage), images/s, peak host RSS, and on CUDA
-    the device memory and CUDA-event inference time, plus an environment block (CPU, library versions) so
-    reports from two machines or backends can be compared. Machines are noisy: compare ratios within a run.
+    Reports p50/p90/p99/mean/std latency in ms (total and per stage), images/s, memory (load peak: the
+    process up to the first inference; run peak: the timed runs; on CUDA the process's device memory, or
+    none where it cannot be attributed) and CUDA-event inference time, plus an environment block (CPU,
+    library versions) so reports from two machines or backends can be compared. The JSON carries the memory
+    definitions. Machines are noisy: compare ratios within a run.
 
     \b
     --ops adds, per batch size, the time of each operator type (Conv, QuantizeLinear, Concat ...) per run and its
@@ -55,8 +62,13 @@ def profile(model, backend, batch, warmup, iters, threads, device, label, ops, a
       cunet profile face.onnx --backend ort-cpu --batch 1,8 --threads 2 --json
       cunet profile runs/face/best.pt --iters 20
       cunet profile face.int8.onnx --ops --threads 2
+      cunet profile face.onnx --video clip.mp4 --threads 2      # the video pipeline, stage by stage
     """
     from cunet.evaluate.profile import profile as run_profile
+
+    if video is not None:
+        _profile_video(model, video, backend, threads, warmup, label, as_json)
+        return
 
     report = run_profile(model, backend=backend, batch_sizes=batch, warmup=warmup, iters=iters, threads=threads,
                          device=device)
@@ -73,13 +85,15 @@ def profile(model, backend, batch, warmup, iters, threads, device, label, ops, a
     rows += [(f"{stage} p50 (ms)", *[r["latency_ms"][stage]["p50"] for r in results])
              for stage in ("preprocess", "inference", "decode")]
     rows.append(("images / s", *[r["throughput_ips"] for r in results]))
-    rows.append(("peak RSS (MB)", *[r["peak_rss_mb"] for r in results]))
+    rows.append(("load peak (MB)", *[report["load_peak_mb"] for _ in results]))
+    rows.append(("run peak (MB)", *[r["run_peak_mb"] for r in results]))
     if any(r["device_inference_ms"] for r in results):
         rows.append(("device inference p50 (ms)", *[(r["device_inference_ms"] or {}).get("p50") for r in results]))
-        rows.append(("device memory (MB)", *[r["device_memory_mb"] for r in results]))
+        rows.append(("device peak (MB)", *[r["device_peak_mb"] for r in results]))
     env = report["environment"]
     print_table(
-        f"{report['model']} · {report['backend']} ({report['provider']})",
+        f"{report['model']} · {report['precision']} · {report['backend']} ({report['provider']}) on "
+        f"{report['device']}",
         ["", *[f"batch {r['batch']}" for r in results]],
         rows,
     )
@@ -109,3 +123,18 @@ def _op_profiles(model, backend, batch, warmup, iters, threads, device) -> list[
     else:
         raise CunetError(f"{model}: --ops profiles .onnx models (ONNX Runtime) and OpenVINO .xml models, not {suffix}")
     return [ops_profile(model, engine, b, warmup=warmup, iters=iters, threads=threads, device=device) for b in batch]
+
+
+def _profile_video(model, video, backend, threads, warmup, label, as_json) -> None:
+    from cunet.pipeline.video_profile import profile_video, stage_rows
+
+    report = profile_video(model, video, backend=backend, threads=threads, warmup=min(warmup, 5))
+    if label:
+        report["environment"]["label"] = label
+    if as_json:
+        emit_json(report)
+        return
+    print_table(f"{report['model']} on {report['video']} · {report['backend']} ({report['provider']}) · "
+                f"{report['frames']} frames timed", ["stage", "p50 ms", "mean ms", "share %"], stage_rows(report))
+    console().print(f"end to end: {report['fps']:.1f} frames/s · detector {report['detector'] or 'none'} · "
+                    f"{report['redetections']} detection(s) · smooth {report['smooth']['method']}")

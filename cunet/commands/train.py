@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from cunet.commands._common import emit_json, json_option
+from cunet.commands._common import emit_json, json_option, output_option
 from cunet.errors import require_torch
 
 __all__ = ["train"]
@@ -31,12 +31,12 @@ def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -
               help="face: 68 points, validated by NME (%); pose: 16 MPII joints, validated by PCKh@0.5 (%).")
 @click.option("--data", type=click.Path(path_type=Path), required=True,
               help="Dataset (300-W, train/ + test/, a flat folder of images + .pts or a COCO face .json; pose: "
-                   "train.json + valid.json). Its train split trains.")
+                   "train.json + valid.json, or one MPII .json). Its train split trains.")
 @click.option("--val-data", type=click.Path(path_type=Path),
               help="Validate on this dataset's test split instead of --data's (required when --data is one flat "
-                   "folder or a COCO .json, which have one split).")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("run"), show_default=True,
-              help="Run folder: best.pt, last.pt, log.csv, history.json.")
+                   "folder, a COCO or an MPII .json, which have one split).")
+@output_option("--out", folder=True, path_type=Path, default=Path("run"), show_default=True,
+               help="Run folder: best.pt, last.pt, log.csv, history.json.")
 @click.option("--variant", help="Model: cunet-tiny (default), cunet-face-8, cunet-pose-16, ... (see `cunet summary`).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt (after a crash, kill or budget).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training split [recipe].")
@@ -76,10 +76,13 @@ def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -
               help="DataLoader processes (0 and 1 measured the same on 2 CPU cores; use 4-8 with a GPU).")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads [torch's default].")
 @click.option("--device", help="cpu, cuda, cuda:1 [cuda when available].")
+@click.option("--strict", is_flag=True,
+              help="Stop at the first file of the data that cannot be used (default: leave it out, say so, train on "
+                   "the rest, exit 1 at the end).")
 @json_option
 def train(task, data, val_data, out, variant, resume, epochs, batch_size, lr, optimizer, milestones, gamma,
           weight_decay, sigma, layers, order, input_size, refine, memory_efficient, bits_w, bits_a, bits_g, quant_delay,
-          conv_lr_scale, max_minutes, seed, workers, threads, device, as_json) -> None:
+          conv_lr_scale, max_minutes, seed, workers, threads, device, strict, as_json) -> None:
     """Train a CU-Net landmark localizer; writes OUT/best.pt (best validation) and OUT/last.pt (every epoch).
 
     \b
@@ -115,9 +118,17 @@ def train(task, data, val_data, out, variant, resume, epochs, batch_size, lr, op
     different ones is an error. --epochs and --max-minutes may grow.
 
     \b
+    Bad files: the data is checked before the first epoch (every image decoded
+    once); a file that cannot be used (a truncated image, a .pts of 19 points, an
+    image without annotation) is one `skipped FILE: why` line, the start line
+    counts what is used, training goes on without it and the exit status is 1
+    at the end. --strict stops at the first instead.
+
+    \b
     Output: one line per epoch on stderr (loss, metric, lr, time); with --json
     one object on stdout: {"best", "last", "metric_name", "best_metric", "epoch",
-    "seconds", "history": [{"epoch", "train_loss", <metric>, "lr", "seconds", ...}]}.
+    "seconds", "history": [{"epoch", "train_loss", <metric>, "lr", "seconds", ...}],
+    "skipped": [{"file", "problem"}], "train_samples"}.
     """
     if memory_efficient and "torch" not in sys.modules:
         # Memory-efficient training hands its free pages back before each recomputed U-Net and faults them in again;
@@ -126,6 +137,7 @@ def train(task, data, val_data, out, variant, resume, epochs, batch_size, lr, op
         # Not for plain training: there they cost 1.42x the time and 13 % more memory (measured side by side).
         os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     require_torch("cunet train")
+    from cunet.batch import finish
     from cunet.train.trainer import TrainOptions
     from cunet.train.trainer import train as run_training
 
@@ -138,7 +150,10 @@ def train(task, data, val_data, out, variant, resume, epochs, batch_size, lr, op
                         conv_lr_scale=conv_lr_scale,
                         max_minutes=max_minutes,
                         device=device, progress=True, milestones=milestones, gamma=gamma, weight_decay=weight_decay,
-                        threads=threads)
+                        threads=threads, strict=strict)
     result = run_training(opts)
-    if as_json and os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return
+    if as_json:
         emit_json(result.to_dict())
+    finish(result.skipped, result.train_samples, "training sample(s) used")

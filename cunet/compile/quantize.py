@@ -1,7 +1,9 @@
 """INT8 recipes: explicit Q/DQ ONNX models for TensorRT, and the fastest correct INT8 graph for this CPU.
 
-`tensorrt`: ONNX Runtime's `quantize_static` in the form TensorRT 10/11 build unchanged — QDQ format, symmetric int8
-activations and weights, zero points 0, per-channel weight scales, no bias quantization (`check_trt` proves it).
+`tensorrt`: explicit Q/DQ in the form TensorRT 10/11 build unchanged — symmetric int8 activations and weights, zero
+points 0, per-channel weight scales, no bias quantization (`check_trt` proves it) — placed as TensorRT's
+explicit-quantization guide wants: convolution inputs and Concat inputs, one scale per Concat, every map quantized
+once and no requantization after a Concat (`cunet.compile.qdq`; `check_trt --strict` finds no concat-scale warning).
 
 `cpu`: measured on the project's 2-core AVX-512 VNNI machine (cunet-face-8, 256², batch 1, ONNX Runtime):
 the naive uint8 Q/DQ model spent its time in QLinearConv 36 %, Transpose 22 %, float BatchNormalization 12 %,
@@ -13,12 +15,13 @@ the last DQ. Activations are asymmetric uint8 (VNNI's u8s8 dot products; ReLU fo
 weights per-channel int8. That measured 2.16x faster than FP32 where the naive recipe was 1.52x (one interleaved run).
 
 Accuracy control (`max_drop`): nodes are grouped by their exported module path (stem, one group per U-Net block,
-bridges, heads); the drop is measured on preprocessed validation inputs as the NME between the INT8 and FP32
-landmarks (an upper bound on the NME increase against any ground truth, by the triangle inequality). While over
-budget, groups are tried in order of sensitivity (largest drop reduction when it alone stays float); a group stays
-float only when it lowers the drop, so the reported drop falls at every kept group. Groups whose float copy does not
-help are never kept. When only every group in float meets the budget, the written model is FP32 in all but name:
-`QuantizeReport.all_float` says so and `cunet quantize` warns and exits 1.
+bridges, heads); the drop is the task metric lost against FP32 — NME points for faces, PCKh@0.5 points for poses —
+measured as `cunet evaluate` measures it (same crops, same decoder, ground-truth normaliser) on annotated images the
+calibration did not use (`cunet.compile.accuracy_budget`). While over budget, groups are tried in order of
+sensitivity (largest drop reduction when it alone stays float); a group stays float only when it lowers the drop, so
+the reported drop falls at every kept group. Groups whose float copy does not help are never kept. When only every
+group in float meets the budget, the written model is FP32 in all but name: `QuantizeReport.all_float` says so and
+`cunet quantize` warns and exits 1.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -40,6 +42,7 @@ from cunet.compile.graph import set_nodes
 from cunet.errors import CunetError
 from cunet.io import write_bytes
 from cunet.runtime.meta import read_onnx_meta
+from cunet.tempdirs import temp_dir
 
 __all__ = ["Recipe", "QuantizeReport", "quantize", "quantize_with_ranges", "bn_to_depthwise", "node_groups", "landmark_drop"]
 
@@ -59,17 +62,20 @@ class QuantizeReport:
         output: the INT8 model path.
         recipe, method: the recipe and calibration method.
         samples: calibration images the ranges come from; samples_requested: how many were asked for;
-        skipped: [file, problem] of the calibration images left out as unreadable.
+        skipped: [file, problem] of the calibration files left out (`cunet.batch`: unreadable images, bad
+            annotations of a dataset).
         calibration_cache: the calibration cache entry; reused: whether it was reused.
         fp32_bytes, int8_bytes: file sizes.
-        drop: the measured landmark drop (NME points of INT8 vs FP32 landmarks) of the written model, if measured.
+        drop: the metric points the written model loses against FP32 (`drop_metric`: NME points up, PCKh@0.5 points
+            down) on `drop_images` held-out annotated images, if measured (`--max-drop`).
         excluded: node groups kept in float, most sensitive first: "group", "nodes", "gain_alone" (drop reduction,
-            NME points, when it alone stays float) and "drop_after" (the drop once it and those above stay float);
+            metric points, when it alone stays float) and "drop_after" (the drop once it and those above stay float);
             "forced": True on the groups kept float only because nothing else met the budget (all_float).
         groups: node groups the model has (0 when --max-drop was not used).
         all_float: every group had to stay float to meet --max-drop: nothing is quantized.
         data_fingerprint: the calibration selection's fingerprint where no range cache records it (openvino recipe).
         settings: the NNCF settings of the openvino recipe (`cunet.compile.openvino.OvSettings`), else None.
+        drop_metric: the metric `drop` is in ("nme" or "pckh@0.5"); drop_images: how many images it was measured on.
     """
 
     output: str
@@ -88,9 +94,13 @@ class QuantizeReport:
     all_float: bool = False
     data_fingerprint: str | None = None
     settings: dict[str, Any] | None = None
+    drop_metric: str | None = None
+    drop_images: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        """The `cunet quantize --json` object: every field, "skipped" as [{"file", "problem"}] like every batch
+        command's JSON (`cunet.batch`)."""
+        return {**self.__dict__, "skipped": [{"file": f, "problem": p} for f, p in self.skipped]}
 
 
 def bn_to_depthwise(model):
@@ -146,24 +156,10 @@ def node_groups(model) -> dict[str, list[str]]:
     return groups
 
 
-def _recipe_options(recipe: Recipe) -> dict[str, Any]:
+def _cpu_options() -> dict[str, Any]:
+    """`quantize_static` settings of the `cpu` recipe (the `tensorrt` recipe places its Q/DQ itself)."""
     from onnxruntime.quantization import QuantFormat, QuantType
 
-    if recipe is Recipe.TENSORRT:
-        return dict(
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            extra_options={
-                "ActivationSymmetric": True,
-                "WeightSymmetric": True,
-                "QuantizeBias": False,
-            },
-            # BatchNormalization stays float: TensorRT fuses it itself, and ORT would quantize its scale as a
-            # per-channel "weight" on axis 1, which TensorRT's Q/DQ rules do not allow.
-            op_types_to_quantize=["Conv", "Concat", "MaxPool", "Resize", "Relu", "Add", "Mul"],
-        )
     return dict(
         quant_format=QuantFormat.QDQ,
         activation_type=QuantType.QUInt8,
@@ -189,17 +185,24 @@ def prepare_fp32(model_path: str | os.PathLike, recipe: Recipe, out_path: str | 
 def quantize_with_ranges(fp32_path: Path, ranges, recipe: Recipe, exclude: list[str]):
     """Quantize `fp32_path` with precomputed `Ranges`; returns a ModelProto.
 
-    ONNX Runtime >= 1.32 takes the ranges as a calibration cache file (`calibration_cache_path`). Older releases
-    (the ones Jetson wheels ship; `pyproject` admits 1.18) have no such argument: there the ranges are handed over
-    by the calibrator `quantize_static` creates, which here collects nothing and returns them.
+    The `tensorrt` recipe places its Q/DQ itself (`cunet.compile.qdq.place_trt_qdq`). The `cpu` recipe is ONNX
+    Runtime's `quantize_static`: ONNX Runtime >= 1.32 takes the ranges as a calibration cache file
+    (`calibration_cache_path`). Older releases (the ones Jetson wheels ship; `pyproject` admits 1.18) have no such
+    argument: there the ranges are handed over by the calibrator `quantize_static` creates, which here collects
+    nothing and returns them.
     """
     import inspect
 
     import onnx
+
+    if recipe is Recipe.TENSORRT:
+        from cunet.compile.qdq import place_trt_qdq
+
+        return place_trt_qdq(onnx.load(str(fp32_path)), ranges.tensors, exclude)
     from onnxruntime.quantization import quantize_static
 
-    opts = _recipe_options(recipe)
-    with tempfile.TemporaryDirectory(prefix="cunet-quant-") as tmp:
+    opts = _cpu_options()
+    with temp_dir("quant") as tmp:
         out = os.path.join(tmp, "int8.onnx")
         common = dict(nodes_to_exclude=list(exclude), calibrate_method=ranges.method.to_ort(), **opts)
         with _no_preprocess_advice():
@@ -294,26 +297,31 @@ def landmark_drop(fp32_heatmaps: np.ndarray, int8_heatmaps: np.ndarray) -> float
     return float((np.linalg.norm(a - b, axis=-1).mean(axis=1) / norm).mean() * 100.0)
 
 
-def _run(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
+def _run(model_bytes: bytes, x: np.ndarray, where: Path) -> np.ndarray:
     import onnxruntime as ort
+
+    from cunet.runtime.ort_backend import metadata_input_rejected
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
+    with metadata_input_rejected(where):
+        return np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
 
 
-def _control(fp32_path: Path, ranges, recipe: Recipe, val: np.ndarray, max_drop: float,
-             say: Callable[[str], None]):
-    """(model, drop, excluded groups, number of groups) meeting `max_drop`; see the module docstring."""
+def _control(fp32_path: Path, ranges, recipe: Recipe, val, max_drop: float, say: Callable[[str], None]):
+    """(model, drop, excluded groups, number of groups) meeting `max_drop`; see the module docstring. `val` is the
+    held-out `cunet.compile.accuracy_budget.BudgetImages`."""
     import onnx
 
-    ref = _run(fp32_path.read_bytes(), val)
+    from cunet.compile.accuracy_budget import loss_of, metric_of
+
+    reference = metric_of(val, _run(fp32_path.read_bytes(), val.x, fp32_path))
 
     def drop_of(exclude: list[str]):
         model = quantize_with_ranges(fp32_path, ranges, recipe, exclude)
-        return model, landmark_drop(ref, _run(model.SerializeToString(), val))
+        return model, loss_of(val, reference, _run(model.SerializeToString(), val.x, fp32_path))
 
     say("max-drop: measuring the fully quantized model")
     model, drop = drop_of([])
@@ -359,6 +367,7 @@ def quantize(
     max_drop: float | None = None,
     val_samples: int = 8,
     progress: Callable[[str], None] | None = None,
+    strict: bool = False,
 ) -> QuantizeReport:
     """Calibrate (or reuse cached ranges) and write an INT8 Q/DQ model with the model's metadata.
 
@@ -370,9 +379,12 @@ def quantize(
         method: minmax, entropy or percentile.
         samples: calibration images.
         cache_dir: calibration cache directory.
-        max_drop: keep the most sensitive blocks in float until INT8-vs-FP32 landmark NME ≤ this (percent points).
-        val_samples: calibration inputs reused to measure the drop.
+        max_drop: keep the most sensitive blocks in float until the INT8 model loses at most this against FP32, in
+            the task metric's points (NME points for faces, PCKh@0.5 points for poses; see the module docstring).
+        val_samples: held-out annotated images (not in the calibration selection) the drop is measured on.
         progress: called with one line per step of the --max-drop search (each step quantizes the model once).
+        strict: stop at the first calibration file that cannot be used instead of leaving it out (`cunet.batch`;
+            the report's `skipped` lists them).
     """
     import onnx
 
@@ -385,17 +397,22 @@ def quantize(
     if read_onnx_meta(src).decode is not None:  # calibration and the accuracy check work on heatmaps
         raise CunetError(f"{src}: the model decodes in its graph (cunet export --decode); quantize the model "
                          "exported without --decode")
-    with tempfile.TemporaryDirectory(prefix="cunet-quant-") as tmp:
+    with temp_dir("quant") as tmp:
         fp32 = prepare_fp32(src, recipe, Path(tmp) / src.name)
         try:
-            ranges = calibrate(fp32, data, method=method, samples=samples, cache_dir=cache_dir)
+            ranges = calibrate(fp32, data, method=method, samples=samples, cache_dir=cache_dir, strict=strict)
+            if strict and ranges.skipped:  # a cache entry made without strict
+                raise CunetError(f"{ranges.skipped[0][0]}: {ranges.skipped[0][1]}")
         except CunetError as e:  # name the user's model, not its prepared copy in the temporary folder
             raise CunetError(str(e).replace(str(fp32), str(src))) from e
-        drop, excluded, n_groups = None, [], 0
+        drop, excluded, n_groups, val = None, [], 0, None
         if max_drop is None:
             model = quantize_with_ranges(fp32, ranges, recipe, [])
         else:
-            val = select_calibration_images(data, read_preprocess_spec(fp32), val_samples).load().arrays
+            from cunet.compile.accuracy_budget import budget_images
+
+            val = budget_images(src, data, select_calibration_images(data, read_preprocess_spec(fp32), samples),
+                                val_samples)
             say = progress or (lambda line: None)
             model, drop, excluded, n_groups = _control(fp32, ranges, recipe, val, max_drop, say)
     _copy_meta(onnx.load(str(src), load_external_data=False), model, recipe, excluded)
@@ -415,6 +432,8 @@ def quantize(
         excluded=excluded,
         groups=n_groups,
         all_float=bool(n_groups) and len(excluded) == n_groups,
+        drop_metric=None if val is None else val.metric,
+        drop_images=None if val is None else val.count,
     )
 
 

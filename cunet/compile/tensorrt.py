@@ -24,7 +24,6 @@ import dataclasses
 import hashlib
 import importlib.util
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -32,10 +31,11 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from cunet.errors import CunetError
-from cunet.io import sha256_file, write_bytes
+from cunet.io import check_writable, sha256_file, write_bytes
 from cunet.runtime.base import cuda_device_available
-from cunet.runtime.manifest import DeviceInfo, EngineManifest, write_manifest
+from cunet.runtime.manifest import DeviceInfo, EngineManifest, manifest_path, write_manifest
 from cunet.runtime.meta import PRECISIONS, ModelMeta, meta_from_onnx_proto, write_onnx_meta
+from cunet.tempdirs import temp_dir
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BatchProfile",
     "unavailable_reason",
+    "dla_unsupported",
     "model_precision",
     "calibration_sha256",
     "fp16_converter",
@@ -101,6 +102,17 @@ def unavailable_reason() -> str | None:
     if not cuda_device_available():
         missing.append("no CUDA device is visible")
     return " and ".join(missing) or None
+
+
+def dla_unsupported(version: str) -> str | None:
+    """Why TensorRT `version` cannot build for a DLA, or None. The TensorRT 11 documentation ("Working with DLA"):
+    DLA was unavailable in TensorRT 11.0 through 11.3; 10.x (10.7 the last with DLA) and 11.4.1 on JetPack 7.2.2+
+    (Jetson AGX Orin) have it."""
+    parts = [int(p) for p in version.split(".")[:2] if p.isdigit()]
+    if len(parts) == 2 and parts[0] == 11 and parts[1] < 4:
+        return (f"TensorRT {version} has no DLA support (TensorRT 11.0-11.3 removed it); build DLA engines with "
+                "TensorRT 10 (up to 10.7) or 11.4.1 and later on JetPack 7.2.2+")
+    return None
 
 
 def model_precision(proto: Any) -> str:
@@ -299,6 +311,8 @@ def compile_engine(
         raise CunetError(f"--dla {dla_core}: needs a core index >= 0 and --precision fp16 or int8 (the DLA has no "
                          "FP32)")
     proto, meta, kind = inspect_source(onnx_path, precision)
+    # Every file the build will write, before the build: the engine, its manifest sidecar and the timing cache.
+    check_writable([out_path, manifest_path(out_path), *([timing_cache] if timing_cache is not None else [])])
     reason = unavailable_reason()
     if reason:
         raise CunetError(f"cannot build a TensorRT engine on this machine: {reason}")
@@ -312,8 +326,11 @@ def compile_engine(
     major = int(trt.__version__.split(".")[0])
     if major < 10:
         raise CunetError(f"TensorRT {trt.__version__} is too old; cunet builds engines with TensorRT 10 or 11")
+    no_dla = dla_unsupported(trt.__version__)
+    if dla_core is not None and no_dla:  # checked before any DLA API is touched: 11.0-11.3 have no DLA at all
+        raise CunetError(f"--dla {dla_core}: {no_dla}")
     running = current_device(trt.__version__, device)
-    with tempfile.TemporaryDirectory(prefix="cunet-trt-") as tmp:
+    with temp_dir("trt") as tmp:
         model_bytes = Path(onnx_path).read_bytes()
         flags: tuple[str, ...] = ()
         if precision == "fp16" and kind == "fp32":

@@ -20,7 +20,9 @@ import numpy as np
 from cunet.data.decode import DEFAULT_METHOD, DecodeMethod, decode, flip_back, heatmap_to_image, merge_flip
 from cunet.data.preprocess import Box, apply_affine, crop_affines, invert_affine, to_input, warp
 from cunet.errors import CunetError, require_torch
+from cunet.filetype import ModelKind, import_original_advice, sniff
 from cunet.io import sha256_file
+from cunet.limits import refuse_empty
 from cunet.runtime.base import BACKENDS, Backend, cuda_device_available
 from cunet.runtime.meta import ModelMeta, read_engine_meta, read_ir_meta, read_onnx_meta
 
@@ -75,6 +77,11 @@ class Predictor:
     def provider(self) -> str | None:
         """What really runs (after `open`): an ONNX Runtime provider, "torch-cpu", "tensorrt-cuda:0" ..."""
         return self._backend.provider
+
+    @property
+    def device(self) -> str | None:
+        """Where it runs (after `open`): "cpu", "cuda:N", or an OpenVINO device ("gpu", "npu")."""
+        return self._backend.device
 
     @property
     def note(self) -> str | None:
@@ -174,10 +181,19 @@ class Predictor:
         DARK smooths with the training sigma recorded in the metadata (the decoder's default when it is unknown).
         A model that decodes in its graph gives [N, K, 3] crop-pixel landmarks here: only the affine is left.
         """
+        return self.postprocess_scores(heatmaps, affines)[0]
+
+    def postprocess_scores(self, heatmaps: np.ndarray, affines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`postprocess` that also returns each landmark's score: (points [N, K, 2], scores [N, K]).
+
+        The score is the heatmap's peak value (the training target peaks at 1 on the landmark; a crop without the
+        face gives low peaks), or for a model that decodes in its graph the score its graph outputs. Video tracking
+        uses it to tell when the face is lost.
+        """
         if self.meta.decode:
-            return apply_affine(heatmaps[..., :2], invert_affine(affines))
-        coords, _ = decode(heatmaps, method=self.decode_method, sigma=self.meta.sigma)
-        return heatmap_to_image(coords, affines, self.meta.heatmap_stride)
+            return apply_affine(heatmaps[..., :2], invert_affine(affines)), np.asarray(heatmaps[..., 2], np.float64)
+        coords, scores = decode(heatmaps, method=self.decode_method, sigma=self.meta.sigma)
+        return heatmap_to_image(coords, affines, self.meta.heatmap_stride), scores
 
     # -------------------------------------------------------------------------------------------------- the API
 
@@ -252,6 +268,9 @@ def open_predictor(
         raise CunetError(f"threads must be at least 1, got {threads}")
     if not path.is_file():
         raise CunetError(f"{path}: no such model file")
+    refuse_empty(path)
+    if sniff(path) is ModelKind.ORIGINAL:  # before the suffix: `.pth.tar` is no suffix a runtime knows
+        raise CunetError(import_original_advice(path))
     suffix = path.suffix.lower()
     if suffix in TORCH_SUFFIXES:
         return _open_torch(path, backend, threads, device, decode_method)

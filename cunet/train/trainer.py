@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from cunet.batch import Skips
 from cunet.data.spec import Task
 from cunet.errors import CunetError
 from cunet.train.rng import rng_state, set_rng_state
@@ -173,19 +174,25 @@ def _optimizer(opts: TrainOptions, params) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(params, lr=opts.lr, weight_decay=opts.weight_decay)
 
 
-def _load_split(opts: TrainOptions, split: str, log: Callable[[str], None]):
+def _load_split(opts: TrainOptions, split: str, skips: Skips, log: Callable[[str], None]):
+    """The usable samples of a split, checked before the first epoch: every image decoded once, so a truncated one
+    is a `skipped` line now (`cunet.batch`) instead of an error mid-epoch, and the start line counts what is used."""
     from cunet.data.dataset import load_samples
     from cunet.data.layout import detect_layout
 
     root = opts.data if split == "train" or opts.val_data is None else opts.val_data
     if split != "train" and opts.val_data is None and detect_layout(root, opts.task).one_split:
-        raise CunetError(f"{root}: a one-split dataset (a flat folder or a COCO .json) has no validation split; "
-                         "give one with --val-data DIR")
-    loaded = load_samples(root, opts.task, split)
-    if loaded.problems:
-        first = loaded.problems[0]
-        log(f"{split}: skipping {len(loaded.problems)} bad file(s) (see `cunet data check`), "
-            f"first: {first.file}: {first.problem}")
+        raise CunetError(f"{root}: a one-split dataset (a flat folder, a COCO or an MPII .json) has no validation "
+                         "split; give one with --val-data DIR")
+    loaded = load_samples(root, opts.task, split, check_images=True, allow_empty=True)
+    before = len(skips)
+    seen = {(s.file, s.problem) for s in skips}  # validating on the training folder: its bad files once
+    skips.extend(p for p in loaded.problems if (p.file, p.problem) not in seen)
+    for s in skips.items[before:]:
+        log(s.line())
+    if not loaded.samples:
+        first = f" (first: {skips.items[before].file}: {skips.items[before].problem})" if len(skips) > before else ""
+        raise CunetError(f"{root}: no usable {opts.task} samples in split {split!r}{first}")
     return loaded.samples
 
 
@@ -209,7 +216,7 @@ def _validate(model, loader: DataLoader, samples: list, task: str, sigma: float,
     """
     from cunet.data.decode import decode, heatmap_to_image
     from cunet.data.torch_dataset import HEATMAP_STRIDE
-    from cunet.evaluate import metrics, scoring
+    from cunet.evaluate import scoring
 
     model.eval()
     pred = np.full((len(samples), samples[0].points.shape[0], 2), np.nan)
@@ -223,7 +230,7 @@ def _validate(model, loader: DataLoader, samples: list, task: str, sigma: float,
     if task == "face":
         return 100.0 * float(np.mean(scoring.per_image_nme(pred, gt, mask, "inter-ocular", [s.key for s in samples])))
     headboxes = np.stack([s.headbox for s in samples])
-    return 100.0 * metrics.pckh(pred, gt, mask, headboxes, thr=0.5).mean
+    return 100.0 * scoring.pckh(pred, gt, mask, headboxes, thr=0.5).mean
 
 
 # -------------------------------------------------------------------------------------------------------- train
@@ -242,7 +249,17 @@ def train(opts: TrainOptions, on_epoch: Callable[[dict], None] | None = None) ->
     Raises:
         CunetError: unusable data, options or run folder (an existing run without `resume`, nothing to resume,
             options that differ from the resumed run's), or a diverged loss.
+
+    Called without a write policy (from Python), it runs under the one `cunet train --out` has (`cunet.io`).
     """
+    from cunet.io import Output, WritePolicy, writing
+
+    inputs = [p for p in (opts.data, opts.val_data) if p is not None]
+    with writing(WritePolicy([Output(Path(opts.out), "cunet train", "--out", folder=True)], inputs), default=True):
+        return _run(opts, on_epoch)
+
+
+def _run(opts: TrainOptions, on_epoch: Callable[[dict], None] | None) -> TrainResult:
     from cunet.model.checkpoint import load_checkpoint
 
     # ---- options, run folder and resume state
@@ -268,6 +285,12 @@ def train(opts: TrainOptions, on_epoch: Callable[[dict], None] | None = None) ->
     if saved is not None and saved.get("quant") != quant:
         raise CunetError(f"{last_path}: cannot resume with different low-bit settings "
                          f"{quant} (the run has {saved.get('quant')})")
+    from cunet.io import adopt, check_writable
+
+    run_files = [last_path, out / "best.pt", *runlog.log_files(out)]
+    if saved is not None:  # the run whose last.pt was just validated is this run folder's own, manifest or not
+        adopt(run_files)
+    check_writable(run_files)  # before the first epoch, not after it
 
     # ---- device, threads, DDP
     threads_before = torch.get_num_threads()
@@ -308,10 +331,11 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
 
     metric_name = Task(run.task).metric
 
-    # ---- data
+    # ---- data (checked whole before epoch 1: the batch rule of `cunet.batch`)
     spec = get_spec(run.task)
-    train_samples = _load_split(run, "train", log)
-    val_samples = _load_split(run, "test", log) if d.main else []
+    skips = Skips(run.strict)
+    train_samples = _load_split(run, "train", skips, log)
+    val_samples = _load_split(run, "test", skips, log) if d.main else []
     if run.task == "pose" and any(s.headbox is None for s in val_samples):
         bad = next(s for s in val_samples if s.headbox is None)
         raise CunetError(f"{run.data}: validation record {bad.key} has no headbox; PCKh@0.5 needs head boxes")
@@ -466,4 +490,4 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
 
         dist.barrier()  # the other ranks return only once rank 0's checkpoints are on disk
     return TrainResult(best_path, last_path, history, float("nan") if best is None else float(best), metric_name,
-                       elapsed, epoch)
+                       elapsed, epoch, skips.to_json(), len(train_samples))

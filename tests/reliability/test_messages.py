@@ -7,6 +7,7 @@ Real files through the real CLI: the tiny checkpoint and its ONNX export from co
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -47,15 +48,37 @@ def test_check_trt_on_an_fp32_model_is_not_int8_ready(face_onnx, capsys):
     assert "0 error(s)" not in err
 
 
+def _mismatch_concat_scales(path, n: int) -> None:
+    """Give the first input of `n` Concats a scale of its own (what ONNX Runtime's placement did everywhere)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    producer = {o: node for node in model.graph.node for o in node.output}
+    for k, cat in enumerate([node for node in model.graph.node if node.op_type == "Concat"][:n]):
+        dq = producer[cat.input[0]]
+        while dq.op_type != "DequantizeLinear":  # through a MaxPool / Resize
+            dq = producer[dq.input[0]]
+        q = producer[dq.input[0]]
+        model.graph.initializer.append(numpy_helper.from_array(np.array(0.5 + k, np.float32), f"odd{k}"))
+        dq.input[1] = q.input[1] = f"odd{k}"
+    onnx.save(model, str(path))
+
+
 def test_check_trt_gives_each_warning_kind_its_cost_once(face_onnx, face_data, tmp_path, capsys):
     out_model = tmp_path / "trt.int8.onnx"
     code, _, err = _run(capsys, "quantize", face_onnx, "--recipe", "tensorrt", "--data", face_data, "--samples", "4",
                         "--cache-dir", tmp_path / "cache", "-o", out_model)
     assert code == 0, err
+    code, out, _ = _run(capsys, "check-trt", out_model, "--json")
+    assert code == 0 and json.loads(out)["violations"] == []  # cunet's own recipe: one scale per Concat (issue 26)
+    _mismatch_concat_scales(out_model, 2)
     code, out, err = _run(capsys, "check-trt", out_model, "--json")
     doc = json.loads(out)
     assert code == 0 and doc["ok"] and doc["qdq_nodes"] > 0
     kinds = {v["rule"] for v in doc["violations"] if v["severity"] == "warning"}
+    assert kinds == {"concat-scales"} and len(doc["violations"]) == 2
     assert set(doc["warning_costs"]) == kinds and all(doc["warning_costs"].values())
     code, _, err = _run(capsys, "check-trt", out_model)
     for kind in kinds:
@@ -63,8 +86,25 @@ def test_check_trt_gives_each_warning_kind_its_cost_once(face_onnx, face_data, t
                    for line in err.splitlines()) == 1
 
 
+def _labelled_by(model: Path, data: Path, out: Path) -> Path:
+    """A copy of the face dataset whose training annotations are `model`'s own FP32 predictions: on it the FP32 model
+    scores an NME of exactly 0 (`.pts` round-trips floats exactly), so every INT8 model that moves any point loses
+    more than 0 NME points, and a `--max-drop 0` can be met only by keeping every block float."""
+    import shutil
+
+    from cunet.evaluate.accuracy import evaluate
+
+    shutil.copytree(data, out, ignore=shutil.ignore_patterns(".cunet-outputs"))
+    evaluate(model, data, split="train", backend="ort-cpu", save_predictions=out / "predictions")
+    for pts in (out / "predictions" / "train").glob("*.pts"):
+        shutil.copy(pts, out / "train" / pts.name)
+    shutil.rmtree(out / "predictions")
+    return out
+
+
 def test_quantize_max_drop_that_forces_everything_float_warns_and_exits_1(face_onnx, face_data, tmp_path, capsys):
-    code, out, err = _run(capsys, "quantize", face_onnx, "--recipe", "cpu", "--data", face_data, "--samples", "4",
+    data = _labelled_by(face_onnx, face_data, tmp_path / "data")
+    code, out, err = _run(capsys, "quantize", face_onnx, "--recipe", "cpu", "--data", data, "--samples", "4",
                           "--cache-dir", tmp_path / "cache", "--max-drop", "0", "-o", tmp_path / "q.onnx", "--json")
     report = json.loads(out)
     assert report["all_float"] and len(report["excluded"]) == report["groups"] > 0
