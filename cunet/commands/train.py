@@ -56,8 +56,8 @@ def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -
               help="Override the variant: iterative refinement (ECCV), the U-Nets run twice with shared weights and "
                    "both passes are supervised (one extra adapter; the compute of twice the U-Nets).")
 @click.option("--memory-efficient", is_flag=True, default=None,
-              help="Recompute each U-Net in backward: cunet-face-8, batch 8, measured 81 % less peak memory at "
-                   "1.5x the step time (2-core CPU; bench/train_memory.py).")
+              help="Recompute each U-Net in backward: cunet-face-8 measured 81 % less peak memory at 1.5x the step "
+                   "time at batch 8, 80 % less at 1.2x at batch 24 (2-core CPU; bench/train_memory.py).")
 @click.option("--bits-w", type=click.IntRange(min=1), help="Low-bit training: weight bits (1 binary, 2 ternary, 3-8).")
 @click.option("--bits-a", type=click.IntRange(min=1), help="Low-bit training: bits of conv inputs (2-8).")
 @click.option("--bits-g", type=click.IntRange(min=1), help="Low-bit training: bits of weight gradients (2-16).")
