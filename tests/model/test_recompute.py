@@ -3,11 +3,14 @@ backward, and training results are those of the plain model: same losses, weight
 
 import dataclasses
 
+import pytest
 import torch
 
 from cunet.model import CUNet, CUNetConfig
 from cunet.model.quant import QuantConfig, apply_quantization
 from cunet.train.trainer import heatmap_loss
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 # Order 2 (a bridge reads two earlier inputs) with refinement (a second pass through the same segments).
 TINY = CUNetConfig(layers=3, order=2, num_landmarks=5, channels=16, growth=8, input_size=64, refine=True)
