@@ -43,7 +43,8 @@ class CUNetConfig:
         bottleneck: the 1x1 bottleneck is `bottleneck * growth` wide (paper: 4).
         in_chans: image channels.
         input_size: square input side in pixels; heatmaps are input_size / 4.
-        memory_efficient: recompute concat + BN + ReLU + 1x1 conv in the backward pass instead of storing them.
+        memory_efficient: training keeps only each U-Net's inputs and its 3x3 convs' outputs and recomputes the
+            rest of the U-Net in backward (`cunet.model.recompute`); results and BatchNorm statistics are unchanged.
         refine: iterative refinement (ECCV): run the U-Nets a second time with shared weights.
     """
 

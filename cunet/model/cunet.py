@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from cunet.model.config import CUNetConfig
+from cunet.model.recompute import BatchNorm2d, checkpointed
 
 __all__ = ["CUNet", "DenseLayer", "Adapter", "UNet", "build_model", "count_parameters"]
 
@@ -30,47 +30,17 @@ NUM_DOWN = 4  # down blocks at 64, 32, 16, 8 (for a 256 input); the bottom block
 # --------------------------------------------------------------------------------------------- building blocks
 
 
-def _concat_bn_relu_conv(norm: nn.BatchNorm2d, conv: nn.Conv2d, update_stats: bool, *xs: torch.Tensor) -> torch.Tensor:
-    """conv(relu(bn(cat(xs)))), updating BN running statistics only when `update_stats` is true.
-
-    The memory-efficient path runs this twice (forward, then recomputed in backward); the recomputation must see
-    the same batch statistics but must not move the running averages a second time.
-    """
-    x = xs[0] if len(xs) == 1 else torch.cat(xs, 1)
-    if norm.training and norm.track_running_stats:
-        # The recomputation passes the same running-stat tensors (checkpointing requires the same saved tensors)
-        # with momentum 0, which leaves them exactly as they are.
-        factor = 0.0
-        if update_stats:
-            norm.num_batches_tracked.add_(1)
-            factor = norm.momentum if norm.momentum is not None else 1.0 / float(norm.num_batches_tracked)
-        x = F.batch_norm(
-            x, norm.running_mean, norm.running_var, norm.weight, norm.bias, training=True, momentum=factor, eps=norm.eps
-        )
-    else:
-        x = norm(x)
-    return conv(F.relu(x))
-
-
 class _PreActConv1x1(nn.Module):
-    """BN → ReLU → conv1x1 over the concatenation of its inputs; optionally recomputed in backward."""
+    """BN → ReLU → conv1x1 over the concatenation of its inputs."""
 
-    def __init__(self, in_ch: int, out_ch: int, efficient: bool) -> None:
+    def __init__(self, in_ch: int, out_ch: int) -> None:
         super().__init__()
-        self.norm = nn.BatchNorm2d(in_ch)
+        self.norm = BatchNorm2d(in_ch)
         self.conv = nn.Conv2d(in_ch, out_ch, kernel_size=1, bias=False)
-        self.efficient = efficient
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        if self.efficient and self.training and torch.is_grad_enabled() and any(x.requires_grad for x in xs):
-            calls = [0]
-
-            def fn(*inputs: torch.Tensor) -> torch.Tensor:
-                calls[0] += 1
-                return _concat_bn_relu_conv(self.norm, self.conv, calls[0] == 1, *inputs)
-
-            return checkpoint(fn, *xs, use_reentrant=False)
-        return _concat_bn_relu_conv(self.norm, self.conv, True, *xs)
+        x = xs[0] if len(xs) == 1 else torch.cat(xs, 1)
+        return self.conv(F.relu(self.norm(x)))
 
 
 class Adapter(_PreActConv1x1):
@@ -78,35 +48,17 @@ class Adapter(_PreActConv1x1):
 
 
 class DenseLayer(nn.Module):
-    """One dense layer: BN-ReLU-conv1x1 (to bottleneck * growth) → BN-ReLU-conv3x3 (to growth).
+    """One dense layer: BN-ReLU-conv1x1 (to bottleneck * growth) → BN-ReLU-conv3x3 (to growth)."""
 
-    Memory-efficient mode recomputes the whole layer in backward and keeps only its inputs (which the block keeps
-    anyway) and its `growth` output channels: recomputing just concat-BN-ReLU left the 4·growth bottleneck stored
-    twice (after the 1x1 conv and after its BN-ReLU), the largest thing a training step kept (bench/train_memory.py).
-    """
-
-    def __init__(self, in_ch: int, growth: int, bottleneck: int, efficient: bool) -> None:
+    def __init__(self, in_ch: int, growth: int, bottleneck: int) -> None:
         super().__init__()
         width = bottleneck * growth
-        self.reduce = _PreActConv1x1(in_ch, width, efficient=False)  # recomputed with the whole layer instead
-        self.norm = nn.BatchNorm2d(width)
+        self.reduce = _PreActConv1x1(in_ch, width)
+        self.norm = BatchNorm2d(width)
         self.conv = nn.Conv2d(width, growth, kernel_size=3, padding=1, bias=False)
-        self.efficient = efficient
-
-    def _layer(self, update_stats: bool, *xs: torch.Tensor) -> torch.Tensor:
-        y = _concat_bn_relu_conv(self.reduce.norm, self.reduce.conv, update_stats, *xs)
-        return _concat_bn_relu_conv(self.norm, self.conv, update_stats, y)
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        if self.efficient and self.training and torch.is_grad_enabled() and any(x.requires_grad for x in xs):
-            calls = [0]
-
-            def fn(*inputs: torch.Tensor) -> torch.Tensor:
-                calls[0] += 1
-                return self._layer(calls[0] == 1, *inputs)
-
-            return checkpoint(fn, *xs, use_reentrant=False)
-        return self._layer(True, *xs)
+        return self.conv(F.relu(self.norm(self.reduce(*xs))))
 
 
 class _Block(nn.Module):
@@ -114,11 +66,11 @@ class _Block(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, n_coupled: int, cfg: CUNetConfig, skip: bool) -> None:
         super().__init__()
-        g, eff = cfg.growth, cfg.memory_efficient
-        self.dense = DenseLayer(in_ch + n_coupled * g, g, cfg.bottleneck, eff)
+        g = cfg.growth
+        self.dense = DenseLayer(in_ch + n_coupled * g, g, cfg.bottleneck)
         adapter_in = in_ch + (n_coupled + 1) * g
-        self.ahead = Adapter(adapter_in, out_ch, eff)
-        self.skip = Adapter(adapter_in, out_ch, eff) if skip else None
+        self.ahead = Adapter(adapter_in, out_ch)
+        self.skip = Adapter(adapter_in, out_ch) if skip else None
 
     def forward(
         self, inputs: list[torch.Tensor], coupled: list[torch.Tensor]
@@ -174,6 +126,12 @@ class UNet(nn.Module):
 # --------------------------------------------------------------------------------------------------- the model
 
 
+def _saved_in_segments(op: torch._ops.OpOverload, args: tuple) -> bool:
+    """Memory-efficient training keeps the 3x3 convs' outputs: a third of a U-Net's multiply-adds for g channels each,
+    the new features the segment returns anyway (the next U-Nets read them), so recomputation skips them."""
+    return op is torch.ops.aten.convolution.default and args[1].shape[-2:] == (3, 3)
+
+
 class CUNet(nn.Module):
     """Coupled U-Nets for landmark localisation.
 
@@ -187,16 +145,16 @@ class CUNet(nn.Module):
         c, k, n = cfg.channels, cfg.order, cfg.layers
         self.stem = nn.Sequential(
             nn.Conv2d(cfg.in_chans, c, kernel_size=7, stride=2, padding=3, bias=False),
-            nn.BatchNorm2d(c),
+            BatchNorm2d(c),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
         )
         self.unets = nn.ModuleList(UNet(cfg, min(i, k)) for i in range(n))
         # bridges[i - 1] makes the input of U-Net i from [out_{i-1}, input_{max(0, i-K)} .. input_{i-1}].
-        self.bridges = nn.ModuleList(Adapter(c * (1 + min(i, k)), c, cfg.memory_efficient) for i in range(1, n))
+        self.bridges = nn.ModuleList(Adapter(c * (1 + min(i, k)), c) for i in range(1, n))
         # Refinement starts the second pass exactly as a U-Net number `n` would start: one extra bridge.
-        self.refine_bridge = Adapter(c * (1 + min(n, k)), c, cfg.memory_efficient) if cfg.refine else None
-        self.heads = nn.ModuleDict({str(i): Adapter(c, cfg.num_landmarks, False) for i in cfg.supervised})
+        self.refine_bridge = Adapter(c * (1 + min(n, k)), c) if cfg.refine else None
+        self.heads = nn.ModuleDict({str(i): Adapter(c, cfg.num_landmarks) for i in cfg.supervised})
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -219,29 +177,63 @@ class CUNet(nn.Module):
         """
         return {"stem.0", *(f"heads.{i}.conv" for i in self.heads)}
 
-    def _pass(self, x: torch.Tensor, outputs: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        k = self.cfg.order
+    def _segment(
+        self, i: int, bridge: Adapter | None, stem: bool, x: torch.Tensor, earlier: list[torch.Tensor],
+        coupled: list[list[torch.Tensor]],
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+        """U-Net `i` with what only it reads: the stem before the first, its head, the bridge to the next U-Net.
+
+        Args:
+            i: U-Net index.
+            bridge: the adapter that makes the next U-Net's input (None after the last U-Net of the last pass).
+            stem: `x` is the image batch [N, in_chans, S, S], run the stem first.
+            x: [N, C, S/4, S/4] this U-Net's input (or images, see `stem`).
+            earlier: the inputs of the U-Nets before this one that `bridge` also reads, oldest first.
+            coupled: per block, the coupled U-Nets' new features (see `UNet.forward`).
+
+        Returns:
+            (this U-Net's input, the next U-Net's input or this U-Net's output when `bridge` is None, this U-Net's
+            new block features, its head's heatmaps [N, J, S/4, S/4] or None when it has no head).
+        """
+        if stem:
+            x = self.stem(x)
+        out, new = self.unets[i](x, coupled)
+        head = self.heads[str(i)](out) if str(i) in self.heads else None
+        if bridge is None:
+            return x, out, new, head
+        # The bridge reads [output, inputs of the last K U-Nets]: this one's and `earlier`, none for K = 0.
+        return x, bridge(out, *((*earlier, x) if self.cfg.order else ())), new, head
+
+    def _pass(self, x: torch.Tensor, first: bool, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """One pass over the U-Nets from `x` (images on the first pass); appends head outputs to `outputs`.
+
+        Returns the refinement bridge's output after the first pass of a refining model, else the last U-Net's
+        output.
+        """
+        k, n = self.cfg.order, self.cfg.layers
+        # Memory-efficient training keeps only each segment's arguments; everything inside one is recomputed.
+        recompute = self.cfg.memory_efficient and self.training and torch.is_grad_enabled()
         inputs: list[torch.Tensor] = []  # inputs of the U-Nets of this pass, for the bridges
         history: list[list[torch.Tensor]] = []  # new block features of each U-Net of this pass
-        for i, unet in enumerate(self.unets):
-            if i > 0:
-                x = self.bridges[i - 1](x, *inputs[max(0, i - k) :])
-            inputs.append(x)
-            earlier = history[max(0, i - k) :] if k else []
-            coupled = [[h[b] for h in earlier] for b in range(2 * NUM_DOWN + 1)]
-            x, new = unet(x, coupled)
+        for i in range(n):
+            bridge = self.bridges[i] if i + 1 < n else (self.refine_bridge if first else None)
+            earlier = inputs[max(0, i + 1 - k) :]
+            coupled = [[h[b] for h in history[max(0, i - k) :]] for b in range(2 * NUM_DOWN + 1)] if k else [[]] * (
+                2 * NUM_DOWN + 1)
+            args = (i, bridge, first and i == 0, x, earlier, coupled)
+            x_in, x, new, head = (checkpointed(self._segment, *args, save=_saved_in_segments) if recompute
+                                  else self._segment(*args))
+            inputs.append(x_in)
             history.append(new)
-            if str(i) in self.heads:
-                outputs.append(self.heads[str(i)](x))
-        return x, inputs
+            if head is not None:
+                outputs.append(head)
+        return x
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         outputs: list[torch.Tensor] = []
-        x0 = self.stem(images)
-        x, inputs = self._pass(x0, outputs)
+        x = self._pass(images, True, outputs)
         if self.refine_bridge is not None:
-            x = self.refine_bridge(x, *inputs[len(inputs) - self.cfg.order :])
-            self._pass(x, outputs)
+            self._pass(x, False, outputs)
         return outputs if self.training else outputs[-1]
 
 

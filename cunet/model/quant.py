@@ -41,6 +41,7 @@ import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.
 from torch import nn
 
 from cunet.errors import CunetError
+from cunet.model.recompute import recomputing
 
 __all__ = [
     "ActRange",
@@ -333,9 +334,8 @@ class QuantConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bits_a is not None:
-            if self.act_range is ActRange.CALIBRATED and self.training:
-                # The memory-efficient variant recomputes this forward in backward: the second update moves the
-                # average toward the same batch maximum again, a bias of one extra EMA step per batch.
+            # Memory-efficient training runs this forward again in backward: the range moves only the first time.
+            if self.act_range is ActRange.CALIBRATED and self.training and not recomputing():
                 with torch.no_grad():
                     m = x.detach().amax()
                     self.act_max.copy_(torch.where(self.act_max > 0, torch.lerp(self.act_max, m, ACT_MOMENTUM), m))
