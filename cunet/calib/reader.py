@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from cunet.data.layout import IMAGE_SUFFIXES, detect_layout
-from cunet.data.preprocess import FACE_BOX_MARGIN, Box, box_from_points, crop_affine, to_input, warp
+from cunet.data.preprocess import FACE_BOX_MARGIN, Box, box_from_points, prepare_inputs
 from cunet.errors import CunetError
 from cunet.runtime.meta import meta_from_onnx_proto
 
@@ -52,6 +52,7 @@ class PreprocessSpec:
     task: str | None
     stretch: str = "none"
     box_margin: float = FACE_BOX_MARGIN
+    crop: str = "cunet"
 
 
 def read_preprocess_spec(model_path: str | os.PathLike) -> PreprocessSpec:
@@ -85,7 +86,7 @@ def read_preprocess_spec(model_path: str | os.PathLike) -> PreprocessSpec:
             f"{meta.input_size}]; the metadata belongs to another model"
         )
     return PreprocessSpec(graph_input.name, meta.input_size, meta.mean, meta.std, meta.task, meta.stretch,
-                          meta.box_margin)
+                          meta.box_margin, meta.crop)
 
 
 @dataclass(frozen=True)
@@ -219,8 +220,10 @@ class CalibrationSelection:
                     raise
                 skipped.append((str(path), str(e).removeprefix(f"{path}: ")))
                 continue
-            m = crop_affine(box or _whole_image_box(image), size)
-            arrays.append(to_input(warp(image, m, size)[None], self.spec.mean, self.spec.std, self.spec.stretch)[0])
+            spec = self.spec
+            x, _ = prepare_inputs([image], [box or _whole_image_box(image)], size, spec.mean, spec.std, spec.stretch,
+                                  spec.crop)
+            arrays.append(x[0])
             used.append(str(path))
         if not arrays:
             raise CunetError(f"{skipped[0][0]}: {skipped[0][1]} (none of the {len(self.items)} selected calibration "

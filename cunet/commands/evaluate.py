@@ -41,11 +41,15 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "ope
               help="Faces: crop from detector boxes instead of the landmark box: a box JSON {image: [x1, y1, x2, y2]}, "
                    "an iBUG bounding_boxes_*.mat or the folder holding them (bb_detector is used), enlarged by the "
                    "model's own margin (1.25 for cunet models, 1.1 for imported original ones).")
+@click.option("--decode", type=click.Choice(["dark", "quarter", "argmax", "original"]), default="dark",
+              show_default=True,
+              help="Heatmap decoder: dark (sub-pixel), quarter, argmax, or original: the original CU-Net code's "
+                   "integer points (its truncation and 1-based shift), to reproduce its logged NME/PCKh exactly.")
 @click.option("--strict", is_flag=True,
               help="Stop at the first image that cannot be read (default: leave it out, say so, exit 1 at the end).")
 @json_option
 def evaluate(model, data, task, backend, split, subset, headboxes, flip, batch, norm, threads, save_predictions,
-             plot_dir, boxes, strict, as_json):
+             plot_dir, boxes, decode, strict, as_json):
     """Predict every sample of a dataset split with MODEL and score it.
 
     \b
@@ -73,7 +77,7 @@ def evaluate(model, data, task, backend, split, subset, headboxes, flip, batch, 
         result = run(model, data, task=task, backend=backend, split=split, subset=subset, flip=flip, batch=batch,
                      save_predictions=save_predictions, plot_dir=plot_dir, norm=norm, threads=threads, boxes=boxes,
                      progress=lambda done, total: bar.update(job, completed=done, total=total), headboxes=headboxes,
-                     strict=strict)
+                     strict=strict, decode=decode)
     for s in result["skipped"]:
         click.echo(f"skipped {s['file']}: {s['problem']}", err=True)
     if as_json:

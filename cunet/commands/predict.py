@@ -29,10 +29,14 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "ope
 @click.option("--threads", type=click.IntRange(min=1), help="CPU inference threads (default: the runtime's).")
 @click.option("--flip", is_flag=True, help="Flip test: average with the mirrored crop (twice the inference).")
 @click.option("--no-draw", is_flag=True, help="Skip the <name>.overlay.png pictures.")
+@click.option("--decode", type=click.Choice(["dark", "quarter", "argmax", "original"]), default="dark",
+              show_default=True,
+              help="Heatmap decoder: dark (sub-pixel), quarter, argmax, or original: the original CU-Net code's "
+                   "integer points, to reproduce its numbers.")
 @click.option("--strict", is_flag=True,
               help="Stop at the first image that fails (default: skip it with one line, finish, exit 1 at the end).")
 @json_option
-def predict(model, images, out, boxes, fmt, backend, threads, flip, no_draw, strict, as_json):
+def predict(model, images, out, boxes, fmt, backend, threads, flip, no_draw, decode, strict, as_json):
     """Predict landmarks on IMAGES (files or folders) with MODEL (.pt, .onnx, .engine or OpenVINO .xml).
 
     \b
@@ -65,7 +69,7 @@ def predict(model, images, out, boxes, fmt, backend, threads, flip, no_draw, str
     from cunet.pipeline.predict import PredictOptions, predict_files
 
     opts = PredictOptions(model=model, inputs=tuple(images), out=out, boxes=boxes, format=fmt, backend=backend,
-                          threads=threads, draw=not no_draw, flip=flip, strict=strict)
+                          threads=threads, draw=not no_draw, flip=flip, strict=strict, decode=decode)
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console(), transient=True) as bar:
         job = bar.add_task(f"predicting with {model.name}", total=None)

@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from cunet.data.decode import DEFAULT_METHOD
 from cunet.errors import CunetError
 from cunet.evaluate import metrics, scoring
 
@@ -132,6 +133,7 @@ def evaluate(
     boxes: str | Path | None = None,
     headboxes: str | Path | None = None,
     strict: bool = False,
+    decode: str = DEFAULT_METHOD.value,
 ) -> dict | tuple[dict, np.ndarray]:
     """Run a model over a dataset split and score it.
 
@@ -155,10 +157,12 @@ def evaluate(
             `cunet.data.detector_boxes`) instead of the landmark box; either is enlarged by the model's margin.
         headboxes: pose: a `gt_valid.mat` with the head boxes (default: the one beside `valid.json`, if any).
         strict: stop at the first image that cannot be decoded instead of leaving it out.
+        decode: the heatmap decoder (`cunet.data.decode`): "dark" (cunet's sub-pixel default), "quarter",
+            "argmax", or "original" (the original CU-Net code's integer points, to reproduce its logged numbers).
 
     Returns:
         The `cunet metrics` JSON of the task (of the readable images), plus "model", "task", "backend", "provider"
-        (what really ran), "flip", "boxes" (the box file or folder, None for landmark boxes) and "skipped"
+        (what really ran), "flip", "decode", "boxes" (the box file or folder, None for landmark boxes) and "skipped"
         ([{"file", "problem"}] of the images left out); with `per_image`, the tuple (that dict, the per-image
         errors of the readable images).
 
@@ -174,7 +178,7 @@ def evaluate(
         raise CunetError(f"batch must be at least 1, got {batch}")
     data_root = Path(data_root)
     save = Path(save_predictions) if save_predictions is not None else None
-    with open_predictor(model_path, backend=backend, threads=threads) as predictor:
+    with open_predictor(model_path, backend=backend, threads=threads, decode_method=decode) as predictor:
         meta = predictor.meta
         task = task or meta.task
         if task != meta.task:
@@ -193,7 +197,8 @@ def evaluate(
         samples = _crop_boxes(samples, meta, None if boxes is None else Path(boxes), task)
         pred, skipped = _predict_all(predictor, samples, flip, batch, progress, strict)
         ran = {"model": str(model_path), "task": task, "backend": predictor.backend,
-               "provider": predictor.provider, "flip": flip, "boxes": None if boxes is None else str(boxes),
+               "provider": predictor.provider, "flip": flip, "decode": predictor.decode_method,
+               "boxes": None if boxes is None else str(boxes),
                "skipped": skipped}
     keep = ~np.isnan(pred).any(axis=(1, 2))
     if not keep.any():

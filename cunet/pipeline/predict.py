@@ -34,6 +34,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from cunet.data.decode import DEFAULT_METHOD
 from cunet.errors import CunetError
 
 __all__ = ["OutputFormat", "PredictOptions", "ImageFile", "collect_images", "output_stems", "overlay_radius",
@@ -66,6 +67,7 @@ class PredictOptions:
         draw: write `<name>.overlay.png` per image.
         flip: flip test (average with the mirrored crop).
         strict: stop at the first image that fails (unreadable, no box) instead of listing it in "failed".
+        decode: the heatmap decoder ("dark", "quarter", "argmax" or "original", `cunet.data.decode`).
     """
 
     model: Path
@@ -78,6 +80,7 @@ class PredictOptions:
     draw: bool = True
     flip: bool = False
     strict: bool = False
+    decode: str = DEFAULT_METHOD.value
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", Path(self.model))
@@ -268,7 +271,7 @@ def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str
     sources: dict[str, int] = {}
     skipped: list[str] = []
     failed: list[dict[str, str]] = []
-    with open_predictor(opts.model, backend=opts.backend, threads=opts.threads) as p:
+    with open_predictor(opts.model, backend=opts.backend, threads=opts.threads, decode_method=opts.decode) as p:
         meta = p.meta
         if opts.format is OutputFormat.MPII and meta.task != "pose":
             raise CunetError(f"{opts.model}: --format mpii writes human pose; this is a {meta.task} model (use pts)")
