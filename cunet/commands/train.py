@@ -73,8 +73,8 @@ def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--distill-weight", type=click.FloatRange(0, 1, min_open=True), metavar="W",
               help="With --teacher: loss = (1-W) x MSE(target) + W x MSE(teacher) [0.5].")
 @click.option("--bn-reestimate", is_flag=True, default=None,
-              help="After every (quantized) epoch, recompute the BatchNorm statistics over the training split "
-                   "without augmentation, weights frozen.")
+              help="After every (quantized) epoch, recompute the BatchNorm statistics over the epoch's batches "
+                   "again, weights frozen (one more forward pass per epoch).")
 @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True),
               help="Stop cleanly after the epoch that crosses this wall-clock budget.")
 @click.option("--seed", type=int, help="Seeds init, batch order and augmentation [0].")

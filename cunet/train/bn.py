@@ -1,11 +1,14 @@
 """BatchNorm re-estimation: recompute every BatchNorm's running statistics for the weights a model ends with.
 
 During training the running statistics are a moving average over batches whose weights kept changing — a binary
-or ternary weight flips sign until the last step, and each flip moves the statistics of every layer after it — and
-over augmented crops (scale, rotation, colour gain) that inference never sees. `reestimate_bn` replaces them by the
-average over one pass of un-augmented training crops with the weights frozen (as `torch.optim.swa_utils.update_bn`
-does for averaged weights). Nothing else changes: weights, calibrated input ranges (`QuantConv2d.act_max`, whose
-convs stay in eval mode) and each BatchNorm's `num_batches_tracked` and `momentum` are as they were.
+or ternary weight flips sign until the last step, and each flip moves the statistics of every layer after it.
+`reestimate_bn` replaces them by the average over one pass with the weights frozen (as
+`torch.optim.swa_utils.update_bn` does for averaged weights). `cunet train --bn-reestimate` passes the epoch's own
+augmented training crops: measured on cunet-tiny (300 synthetic faces, 10 epochs, seed 0, last.pt, PyTorch NME),
+that pass took FP32 from 3.62 to 3.40 % and 1-bit weights from 4.63 to 4.55 %, while a pass over un-augmented
+training crops made both worse (3.77 and 4.83 %): the layers after each BatchNorm were trained on the statistics of
+augmented batches. Nothing else changes: weights, calibrated input ranges (`QuantConv2d.act_max`, whose convs stay
+in eval mode) and each BatchNorm's `num_batches_tracked` and `momentum` are as they were.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ def reestimate_bn(model: nn.Module, batches: Iterable[torch.Tensor], device: tor
 
     Args:
         model: any module; its train/eval mode is restored afterwards.
-        batches: network inputs [N, C, H, W] (e.g. the training split's crops without augmentation).
+        batches: network inputs [N, C, H, W] (e.g. one epoch of augmented training crops).
         device: where the batches go.
 
     Returns:

@@ -122,10 +122,10 @@ class TrainOptions:
             batch (`cunet.train.distill`). Its sha256 is recorded like `init`'s; a resume needs the same file.
         distill_weight: with `teacher`: loss = (1 - w) * MSE(target) + w * MSE(teacher) (None:
             `DEFAULT_DISTILL_WEIGHT`).
-        bn_reestimate: after every (quantized) epoch, recompute every BatchNorm's running statistics as the exact
-            average over the training split without augmentation, the weights frozen (`cunet.train.finetune`): the
-            statistics then describe the final weights on un-augmented crops instead of a moving average over
-            weights that kept changing (binary weights flip signs until the end). Training itself is unchanged.
+        bn_reestimate: after every (quantized) epoch, recompute every BatchNorm's running statistics as the average
+            over that epoch's training batches again, the weights frozen (`cunet.train.bn`): they then describe the
+            final weights instead of a moving average over weights that kept changing (binary weights flip signs
+            until the end). Training itself is unchanged; each epoch costs one more forward pass.
         max_minutes: stop cleanly after the epoch that crosses this wall-clock budget (counted over resumes).
         device: "cpu", "cuda", "cuda:1", ... (None: CUDA when available).
         progress: draw a progress bar and print one line per epoch on stderr.

@@ -325,9 +325,11 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, sources: dict,
 
         teacher = load_teacher(run.teacher, run.task, cfg.input_size, cfg.input_size // cfg.heatmap_stride, device)
     bn_loader = None
-    if run.bn_reestimate:  # the training split as inference sees it: no augmentation
-        bn_loader = DataLoader(LandmarkDataset(train_samples, cfg.input_size, train=False, sigma=run.sigma),
-                               batch_size=per_rank, shuffle=False, num_workers=run.workers)
+    if run.bn_reestimate:  # the epoch's augmented crops again (see cunet.train.bn for why not un-augmented ones)
+        # Its own generator: a DataLoader draws a seed from the global RNG each pass, which the stochastic rounding
+        # of low-bit gradients also draws from; re-estimation must not change what training does next.
+        bn_loader = DataLoader(train_ds, batch_size=per_rank, shuffle=False, num_workers=run.workers,
+                               generator=torch.Generator())
     optimizer = _optimizer(run, _param_groups(run, model))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(run.milestones), gamma=run.gamma)
     amp = _amp_dtype(run, device)
