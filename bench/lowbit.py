@@ -125,9 +125,12 @@ def _load() -> list[float]:
 
 
 def _train_cmd(row: Row, data: Path, out: Path, epochs: int, seed: int, quant_delay: int,
-               conv_lr_scale: float | None, source: Path | None) -> list[str]:
+               conv_lr_scale: float | None, source: Path | None, variant: str = "cunet-tiny", threads: int = 1,
+               extra: tuple[str, ...] = ()) -> list[str]:
+    """The `cunet train` command line of one row (`extra`: more flags, e.g. a batch size)."""
     cmd = [sys.executable, "-m", "cunet", "train", "--task", "face", "--data", str(data), "--out", str(out),
-           "--variant", "cunet-tiny", "--epochs", str(epochs), "--seed", str(seed), "--threads", "1", "--json"]
+           "--variant", variant, "--epochs", str(epochs), "--seed", str(seed), "--threads", str(threads), "--json",
+           *extra]
     for flag, b in zip(("--bits-w", "--bits-a", "--bits-g"), row.bits):
         if b is not None:
             cmd += [flag, str(b)]
