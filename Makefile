@@ -6,13 +6,13 @@ BIN := $(VENV)/bin
 # resolved by pip inside `pip install -e .` could pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 # The extras of the full (development) install; one more runtime extra is one more word here.
-EXTRAS ?= train,cpu,openvino,nncf,dev
+EXTRAS ?= train,cpu,openvino,nncf,detect,dev
 PYTEST_ARGS ?= -n 2
 # The deployment install: the same package without the `train` extra, so without torch. `make test` runs the
 # tests of tests/deploy in it, on artifacts the full install built into DEPLOY_ARTIFACTS.
 DEPLOY_VENV ?= .venv-deploy
 DEPLOY_BIN := $(DEPLOY_VENV)/bin
-DEPLOY_EXTRAS ?= cpu,dev
+DEPLOY_EXTRAS ?= cpu,detect,dev
 DEPLOY_ARTIFACTS ?= build/deploy-artifacts
 
 .PHONY: demo test test-deploy install install-deploy clean typecheck gpu-check

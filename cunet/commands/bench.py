@@ -27,9 +27,12 @@ __all__ = ["bench"]
 @click.option("--quick", is_flag=True, help="Few timing iterations and at most 8 calibration images (CI).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--label", help="Name this machine in bench.json (`cunet compare` column; default: the host name).")
+@click.option("--video", type=click.Path(exists=True, file_okay=False),
+              help="Faces: a 300-VW video folder (`cunet data synth --task face --video N`): every row also gets "
+                   "its jitter % and NME % there, tracked as `cunet evaluate` tracks.")
 @json_option
 def bench(checkpoint, data, report, work, max_drop, threads, batch, iters, calib_samples, quick, no_progress,
-          label, as_json):
+          label, video, as_json):
     """Build every artifact of CHECKPOINT this machine can, and compare them in one table.
 
     \b
@@ -43,6 +46,7 @@ def bench(checkpoint, data, report, work, max_drop, threads, batch, iters, calib
     Examples:
       cunet bench runs/face/best.pt --data data/300w --report reports/bench
       cunet bench best.pt --data data/synth --quick --max-drop 0.5     # CI: exit 1 if INT8 loses > 0.5 NME points
+      cunet bench best.pt --data data/synth --video data/videos        # + jitter % of every artifact on video
     """
     from cunet.pipeline.bench import BenchOptions, run_bench
     from cunet.filetype import ModelKind, require, sniff
@@ -51,7 +55,7 @@ def bench(checkpoint, data, report, work, max_drop, threads, batch, iters, calib
         require(checkpoint, "checkpoint", "bench")
     res = run_bench(BenchOptions(checkpoint=checkpoint, data=data, report=report, work=work, max_drop=max_drop,
                                  threads=threads, batch=batch, iters=iters, calib_samples=calib_samples,
-                                 quick=quick, progress=not no_progress and not as_json, label=label))
+                                 quick=quick, progress=not no_progress and not as_json, label=label, video=video))
     if as_json:
         emit_json({"task": res.task, "metric": res.metric_name, "exit_code": res.exit_code, "files": res.files,
                    "rows": res.rows})

@@ -99,11 +99,17 @@ def check(root: Path, task: str, no_images: bool, split: str | None, headboxes: 
     help="0..1: pose range, clutter, noise, blur, occlusion.",
 )
 @click.option("--image-size", type=click.IntRange(min=64), default=256, show_default=True, help="Square image side.")
+@click.option("--video", "videos", type=click.IntRange(min=1), metavar="N",
+              help="Faces: write N videos in the 300-VW layout (NNN/vid.avi + NNN/annot/000001.pts) instead of "
+                   "still images: a face moving smoothly, with exact ground truth in every frame.")
+@click.option("--frames", type=click.IntRange(min=2), default=75, show_default=True,
+              help="With --video: frames per video (75 at 25 frames/s: 3 s).")
 @click.option("--overwrite", is_flag=True,
               help="Allow a non-empty --out holding an earlier synth's files (listed in its .cunet-outputs): "
                    "those are replaced, other files kept. A folder with none of them is refused, naming a file.")
 @json_option
-def synth(task: str, out: Path, n: int, seed: int, difficulty: float, image_size: int, overwrite: bool, as_json: bool):
+def synth(task: str, out: Path, n: int, seed: int, difficulty: float, image_size: int, videos: int | None, frames: int,
+          overwrite: bool, as_json: bool):
     """Write a synthetic face or pose dataset in the real on-disk formats.
 
     \b
@@ -116,10 +122,19 @@ def synth(task: str, out: Path, n: int, seed: int, difficulty: float, image_size
       cunet data synth --task face --out data/faces
       cunet data synth --task pose --out data/pose --n 200 --seed 1 --difficulty 0.2
       cunet data check data/faces --task face
+      cunet data synth --task face --video 3 --out data/videos      # lossless FFV1 .avi, 300-VW layout
     """
     from cunet.data.synth import synthesize
 
-    summary = synthesize(out, task, n, seed, difficulty, image_size=image_size, overwrite=overwrite)
+    if videos is not None:
+        if task != "face":
+            raise click.UsageError("--video writes face videos (the 300-VW layout); use --task face")
+        from cunet.data.synth_video import synthesize_videos
+
+        summary = synthesize_videos(out, videos, seed=seed, frames=frames, image_size=image_size,
+                                    difficulty=difficulty, overwrite=overwrite)
+    else:
+        summary = synthesize(out, task, n, seed, difficulty, image_size=image_size, overwrite=overwrite)
     if as_json:
         emit_json(summary)
         return

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from cunet.commands._common import console, emit_json, json_option
+from cunet.commands._video import smooth_config, smooth_options
 
 __all__ = ["evaluate"]
 
@@ -18,8 +19,9 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "ope
 # every other command, instead of click's three-line usage error with exit 2.
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--data", "data", type=click.Path(path_type=Path), required=True,
-              help="Dataset: faces a 300-W folder, train/ + test/, a flat folder of images + .pts or a COCO "
-                   "face .json; pose a folder with train.json / valid.json.")
+              help="Dataset: faces a 300-W folder, train/ + test/, a flat folder of images + .pts, a COCO "
+                   "face .json or a 300-VW video folder (NNN/vid.avi + NNN/annot/*.pts); pose a folder with "
+                   "train.json / valid.json.")
 @click.option("--task", type=click.Choice(["face", "pose"]), help="Default: the model's own task.")
 @click.option("--backend", type=click.Choice(_BACKENDS), default="auto", show_default=True,
               help="Runtime; auto picks by file type (ONNX: TensorRT EP > CUDA EP > CPU; .xml: openvino).")
@@ -47,9 +49,12 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "ope
                    "integer points (its truncation and 1-based shift), to reproduce its logged NME/PCKh exactly.")
 @click.option("--strict", is_flag=True,
               help="Stop at the first image that cannot be read (default: leave it out, say so, exit 1 at the end).")
+@click.option("--min-score", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Videos: mean heatmap peak below which the tracked face is lost and re-found [0.3].")
+@smooth_options
 @json_option
 def evaluate(model, data, task, backend, split, subset, headboxes, flip, batch, norm, threads, save_predictions,
-             plot_dir, boxes, decode, strict, as_json):
+             plot_dir, boxes, decode, strict, min_score, smooth, smooth_min_cutoff, smooth_beta, as_json):
     """Predict every sample of a dataset split with MODEL and score it.
 
     \b
@@ -65,11 +70,22 @@ def evaluate(model, data, task, backend, split, subset, headboxes, flip, batch, 
     \b
     An image that cannot be read (truncated, over the pixel limit) is left out with one line on stderr; the
     numbers are of the rest and the exit status is 1. --strict stops at the first instead.
+    \b
+    A 300-VW video folder (cunet data synth --task face --video N writes one) is tracked video by video
+    as `cunet predict` tracks: NME and jitter (velocity error, % of the inter-ocular distance) per video
+    and overall; --smooth one-euro smooths the points first:
+      cunet evaluate face.onnx --data videos/ --smooth one-euro
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from cunet.commands.metrics import print_result
+    from cunet.data.video import is_video_dataset
     from cunet.evaluate.accuracy import evaluate as run
+
+    if is_video_dataset(data):
+        _evaluate_videos(model, data, backend, threads, norm, save_predictions, strict, min_score,
+                         smooth_config(smooth, smooth_min_cutoff, smooth_beta), as_json)
+        return
 
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console(), transient=True) as bar:
@@ -88,4 +104,33 @@ def evaluate(model, data, task, backend, split, subset, headboxes, flip, batch, 
     if result["skipped"]:
         click.echo(f"error: {len(result['skipped'])} image(s) could not be read and were left out (first: "
                    f"{result['skipped'][0]['file']}); the numbers are of the other {result.get('n', '?')}", err=True)
+        raise click.exceptions.Exit(1)
+
+
+def _evaluate_videos(model, data, backend, threads, norm, save_predictions, strict, min_score, smooth, as_json):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from cunet.commands.metrics import print_video_result
+    from cunet.pipeline.track import DEFAULT_MIN_SCORE
+    from cunet.pipeline.video_eval import evaluate_videos
+
+    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console(), transient=True) as bar:
+        job = bar.add_task(f"evaluating {model.name} on videos", total=None)
+        result = evaluate_videos(model, data, backend=backend, threads=threads, smooth=smooth,
+                                 min_score=DEFAULT_MIN_SCORE if min_score is None else min_score, norm=norm,
+                                 save_predictions=save_predictions, strict=strict,
+                                 progress=lambda done, total: bar.update(job, completed=done, total=total))
+    for s in result["skipped"]:
+        click.echo(f"skipped {s['file']}: {s['problem']}", err=True)
+    if as_json:
+        emit_json(result)
+    else:
+        print_video_result(result)
+        console().print(f"{result['model']} on {result['backend']} ({result['provider']}), smooth="
+                        f"{result['smooth']['method']}")
+    if result["skipped"]:
+        click.echo(f"error: {len(result['skipped'])} video(s) or frame(s) could not be read and were left out "
+                   f"(first: {result['skipped'][0]['file']}); the numbers are of the other {result['n']} frame(s)",
+                   err=True)
         raise click.exceptions.Exit(1)

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from cunet.commands._common import console, emit_json, json_option, print_table
+from cunet.commands._video import smooth_config, smooth_options
 
 __all__ = ["metrics"]
 
@@ -30,8 +31,9 @@ __all__ = ["metrics"]
               help="Pose: MPII's gt_valid.mat with the head boxes (default: the one beside the ground-truth JSON).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a PNG: the CED curve (faces) or PCKh@0.5 per joint (pose).")
+@smooth_options
 @json_option
-def metrics(task, gt, pred, norm, subset, headboxes, plot, as_json):
+def metrics(task, gt, pred, norm, subset, headboxes, plot, smooth, smooth_min_cutoff, smooth_beta, as_json):
     """Score any model's predictions, stored in the dataset formats, against ground truth.
 
     \b
@@ -50,9 +52,25 @@ def metrics(task, gt, pred, norm, subset, headboxes, plot, as_json):
     What matches is scored; each ground-truth file without a prediction and each bad file
     (unreadable, wrong point count) gets a "file: problem" line. Exit code 1 when any
     ground-truth file lacks a prediction or is bad; --json adds "missing", "bad", "ignored".
+    \b
+    Videos (a 300-VW folder: NNN/vid.avi + NNN/annot/000001.pts; predictions at the same
+    relative paths, as `cunet evaluate --save-predictions` writes them): NME and jitter per
+    video and overall; --smooth one-euro filters each video's predictions first:
+      cunet metrics --task face --gt videos/ --pred preds/ --smooth one-euro
     """
+    from cunet.data.video import is_video_dataset
     from cunet.evaluate import scoring
 
+    if task == "face" and is_video_dataset(gt):
+        from cunet.evaluate.video_scoring import score_videos
+
+        if subset or headboxes or plot:
+            raise click.UsageError("--subset, --headboxes and --plot apply to still-image datasets")
+        result = score_videos(gt, pred, norm, smooth_config(smooth, smooth_min_cutoff, smooth_beta))
+        _report(task, result, as_json, print_video_result)
+        return
+    if smooth != "none":
+        raise click.UsageError("--smooth applies to videos (a 300-VW --gt folder)")
     if task == "face":
         if headboxes:
             raise click.UsageError("--headboxes applies to pose only")
@@ -70,6 +88,10 @@ def metrics(task, gt, pred, norm, subset, headboxes, plot, as_json):
             from cunet.evaluate.plots import plot_pckh
 
             plot_pckh({pred.stem: {k: v / 100 for k, v in result["per_joint"].items()}}, plot)
+    _report(task, result, as_json, lambda r: print_result(task, r))
+
+
+def _report(task: str, result: dict, as_json: bool, show) -> None:
     out = console()
     for f in result["missing"]:
         out.print(f"{f}: no prediction", markup=False, highlight=False, soft_wrap=True)
@@ -78,7 +100,7 @@ def metrics(task, gt, pred, norm, subset, headboxes, plot, as_json):
     if as_json:
         emit_json(result)
     else:
-        print_result(task, result)
+        show(result)
     if result["ignored"]:
         what = "outside the scored ground truth" if task == "face" else "beyond the ground truth's records"
         out.print(f"{result['ignored']} prediction {'file(s)' if task == 'face' else 'record(s)'} {what} ignored",
@@ -103,3 +125,12 @@ def print_result(task: str, result: dict) -> None:
         rows += [[f"  {name}", v] for name, v in result["per_group"].items()]
         rows += [["people", result["n"]]]
         print_table("pose (%)", ["", "value"], rows)
+
+
+def print_video_result(result: dict) -> None:
+    """Print a video metric JSON (`cunet evaluate` / `cunet metrics` on a 300-VW folder) as a table on stderr."""
+    rows = [[name, v["nme"], v["jitter"], v["n"]] for name, v in result["videos"].items()]
+    rows.append(["all", result["nme"], result["jitter"], result["n"]])
+    smooth = result.get("smooth", {}).get("method", "none")
+    print_table(f"videos ({result.get('norm', 'inter-ocular')} NME; jitter: velocity error; smooth {smooth})",
+                ["video", "NME %", "jitter %", "frames"], rows)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from cunet.commands._common import console, emit_json, json_option, print_table
@@ -35,8 +37,11 @@ def _batches(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--ops", is_flag=True,
               help="Also time inference per operator type (share of kernel time): ONNX Runtime's profiler for "
                    ".onnx, OpenVINO's per-layer counters for .xml or --backend openvino.")
+@click.option("--video", type=click.Path(exists=True, path_type=Path),
+              help="Profile the video pipeline on this video (or frame folder) instead: per-stage time per frame "
+                   "(decode, detect/track, crop, inference, landmarks, smooth) and end-to-end frames/s.")
 @json_option
-def profile(model, backend, batch, warmup, iters, threads, device, label, ops, as_json):
+def profile(model, backend, batch, warmup, iters, threads, device, label, ops, video, as_json):
     """Time MODEL's whole predict path (crop → inference → decode) on random 640x480 frames.
 
     \b
@@ -55,8 +60,13 @@ def profile(model, backend, batch, warmup, iters, threads, device, label, ops, a
       cunet profile face.onnx --backend ort-cpu --batch 1,8 --threads 2 --json
       cunet profile runs/face/best.pt --iters 20
       cunet profile face.int8.onnx --ops --threads 2
+      cunet profile face.onnx --video clip.mp4 --threads 2      # the video pipeline, stage by stage
     """
     from cunet.evaluate.profile import profile as run_profile
+
+    if video is not None:
+        _profile_video(model, video, backend, threads, warmup, label, as_json)
+        return
 
     report = run_profile(model, backend=backend, batch_sizes=batch, warmup=warmup, iters=iters, threads=threads,
                          device=device)
@@ -109,3 +119,18 @@ def _op_profiles(model, backend, batch, warmup, iters, threads, device) -> list[
     else:
         raise CunetError(f"{model}: --ops profiles .onnx models (ONNX Runtime) and OpenVINO .xml models, not {suffix}")
     return [ops_profile(model, engine, b, warmup=warmup, iters=iters, threads=threads, device=device) for b in batch]
+
+
+def _profile_video(model, video, backend, threads, warmup, label, as_json) -> None:
+    from cunet.pipeline.video_profile import profile_video, stage_rows
+
+    report = profile_video(model, video, backend=backend, threads=threads, warmup=min(warmup, 5))
+    if label:
+        report["environment"]["label"] = label
+    if as_json:
+        emit_json(report)
+        return
+    print_table(f"{report['model']} on {report['video']} · {report['backend']} ({report['provider']}) · "
+                f"{report['frames']} frames timed", ["stage", "p50 ms", "mean ms", "share %"], stage_rows(report))
+    console().print(f"end to end: {report['fps']:.1f} frames/s · detector {report['detector'] or 'none'} · "
+                    f"{report['redetections']} detection(s) · smooth {report['smooth']['method']}")

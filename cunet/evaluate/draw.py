@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["PRED_COLOUR", "TRUE_COLOUR", "draw_landmarks", "example_tile", "example_grid"]
+__all__ = ["PRED_COLOUR", "TRUE_COLOUR", "draw_landmarks", "example_tile", "example_grid", "overlay_radius"]
 
 #: BGR colours of the overlays: predictions red, ground truth green (the legend on every grid says so).
 PRED_COLOUR = (40, 40, 230)
@@ -129,3 +129,9 @@ def example_grid(tiles: Sequence[np.ndarray], title: str, cols: int = 4) -> np.n
         _label(grid, text, (x + 10, 20), 0.5)
         x += 110
     return grid
+
+
+def overlay_radius(box_size: float) -> float:
+    """Dot radius (pixels) of an overlay: it follows the face or person box, not the image, so a 40-px face in an
+    8000-px photo gets dots that leave it visible (1/128 of the box side, at least 1 px)."""
+    return max(1.0, float(box_size) / 128.0)

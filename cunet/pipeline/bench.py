@@ -65,6 +65,8 @@ class BenchOptions:
         quick: few timing iterations and calibration images (CI and smoke tests).
         progress: draw a progress bar on stderr.
         label: the machine's name in bench.json's environment (`cunet compare` columns; None: the host name).
+        video: a 300-VW-layout video folder (faces): every row also gets its "jitter" and "video_nme" there
+            (`cunet.pipeline.video_eval`, unsmoothed), so artifacts are compared for stability too.
     """
 
     checkpoint: str | os.PathLike
@@ -79,6 +81,7 @@ class BenchOptions:
     quick: bool = False
     progress: bool = True
     label: str | None = None
+    video: str | os.PathLike | None = None
 
     def __post_init__(self) -> None:
         if self.threads < 1 or self.batch < 1 or self.calib_samples < 1:
@@ -315,6 +318,14 @@ def _profile(art: _Artifact, opts: BenchOptions) -> dict[str, float]:
             "peak_mb": r["peak_rss_mb"]}
 
 
+def _video_scores(art: _Artifact, opts: BenchOptions) -> dict[str, float]:
+    """This artifact's jitter and NME (both %) on the video folder, tracked as `cunet evaluate` tracks."""
+    from cunet.pipeline.video_eval import evaluate_videos
+
+    result = evaluate_videos(art.path, opts.video, backend=art.backend, threads=opts.threads)
+    return {"jitter": result["jitter"], "video_nme": result["nme"]}
+
+
 def _validate(art: _Artifact) -> None:
     if art.name == "onnx-int8-tensorrt":
         from cunet.compile.trt_rules import check_trt
@@ -351,6 +362,9 @@ def _run_row(art: _Artifact, opts: BenchOptions, task: str, work: Path, built: d
         row["value"], per_image = _score(art, opts, task, work)
         if not math.isfinite(row["value"]):
             raise _RowFailure(FAILED_VALIDATION, f"its {row['metric']} is not finite (NaN or inf predictions)")
+        if opts.video is not None:
+            step("video")
+            row.update(_video_scores(art, opts))
         step("time")
         row.update(_profile(art, opts))
     except _RowFailure as e:
@@ -426,6 +440,12 @@ def run_bench(opts: BenchOptions) -> BenchResult:
     from cunet.data.layout import detect_layout
 
     detect_layout(opts.data, task)  # the layouts every command reads (a flat folder, a COCO .json, ...), up front
+    if opts.video is not None:
+        from cunet.data.video import read_video_dataset
+
+        if task != "face":
+            raise CunetError(f"{opts.video}: video datasets (300-VW) are faces; this is a {task} model")
+        read_video_dataset(opts.video)
     report = Path(opts.report)
     work = Path(opts.work) if opts.work is not None else report / "artifacts"
     work.mkdir(parents=True, exist_ok=True)
@@ -452,7 +472,7 @@ def run_bench(opts: BenchOptions) -> BenchResult:
         "settings": {"threads": opts.threads, "batch": opts.batch, "iters": opts.timed_iters, "warmup": opts.warmup,
                      "calib_samples": opts.samples, "calib_samples_used": None if calib is None else calib[0],
                      "calib_method": CALIB_METHOD, "quick": opts.quick,
-                     "work": str(work)},
+                     "work": str(work), "video": None if opts.video is None else str(opts.video)},
         "environment": {**environment(), **({"label": opts.label} if opts.label else {})},
         "rows": rows,
     })

@@ -19,7 +19,7 @@ __all__ = ["ROW_KEYS", "OK", "FAILED_VALIDATION", "FAILED", "SKIPPED", "write_cs
 
 #: The keys of every row, in table/CSV order.
 ROW_KEYS = ("artifact", "format", "precision", "backend", "status", "reason", "path", "size_mb", "metric", "value",
-            "delta", "p50_ms", "p99_ms", "throughput", "peak_mb", "reused")
+            "delta", "p50_ms", "p99_ms", "throughput", "peak_mb", "reused", "jitter", "video_nme")
 OK, FAILED_VALIDATION, FAILED, SKIPPED = "ok", "failed validation", "failed", "skipped"
 
 
@@ -71,11 +71,14 @@ def print_rows(rows: list[dict[str, Any]], metric: str, ref: str | None,
         out = Console(stderr=True, width=150)
     label = Task.of_metric(metric).metric_label
     table = Table(title=f"cunet bench — {label}, Δ vs {ref or 'no reference'}", title_justify="left")
-    for i, c in enumerate(("artifact", "status", "MB", label, "Δ", "p50 ms", "p99 ms", "img/s", "peak MB")):
+    video = any(r.get("jitter") is not None for r in rows)  # bench --video: the stability columns
+    extra = ("jitter %", "video NME %") if video else ()
+    for i, c in enumerate(("artifact", "status", "MB", label, "Δ", *extra, "p50 ms", "p99 ms", "img/s", "peak MB")):
         table.add_column(c, justify="left" if i < 2 else "right", no_wrap=True)
     for r in rows:
+        stability = [_cell(r.get("jitter")), _cell(r.get("video_nme"))] if video else []
         table.add_row(r["artifact"], r["status"], _cell(r["size_mb"]), _cell(r["value"]), _cell(r["delta"], True),
-                      *[_cell(r[k]) for k in ("p50_ms", "p99_ms", "throughput", "peak_mb")])
+                      *stability, *[_cell(r[k]) for k in ("p50_ms", "p99_ms", "throughput", "peak_mb")])
     out.print(table)
     # One line per distinct reason: three TensorRT rows skipped for the same missing GPU are one line, not three.
     reasons: dict[str, list[str]] = {}

@@ -9,9 +9,13 @@ A landmark model needs a crop box per face or person. Boxes come from a box file
 300-W `bounding_boxes_*.mat` files (`cunet.data.detector_boxes`), enlarged by the model's own crop margin
 (`ModelMeta.box_margin`: 1.25 for cunet's training, 1.1 for an imported original model), or for poses an MPII
 JSON whose records' centre and scale give one box per person (images without a record are skipped) — or, without a
-box file, the whole image is the box. Which one was
-used is recorded per instance, and the CLI says so on stderr, because a whole-image box on a photo with a small
-face gives poor landmarks.
+box file, the face detector's boxes (faces, when `cunet[detect]` is installed: one instance per face found), else
+the whole image. Which one was used is recorded per instance, and the CLI says so on stderr, because a
+whole-image box on a photo with a small face gives poor landmarks.
+
+Videos and frame folders among the inputs are tracked frame by frame (`cunet.pipeline.video`): JSON lines or CSV
+per video, and an overlay video with `overlay`. Smoothing applies to videos only: a still image's landmarks are
+the same whatever `smooth` says.
 
 Outputs per image: `<name>.json` (points, box, model, backend), `<name>.overlay.png` (predictions drawn with
 OpenCV) and with `--format pts` a 300-W `<name>.pts`; `--format mpii` writes one MPII JSON for all images (named
@@ -35,7 +39,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cunet.data.decode import DEFAULT_METHOD
+from cunet.data.smooth import SmoothConfig
+from cunet.evaluate.draw import overlay_radius
 from cunet.errors import CunetError
+from cunet.pipeline.track import DEFAULT_MIN_SCORE
 
 __all__ = ["OutputFormat", "PredictOptions", "ImageFile", "collect_images", "output_stems", "overlay_radius",
            "read_boxes", "predict_files"]
@@ -50,6 +57,7 @@ class OutputFormat(str, Enum):
     JSON = "json"
     PTS = "pts"
     MPII = "mpii"
+    CSV = "csv"  # videos: one CSV row per frame instead of JSON lines (images still get their .json)
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,12 @@ class PredictOptions:
         draw: write `<name>.overlay.png` per image.
         flip: flip test (average with the mirrored crop).
         strict: stop at the first image that fails (unreadable, no box) instead of listing it in "failed".
+        overlay: videos: also write `<name>.overlay.mp4`.
+        frames: each folder given is one video made of its images (in natural order), not a folder of photos.
+        fps: a frame folder's frame rate (None: `cunet.data.video.DEFAULT_FOLDER_FPS`).
+        smooth: videos: the temporal filter (`cunet.data.smooth.SmoothConfig`).
+        detect: faces without a box file: use the face detector when `cunet[detect]` is installed.
+        min_score: videos: mean heatmap peak below which the tracked face is lost (`cunet.pipeline.track`).
         decode: the heatmap decoder ("dark", "quarter", "argmax" or "original", `cunet.data.decode`).
     """
 
@@ -80,6 +94,12 @@ class PredictOptions:
     draw: bool = True
     flip: bool = False
     strict: bool = False
+    overlay: bool = False
+    frames: bool = False
+    fps: float | None = None
+    smooth: SmoothConfig = dataclasses.field(default_factory=SmoothConfig)
+    detect: bool = True
+    min_score: float = DEFAULT_MIN_SCORE
     decode: str = DEFAULT_METHOD.value
 
     def __post_init__(self) -> None:
@@ -204,12 +224,6 @@ def _box_dict(box: Any) -> dict[str, float]:
             "x1": box.cx - half, "y1": box.cy - half, "x2": box.cx + half, "y2": box.cy + half}
 
 
-def overlay_radius(box_size: float) -> float:
-    """Dot radius (pixels) of an overlay: it follows the face or person box, not the image, so a 40-px face in an
-    8000-px photo gets dots that leave it visible (1/128 of the box side, at least 1 px)."""
-    return max(1.0, float(box_size) / 128.0)
-
-
 def output_stems(images: Sequence[ImageFile]) -> dict[str, str]:
     """Each image name's output stem (relative, POSIX): the name without its extension, or the whole name when that
     stem is shared by another image (`face.png` + `face.jpg` → `face.png`, `face.jpg`); compared case-insensitively,
@@ -224,46 +238,64 @@ def output_stems(images: Sequence[ImageFile]) -> dict[str, str]:
     return {f.name: bare(f.name) if counts[bare(f.name).lower()] == 1 else f.name for f in images}
 
 
-def _planned_outputs(opts: PredictOptions, stems: dict[str, str]) -> list[Path]:
+def _planned_outputs(opts: PredictOptions, stems: dict[str, str], videos: set[str]) -> list[Path]:
+    from cunet.pipeline.video import video_outputs
+
     suffixes = [".json"] + [".overlay.png"] * opts.draw + [".pts"] * (opts.format is OutputFormat.PTS)
-    return [opts.out / (stem + suffix) for stem in stems.values() for suffix in suffixes]
+    out = []
+    for name, stem in stems.items():
+        rel = video_outputs(stem, opts.format.value, opts.overlay) if name in videos else [stem + s for s in suffixes]
+        out += [opts.out / r for r in rel]
+    return out
 
 
-def predict_files(opts: PredictOptions, progress: Progress | None = None) -> dict[str, Any]:
-    """Predict landmarks for every image of `opts.inputs` and write the outputs described in the module docstring.
+def predict_files(opts: PredictOptions, progress: Progress | None = None,
+                  frame_progress: Callable[[str, int, int | None], None] | None = None) -> dict[str, Any]:
+    """Predict landmarks for every image and video of `opts.inputs` and write the outputs described in the module
+    docstring.
+
+    Args:
+        opts: what to predict and write.
+        progress: called after each image with (done, total).
+        frame_progress: called after each video frame with (video name, frames done, frames announced or None).
 
     Returns:
         {"model", "backend", "provider", "task", "out", "format", "images" (predicted), "skipped" (names of
         images without a person in an MPII box file), "failed" ([{"file", "problem"}]: images left out because they
-        could not be read, had no box in the box file, or held several people for `--format pts`),
-        "box_sources": {source: instances}, "mpii_file" (or None),
-        "predictions": [per-image JSON documents]}.
+        could not be read, had no box in the box file, or held several people for `--format pts`; videos that
+        could not be opened; video frames that could not be decoded), "box_sources": {source: instances},
+        "mpii_file" (or None), "predictions": [per-image JSON documents], "videos" ([per-video summaries, see
+        `cunet.pipeline.video.predict_video`]), "frames" (video frames predicted), "smooth" (the filter's settings).
 
     Raises:
         CunetError: unreadable model or box file, an output path holding a file predict did not write; with
             `strict`, also the first failing image.
     """
     from cunet.io import OwnedOutputs
+    from cunet.pipeline.video import collect_videos
 
-    images = collect_images(opts.inputs)
-    stems = output_stems(images)
+    videos, image_inputs = collect_videos(opts.inputs, opts.frames)
+    images = collect_images(image_inputs) if image_inputs else []
+    stems = output_stems(images + [ImageFile(v.path, v.name) for v in videos])
     owned = OwnedOutputs(opts.out, "predict")
-    owned.check_free(_planned_outputs(opts, stems))
+    owned.check_free(_planned_outputs(opts, stems, {v.name for v in videos}))
     try:
-        return _predict(opts, images, stems, owned, progress)
+        return _predict(opts, images, stems, owned, progress, videos, frame_progress)
     finally:
         if owned.files:
             owned.save()
 
 
 def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str], owned: Any,
-             progress: Progress | None) -> dict[str, Any]:
+             progress: Progress | None, videos: list[Any], frame_progress: Any) -> dict[str, Any]:
     import cv2
 
     from cunet.data.dataset import read_image
     from cunet.data.formats import PoseRecord, write_mpii_json, write_pts
     from cunet.data.spec import get_spec
     from cunet.evaluate.draw import PRED_COLOUR, draw_landmarks
+    from cunet.data.preprocess import box_from_xyxy
+    from cunet.pipeline.video import predict_videos
     from cunet.runtime import open_predictor, whole_image_box
 
     predictions: list[dict[str, Any]] = []
@@ -275,13 +307,18 @@ def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str
         meta = p.meta
         if opts.format is OutputFormat.MPII and meta.task != "pose":
             raise CunetError(f"{opts.model}: --format mpii writes human pose; this is a {meta.task} model (use pts)")
-        boxes = read_boxes(opts.boxes, meta.task, meta.box_margin) if opts.boxes is not None else None
+        boxes = read_boxes(opts.boxes, meta.task, meta.box_margin) if opts.boxes is not None and images else None
+        detector = _detector(opts, meta.task)
         skeleton = get_spec(meta.task).skeleton
         record_index = {id(r): i for i, r in enumerate(boxes.records)} if boxes and boxes.records else {}
 
         def _one(image_file: ImageFile) -> dict[str, Any] | None:
             image = read_image(image_file.path)
-            if boxes is None:
+            found = detector.detect(image) if boxes is None and detector is not None else []
+            if found:
+                crop_boxes = [box_from_xyxy(*d.box, margin=meta.box_margin) for d in found]
+                source, recs = f"detector {detector.name}", [None] * len(found)
+            elif boxes is None:
                 crop_boxes, source, recs = [whole_image_box(image)], "whole image", [None]
             else:
                 key = _box_key(image_file, boxes)
@@ -347,6 +384,7 @@ def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str
                 predictions.append(doc)
             if progress is not None:
                 progress(done, len(images))
+        video_docs = predict_videos(opts, p, videos, stems, owned, detector, failed, sources, frame_progress)
         ran = {"backend": p.backend, "provider": p.provider}
     mpii_file = None
     if opts.format is OutputFormat.MPII:
@@ -356,4 +394,15 @@ def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str
         owned.record(mpii_file)
     return {"model": str(opts.model), **ran, "task": meta.task, "out": str(opts.out), "format": opts.format.value,
             "images": len(predictions), "skipped": skipped, "failed": failed, "box_sources": sources,
-            "mpii_file": None if mpii_file is None else str(mpii_file), "predictions": predictions}
+            "mpii_file": None if mpii_file is None else str(mpii_file), "predictions": predictions,
+            "videos": video_docs, "frames": sum(v["predicted"] for v in video_docs), "smooth": opts.smooth.to_dict()}
+
+
+def _detector(opts: PredictOptions, task: str) -> Any:
+    """The face detector for inputs without a box file: None for poses, with `detect` off, or when the `detect`
+    extra is not installed (the CLI then says what to install)."""
+    from cunet.runtime.detector import detector_available, open_detector
+
+    if task != "face" or not opts.detect or not detector_available():
+        return None
+    return open_detector()

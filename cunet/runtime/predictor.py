@@ -178,16 +178,26 @@ class Predictor:
         The "original" decoder maps through the boxes' nominal geometry (`boxes`, required for it), as the original
         did, not through the sampled crop's `affines` (`cunet.data.decode.original_to_image`).
         """
+        return self.postprocess_scores(heatmaps, affines, boxes)[0]
+
+    def postprocess_scores(self, heatmaps: np.ndarray, affines: np.ndarray,
+                           boxes: Sequence[Box] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`postprocess` that also returns each landmark's score: (points [N, K, 2], scores [N, K]).
+
+        The score is the heatmap's peak value (the training target peaks at 1 on the landmark; a crop without the
+        face gives low peaks), or for a model that decodes in its graph the score its graph outputs. Video tracking
+        uses it to tell when the face is lost.
+        """
         if self.meta.decode:
-            return apply_affine(heatmaps[..., :2], invert_affine(affines))
-        coords, _ = decode(heatmaps, method=self.decode_method, sigma=self.meta.sigma)
+            return apply_affine(heatmaps[..., :2], invert_affine(affines)), np.asarray(heatmaps[..., 2], np.float64)
+        coords, scores = decode(heatmaps, method=self.decode_method, sigma=self.meta.sigma)
         if self.decode_method == DecodeMethod.ORIGINAL.value:
             if boxes is None:
                 raise CunetError("the original decoder needs the crop boxes: postprocess(heatmaps, affines, boxes)")
             size = self.meta.input_size
             nominal = crop_affines(np.array([(b.cx, b.cy) for b in boxes]).reshape(-1, 2), [b.size for b in boxes], size)
-            return original_to_image(coords, nominal, self.meta.heatmap_stride)
-        return heatmap_to_image(coords, affines, self.meta.heatmap_stride)
+            return original_to_image(coords, nominal, self.meta.heatmap_stride), scores
+        return heatmap_to_image(coords, affines, self.meta.heatmap_stride), scores
 
     # -------------------------------------------------------------------------------------------------- the API
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 TRAIN_HINT = "pip install 'cunet[train]'"
@@ -144,3 +145,23 @@ def test_bench_of_an_onnx_model_skips_export_and_two_runs_compare(cunet, artifac
     not_ours.write_text('{"rows": [1, 2]}')
     assert _one_error_line(cunet("compare", a, not_ours)) == (
         f"error: {not_ours}: not a cunet report (expected the JSON of `cunet bench` or `cunet profile --json`)")
+
+
+def test_video_predict_with_the_detect_extra(cunet, artifacts, tmp_path) -> None:
+    """`[cpu,detect]` without torch: a video is tracked, with the detector installed (no hint to install it)."""
+    import cv2
+
+    face = cv2.imread(str(next(p for p in sorted(artifacts.data.rglob("*.png")))))
+    clip = tmp_path / "clip.mp4"
+    h, w = face.shape[:2]
+    writer = cv2.VideoWriter(str(clip), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (w, h))
+    for i in range(6):  # the face drifts right by 1 px a frame
+        writer.write(cv2.warpAffine(face, np.float64([[1, 0, i], [0, 1, 0]]), (w, h), borderMode=cv2.BORDER_REPLICATE))
+    writer.release()
+    run = cunet("predict", artifacts.onnx, clip, "--overlay", "--smooth", "one-euro", "--out", tmp_path / "out",
+                "--json")
+    assert run.code == 0, run.stderr
+    assert "cunet[detect]" not in run.stderr  # the extra is installed and importable here
+    assert len((tmp_path / "out" / "clip.jsonl").read_text().splitlines()) == 6
+    assert (tmp_path / "out" / "clip.overlay.mp4").stat().st_size > 0
+    assert run.json()["smooth"]["method"] == "one-euro"
