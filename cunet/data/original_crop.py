@@ -28,17 +28,16 @@ import math
 
 import numpy as np
 
-from cunet.data.preprocess import Box
-
 __all__ = ["original_crop", "original_center", "bytescale", "SHRINK_FROM"]
 
 #: The original shrinks the whole image first when the crop side is at least this many times the output side.
 SHRINK_FROM = 2.0
 
 
-def original_center(box: Box) -> tuple[float, float]:
-    """The original code's crop centre for a cunet box: its 1-based coordinates, read as array indices."""
-    return box.cx + 1.0, box.cy + 1.0
+def original_center(cx: float, cy: float) -> tuple[float, float]:
+    """The original code's crop centre for cunet's 0-based box centre: its 1-based coordinates, read as array
+    indices."""
+    return cx + 1.0, cy + 1.0
 
 
 def bytescale(data: np.ndarray) -> np.ndarray:
@@ -59,12 +58,12 @@ def _pil_resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).resize((width, height), Image.BILINEAR))
 
 
-def original_crop(image: np.ndarray, box: Box, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The original code's `size` x `size` crop of `box`.
+def original_crop(image: np.ndarray, cx: float, cy: float, side: float, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The original code's `size` x `size` crop of the square box centred on (cx, cy) with side `side`.
 
     Args:
         image: [H, W, 3] uint8 (BGR or RGB: the result keeps the order).
-        box: the crop in cunet's 0-based pixels (centre, side), as `cunet.data.preprocess.box_from_*` make it.
+        cx, cy, side: the box in cunet's 0-based pixels, as `cunet.data.preprocess.Box` holds it.
         size: output side (the model's input size).
 
     Returns:
@@ -72,8 +71,7 @@ def original_crop(image: np.ndarray, box: Box, size: int) -> tuple[np.ndarray, n
         [2, 3] mapping original-image pixels (0-based, centres on integers) to crop pixels).
     """
     img_h, img_w = image.shape[:2]
-    cx, cy = original_center(box)
-    side = box.size
+    cx, cy = original_center(cx, cy)
     factor = side / size
     # The original loads images as float 0..1; every bytescale below is invariant to that scale, so the raw values
     # serve, and float64 keeps the arithmetic of a float array.

@@ -194,7 +194,7 @@ def crop_images(images: "list[np.ndarray]", boxes: "list[Box]", size: int,
 
         affines = np.empty((len(images), 2, 3))
         for i, (image, box) in enumerate(zip(images, boxes)):
-            crops[i], affines[i] = original_crop(image, box, size)
+            crops[i], affines[i] = original_crop(image, box.cx, box.cy, box.size, size)
         return crops, affines
     affines = crop_affines(np.array([(b.cx, b.cy) for b in boxes]).reshape(-1, 2), [b.size for b in boxes], size)
     for i, image in enumerate(images):
