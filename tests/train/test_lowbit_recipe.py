@@ -126,26 +126,25 @@ def test_recipe_run_records_its_sources_and_resume_refuses_another(tiny_run, tmp
             train(tiny_options(opts.data, copy, epochs=2, resume=True, **change))
     grown = train(tiny_options(opts.data, copy, epochs=2, resume=True))
     assert grown.epoch == 2 and load_checkpoint(grown.last)["sources"]["teacher"]["sha256"] == sha
-    plain = tmp_path / "plain"
-    train(tiny_options(opts.data, plain, epochs=1, bits_w=1, bits_a=8))
-    with pytest.raises(CunetError, match="cannot resume with --teacher: the run started without one"):
-        train(tiny_options(opts.data, plain, epochs=2, resume=True, teacher=fp32.last))
-    with pytest.raises(CunetError, match="different options: bn_reestimate True"):
-        train(tiny_options(opts.data, plain, epochs=2, resume=True, bn_reestimate=True))
 
 
-def test_bn_reestimation_leaves_training_alone(faces, tmp_path) -> None:
+def test_bn_reestimation_leaves_training_alone(tiny_run, tmp_path) -> None:
     """Two 1-bit runs with 8-bit (stochastically rounded) gradients, one re-estimating BatchNorm after each epoch:
     the same weights after 2 epochs (the re-estimation pass draws nothing from the RNG training uses), other
-    running statistics."""
+    running statistics. The plain run cannot be resumed with a teacher or with re-estimation."""
     from cunet.model.checkpoint import load_checkpoint
     from cunet.train.trainer import train
 
+    opts, fp32 = tiny_run
     q = dict(bits_w=1, bits_a=8, bits_g=8, epochs=2)
-    a = load_checkpoint(train(tiny_options(faces, tmp_path / "plain", **q)).last)["model"]
-    b = load_checkpoint(train(tiny_options(faces, tmp_path / "bn", bn_reestimate=True, **q)).last)["model"]
+    a = load_checkpoint(train(tiny_options(opts.data, tmp_path / "plain", **q)).last)["model"]
+    b = load_checkpoint(train(tiny_options(opts.data, tmp_path / "bn", bn_reestimate=True, **q)).last)["model"]
     stats = [k for k in a if k.endswith(("running_mean", "running_var"))]
     for k in a:
         if k not in stats:
             assert torch.equal(a[k], b[k]), k
     assert all(not torch.equal(a[k], b[k]) for k in stats)
+    with pytest.raises(CunetError, match="cannot resume with --teacher: the run started without one"):
+        train(tiny_options(opts.data, tmp_path / "plain", epochs=3, resume=True, teacher=fp32.last))
+    with pytest.raises(CunetError, match="different options: bn_reestimate True"):
+        train(tiny_options(opts.data, tmp_path / "plain", epochs=3, resume=True, bn_reestimate=True))
