@@ -107,19 +107,24 @@ def train(task, data, val_data, out, variant, resume, epochs, batch_size, lr, op
       cunet train --task face --data ~/300W/afw --val-data ~/300W/ibug --out runs/afw  # flat folders
       torchrun --nproc_per_node 2 -m cunet train --task pose --data ~/mpii --variant cunet-pose-16
       cunet train --task face --data data/faces --bits-w 1 --bits-a 8 --quant-delay 5 --out runs/binary
+      cunet train --task face --data data/faces --bits-w 1 --bits-a 8 --bits-g 8 \
+          --init runs/tiny/last.pt --out runs/binary       # the low-bit recipe: fine-tune the FP32 run
 
     \b
     Low-bit (ECCV paper): --bits-w 1|2|4|8 quantizes every conv's weights but the
     stem's and the heatmap heads', --bits-a their inputs, --bits-g their weight
     gradients. 1- and 2-bit latent weights train at 10x the lr (--conv-lr-scale)
     so that their signs can still change in a short run. Export with `cunet
-    export`, shrink with `cunet pack`.
+    export`, shrink with `cunet pack`. Starting from a trained FP32 run
+    (--init) is what keeps 1- and 2-bit accuracy (docs/lowbit.md); --teacher
+    (heatmap distillation) and --bn-reestimate are there and were measured.
 
     \b
     Resuming: --resume continues from OUT/last.pt and ends with the same weights as
     an uninterrupted run. Options that define the run (model, sigma, optimizer,
-    lr, batch size, schedule, seed, low-bit widths) come from the run; giving
-    different ones is an error. --epochs and --max-minutes may grow.
+    lr, batch size, schedule, seed, low-bit widths, --init/--teacher files by
+    sha256) come from the run; giving different ones is an error. --epochs and
+    --max-minutes may grow.
 
     \b
     Output: one line per epoch on stderr (loss, metric, lr, time); with --json
