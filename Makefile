@@ -2,9 +2,14 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# torch first, pinned: pip takes the CPU build of 2.13.0 from this machine's disk in seconds, while a range
-# resolved by pip inside `pip install -e .` could pull a multi-GB CUDA build.
+# torch first, pinned: a range resolved by pip inside `pip install -e .` could pull a newer, multi-GB CUDA build.
 TORCH ?= torch==2.13.0
+# Where the CPU build of torch comes from. A pinned torch that pip finds without any index (a wheelhouse in pip's
+# find-links, as on this project's machines: the CPU wheel, in seconds) is used as it is. Otherwise, on Linux,
+# PyTorch's own CPU index, as PyTorch's install guide says: PyPI's Linux torch is the CUDA build (torch 2.13.0 pulls
+# 19 nvidia/cuda packages and triton). Elsewhere (macOS, Windows) PyPI's torch is already the CPU build.
+# `make demo TORCH_INDEX=` uses pip's own configuration instead.
+TORCH_INDEX ?= $(if $(filter Linux,$(shell uname -s)),https://download.pytorch.org/whl/cpu)
 # The extras of the full (development) install; one more runtime extra is one more word here.
 EXTRAS ?= train,cpu,openvino,nncf,detect,dev
 PYTEST_ARGS ?= -n 2
@@ -20,7 +25,8 @@ DEPLOY_ARTIFACTS ?= build/deploy-artifacts
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet --no-index --no-deps $(TORCH) 2>/dev/null \
+	  || $(BIN)/pip install --quiet $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	# setuptools tells every editable install a boxed "Editable installation" notice; it is no problem here.
 	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
 	touch $@

@@ -3,6 +3,7 @@
 Usage:
     .venv/bin/python bench/cpu_int8.py [--models face8,tiny] [--iters 15] [--threads 2] [--samples 32]
                                        [--tiny-checkpoint RUN/best.pt] [--face8-checkpoint RUN/best.pt] [--peer]
+                                       [--clock wall|cpu]
 
 Rows per model (cunet-face-8 256², cunet-tiny 128²):
     ort-fp32            FP32 export, ONNX Runtime CPU
@@ -12,18 +13,23 @@ Rows per model (cunet-face-8 256², cunet-tiny 128²):
     ov-int8-openvino    `cunet quantize --recipe openvino` (IR), OpenVINO
     ov-nncf-default     NNCF's `quantize` defaults on the export as it is (the peer baseline), OpenVINO
     ov-qdq-tensorrt     the `tensorrt` recipe's Q/DQ file unchanged, OpenVINO
-and with --peer a FAN-4 row pair (face-alignment's 4-stack hourglass, its model class with random weights,
-nothing downloaded; `pip install face-alignment`, a bench-only dependency): FP32 on ONNX Runtime and NNCF defaults
-on OpenVINO.
+and with --peer FAN-4 rows (face-alignment's 4-stack hourglass, its model class with random weights, nothing
+downloaded; a bench-only dependency, see docs/int8.md for installing it beside opencv-python-headless): FP32 on
+ONNX Runtime and on OpenVINO, and NNCF's defaults on OpenVINO (its fastest INT8 engine, as for cunet).
 
-Columns: inference p50 (ms, batch 1 and batch 8, the `latency_ms.inference` stage of `cunet profile`: the
-Predictor's `predict_heatmaps`), batch-8 throughput (images/s), speed-up vs ort-fp32 at batch 1, file size (an IR
+Columns: parameters and GMACs of the network, inference p50 (ms, batch 1 and batch 8, the
+`latency_ms.inference` stage of `cunet profile`: the Predictor's `predict_heatmaps`), batch-8 throughput (images/s),
+speed-up vs ort-fp32 and vs ov-nncf-default at batch 1, file size (an IR
 counts .xml + .bin), peak RSS (MB, each artifact opened and run alone in a fresh child process), and NME vs FP32 (the
 NME (%) on the synthetic test split minus ort-fp32's, in NME points; only for a trained model: cunet-tiny is trained
 briefly here unless --tiny-checkpoint is given; a random-init cunet-face-8 says nothing about accuracy, so its column
-stays empty without --face8-checkpoint). Every artifact of a model is timed in one process, call by call in turn
-(A B C ... A B C), because the machine is shared and noisy: only ratios from one run are comparable; the p10-p90
-spread of each row says how noisy the run was. Writes bench/results/cpu_int8.json and prints a table on stderr.
+stays empty without --face8-checkpoint). Every artifact of a model is timed in one process, call by call in turn,
+each round in a fresh random order (a fixed order A B C gave identical models 7 % apart), because the machine is
+shared and noisy: only ratios from one run are comparable; the p10-p90 spread of each row says how noisy the run
+was. `--clock cpu` times the process's CPU seconds instead of wall time: on a machine other jobs load, with
+`--threads 1`, it is what still gives steady ratios (wall time then measures the queue). The "goals" record
+compares the `openvino` recipe with NNCF's defaults and ORT FP32, and cunet-face-8's fastest INT8 row with FAN-4's.
+Writes bench/results/cpu_int8.json and prints a table on stderr.
 """
 
 from __future__ import annotations
@@ -150,7 +156,40 @@ def _fan_artifacts(work: Path, data: Path, samples: int) -> dict[str, tuple[str,
         q = nncf.quantize(ov.Core().read_model(str(fp32)), nncf.Dataset([x[i : i + 1] for i in range(len(x))]),
                           subset_size=len(x))
         ov.save_model(q, str(int8), compress_to_fp16=False)
-    return {"fan4-ort-fp32": ("raw-ort", fp32), "fan4-ov-nncf-default": ("raw-ov", int8)}
+    return {"fan4-ort-fp32": ("raw-ort", fp32), "fan4-ov-fp32": ("raw-ov", fp32),
+            "fan4-ov-nncf-default": ("raw-ov", int8)}
+
+
+def _network_size(model, size: int) -> tuple[int, float]:
+    """(parameters, GMACs per image) of a torch network: convolution MACs counted by hooks on one forward pass."""
+    import torch
+
+    macs = [0]
+
+    def hook(m, inputs, out) -> None:
+        macs[0] += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, size, size))
+    for h in handles:
+        h.remove()
+    return sum(p.numel() for p in model.parameters()), macs[0] / 1e9
+
+
+def _sizes(key: str, peer: bool) -> dict[str, tuple[int, float]]:
+    """Row-name prefix ("" for cunet's rows, "fan4-") → (parameters, GMACs)."""
+    from cunet.model.summary import summarize
+    from cunet.model import get_variant
+
+    variant, size = _SIZES[key]
+    s = summarize(get_variant(variant))
+    out = {"": (s["params"], s["gmacs"])}
+    if peer and key == "face8":
+        from face_alignment.models import FAN
+
+        out["fan4-"] = _network_size(FAN(4), 256)
+    return out
 
 
 class _Raw:
@@ -194,7 +233,8 @@ def _peak_rss(kind: str, path: Path, size: int, threads: int) -> float | None:
     return json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"]
 
 
-def _time(arts: dict[str, tuple[str, Path]], size: int, threads: int, iters: int) -> dict[str, dict]:
+def _time(arts: dict[str, tuple[str, Path]], size: int, threads: int, iters: int, clock: str) -> dict[str, dict]:
+    now = time.process_time_ns if clock == "cpu" else time.perf_counter_ns
     opened = {name: _open(kind, path, threads) for name, (kind, path) in arts.items()}
     rng = np.random.default_rng(0)
     xs = {b: rng.standard_normal((b, 3, size, size)).astype(np.float32) for b in (1, 8)}
@@ -207,10 +247,10 @@ def _time(arts: dict[str, tuple[str, Path]], size: int, threads: int, iters: int
         for b in (1, 8):
             if b == 8 and i % 2:  # batch 8 costs 8x: every second round keeps the run short
                 continue
-            for name, p in opened.items():
-                t = time.perf_counter_ns()
-                p.predict_heatmaps(xs[b])
-                times[name][b].append((time.perf_counter_ns() - t) / 1e6)
+            for name in rng.permutation(list(opened)):
+                t = now()
+                opened[name].predict_heatmaps(xs[b])
+                times[name][b].append((now() - t) / 1e6)
     out = {}
     for name, t in times.items():
         one, eight = np.asarray(t[1]), np.asarray(t[8])
@@ -258,8 +298,8 @@ def _table(rows: list[dict]) -> None:
     from rich.table import Table
 
     table = Table(title="CPU INT8, one interleaved run per model (inference only)", title_justify="left")
-    cols = ("model", "artifact", "b1 p50 ms", "p10-p90", "vs ORT FP32", "b8 p50 ms", "b8 img/s", "MB",
-            "x smaller", "peak RSS MB", "NME %", "Δ NME")
+    cols = ("model", "artifact", "params M", "GMACs", "b1 p50 ms", "p10-p90", "vs ORT FP32", "vs NNCF", "b8 p50 ms",
+            "b8 img/s", "MB", "x smaller", "peak RSS MB", "NME %", "Δ NME")
     for i, c in enumerate(cols):
         table.add_column(c, justify="left" if i < 2 else "right", no_wrap=True)
 
@@ -267,12 +307,13 @@ def _table(rows: list[dict]) -> None:
         return "—" if v is None else format(v, fmt)
 
     for r in rows:
-        table.add_row(r["model"], r["artifact"], f(r["p50_ms_b1"], ".1f"),
-                      f"{r['p10_ms_b1']:.1f}-{r['p90_ms_b1']:.1f}", f(r["speedup_b1"], ".2f") + "×",
+        table.add_row(r["model"], r["artifact"], f(r["params"] / 1e6, ".2f"), f(r["gmacs"], ".1f"),
+                      f(r["p50_ms_b1"], ".1f"), f"{r['p10_ms_b1']:.1f}-{r['p90_ms_b1']:.1f}",
+                      f(r["speedup_b1"], ".2f") + "×", f(r["vs_nncf_default_b1"], ".2f") + "×",
                       f(r["p50_ms_b8"], ".1f"), f(r["throughput_b8"], ".1f"), f(r["size_mb"], ".2f"),
                       f(r["size_ratio"], ".2f"), f(r["peak_rss_mb"], ".0f"), f(r["nme"], ".3f"),
                       f(r["delta_nme"], "+.3f"))
-    Console(stderr=True, width=170).print(table)
+    Console(stderr=True, width=200).print(table)
 
 
 def main() -> None:
@@ -281,12 +322,14 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=15, help="Rounds of batch-1 calls (batch 8: every second round).")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--samples", type=int, default=32, help="Calibration images for every INT8 recipe.")
-    ap.add_argument("--train-epochs", type=int, default=8)
+    ap.add_argument("--train-epochs", type=int, default=4, help="cunet-tiny's training (issue 26 measures 4).")
     ap.add_argument("--tiny-checkpoint", type=Path)
     ap.add_argument("--face8-checkpoint", type=Path)
-    ap.add_argument("--peer", action="store_true", help="Add FAN-4 rows (needs `pip install face-alignment`).")
+    ap.add_argument("--peer", action="store_true", help="Add FAN-4 rows (needs face-alignment, installed as docs/int8.md says).")
     ap.add_argument("--work", type=Path, default=_RESULTS.parent / "cpu_int8-work")
     ap.add_argument("--out", type=Path, default=_RESULTS)
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="Time wall seconds (an idle machine) or the process's CPU seconds (a loaded one, --threads 1).")
     ap.add_argument("--rss-child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
@@ -294,6 +337,7 @@ def main() -> None:
         _rss_child(kind, path, int(size), int(threads))
         return
     from cunet.evaluate.profile import environment
+    from cunet.io import write_json
 
     rows: list[dict] = []
     for key in args.models.split(","):
@@ -304,15 +348,20 @@ def main() -> None:
         if args.peer and key == "face8":
             arts.update(_fan_artifacts(args.work, data, args.samples))
         _log(f"{variant}: timing {len(arts)} artifacts, {args.iters} interleaved rounds, {args.threads} threads")
-        timed = _time(arts, size, args.threads, args.iters)
+        timed = _time(arts, size, args.threads, args.iters, args.clock)
+        sizes = _sizes(key, args.peer)
         nme = _nme(arts, data, args.threads) if trained else {}
         ops = {name: _ov_ops(path, size, args.threads) for name, (kind, path) in arts.items()
                if kind in ("openvino", "raw-ov")}
         fp32_bytes = _bytes(arts["ort-fp32"][1])
         for name, (kind, path) in arts.items():
             t = timed[name]
-            rows.append({"model": variant, "input_size": size, "artifact": name, "backend": kind, "path": str(path),
-                         **t, "speedup_b1": timed["ort-fp32"]["p50_ms_b1"] / t["p50_ms_b1"],
+            pre = "fan4-" if name.startswith("fan4-") else ""  # a peer's ratios are to its own FP32 and NNCF rows
+            params, gmacs = sizes[pre]
+            rows.append({"model": "FAN-4" if pre else variant, "input_size": size,
+                         "artifact": name, "backend": kind, "path": str(path), "params": params, "gmacs": gmacs,
+                         **t, "speedup_b1": timed[f"{pre}ort-fp32"]["p50_ms_b1"] / t["p50_ms_b1"],
+                         "vs_nncf_default_b1": timed[f"{pre}ov-nncf-default"]["p50_ms_b1"] / t["p50_ms_b1"],
                          "size_mb": _bytes(path) / 1e6, "size_ratio": fp32_bytes / _bytes(path),
                          "peak_rss_mb": _peak_rss(kind, path, size, args.threads),
                          "nme": nme.get(name), "delta_nme": (nme[name] - nme["ort-fp32"]) if name in nme else None,
@@ -322,11 +371,34 @@ def main() -> None:
         if r["ov_op_share"]:
             top = ", ".join(f"{k} {v:.0f}%" for k, v in list(r["ov_op_share"].items())[:6])
             _log(f"{r['model']} {r['artifact']} OpenVINO time by layer/kernel: {top}")
+    goals = _goals(rows)
+    for g, v in goals.items():
+        _log(f"{g}: " + ", ".join(f"{k} {x:.2f}" for k, x in v.items()))
     doc = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "threads": args.threads,
-           "iters": args.iters, "samples": args.samples, "environment": environment(), "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+           "iters": args.iters, "samples": args.samples, "clock": args.clock, "environment": environment(),
+           "goals": goals, "rows": rows}
+    write_json(args.out, doc)
     _log(f"wrote {args.out}")
+
+
+def _goals(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Issue 26's ratios per model (batch-1 p50): the openvino recipe vs NNCF's defaults and vs ORT FP32; for
+    cunet-face-8 with --peer, its fastest INT8 row vs FAN-4's fastest INT8 row."""
+    out: dict[str, dict[str, float]] = {}
+    by_model: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        by_model.setdefault(r["model"], {})[r["artifact"]] = r
+    for model, rs in by_model.items():
+        if "ov-int8-openvino" not in rs:
+            continue
+        ov = rs["ov-int8-openvino"]
+        out[model] = {"openvino_vs_nncf_default": ov["vs_nncf_default_b1"], "openvino_vs_ort_fp32": ov["speedup_b1"]}
+        fan = [r for name, r in by_model.get("FAN-4", {}).items() if "fp32" not in name]
+        ours = [r for name, r in rs.items() if "fp32" not in name]
+        if fan and model == "cunet-face-8":
+            best, peer = min(ours, key=lambda r: r["p50_ms_b1"]), min(fan, key=lambda r: r["p50_ms_b1"])
+            out[model]["int8_vs_fan4_int8"] = peer["p50_ms_b1"] / best["p50_ms_b1"]
+    return out
 
 
 if __name__ == "__main__":

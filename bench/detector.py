@@ -28,7 +28,6 @@ import argparse
 import json
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -80,7 +79,9 @@ def synthetic_faces(n: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
     from cunet.data.synth import synthesize
 
     out = []
-    with tempfile.TemporaryDirectory(prefix="cunet-bench-detector-") as tmp:
+    from cunet.tempdirs import temp_dir
+
+    with temp_dir("bench-detector") as tmp:
         synthesize(Path(tmp) / "faces", "face", n=n, seed=3, image_size=256)
         for pts in sorted((Path(tmp) / "faces").rglob("*.pts")):
             out.append((pts.stem, cv2.imread(str(pts.with_suffix(".png"))), read_pts(pts)))

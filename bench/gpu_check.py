@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -139,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_rows(iters: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="cunet-gpu-check-") as tmp:
+    from cunet.tempdirs import temp_dir
+
+    with temp_dir("gpu-check") as tmp:
         work = Path(tmp)
         ckpt, onnx_path, calib = _make_models(work)
         images = _frames(8, seed=1)

@@ -206,9 +206,8 @@ def _files(name: str, ckpt: Path, work: Path, bits_w: int | None) -> dict:
     # The export check's relative L2 error against float64 and its allowance (`cunet.compile.verify`).
     out = {"onnx": onnx_path, "onnx_bytes": rep.file_bytes, "verify_error": rep.verification.error_ort,
            "verify_tolerance": rep.tolerance, "packed_bytes": None, "int4_bytes": None}
-    if bits_w is not None:
+    if bits_w is not None and bits_w <= 4:  # `cunet pack` refuses 8-bit weights: nothing fits fewer bits
         out["packed_bytes"] = pack(onnx_path, work / f"{name}.cunetq").packed_bytes
-    if bits_w is not None and bits_w <= 4:
         out["int4_bytes"] = write_int4(onnx_path, work / f"{name}.int4.onnx")["int4_bytes"]
     return out
 

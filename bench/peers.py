@@ -24,7 +24,6 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -152,13 +151,14 @@ def main() -> None:
     from cunet.evaluate.profile import environment
     from cunet.io import write_json
     from cunet.model.summary import summarize
+    from cunet.tempdirs import temp_dir
 
     start = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="cunet-peers-"))
-    synthesize(work / "faces", "face", n=args.calib, seed=0, image_size=args.size)
-    models = _export_models(args, work, work / "faces")
-    print(f"timing {len(models)} ONNX Runtime sessions, {args.iters} interleaved runs each ...", file=sys.stderr)
-    latency = interleaved_latency(models, args.size, args.threads, args.iters)
+    with temp_dir("peers") as work:
+        synthesize(work / "faces", "face", n=args.calib, seed=0, image_size=args.size)
+        models = _export_models(args, work, work / "faces")
+        print(f"timing {len(models)} ONNX Runtime sessions, {args.iters} interleaved runs each ...", file=sys.stderr)
+        latency = interleaved_latency(models, args.size, args.threads, args.iters)
     results = []
     for order in args.orders:
         print(f"training step, order {order} (subprocess) ...", file=sys.stderr, flush=True)

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -62,47 +61,48 @@ def main() -> None:
     from cunet.commands._common import print_table
     from cunet.compile.quantize import landmark_drop, quantize
     from cunet.io import write_json
+    from cunet.tempdirs import temp_dir
 
-    tmp = Path(tempfile.mkdtemp(prefix="cunet-bench-q-"))
-    if args.model:
-        fp32, source = args.model, str(args.model)
-    elif args.checkpoint:
-        from cunet.model.checkpoint import model_from_checkpoint
+    with temp_dir("bench-q") as tmp:  # the models are needed only until they are timed and measured
+        if args.model:
+            fp32, source = args.model, str(args.model)
+        elif args.checkpoint:
+            from cunet.model.checkpoint import model_from_checkpoint
 
-        model, ckpt = model_from_checkpoint(args.checkpoint)
-        fp32, source = _export(model, tmp / "model.onnx", ckpt["task"]), str(args.checkpoint)
-    else:
-        import torch
+            model, ckpt = model_from_checkpoint(args.checkpoint)
+            fp32, source = _export(model, tmp / "model.onnx", ckpt["task"]), str(args.checkpoint)
+        else:
+            import torch
 
-        from cunet.model import CUNet, get_variant
+            from cunet.model import CUNet, get_variant
 
-        torch.manual_seed(0)
-        fp32, source = _export(CUNet(get_variant("cunet-face-8")).eval(), tmp / "model.onnx", "face"), "cunet-face-8 (random init)"
-    data = args.data or _random_images(tmp / "images", args.samples)
-    models = {"fp32": fp32}
-    for recipe in ("cpu", "tensorrt"):
-        models[recipe] = tmp / f"model.{recipe}.onnx"
-        quantize(fp32, models[recipe], recipe, data, samples=args.samples, cache_dir=tmp / "cache")
-    sessions = {k: _session(p, args.threads) for k, p in models.items()}
-    x = select_calibration_images(data, read_preprocess_spec(fp32), 4).load().arrays
-    outputs = {k: np.concatenate([s.run(None, {"image": x[i : i + 1]})[0] for i in range(len(x))]) for k, s in sessions.items()}
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(args.iters):
-        for k, s in sessions.items():
-            t = time.perf_counter_ns()
-            s.run(None, {"image": x[:1]})
-            times[k].append((time.perf_counter_ns() - t) / 1e6)
-    p50 = {k: float(np.median(v)) for k, v in times.items()}
-    rows, results = [], {}
-    for k in sessions:
-        size = os.path.getsize(models[k])
-        r = {
-            "p50_ms": p50[k], "p90_ms": float(np.percentile(times[k], 90)), "speedup_vs_fp32": p50["fp32"] / p50[k],
-            "size_mb": size / 1e6, "smaller_vs_fp32": os.path.getsize(fp32) / size,
-            "landmark_nme_vs_fp32": None if k == "fp32" else landmark_drop(outputs["fp32"], outputs[k]),
-        }
-        results[k] = r
-        rows.append((k, r["p50_ms"], r["speedup_vs_fp32"], r["size_mb"], r["smaller_vs_fp32"], r["landmark_nme_vs_fp32"] or 0.0))
+            torch.manual_seed(0)
+            fp32, source = _export(CUNet(get_variant("cunet-face-8")).eval(), tmp / "model.onnx", "face"), "cunet-face-8 (random init)"
+        data = args.data or _random_images(tmp / "images", args.samples)
+        models = {"fp32": fp32}
+        for recipe in ("cpu", "tensorrt"):
+            models[recipe] = tmp / f"model.{recipe}.onnx"
+            quantize(fp32, models[recipe], recipe, data, samples=args.samples, cache_dir=tmp / "cache")
+        sessions = {k: _session(p, args.threads) for k, p in models.items()}
+        x = select_calibration_images(data, read_preprocess_spec(fp32), 4).load().arrays
+        outputs = {k: np.concatenate([s.run(None, {"image": x[i : i + 1]})[0] for i in range(len(x))]) for k, s in sessions.items()}
+        times: dict[str, list[float]] = {k: [] for k in sessions}
+        for _ in range(args.iters):
+            for k, s in sessions.items():
+                t = time.perf_counter_ns()
+                s.run(None, {"image": x[:1]})
+                times[k].append((time.perf_counter_ns() - t) / 1e6)
+        p50 = {k: float(np.median(v)) for k, v in times.items()}
+        rows, results = [], {}
+        for k in sessions:
+            size = os.path.getsize(models[k])
+            r = {
+                "p50_ms": p50[k], "p90_ms": float(np.percentile(times[k], 90)), "speedup_vs_fp32": p50["fp32"] / p50[k],
+                "size_mb": size / 1e6, "smaller_vs_fp32": os.path.getsize(fp32) / size,
+                "landmark_nme_vs_fp32": None if k == "fp32" else landmark_drop(outputs["fp32"], outputs[k]),
+            }
+            results[k] = r
+            rows.append((k, r["p50_ms"], r["speedup_vs_fp32"], r["size_mb"], r["smaller_vs_fp32"], r["landmark_nme_vs_fp32"] or 0.0))
     doc = {"source": source, "threads": args.threads, "batch": 1, "iters": args.iters, "data": str(args.data), "results": results}
     write_json(args.out, doc)
     print_table(f"INT8 on ONNX Runtime — {source}", ["model", "p50 ms", "× FP32", "MB", "× smaller", "NME vs FP32"], rows)

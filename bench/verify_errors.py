@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -95,7 +94,9 @@ def main() -> int:
         model, meta = model_from_checkpoint(ckpt)
         models.append((str(ckpt), model.eval(), meta["task"]))
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    from cunet.tempdirs import temp_dir
+
+    with temp_dir("verify") as tmp:
         for name, model, task in models:
             print(f"{name} ...", file=sys.stderr, flush=True)
             rows.append(_row(name, model, task, Path(tmp)))

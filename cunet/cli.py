@@ -22,6 +22,7 @@ import click
 import cunet
 from cunet import commands
 from cunet.errors import CunetError
+from cunet.tempdirs import sweep_once
 
 __all__ = ["main", "cli"]
 
@@ -37,6 +38,13 @@ def _discover() -> dict[str, click.Command]:
             if isinstance(cmd, click.Command):
                 found[cmd.name] = cmd
     return found
+
+
+#: Commands newcomers look for that do not exist, and where what they want lives.
+_NOT_A_COMMAND = {
+    "lowbit": "low-bit models are trained with `cunet train --bits-w 1|2|4|8 --bits-a 8`, exported with `cunet "
+              "export` and bit-packed with `cunet pack` / `cunet unpack`",
+}
 
 
 class _Group(click.Group):
@@ -57,6 +65,11 @@ class _Group(click.Group):
     def get_command(self, ctx, name):
         self._load()
         return super().get_command(ctx, name)
+
+    def resolve_command(self, ctx, args):
+        if args and self.get_command(ctx, args[0]) is None and args[0] in _NOT_A_COMMAND:
+            raise click.UsageError(f"there is no `cunet {args[0]}`: {_NOT_A_COMMAND[args[0]]}", ctx)
+        return super().resolve_command(ctx, args)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -80,6 +93,7 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `cunet` console script; returns the exit code."""
+    sweep_once()  # temporary folders of killed cunet runs (those whose marker names a process that is gone)
     if "torch" not in sys.modules:
         # OpenMP threads that spin while they wait used 3x the CPU and made a cunet-tiny training step 3x slower
         # (4.6 s vs 1.5 s, 2 threads, batch 16) on 2 cores shared with other work. It only takes effect before torch

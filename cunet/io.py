@@ -150,12 +150,15 @@ class OwnedOutputs:
         return self.folder / MANIFEST_NAME
 
     def _load(self) -> dict[str, dict[str, Any]]:
+        from cunet.errors import CunetError
+        from cunet.limits import read_limited_text
+
         try:
-            doc = json.loads(self.manifest.read_text(encoding="utf-8"))
+            doc = json.loads(read_limited_text(self.manifest))  # the size limit of every file read whole
             files = doc.get("files", {}) if isinstance(doc, dict) else {}
             return {str(k): v for k, v in files.items() if isinstance(v, dict)}
-        except (OSError, ValueError):
-            return {}  # no manifest (or an unreadable one): nothing here is provably ours
+        except (CunetError, ValueError):
+            return {}  # no manifest (or an empty, oversized, unreadable one): nothing here is provably ours
 
     def _rel(self, path: str | os.PathLike) -> str:
         # A path inside the folder (as given or resolved), or one already relative to it.

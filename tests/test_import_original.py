@@ -187,13 +187,21 @@ def test_evaluate_boxes_crops_by_the_models_rule(imported, tmp_path):
 
 
 def test_evaluate_boxes_refusals(imported, tmp_path):
+    """The batch rule: an image without a box is skipped (strict: stops there); a box file for none is an error."""
     from cunet.evaluate.accuracy import evaluate
     from tests.data.test_detector_boxes import write_ibug_mat
 
     data, _, _ = _real_faces(tmp_path)
     partial = write_ibug_mat(tmp_path / "bounding_boxes_one.mat", [("indoor_020.png", [10, 10, 300, 300])])
-    with pytest.raises(CunetError, match=r"no detector box for 1 of 2 image\(s\), e.g. test/common/indoor_029.png"):
-        evaluate(imported[2], data, backend="ort-cpu", boxes=partial)
+    result = evaluate(imported[2], data, backend="ort-cpu", boxes=partial)
+    missing = str((data / "test" / "common" / "indoor_029.png").resolve())
+    assert result["n"] == 1 and result["skipped"] == [
+        {"file": missing, "problem": f"no detector box for this image in {partial}"}]
+    with pytest.raises(CunetError, match=rf"{missing}: no detector box for this image"):
+        evaluate(imported[2], data, backend="ort-cpu", boxes=partial, strict=True)
+    other = write_ibug_mat(tmp_path / "bounding_boxes_two.mat", [("elsewhere.png", [10, 10, 300, 300])])
+    with pytest.raises(CunetError, match=r"no detector box for 2 of 2 image\(s\), e.g. test/common/indoor_020.png"):
+        evaluate(imported[2], data, backend="ort-cpu", boxes=other)
 
 
 def test_predict_with_mat_boxes_uses_the_models_margin(imported, tmp_path):
@@ -297,3 +305,15 @@ def test_runtimes_crop_an_imported_model_as_the_original(imported, tmp_path):
     got = read_pts(tmp_path / "orig" / Path(key).with_suffix(".pts"))
     np.testing.assert_array_equal(got, np.round(got))  # whole pixels (1-based in the file, 0-based here)
     assert not np.array_equal(got, read_pts(tmp_path / "dark" / Path(key).with_suffix(".pts")))
+
+
+def test_tensorrt_recipe_of_an_imported_model_has_one_scale_per_concat(imported, tmp_path):
+    """Issue 26: an imported original model through --recipe tensorrt: no error and no concat-scale warning."""
+    from cunet.compile.quantize import quantize
+    from cunet.compile.trt_rules import check_trt
+    from cunet.data.synth import synthesize
+
+    synthesize(tmp_path / "faces", "face", n=4, seed=0, image_size=80)
+    out = tmp_path / "face.trt.onnx"
+    quantize(imported[2], out, "tensorrt", tmp_path / "faces", samples=4, cache_dir=tmp_path / "cache")
+    assert check_trt(out, strict=True) == []

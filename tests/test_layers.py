@@ -27,7 +27,8 @@ LAYERS = {
     "train": 4, "compile": 4, "calib": 4, "evaluate": 4,
     "runtime": 3,
     "model": 2, "data": 2,
-    "io": 1, "errors": 1, "console": 1, "filetype": 1, "": 1,  # "": the package's own __init__
+    "io": 1, "errors": 1, "console": 1, "filetype": 1, "limits": 1, "batch": 1, "tempdirs": 1,
+    "": 1,  # "": the package's own __init__
 }
 #: The sideways arrows allowed between different packages of one layer: (importer prefix, imported prefix).
 SIDEWAYS = {
@@ -38,6 +39,11 @@ SIDEWAYS = {
     ("", "errors"): "the package exports CunetError",
     ("io", "errors"): "a refused overwrite is a one-line CunetError",
     ("filetype", "errors"): "a model file of the wrong kind is a one-line CunetError",
+    ("filetype", "limits"): "an empty model file is `PATH: empty file`, as every reader says it",
+    ("limits", "errors"): "an empty or oversized file is a one-line CunetError",
+    ("batch", "errors"): "--strict turns the first skipped file into a one-line CunetError",
+    ("io", "limits"): "the .cunet-outputs manifest is read under the size limit of every file read whole",
+    ("tempdirs", "io"): "a temporary folder's owner marker is written atomically",
     ("cli", "commands"): "the CLI discovers the command modules",
     ("__main__", "cli"): "`python -m cunet` runs the CLI",
 }

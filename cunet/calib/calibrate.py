@@ -12,7 +12,6 @@ import contextlib
 import math
 import os
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from enum import Enum
@@ -25,6 +24,7 @@ from cunet.calib.cache import CacheKey, default_cache_dir, entry_lock, entry_pat
 from cunet.calib.reader import CalibrationInputs, inputs_from_arrays, read_preprocess_spec, select_calibration_images
 from cunet.errors import CunetError
 from cunet.io import sha256_file
+from cunet.tempdirs import temp_dir
 
 __all__ = ["Method", "Ranges", "calibrate", "calibrate_inputs"]
 
@@ -131,7 +131,7 @@ def _run_calibrator(model_path: Path, inputs: CalibrationInputs, method: Method)
     # ONNX Runtime's histogram calibrators print progress on stdout, which belongs to `--json` output. NaN
     # activations make numpy warn inside ORT ("All-NaN axis"); the ranges are checked below and that is the one error.
     with (
-        tempfile.TemporaryDirectory(prefix="cunet-calib-") as tmp,
+        temp_dir("calib") as tmp,
         contextlib.redirect_stdout(sys.stderr),
         warnings.catch_warnings(),
     ):

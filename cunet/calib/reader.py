@@ -23,9 +23,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from cunet.data.layout import IMAGE_SUFFIXES, detect_layout
+from cunet.batch import Skips
+from cunet.data.layout import IMAGE_SUFFIXES, detect_layout, key_problem
 from cunet.data.preprocess import FACE_BOX_MARGIN, Box, box_from_points, prepare_inputs
 from cunet.errors import CunetError
+from cunet.limits import refuse_empty
 from cunet.runtime.meta import meta_from_onnx_proto
 
 __all__ = [
@@ -66,6 +68,7 @@ def read_preprocess_spec(model_path: str | os.PathLike) -> PreprocessSpec:
     path = Path(model_path)
     if not path.is_file():
         raise CunetError(f"{path}: no such model file")
+    refuse_empty(path)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf raises several types for truncated/foreign files
@@ -173,18 +176,28 @@ def _read_image(path: Path) -> np.ndarray:
     return read_image(path)
 
 
-def _collect(root: Path, task: str | None, margin: float = FACE_BOX_MARGIN) -> list[tuple[Path, Box | None]]:
+def _collect(root: Path, task: str | None,
+             margin: float = FACE_BOX_MARGIN) -> tuple[list[tuple[Path, Box | None]], list[tuple[str, str]]]:
+    """The usable (image, crop box) items under `root` and the (file, problem) of each file left out."""
     if _is_dataset(root, task):
         from cunet.data.dataset import load_samples
 
         if task is None:
             raise CunetError(f"{root}: annotated dataset but the model's metadata names no task")
-        samples = sorted(load_samples(root, task, split="train").samples, key=lambda s: s.key)
+        loaded = load_samples(root, task, split="train")
+        problems = [(p.file, p.problem) for p in loaded.problems]
+        samples = sorted(loaded.samples, key=lambda s: s.key)
         if task == "face" and margin != FACE_BOX_MARGIN:  # the model's crop rule (an imported original: x1.1)
-            return [(Path(s.image), box_from_points(s.points, s.visible, margin)) for s in samples]
-        return [(Path(s.image), s.box) for s in samples]
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    return [(p, None) for p in files]
+            return [(Path(s.image), box_from_points(s.points, s.visible, margin)) for s in samples], problems
+        return [(Path(s.image), s.box) for s in samples], problems
+    items, problems = [], []
+    for p in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+        escape = key_problem(root, p.relative_to(root).as_posix())
+        if escape is not None:  # a symlink out of the folder given
+            problems.append((str(p), escape))
+        else:
+            items.append((p, None))
+    return items, problems
 
 
 @dataclass(frozen=True)
@@ -194,31 +207,42 @@ class CalibrationSelection:
     Attributes:
         spec: the model's preprocessing.
         items: (image path, crop box or None for the whole image), in a deterministic order.
-        fingerprint: sha256 over each file's path relative to the data root, size, mtime and crop box.
+        fingerprint: sha256 over each file's path relative to the data root, size, mtime and crop box, and over the
+            files left out and why.
+        problems: (file, problem) of each file of the data left out before selection (a bad annotation, an image
+            without one, a symlink out of the folder): the batch rule's `skipped` lines.
     """
 
     spec: PreprocessSpec
     items: tuple[tuple[Path, Box | None], ...]
     fingerprint: str
+    problems: tuple[tuple[str, str], ...] = ()
 
     def load(self, strict: bool = False) -> "CalibrationInputs":
         """Decode and preprocess the selected images (crop, resize, normalise exactly as at inference).
 
-        An unreadable image (truncated, over the pixel limit, not an image) is left out and listed in
+        Under the batch rule (`cunet.batch`): the data's `problems`, an unreadable image (truncated, empty, over
+        the pixel limit, not an image) and a crop box (almost) wholly outside its image are left out and listed in
         `CalibrationInputs.skipped`; with `strict` the first one raises instead.
 
         Raises:
-            CunetError: `strict` and an unreadable image, or no selected image readable at all.
+            CunetError: `strict` and any file left out, or no selected image usable at all.
         """
+        from cunet.data.preprocess import box_problem
+
         size = self.spec.input_size
-        arrays, used, skipped = [], [], []
+        skips = Skips(strict)
+        skips.extend(self.problems)
+        arrays, used = [], []
         for path, box in self.items:
             try:
                 image = _read_image(path)
             except CunetError as e:
-                if strict:
-                    raise
-                skipped.append((str(path), str(e).removeprefix(f"{path}: ")))
+                skips.add_error(path, e)
+                continue
+            bad_box = None if box is None else box_problem(box, image.shape[1], image.shape[0])
+            if bad_box is not None:
+                skips.add(path, bad_box)
                 continue
             spec = self.spec
             x, _ = prepare_inputs([image], [box or _whole_image_box(image)], size, spec.mean, spec.std, spec.stretch,
@@ -226,9 +250,11 @@ class CalibrationSelection:
             arrays.append(x[0])
             used.append(str(path))
         if not arrays:
-            raise CunetError(f"{skipped[0][0]}: {skipped[0][1]} (none of the {len(self.items)} selected calibration "
-                             "image(s) is readable)")
-        return CalibrationInputs(self.spec.input_name, np.stack(arrays), self.fingerprint, tuple(used), tuple(skipped))
+            first = skips.items[-1]  # the last: a selected image, not a file left out before selection
+            raise CunetError(f"{first.file}: {first.problem} (none of the {len(self.items)} selected calibration "
+                             "image(s) is usable)")
+        skipped = tuple((s.file, s.problem) for s in skips)
+        return CalibrationInputs(self.spec.input_name, np.stack(arrays), self.fingerprint, tuple(used), skipped)
 
 
 def select_calibration_images(data: str | os.PathLike, spec: PreprocessSpec, samples: int) -> CalibrationSelection:
@@ -244,16 +270,19 @@ def select_calibration_images(data: str | os.PathLike, spec: PreprocessSpec, sam
         raise CunetError(f"{root}: calibration data folder does not exist")
     if samples < 1:
         raise CunetError(f"calibration needs at least 1 sample, got {samples}")
-    items = _collect(root, spec.task, spec.box_margin)
+    items, problems = _collect(root, spec.task, spec.box_margin)
     if not items:
-        raise CunetError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) to calibrate with")
+        first = f" ({len(problems)} left out, first: {problems[0][0]}: {problems[0][1]})" if problems else ""
+        raise CunetError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) to calibrate with{first}")
     chosen = tuple(items[i] for i in _spread(len(items), samples))
     digest = hashlib.sha256()
     for path, box in chosen:
         st = path.stat()
         where = "whole" if box is None else f"{box.cx:.6g},{box.cy:.6g},{box.size:.6g}"
         digest.update(f"{os.path.relpath(path, root)}|{st.st_size}|{st.st_mtime_ns}|{where}\n".encode())
-    return CalibrationSelection(spec, chosen, digest.hexdigest())
+    for file, problem in problems:  # a cached result repeats its skipped lines only for the same bad files
+        digest.update(f"skipped|{file}|{problem}\n".encode())
+    return CalibrationSelection(spec, chosen, digest.hexdigest(), tuple(problems))
 
 
 def inputs_from_arrays(input_name: str, arrays: Sequence[np.ndarray] | np.ndarray) -> CalibrationInputs:

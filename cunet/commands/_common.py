@@ -36,14 +36,16 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
             beside `0`.
     """
     from rich.table import Table
+    from rich.text import Text
 
     # The title is its own line: a table's title is wrapped to the table's width, which broke long model paths
     # mid-word above narrow tables.
     table = Table()
-    cells = [[format_cell(v, _decimals(rows, i, decimals)) for i, v in enumerate(r)] for r in rows]
+    # Cells and headers are plain Text: as markup, "pip install 'cunet[train]'" printed as "pip install 'cunet'".
+    cells = [[Text(format_cell(v, _decimals(rows, i, decimals))) for i, v in enumerate(r)] for r in rows]
     for i, c in enumerate(columns):
         numeric = bool(rows) and all(_is_number(r[i]) or r[i] is None for r in rows if i < len(r))
-        table.add_column(c, justify="right" if numeric and i > 0 else "left")
+        table.add_column(Text(c), justify="right" if numeric and i > 0 else "left")
     for r in cells:
         table.add_row(*r)
     out = console()

@@ -30,9 +30,12 @@ __all__ = ["bench"]
 @click.option("--video", type=click.Path(exists=True, file_okay=False),
               help="Faces: a 300-VW video folder (`cunet data synth --task face --video N`): every row also gets "
                    "its jitter % and NME % there, tracked as `cunet evaluate` tracks.")
+@click.option("--strict", is_flag=True,
+              help="Stop at the first file of --data that cannot be used (default: leave it out of every row, say so, "
+                   "exit 1 at the end).")
 @json_option
 def bench(checkpoint, data, report, work, max_drop, threads, batch, iters, calib_samples, quick, no_progress,
-          label, video, as_json):
+          label, video, strict, as_json):
     """Build every artifact of CHECKPOINT this machine can, and compare them in one table.
 
     \b
@@ -42,12 +45,15 @@ def bench(checkpoint, data, report, work, max_drop, threads, batch, iters, calib
     Each row: status (ok / failed validation / failed / skipped, with the reason), file size, NME or PCKh,
     Δ vs ONNX FP32, p50/p99 latency, images/s and peak memory (each artifact timed in its own process).
     A row that fails does not stop the others. Machines are noisy: compare ratios within one table.
+    The data is checked before anything is built: a file that cannot be used is one `skipped FILE: why` line,
+    every row is scored and calibrated without it, and the exit status is 1 (--strict: stop at the first).
     \b
     Examples:
       cunet bench runs/face/best.pt --data data/300w --report reports/bench
       cunet bench best.pt --data data/synth --quick --max-drop 0.5     # CI: exit 1 if INT8 loses > 0.5 NME points
       cunet bench best.pt --data data/synth --video data/videos        # + jitter % of every artifact on video
     """
+    from cunet.batch import finish, print_skipped
     from cunet.pipeline.bench import BenchOptions, run_bench
     from cunet.filetype import ModelKind, require, sniff
 
@@ -55,14 +61,18 @@ def bench(checkpoint, data, report, work, max_drop, threads, batch, iters, calib
         require(checkpoint, "checkpoint", "bench")
     res = run_bench(BenchOptions(checkpoint=checkpoint, data=data, report=report, work=work, max_drop=max_drop,
                                  threads=threads, batch=batch, iters=iters, calib_samples=calib_samples,
-                                 quick=quick, progress=not no_progress and not as_json, label=label, video=video))
+                                 quick=quick, progress=not no_progress and not as_json, label=label, video=video,
+                                 strict=strict))
+    print_skipped(res.skipped)
     if as_json:
         emit_json({"task": res.task, "metric": res.metric_name, "exit_code": res.exit_code, "files": res.files,
-                   "rows": res.rows})
+                   "skipped": res.skipped, "scored": res.scored, "rows": res.rows})
     else:
         console().print(f"wrote {res.files['json']}, {res.files['csv']}, {res.files['plot']}", highlight=False,
                         soft_wrap=True)
     if res.exit_code:
         over = [r["artifact"] for r in res.rows if r["reason"] and "--max-drop" in r["reason"]]
         console().print(f"error: {', '.join(over)} lost more than --max-drop {max_drop:g}", highlight=False)
+    finish(res.skipped, res.scored, "test sample(s) scored in every row")
+    if res.exit_code:
         raise click.exceptions.Exit(res.exit_code)

@@ -23,7 +23,8 @@ def data() -> None:
              the 300-W download (lfpw/ helen/ afw/ ibug/, private set 300W/01_Indoor, 02_Outdoor),
              train/ and test/<subset>/ folders, or one flat folder (one split);
              or a COCO-keypoint .json (68 x, y, v keypoints + bbox, as MMPose ships 300-W)
-      pose   MPII JSON: train.json and valid.json beside the images (or in annot/);
+      pose   MPII JSON: train.json and valid.json beside the images (or in annot/),
+             or one MPII .json file with its images beside it (or in images/ there: one split);
              head boxes from the records or from gt_valid.mat beside valid.json
     """
 
@@ -35,12 +36,13 @@ def data() -> None:
     "--no-images", is_flag=True, help="Check annotations and that images exist, without decoding the images (faster)."
 )
 @click.option("--split", type=click.Choice(["train", "test"]),
-              help="Faces: the split a flat folder or COCO .json is (default: from the file name, else 'all').")
+              help="The split a flat face folder, a COCO .json or an MPII .json is (default: from the file name, "
+                   "else 'all').")
 @click.option("--headboxes", type=click.Path(dir_okay=False, path_type=Path),
               help="Pose: MPII's gt_valid.mat to check against valid.json (default: the one beside it).")
 @json_option
 def check(root: Path, task: str, no_images: bool, split: str | None, headboxes: Path | None, as_json: bool) -> None:
-    """Validate every split of the dataset ROOT (a folder or a COCO .json), one line per bad file.
+    """Validate every split of the dataset ROOT (a folder, a COCO or an MPII .json), one line per bad file.
 
     \b
     Finds malformed .pts/JSON annotations, wrong landmark counts, images without
@@ -53,6 +55,7 @@ def check(root: Path, task: str, no_images: bool, split: str | None, headboxes: 
       cunet data check ~/data/300W/ibug --task face           # a flat folder: one split
       cunet data check ~/mmpose/300w/face_landmarks_300w_test.json --task face
       cunet data check ~/data/mpii --task pose --json
+      cunet data check ~/data/mpii/annot/valid.json --task pose     # one MPII file, images beside it
     \b
     Pose: says when PCKh will not be computable (records without "headbox" and
     no gt_valid.mat) and how to fix it; that note does not change the exit code.
@@ -68,8 +71,9 @@ def check(root: Path, task: str, no_images: bool, split: str | None, headboxes: 
     """
     from cunet.data.check import check_dataset
 
-    if task == "pose" and split:
-        raise click.UsageError("--split names a one-split face dataset; pose splits are train.json / valid.json")
+    if task == "pose" and split and not root.is_file():
+        raise click.UsageError("--split names a one-split dataset (a face folder, a COCO or MPII .json); a pose "
+                               "folder's splits are train.json / valid.json")
     report = check_dataset(root, task, check_images=not no_images, split=split, headboxes=headboxes)
     for note in report.notes:
         console().print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)

@@ -21,7 +21,7 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "ope
 @click.option("--data", "data", type=click.Path(path_type=Path), required=True,
               help="Dataset: faces a 300-W folder, train/ + test/, a flat folder of images + .pts, a COCO "
                    "face .json or a 300-VW video folder (NNN/vid.avi + NNN/annot/*.pts); pose a folder with "
-                   "train.json / valid.json.")
+                   "train.json / valid.json, or one MPII .json with its images beside it.")
 @click.option("--task", type=click.Choice(["face", "pose"]), help="Default: the model's own task.")
 @click.option("--backend", type=click.Choice(_BACKENDS), default="auto", show_default=True,
               help="Runtime; auto picks by file type (ONNX: TensorRT EP > CUDA EP > CPU; .xml: openvino).")
@@ -48,7 +48,7 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "ope
               help="Heatmap decoder: dark (sub-pixel), quarter, argmax, or original: the original CU-Net code's "
                    "integer points (its truncation and 1-based shift), to reproduce its logged NME/PCKh exactly.")
 @click.option("--strict", is_flag=True,
-              help="Stop at the first image that cannot be read (default: leave it out, say so, exit 1 at the end).")
+              help="Stop at the first file that cannot be used (default: leave it out, say so, exit 1 at the end).")
 @click.option("--min-score", type=click.FloatRange(0.0, 1.0), default=None,
               help="Videos: mean heatmap peak below which the tracked face is lost and re-found [0.3].")
 @smooth_options
@@ -68,8 +68,9 @@ def evaluate(model, data, task, backend, split, subset, headboxes, flip, batch, 
       cunet evaluate model.onnx --data data/300w --save-predictions preds/
       cunet metrics --task face --gt data/300w --pred preds/      # the same numbers
     \b
-    An image that cannot be read (truncated, over the pixel limit) is left out with one line on stderr; the
-    numbers are of the rest and the exit status is 1. --strict stops at the first instead.
+    A file that cannot be used (a truncated image, a .pts of 19 points, an image without annotation, no usable
+    --boxes entry, a video frame that cannot be read) is left out with one `skipped FILE: why` line on stderr;
+    the numbers are of the rest (their "n" says how many) and the exit status is 1. --strict stops at the first.
     \b
     A 300-VW video folder (cunet data synth --task face --video N writes one) is tracked video by video
     as `cunet predict` tracks: NME and jitter (velocity error, % of the inter-ocular distance) per video
@@ -78,6 +79,7 @@ def evaluate(model, data, task, backend, split, subset, headboxes, flip, batch, 
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    from cunet.batch import finish, print_skipped
     from cunet.commands.metrics import print_result
     from cunet.data.video import is_video_dataset
     from cunet.evaluate.accuracy import evaluate as run
@@ -94,22 +96,19 @@ def evaluate(model, data, task, backend, split, subset, headboxes, flip, batch, 
                      save_predictions=save_predictions, plot_dir=plot_dir, norm=norm, threads=threads, boxes=boxes,
                      progress=lambda done, total: bar.update(job, completed=done, total=total), headboxes=headboxes,
                      strict=strict, decode=decode)
-    for s in result["skipped"]:
-        click.echo(f"skipped {s['file']}: {s['problem']}", err=True)
+    print_skipped(result["skipped"])
     if as_json:
         emit_json(result)
     else:
         print_result(result["task"], result)
         console().print(f"{result['model']} on {result['backend']} ({result['provider']}), flip={result['flip']}")
-    if result["skipped"]:
-        click.echo(f"error: {len(result['skipped'])} image(s) could not be read and were left out (first: "
-                   f"{result['skipped'][0]['file']}); the numbers are of the other {result.get('n', '?')}", err=True)
-        raise click.exceptions.Exit(1)
+    finish(result["skipped"], result["n"], "image(s) scored" if result["task"] == "face" else "people scored")
 
 
 def _evaluate_videos(model, data, backend, threads, norm, save_predictions, strict, min_score, smooth, as_json):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    from cunet.batch import finish, print_skipped
     from cunet.commands.metrics import print_video_result
     from cunet.pipeline.track import DEFAULT_MIN_SCORE
     from cunet.pipeline.video_eval import evaluate_videos
@@ -121,16 +120,11 @@ def _evaluate_videos(model, data, backend, threads, norm, save_predictions, stri
                                  min_score=DEFAULT_MIN_SCORE if min_score is None else min_score, norm=norm,
                                  save_predictions=save_predictions, strict=strict,
                                  progress=lambda done, total: bar.update(job, completed=done, total=total))
-    for s in result["skipped"]:
-        click.echo(f"skipped {s['file']}: {s['problem']}", err=True)
+    print_skipped(result["skipped"])
     if as_json:
         emit_json(result)
     else:
         print_video_result(result)
         console().print(f"{result['model']} on {result['backend']} ({result['provider']}), smooth="
                         f"{result['smooth']['method']}")
-    if result["skipped"]:
-        click.echo(f"error: {len(result['skipped'])} video(s) or frame(s) could not be read and were left out "
-                   f"(first: {result['skipped'][0]['file']}); the numbers are of the other {result['n']} frame(s)",
-                   err=True)
-        raise click.exceptions.Exit(1)
+    finish(result["skipped"], result["n"], "frame(s) scored")

@@ -62,7 +62,7 @@ def pack(model, output, fmt, as_json):
     if as_json:
         emit_json({"format": "cunetq", **report.to_dict()})
         return
-    bits = ", ".join(f"{n} × {b}-bit" for b, n in sorted(report.tensors.items())) or "none (no low-bit weights)"
+    bits = ", ".join(f"{n} × {b}-bit" for b, n in sorted(report.tensors.items()))
     print_table(
         f"packed {output}",
         ["", "value"],

@@ -1,7 +1,8 @@
 """`cunet metrics`: score predictions stored in the dataset formats (300-W `.pts`, MPII JSON) against ground truth.
 
-It follows cunet's batch rule: what matches is scored, every missing or bad file gets one line on stderr, and the
-exit code is 1 when any ground-truth file lacks a prediction or is bad (one bad file never fails the whole run).
+It follows cunet's batch rule (`cunet.batch`): what matches is scored, every missing or bad file is one
+`skipped FILE: why` line on stderr, and the exit code is 1 when any ground-truth file lacks a prediction or is bad
+(one bad file never fails the whole run); `--strict` stops at the first.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ __all__ = ["metrics"]
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a PNG: the CED curve (faces) or PCKh@0.5 per joint (pose).")
 @smooth_options
+@click.option("--strict", is_flag=True,
+              help="Stop at the first file that cannot be scored (default: leave it out, say so, exit 1 at the end).")
 @json_option
-def metrics(task, gt, pred, norm, subset, headboxes, plot, smooth, smooth_min_cutoff, smooth_beta, as_json):
+def metrics(task, gt, pred, norm, subset, headboxes, plot, smooth, smooth_min_cutoff, smooth_beta, strict, as_json):
     """Score any model's predictions, stored in the dataset formats, against ground truth.
 
     \b
@@ -50,8 +53,9 @@ def metrics(task, gt, pred, norm, subset, headboxes, plot, smooth, smooth_min_cu
     MPII's gt_valid.mat (beside the JSON, or --headboxes FILE).
     \b
     What matches is scored; each ground-truth file without a prediction and each bad file
-    (unreadable, wrong point count) gets a "file: problem" line. Exit code 1 when any
-    ground-truth file lacks a prediction or is bad; --json adds "missing", "bad", "ignored".
+    (unreadable, wrong point count) is one "skipped FILE: why" line. Exit code 1 when any
+    ground-truth file lacks a prediction or is bad (--strict: stop at the first); --json adds
+    "skipped" [{file, problem}] (all of them), "missing", "bad" and "ignored".
     \b
     Videos (a 300-VW folder: NNN/vid.avi + NNN/annot/000001.pts; predictions at the same
     relative paths, as `cunet evaluate --save-predictions` writes them): NME and jitter per
@@ -67,7 +71,7 @@ def metrics(task, gt, pred, norm, subset, headboxes, plot, smooth, smooth_min_cu
         if subset or headboxes or plot:
             raise click.UsageError("--subset, --headboxes and --plot apply to still-image datasets")
         result = score_videos(gt, pred, norm, smooth_config(smooth, smooth_min_cutoff, smooth_beta))
-        _report(task, result, as_json, print_video_result)
+        _report(task, result, _skips(result, strict), as_json, print_video_result, "frame(s) scored")
         return
     if smooth != "none":
         raise click.UsageError("--smooth applies to videos (a 300-VW --gt folder)")
@@ -76,27 +80,37 @@ def metrics(task, gt, pred, norm, subset, headboxes, plot, smooth, smooth_min_cu
             raise click.UsageError("--headboxes applies to pose only")
         fe = scoring.face_errors(gt, pred, norm, subset)
         result = fe.summary()
-        if plot:
-            from cunet.evaluate.plots import plot_ced
-
-            plot_ced({pred.name or str(pred): fe.errors}, plot, max_error=0.10, title=f"CED ({norm} NME)")
     else:
         if subset:
             raise click.UsageError("--subset applies to faces only")
         result = scoring.score_pose(gt, pred, headboxes)
-        if plot:
-            from cunet.evaluate.plots import plot_pckh
+    skips = _skips(result, strict)  # --strict: the first file left out stops here, before any output
+    if plot and task == "face":
+        from cunet.evaluate.plots import plot_ced
 
-            plot_pckh({pred.stem: {k: v / 100 for k, v in result["per_joint"].items()}}, plot)
-    _report(task, result, as_json, lambda r: print_result(task, r))
+        plot_ced({pred.name or str(pred): fe.errors}, plot, max_error=0.10, title=f"CED ({norm} NME)")
+    elif plot:
+        from cunet.evaluate.plots import plot_pckh
+
+        plot_pckh({pred.stem: {k: v / 100 for k, v in result["per_joint"].items()}}, plot)
+    _report(task, result, skips, as_json, lambda r: print_result(task, r),
+            "image(s) scored" if task == "face" else "people scored")
 
 
-def _report(task: str, result: dict, as_json: bool, show) -> None:
+def _skips(result: dict, strict: bool):
+    """The batch rule's list of a metric JSON ("skipped": its bad files, then those without a prediction)."""
+    from cunet.batch import Skips
+
+    skips = Skips(strict)
+    skips.extend((s["file"], s["problem"]) for s in result["skipped"])
+    return skips
+
+
+def _report(task: str, result: dict, skips, as_json: bool, show, unit: str) -> None:
+    from cunet.batch import finish, print_skipped
+
     out = console()
-    for f in result["missing"]:
-        out.print(f"{f}: no prediction", markup=False, highlight=False, soft_wrap=True)
-    for b in result["bad"]:
-        out.print(f"{b['file']}: {b['problem']}", markup=False, highlight=False, soft_wrap=True)
+    print_skipped(skips)
     if as_json:
         emit_json(result)
     else:
@@ -105,10 +119,7 @@ def _report(task: str, result: dict, as_json: bool, show) -> None:
         what = "outside the scored ground truth" if task == "face" else "beyond the ground truth's records"
         out.print(f"{result['ignored']} prediction {'file(s)' if task == 'face' else 'record(s)'} {what} ignored",
                   markup=False, highlight=False)
-    if result["missing"] or result["bad"]:
-        out.print(f"scored {result['n']}; {len(result['missing'])} without a prediction, {len(result['bad'])} bad",
-                  markup=False, highlight=False)
-        raise click.exceptions.Exit(1)
+    finish(skips, result["n"], unit)
 
 
 def print_result(task: str, result: dict) -> None:

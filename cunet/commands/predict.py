@@ -74,8 +74,9 @@ def predict(model, images, out, boxes, fmt, backend, threads, flip, no_draw, dec
     --out keeps a list of the files predict wrote (.cunet-outputs): a rerun replaces those, and a run that
     would overwrite any other file stops before predicting, naming it.
     \b
-    An image that fails (unreadable, truncated, no box in --boxes) is skipped with one line; the others are
-    predicted and the exit status is 1. --strict stops at the first instead.
+    An image that fails (unreadable, truncated, no usable box in --boxes, a box (almost) wholly outside the
+    image) is one `skipped FILE: why` line; the others are predicted and the exit status is 1 (the JSON lists
+    them under "failed"). --strict stops at the first instead.
     \b
     A face model needs a face box: give detector boxes with --boxes, or the face detector finds them
     (pip install 'cunet[detect]'), or the whole image is used (said on stderr) — fine for a cropped
@@ -92,6 +93,7 @@ def predict(model, images, out, boxes, fmt, backend, threads, flip, no_draw, dec
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    from cunet.batch import finish, print_skipped
     from cunet.pipeline.predict import PredictOptions, predict_files
     from cunet.pipeline.track import DEFAULT_MIN_SCORE
     from cunet.runtime.detector import DETECT_HINT, detector_available
@@ -118,8 +120,7 @@ def predict(model, images, out, boxes, fmt, backend, threads, flip, no_draw, dec
     if result["skipped"]:
         click.echo(f"note: {len(result['skipped'])} image(s) have no person in {boxes}, skipped (e.g. "
                    f"{result['skipped'][0]})", err=True)
-    for f in result["failed"]:
-        click.echo(f"skipped {f['file']}: {f['problem']}", err=True)
+    print_skipped(result["failed"])
     if as_json:
         emit_json(result)
     else:
@@ -129,11 +130,8 @@ def predict(model, images, out, boxes, fmt, backend, threads, flip, no_draw, dec
     for v in result["videos"]:
         click.echo(f"{v['name']}: {v['predicted']} of {v['frames']} frame(s), {v['redetections']} detection(s), "
                    f"{v['lost']} lost → {', '.join(v['outputs'])}", err=True)
-    if result["failed"]:
-        click.echo(f"error: {len(result['failed'])} input(s) or frame(s) failed and were skipped (first: "
-                   f"{result['failed'][0]['file']}); {result['images']} image(s) and {result['frames']} video "
-                   "frame(s) predicted", err=True)
-        raise click.exceptions.Exit(1)
+    unit = f"image(s) and {result['frames']} video frame(s) predicted" if result["videos"] else "image(s) predicted"
+    finish(result["failed"], result["images"], unit)
 
 
 def _box_notes(result: dict, no_detect: bool, have_detector: bool, hint: str) -> None:

@@ -19,25 +19,25 @@ _cache = click.option("--cache-dir", type=click.Path(file_okay=False), help="Cal
 
 
 _strict = click.option("--strict", is_flag=True,
-                       help="Stop at the first unreadable calibration image (default: leave it out, say so, exit 1 "
-                            "at the end).")
+                       help="Stop at the first file of --data that cannot be used (default: leave it out, say so, "
+                            "exit 1 at the end).")
 
 
 def _say_samples(used: int, requested: int, skipped, data) -> None:
-    """Say how many images the ranges really come from, and which were left out."""
-    for file, problem in skipped:
-        click.echo(f"skipped {file}: {problem}", err=True)
+    """Say which files were left out (`skipped FILE: why`), and how many images the ranges really come from."""
+    from cunet.batch import print_skipped
+
+    print_skipped(skipped)
     if used < requested:
-        why = f"{len(skipped)} unreadable" if skipped else f"{data} has only {used} image(s)"
+        why = f"{len(skipped)} file(s) skipped" if skipped else f"{data} has only {used} image(s)"
         click.echo(f"warning: calibrated on {used} image(s), {requested} requested ({why})", err=True)
 
 
-def _finish_batch(skipped) -> None:
-    """Batch semantics: the work is done and written, but a left-out input makes the exit status 1."""
-    if skipped:
-        click.echo(f"error: {len(skipped)} calibration image(s) unreadable and left out (first: {skipped[0][0]}); "
-                   "fix or remove them, or use --strict to stop at the first", err=True)
-        raise click.exceptions.Exit(1)
+def _finish_batch(skipped, used: int) -> None:
+    """The batch rule's closing line: the work is done and written, but a left-out input makes the exit status 1."""
+    from cunet.batch import finish
+
+    finish(skipped, used, "calibration image(s) used")
 
 
 def _say_cache(ranges_or_report) -> None:
@@ -70,7 +70,8 @@ def calibrate(model, data, method, samples, cache_dir, strict, output, as_json):
       cunet calibrate model.onnx --data data/300w --samples 64
       cunet calibrate model.onnx --data photos/ --method entropy -o ranges.json
     "samples" is the number of images the ranges come from; fewer than --samples is said on stderr.
-    An unreadable image is left out with one line; the exit status is then 1 (--strict: stop at the first).
+    A file that cannot be used (an unreadable image, a bad annotation of a dataset) is left out with one
+    `skipped FILE: why` line; the exit status is then 1 (--strict: stop at the first).
     """
     from cunet.calib.calibrate import calibrate as run
     from cunet.errors import CunetError
@@ -95,7 +96,7 @@ def calibrate(model, data, method, samples, cache_dir, strict, output, as_json):
     else:
         rows = [(k, "" if v is None else v) for k, v in summary.items() if k != "skipped"]
         print_table("calibration", ["", "value"], rows + [("skipped", len(ranges.skipped))])
-    _finish_batch(ranges.skipped)
+    _finish_batch(ranges.skipped, ranges.samples)
 
 
 @click.command()
@@ -107,19 +108,21 @@ def calibrate(model, data, method, samples, cache_dir, strict, output, as_json):
 @_samples
 @_cache
 @click.option("--max-drop", type=float, help="Keep sensitive blocks float until INT8-vs-FP32 NME ≤ this (points).")
+@_strict
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="The INT8 model: .onnx (tensorrt, cpu) or .xml (openvino; NAME.bin is written beside it).")
 @json_option
-def quantize(model, recipe, data, method, samples, cache_dir, max_drop, output, as_json):
+def quantize(model, recipe, data, method, samples, cache_dir, max_drop, strict, output, as_json):
     """Calibrate and write an INT8 model.
 
     \b
     Which recipe where (cunet-face-8 256², batch 1, 2 threads, bench/cpu_int8.py; ratios vs ONNX Runtime FP32):
     --recipe openvino  Intel/x86 CPUs: NNCF PTQ → OpenVINO IR (.xml + .bin, metadata in its rt_info), run with
-                       --backend openvino; the fastest CPU INT8 measured (see the README's INT8 table)
+                       --backend openvino; the fastest CPU INT8 measured (docs/int8.md)
     --recipe cpu       CPUs with ONNX Runtime only: uint8 activations, BN as depthwise conv (about 2x FP32)
-    --recipe tensorrt  GPUs: symmetric int8, zero points 0, per-channel weights; TensorRT 10/11 build it
-                       unchanged, and OpenVINO runs the same file on Intel CPUs (ONNX Runtime runs it slowly)
+    --recipe tensorrt  GPUs: symmetric int8, zero points 0, per-channel weights, one scale per Concat; TensorRT
+                       10/11 build it unchanged, and OpenVINO runs the same file on Intel CPUs as fast as the
+                       openvino recipe (ONNX Runtime runs it slowly)
     The openvino recipe ignores --method and --cache-dir: NNCF computes its own statistics from the same
     selected images, preprocessed exactly as at inference.
     \b
@@ -129,6 +132,8 @@ def quantize(model, recipe, data, method, samples, cache_dir, max_drop, output, 
     \b
     --max-drop quantizes the model once per step (one line each on stderr); when only keeping every block
     group in float meets the budget, the model is still written but the exit status is 1 (nothing is INT8).
+    A file of --data that cannot be used is one `skipped FILE: why` line; the model is written from the rest
+    and the exit status is 1 (--strict: stop at the first).
     """
     from cunet.filetype import require
 
@@ -136,7 +141,7 @@ def quantize(model, recipe, data, method, samples, cache_dir, max_drop, output, 
     if recipe == "openvino":
         from cunet.compile.openvino import quantize_openvino
 
-        report = quantize_openvino(model, output, data, samples=samples, max_drop=max_drop)
+        report = quantize_openvino(model, output, data, samples=samples, max_drop=max_drop, strict=strict)
     else:
         from cunet.compile.quantize import quantize as run
 
@@ -144,7 +149,7 @@ def quantize(model, recipe, data, method, samples, cache_dir, max_drop, output, 
             click.echo(line, err=True)
 
         report = run(model, output, recipe, data, method=method, samples=samples, cache_dir=cache_dir,
-                     max_drop=max_drop, progress=say)
+                     max_drop=max_drop, progress=say, strict=strict)
     _say_cache(report)
     _say_samples(report.samples, samples, report.skipped, data)
     if report.all_float:
@@ -172,7 +177,7 @@ def quantize(model, recipe, data, method, samples, cache_dir, max_drop, output, 
             print_table(f"kept in float: {len(report.excluded)} of {report.groups} block groups, most sensitive first",
                         ["block group", "nodes", "drop saved alone (NME pts)", "drop after (NME pts)"], rows,
                         decimals={2: 3, 3: 3})
-    _finish_batch(report.skipped)
+    _finish_batch(report.skipped, report.samples)
     if report.all_float:
         raise click.exceptions.Exit(1)
 
@@ -180,23 +185,26 @@ def quantize(model, recipe, data, method, samples, cache_dir, max_drop, output, 
 #: What each kind of check-trt warning costs, printed once per kind beside its count.
 WARNING_COSTS = {
     "concat-scales": "speed only, never accuracy: TensorRT requantizes the Concat inputs to one scale (an extra "
-                     "int8 copy per input); cunet's own --recipe tensorrt output has these and builds unchanged",
+                     "int8 copy per input) and cannot write them in place; cunet's own --recipe tensorrt output has "
+                     "none (--strict makes them errors)",
 }
 
 
 @click.command("check-trt")
 @click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--strict", is_flag=True, help="Warnings (unequal Concat input scales) are errors too (exit 1).")
 @json_option
-def check_trt(model, as_json):
+def check_trt(model, strict, as_json):
     """Check that a Q/DQ model obeys TensorRT's rules (exit 1 on any violation).
 
     \b
     int8 Q/DQ only, zero points 0, per-channel Conv weights on axis 0, no int32 bias,
     no QLinear*/ConvInteger/MatMulInteger. Unequal Concat input scales are warnings (each
-    warning kind is printed once with what it costs).
+    warning kind is printed once with what it costs); --strict makes them errors.
     A model without any QuantizeLinear/DequantizeLinear node is not an INT8 model: that is an
     error too (exit 1), since TensorRT would build it in FP32/FP16, not INT8.
       cunet check-trt model.int8.onnx
+      cunet check-trt model.int8.onnx --strict
     """
     import onnx
 
@@ -205,7 +213,7 @@ def check_trt(model, as_json):
     from cunet.filetype import require
 
     require(model, "onnx", "check-trt")
-    found = run(model)
+    found = run(model, strict=strict)
     qdq = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear")
               for n in onnx.load(str(model), load_external_data=False).graph.node)
     errors = [v for v in found if v.severity == "error"]

@@ -37,6 +37,7 @@ def summary(variant, layers, order, landmarks, loss_num, input_size, refine, bit
     Options given with a variant override it.
     """
     import importlib.util
+    from pathlib import Path
 
     if variant and variant.lower().endswith(".onnx") and importlib.util.find_spec("torch") is None:
         _onnx_without_torch(variant, as_json)  # deployment installs have no torch: say what the metadata records
@@ -53,7 +54,9 @@ def summary(variant, layers, order, landmarks, loss_num, input_size, refine, bit
         if v is not None
     }
     extra: list[tuple[str, object]] = []
-    if variant and variant.lower().endswith((".pt", ".pth", ".onnx")):
+    # A file by its suffix, or any existing file (an original `.pth.tar` is then told to run import-original, not
+    # "unknown variant").
+    if variant and (variant.lower().endswith((".pt", ".pth", ".onnx")) or Path(variant).is_file()):
         import dataclasses
 
         cfg, extra = _from_file(variant)

@@ -30,10 +30,10 @@ def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -
               help="face: 68 points, validated by NME (%); pose: 16 MPII joints, validated by PCKh@0.5 (%).")
 @click.option("--data", type=click.Path(path_type=Path), required=True,
               help="Dataset (300-W, train/ + test/, a flat folder of images + .pts or a COCO face .json; pose: "
-                   "train.json + valid.json). Its train split trains.")
+                   "train.json + valid.json, or one MPII .json). Its train split trains.")
 @click.option("--val-data", type=click.Path(path_type=Path),
               help="Validate on this dataset's test split instead of --data's (required when --data is one flat "
-                   "folder or a COCO .json, which have one split).")
+                   "folder, a COCO or an MPII .json, which have one split).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("run"), show_default=True,
               help="Run folder: best.pt, last.pt, log.csv, history.json.")
 @click.option("--variant", help="Model: cunet-tiny (default), cunet-face-8, cunet-pose-16, ... (see `cunet summary`).")
@@ -82,11 +82,14 @@ def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -
               help="DataLoader processes (0 and 1 measured the same on 2 CPU cores; use 4-8 with a GPU).")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads [torch's default].")
 @click.option("--device", help="cpu, cuda, cuda:1 [cuda when available].")
+@click.option("--strict", is_flag=True,
+              help="Stop at the first file of the data that cannot be used (default: leave it out, say so, train on "
+                   "the rest, exit 1 at the end).")
 @json_option
 def train(task, data, val_data, out, variant, resume, epochs, batch_size, lr, optimizer, milestones, gamma,
           weight_decay, sigma, layers, order, input_size, memory_efficient, bits_w, bits_a, bits_g, quant_delay,
           conv_lr_scale, init, teacher, distill_weight, bn_reestimate, max_minutes, seed, workers, threads, device,
-          as_json) -> None:
+          strict, as_json) -> None:
     """Train a CU-Net landmark localizer; writes OUT/best.pt (best validation) and OUT/last.pt (every epoch).
 
     \b
@@ -127,11 +130,20 @@ def train(task, data, val_data, out, variant, resume, epochs, batch_size, lr, op
     --max-minutes may grow.
 
     \b
+    Bad files: the data is checked before the first epoch (every image decoded
+    once); a file that cannot be used (a truncated image, a .pts of 19 points, an
+    image without annotation) is one `skipped FILE: why` line, the start line
+    counts what is used, training goes on without it and the exit status is 1
+    at the end. --strict stops at the first instead.
+
+    \b
     Output: one line per epoch on stderr (loss, metric, lr, time); with --json
     one object on stdout: {"best", "last", "metric_name", "best_metric", "epoch",
-    "seconds", "history": [{"epoch", "train_loss", <metric>, "lr", "seconds", ...}]}.
+    "seconds", "history": [{"epoch", "train_loss", <metric>, "lr", "seconds", ...}],
+    "skipped": [{"file", "problem"}], "train_samples"}.
     """
     require_torch("cunet train")
+    from cunet.batch import finish
     from cunet.train.trainer import TrainOptions
     from cunet.train.trainer import train as run_training
 
@@ -145,7 +157,10 @@ def train(task, data, val_data, out, variant, resume, epochs, batch_size, lr, op
                         bn_reestimate=bn_reestimate,
                         max_minutes=max_minutes,
                         device=device, progress=True, milestones=milestones, gamma=gamma, weight_decay=weight_decay,
-                        threads=threads)
+                        threads=threads, strict=strict)
     result = run_training(opts)
-    if as_json and os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return
+    if as_json:
         emit_json(result.to_dict())
+    finish(result.skipped, result.train_samples, "training sample(s) used")

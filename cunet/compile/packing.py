@@ -5,7 +5,8 @@ Packing. An int8 weight whose codes are {-1, +1} needs 1 bit per weight, {-1, 0,
 `.cunetq` file holds the ONNX model with those initializers emptied, followed by their codes bit-packed with
 `numpy.packbits`; everything else (graph, scales, BatchNorm, full-precision stem and head) is kept as it is.
 Unpacking refills the initializers and re-serialises: the result is the original ONNX file byte for byte, which
-`pack` proves before it writes and `unpack` checks against the recorded sha256.
+`pack` proves before it writes and `unpack` checks against the recorded sha256. A model none of whose weights fits
+1, 2 or 4 bits (FP32, a PTQ INT8 recipe, 8-bit QAT) is refused before anything is written: its file would only grow.
 
 Layout of a `.cunetq` file: the magic `CUNETQ\\x00\\x01`, a little-endian uint32 header length, the JSON header
 ({"format", "version", "onnx_bytes", "onnx_sha256", "stripped_bytes", "tensors": [{"name", "bits", "count",
@@ -31,6 +32,7 @@ import numpy as np
 
 from cunet.errors import CunetError
 from cunet.io import write_bytes
+from cunet.limits import refuse_empty
 
 __all__ = [
     "to_int4",
@@ -135,7 +137,8 @@ def pack_bytes(onnx_bytes: bytes, where: str = "model") -> tuple[bytes, dict[str
     """Pack an ONNX model held in memory; returns (`.cunetq` bytes, header). See the module docstring."""
     proto = _parse_onnx(onnx_bytes, where)
     entries, blobs = [], []
-    for init in _packable(proto):
+    packable = _packable(proto)
+    for init in packable:
         codes = np.frombuffer(init.raw_data, np.int8)
         bits = code_bits(codes)
         if bits is None:
@@ -144,6 +147,10 @@ def pack_bytes(onnx_bytes: bytes, where: str = "model") -> tuple[bytes, dict[str
         entries.append({"name": init.name, "bits": bits, "count": int(codes.size), "nbytes": len(blob)})
         blobs.append(blob)
         init.raw_data = b""
+    if not entries:  # the packed file would be the model plus a header: bigger, and nothing gained
+        what = "its int8 weights need all 8 bits" if packable else "no int8 weights: a float model"
+        raise CunetError(f"{where}: no low-bit weights to pack ({what}); `cunet pack` shrinks models trained with "
+                         "--bits-w 1, 2 or 4 and exported")
     stripped = proto.SerializeToString()
     header = {
         "format": "cunetq",
@@ -232,6 +239,7 @@ def _counts(header: dict[str, Any]) -> dict[str, int]:
 def _read(path: Path, what: str) -> bytes:
     if not path.is_file():
         raise CunetError(f"{path}: no such {what} file")
+    refuse_empty(path)
     return path.read_bytes()
 
 

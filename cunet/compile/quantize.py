@@ -1,7 +1,9 @@
 """INT8 recipes: explicit Q/DQ ONNX models for TensorRT, and the fastest correct INT8 graph for this CPU.
 
-`tensorrt`: ONNX Runtime's `quantize_static` in the form TensorRT 10/11 build unchanged — QDQ format, symmetric int8
-activations and weights, zero points 0, per-channel weight scales, no bias quantization (`check_trt` proves it).
+`tensorrt`: explicit Q/DQ in the form TensorRT 10/11 build unchanged — symmetric int8 activations and weights, zero
+points 0, per-channel weight scales, no bias quantization (`check_trt` proves it) — placed as TensorRT's
+explicit-quantization guide wants: convolution inputs and Concat inputs, one scale per Concat, every map quantized
+once and no requantization after a Concat (`cunet.compile.qdq`; `check_trt --strict` finds no concat-scale warning).
 
 `cpu`: measured on the project's 2-core AVX-512 VNNI machine (cunet-face-8, 256², batch 1, ONNX Runtime):
 the naive uint8 Q/DQ model spent its time in QLinearConv 36 %, Transpose 22 %, float BatchNormalization 12 %,
@@ -28,7 +30,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -40,6 +41,7 @@ from cunet.compile.graph import set_nodes
 from cunet.errors import CunetError
 from cunet.io import write_bytes
 from cunet.runtime.meta import read_onnx_meta
+from cunet.tempdirs import temp_dir
 
 __all__ = ["Recipe", "QuantizeReport", "quantize", "quantize_with_ranges", "bn_to_depthwise", "node_groups", "landmark_drop"]
 
@@ -59,7 +61,8 @@ class QuantizeReport:
         output: the INT8 model path.
         recipe, method: the recipe and calibration method.
         samples: calibration images the ranges come from; samples_requested: how many were asked for;
-        skipped: [file, problem] of the calibration images left out as unreadable.
+        skipped: [file, problem] of the calibration files left out (`cunet.batch`: unreadable images, bad
+            annotations of a dataset).
         calibration_cache: the calibration cache entry; reused: whether it was reused.
         fp32_bytes, int8_bytes: file sizes.
         drop: the measured landmark drop (NME points of INT8 vs FP32 landmarks) of the written model, if measured.
@@ -90,7 +93,9 @@ class QuantizeReport:
     settings: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        """The `cunet quantize --json` object: every field, "skipped" as [{"file", "problem"}] like every batch
+        command's JSON (`cunet.batch`)."""
+        return {**self.__dict__, "skipped": [{"file": f, "problem": p} for f, p in self.skipped]}
 
 
 def bn_to_depthwise(model):
@@ -146,24 +151,10 @@ def node_groups(model) -> dict[str, list[str]]:
     return groups
 
 
-def _recipe_options(recipe: Recipe) -> dict[str, Any]:
+def _cpu_options() -> dict[str, Any]:
+    """`quantize_static` settings of the `cpu` recipe (the `tensorrt` recipe places its Q/DQ itself)."""
     from onnxruntime.quantization import QuantFormat, QuantType
 
-    if recipe is Recipe.TENSORRT:
-        return dict(
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            extra_options={
-                "ActivationSymmetric": True,
-                "WeightSymmetric": True,
-                "QuantizeBias": False,
-            },
-            # BatchNormalization stays float: TensorRT fuses it itself, and ORT would quantize its scale as a
-            # per-channel "weight" on axis 1, which TensorRT's Q/DQ rules do not allow.
-            op_types_to_quantize=["Conv", "Concat", "MaxPool", "Resize", "Relu", "Add", "Mul"],
-        )
     return dict(
         quant_format=QuantFormat.QDQ,
         activation_type=QuantType.QUInt8,
@@ -189,17 +180,24 @@ def prepare_fp32(model_path: str | os.PathLike, recipe: Recipe, out_path: str | 
 def quantize_with_ranges(fp32_path: Path, ranges, recipe: Recipe, exclude: list[str]):
     """Quantize `fp32_path` with precomputed `Ranges`; returns a ModelProto.
 
-    ONNX Runtime >= 1.32 takes the ranges as a calibration cache file (`calibration_cache_path`). Older releases
-    (the ones Jetson wheels ship; `pyproject` admits 1.18) have no such argument: there the ranges are handed over
-    by the calibrator `quantize_static` creates, which here collects nothing and returns them.
+    The `tensorrt` recipe places its Q/DQ itself (`cunet.compile.qdq.place_trt_qdq`). The `cpu` recipe is ONNX
+    Runtime's `quantize_static`: ONNX Runtime >= 1.32 takes the ranges as a calibration cache file
+    (`calibration_cache_path`). Older releases (the ones Jetson wheels ship; `pyproject` admits 1.18) have no such
+    argument: there the ranges are handed over by the calibrator `quantize_static` creates, which here collects
+    nothing and returns them.
     """
     import inspect
 
     import onnx
+
+    if recipe is Recipe.TENSORRT:
+        from cunet.compile.qdq import place_trt_qdq
+
+        return place_trt_qdq(onnx.load(str(fp32_path)), ranges.tensors, exclude)
     from onnxruntime.quantization import quantize_static
 
-    opts = _recipe_options(recipe)
-    with tempfile.TemporaryDirectory(prefix="cunet-quant-") as tmp:
+    opts = _cpu_options()
+    with temp_dir("quant") as tmp:
         out = os.path.join(tmp, "int8.onnx")
         common = dict(nodes_to_exclude=list(exclude), calibrate_method=ranges.method.to_ort(), **opts)
         with _no_preprocess_advice():
@@ -359,6 +357,7 @@ def quantize(
     max_drop: float | None = None,
     val_samples: int = 8,
     progress: Callable[[str], None] | None = None,
+    strict: bool = False,
 ) -> QuantizeReport:
     """Calibrate (or reuse cached ranges) and write an INT8 Q/DQ model with the model's metadata.
 
@@ -373,6 +372,8 @@ def quantize(
         max_drop: keep the most sensitive blocks in float until INT8-vs-FP32 landmark NME ≤ this (percent points).
         val_samples: calibration inputs reused to measure the drop.
         progress: called with one line per step of the --max-drop search (each step quantizes the model once).
+        strict: stop at the first calibration file that cannot be used instead of leaving it out (`cunet.batch`;
+            the report's `skipped` lists them).
     """
     import onnx
 
@@ -385,10 +386,12 @@ def quantize(
     if read_onnx_meta(src).decode is not None:  # calibration and the accuracy check work on heatmaps
         raise CunetError(f"{src}: the model decodes in its graph (cunet export --decode); quantize the model "
                          "exported without --decode")
-    with tempfile.TemporaryDirectory(prefix="cunet-quant-") as tmp:
+    with temp_dir("quant") as tmp:
         fp32 = prepare_fp32(src, recipe, Path(tmp) / src.name)
         try:
-            ranges = calibrate(fp32, data, method=method, samples=samples, cache_dir=cache_dir)
+            ranges = calibrate(fp32, data, method=method, samples=samples, cache_dir=cache_dir, strict=strict)
+            if strict and ranges.skipped:  # a cache entry made without strict
+                raise CunetError(f"{ranges.skipped[0][0]}: {ranges.skipped[0][1]}")
         except CunetError as e:  # name the user's model, not its prepared copy in the temporary folder
             raise CunetError(str(e).replace(str(fp32), str(src))) from e
         drop, excluded, n_groups = None, [], 0

@@ -24,7 +24,6 @@ import dataclasses
 import hashlib
 import importlib.util
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -36,6 +35,7 @@ from cunet.io import sha256_file, write_bytes
 from cunet.runtime.base import cuda_device_available
 from cunet.runtime.manifest import DeviceInfo, EngineManifest, write_manifest
 from cunet.runtime.meta import PRECISIONS, ModelMeta, meta_from_onnx_proto, write_onnx_meta
+from cunet.tempdirs import temp_dir
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -313,7 +313,7 @@ def compile_engine(
     if major < 10:
         raise CunetError(f"TensorRT {trt.__version__} is too old; cunet builds engines with TensorRT 10 or 11")
     running = current_device(trt.__version__, device)
-    with tempfile.TemporaryDirectory(prefix="cunet-trt-") as tmp:
+    with temp_dir("trt") as tmp:
         model_bytes = Path(onnx_path).read_bytes()
         flags: tuple[str, ...] = ()
         if precision == "fp16" and kind == "fp32":

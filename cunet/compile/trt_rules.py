@@ -5,11 +5,13 @@ A model is TensorRT-ready when every QuantizeLinear/DequantizeLinear is int8 wit
 DQs feeding Conv) are quantized per channel on the output-channel axis (0 for Conv, 1 for ConvTranspose), every
 scale is positive, activations have one scale per tensor, no bias is quantized to int32, and the graph has no
 ONNX Runtime-specific integer operators (QLinear*, ConvInteger, MatMulInteger). Unequal scales at a Concat's
-inputs are legal but cost TensorRT a requantization, so they are a warning, not a violation.
+inputs are legal but cost TensorRT a requantizing copy per input and the in-place Concat, so they are a warning,
+not a violation; `strict` makes every warning an error (cunet's own `--recipe tensorrt` has none).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cunet.errors import CunetError
+from cunet.limits import refuse_empty
 
 __all__ = ["Violation", "check_trt", "check_trt_model"]
 
@@ -40,8 +43,18 @@ def _attr(node, name: str, default):
     return default
 
 
-def check_trt_model(model) -> list[Violation]:
-    """Check an `onnx.ModelProto` against the TensorRT Q/DQ rules; returns errors then warnings (empty: clean)."""
+def _commutes(node) -> bool:
+    """MaxPool and nearest Resize: TensorRT moves Q/DQ across them, their output keeps the input's scale."""
+    if node.op_type == "MaxPool":
+        return True
+    return node.op_type == "Resize" and next((a.s for a in node.attribute if a.name == "mode"), b"nearest") == b"nearest"
+
+
+def check_trt_model(model, strict: bool = False) -> list[Violation]:
+    """Check an `onnx.ModelProto` against the TensorRT Q/DQ rules; returns errors then warnings (empty: clean).
+
+    With `strict`, warnings (performance advice) are returned as errors.
+    """
     from onnx import TensorProto, numpy_helper
 
     g = model.graph
@@ -111,6 +124,8 @@ def check_trt_model(model) -> list[Violation]:
         scales = []
         for t in n.input:
             p = producer.get(t)
+            while p is not None and _commutes(p):  # MaxPool / nearest Resize keep their input's int8 grid
+                p = producer.get(p.input[0])
             s = tensor(p.input[1]) if p is not None and p.op_type == "DequantizeLinear" else None
             scales.append(None if s is None else float(np.max(s)))
         known = [s for s in scales if s is not None]
@@ -118,11 +133,13 @@ def check_trt_model(model) -> list[Violation]:
             out.append(
                 Violation("concat-scales", n.name, f"Concat inputs have {len(set(known))} different scales", "warning")
             )
+    if strict:
+        out = [dataclasses.replace(v, severity="error") for v in out]
     return sorted(out, key=lambda v: v.severity != "error")
 
 
-def check_trt(model_path: str | os.PathLike) -> list[Violation]:
-    """Check an ONNX file against the TensorRT Q/DQ rules (see `check_trt_model`).
+def check_trt(model_path: str | os.PathLike, strict: bool = False) -> list[Violation]:
+    """Check an ONNX file against the TensorRT Q/DQ rules (see `check_trt_model`; `strict`: warnings are errors).
 
     Raises:
         CunetError: the file is missing or not a readable ONNX model.
@@ -132,8 +149,9 @@ def check_trt(model_path: str | os.PathLike) -> list[Violation]:
     path = Path(model_path)
     if not path.is_file():
         raise CunetError(f"{path}: no such model file")
+    refuse_empty(path)
     try:
         model = onnx.load(str(path))
     except Exception as e:  # protobuf raises several types for truncated/foreign files
         raise CunetError(f"{path}: not a readable ONNX model ({type(e).__name__})") from e
-    return check_trt_model(model)
+    return check_trt_model(model, strict)

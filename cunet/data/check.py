@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+from cunet.batch import Skips
 from cunet.data.dataset import Problem, load_samples, pose_json
 from cunet.data.layout import detect_layout
+from cunet.errors import CunetError
 
-__all__ = ["PartReport", "CheckReport", "check_dataset"]
+__all__ = ["PartReport", "CheckReport", "check_dataset", "check_splits"]
 
 
 @dataclass
@@ -81,11 +83,11 @@ def check_dataset(root: str | os.PathLike, task: str, check_images: bool = True,
     """Load every part of a dataset and collect its problems.
 
     Args:
-        root: the dataset folder, or a COCO-keypoint face JSON (layouts in `cunet.data.layout`).
+        root: the dataset folder, or a COCO-keypoint face JSON or an MPII JSON (layouts in `cunet.data.layout`).
         task: "face" or "pose".
         check_images: decode every image and check the landmarks lie near it (slower; off checks only existence).
-        split: the split a one-split dataset is named by ("train"/"test"; default: from a COCO file's name, or
-            "all").
+        split: the split a one-split dataset is named by ("train"/"test"; default: from a COCO or MPII file's
+            name, or "all").
         headboxes: pose: the `gt_valid.mat` to check against `valid.json` (default: the one beside it, if any).
 
     Returns:
@@ -99,12 +101,12 @@ def check_dataset(root: str | os.PathLike, task: str, check_images: bool = True,
     report = CheckReport(str(root), task, layout=layout.kind)
     for part_split, subset in layout.parts:
         result = load_samples(Path(root), task, part_split, subset, check_images=check_images, allow_empty=True,
-                              layout=layout, headboxes=headboxes if part_split == "test" else None)
+                              layout=layout, headboxes=headboxes if part_split in ("test", "all") else None)
         report.parts[layout.part_name(part_split, subset)] = PartReport(len(result.samples), len(result.problems))
         report.problems.extend(result.problems)
-        if task == "pose" and part_split == "test":
+        if task == "pose" and part_split in ("test", "all"):
             report.notes.extend(_pckh_note(Path(root), result, headboxes))
-    if task == "pose" and not any(sp == "test" for sp, _ in layout.parts):
+    if task == "pose" and not layout.one_split and not any(sp == "test" for sp, _ in layout.parts):
         report.notes.append(f"{root}: no valid.json: evaluate, metrics and training's validation need one")
     return report
 
@@ -113,7 +115,35 @@ def _pckh_note(root: Path, result, headboxes) -> list[str]:
     without = sum(s.headbox is None for s in result.samples)
     if not without:
         return []
-    where = pose_json(root, "test")
+    where = root if root.is_file() else pose_json(root, "test")
     return [f"{where}: PCKh will not be computable: {without} of {len(result.samples)} record(s) have no "
             f"headbox and no gt_valid.mat is beside it; put MPII's gt_valid.mat (common PyTorch MPII code ships it "
             f"in annot/) beside {where.name if where else 'valid.json'}, or pass --headboxes FILE"]
+
+
+def check_splits(root: str | os.PathLike, task: str, splits: Sequence[str], skips: Skips) -> dict[str, int]:
+    """Check the splits a batch command is about to read, before it starts: every annotation parsed and every image
+    decoded once, each file that cannot be used added to `skips` (`cunet.batch`: the first raises when strict).
+
+    A one-split dataset (a flat folder, a COCO or MPII file) serves every split and is checked once.
+
+    Returns:
+        Split → its usable samples.
+
+    Raises:
+        CunetError: a path that is not a dataset of `task`, a split without one usable sample, or (strict) the
+            first file that cannot be used.
+    """
+    layout = detect_layout(root, task)
+    counts: dict[str, int] = {}
+    for split in dict.fromkeys(splits):
+        if layout.one_split and counts:
+            counts[split] = next(iter(counts.values()))
+            continue
+        result = load_samples(Path(root), task, split, check_images=True, allow_empty=True, layout=layout)
+        skips.extend(result.problems)
+        if not result.samples:
+            first = f" (first: {result.problems[0].file}: {result.problems[0].problem})" if result.problems else ""
+            raise CunetError(f"{root}: no usable {task} samples in split {split!r}{first}")
+        counts[split] = len(result.samples)
+    return counts

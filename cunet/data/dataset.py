@@ -29,11 +29,14 @@ from cunet.data.layout import (
     PRIVATE,
     Layout,
     detect_layout,
+    find_key_file,
+    key_problem,
     pose_json,
 )
-from cunet.data.preprocess import Box, box_from_center_scale, box_from_points, box_from_xyxy
+from cunet.data.preprocess import Box, box_from_center_scale, box_from_points, box_from_xyxy, box_problem
 from cunet.data.spec import get_spec
 from cunet.errors import CunetError
+from cunet.limits import FileProblem
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -98,16 +101,18 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image as BGR uint8 [H, W, 3] (grayscale and 16-bit images are converted, alpha is dropped).
 
     Raises:
-        CunetError: when the file is missing, unreadable, a truncated PNG/JPEG, or declares more pixels than
+        CunetError: when the file is missing, empty, unreadable, a truncated PNG/JPEG, or declares more pixels than
             `cunet.data.image_limit.max_pixels()` (checked before decoding).
     """
     import cv2
 
     from cunet.data.image_limit import check_pixel_limit
+    from cunet.limits import refuse_empty
 
     path = Path(path)
     if not path.is_file():
         raise CunetError(f"{path}: no such image")
+    refuse_empty(path)
     check_pixel_limit(path)
     # The end-marker check comes first: it names the real problem, and libpng would print its own "libpng error"
     # line on the process's stderr for a truncated file before cv2.imread returns None. OpenCV's own log lines for
@@ -197,6 +202,10 @@ def _face_samples(
             suffix = f.suffix.lower()
             if f.name.startswith(".") or not f.is_file() or (suffix != ".pts" and suffix not in IMAGE_SUFFIXES):
                 continue
+            escape = key_problem(root, f.relative_to(root).as_posix())
+            if escape is not None:  # a symlink out of the dataset: neither read nor a key to write predictions at
+                result.problems.append(Problem(str(f), escape))
+                continue
             kind = "pts" if suffix == ".pts" else "image"
             stems.setdefault(f.with_suffix(""), {"pts": [], "image": []})[kind].append(f)
         for stem in sorted(stems):
@@ -245,8 +254,12 @@ def _coco_samples(layout: Layout, boxes: dict[str, np.ndarray] | None, check_ima
     for i, rec in enumerate(records):
         key = Path(rec.image).as_posix()
         # beside the file, in images/ there, or MMPose's layout: annotations/*.json beside images/
-        image = next((p for p in (folder / key, folder / "images" / key, folder.parent / "images" / key)
-                      if p.is_file()), None)
+        try:
+            image = find_key_file((folder, folder / "images", folder.parent / "images"), key, path,
+                                  f"annotation {i}: file_name")
+        except FileProblem as e:
+            result.problems.append(Problem(e.file, e.problem))
+            continue
         if key in seen:
             result.problems.append(Problem(str(path), f"annotation {i}: a second face for {key!r}; "
                                                       "cunet scores one face per image"))
@@ -289,12 +302,13 @@ def _face_sample(
         box = box_from_xyxy(*(float(v) for v in boxes[key]))
     else:
         box = box_from_points(points[visible])
-    if check_images and not _image_ok(image, annotation, points, result):
+    if check_images and not _image_ok(image, annotation, points, box, result):
         return None
     return Sample(image.resolve(), key, points, visible, box, None, subset)
 
 
-def _image_ok(image: Path, annotation: Path | str, points: np.ndarray, result: LoadResult, where: str = "") -> bool:
+def _image_ok(image: Path, annotation: Path | str, points: np.ndarray, box: Box, result: LoadResult,
+              where: str = "") -> bool:
     try:
         h, w = read_image(image).shape[:2]
     except CunetError as e:
@@ -314,17 +328,26 @@ def _image_ok(image: Path, annotation: Path | str, points: np.ndarray, result: L
             )
         )
         return False
+    bad_box = box_problem(box, w, h)  # after the points: a box far outside comes from points far outside
+    if bad_box is not None:
+        result.problems.append(Problem(str(annotation), f"{where}{bad_box}"))
+        return False
     return True
 
 
 # --------------------------------------------------------------------------------------------------------- pose
-def _pose_samples(root: Path, split: str, check_images: bool, headboxes: Path | None) -> LoadResult:
+def _pose_samples(layout: Layout, split: str, check_images: bool, headboxes: Path | None) -> LoadResult:
     from cunet.data.layout import POSE_FILES
     from cunet.data.mpii_mat import attach_headboxes, find_headbox_file, read_gt_mat
 
-    path = pose_json(root, _normalise_split(split))
-    if path is None:
-        raise CunetError(f"{root}: no {POSE_FILES[split]} (expected in the folder or in annot/)")
+    root = layout.root
+    if layout.kind == "mpii-json":  # the file itself, its images beside it or in images/ there
+        path, images_in = root, root.parent
+        split = "test" if layout.parts[0][0] in ("test", ONE_SPLIT) else "train"  # where gt_valid.mat may apply
+    else:
+        path, images_in = pose_json(root, _normalise_split(split)), root
+        if path is None:
+            raise CunetError(f"{root}: no {POSE_FILES[split]} (expected in the folder or in annot/)")
     result = LoadResult()
     try:
         records = parse_mpii_json(path, get_spec("pose").num_landmarks)
@@ -340,13 +363,17 @@ def _pose_samples(root: Path, split: str, check_images: bool, headboxes: Path | 
         if isinstance(rec, FormatError):
             result.problems.append(Problem(rec.file, rec.problem))
             continue
-        image = next((p for p in (root / rec.image, root / "images" / rec.image) if p.is_file()), None)
+        try:
+            image = find_key_file((images_in, images_in / "images"), rec.image, path, f"record {i}: image")
+        except FileProblem as e:
+            result.problems.append(Problem(e.file, e.problem))
+            continue
         if image is None:
             result.problems.append(Problem(str(path), f"record {i}: image {rec.image!r} does not exist"))
             continue
-        if check_images and not _image_ok(image, path, rec.joints, result, where=f"record {i}: "):
-            continue
         box = box_from_center_scale((float(rec.center[0]), float(rec.center[1])), rec.scale)
+        if check_images and not _image_ok(image, path, rec.joints, box, result, where=f"record {i}: "):
+            continue
         headbox = mat_boxes[i] if mat_boxes is not None else rec.headbox
         result.samples.append(Sample(image.resolve(), f"{rec.image}#{i}", rec.joints, rec.visible, box, headbox, None))
     return result
@@ -376,8 +403,9 @@ def load_samples(
             "300w-private/indoor", a `test/` subfolder); "full" is common + challenging (300-W) or every subset;
             None is the layout's default test set (`Layout.default_subset`).
         boxes: faces only: a detector box file (`read_box_file`) to crop from instead of the landmark box.
-        check_images: also decode every image (unreadable or truncated → problem) and flag points lying more
-            than half the image size outside it. Without it only the image's existence is checked.
+        check_images: also decode every image (unreadable or truncated → problem), flag points lying more
+            than half the image size outside it and crop boxes mostly outside it (`preprocess.box_problem`).
+            Without it only the image's existence is checked.
         allow_empty: return an empty result instead of raising when the split has no usable sample.
         headboxes: pose only: a `gt_valid.mat` whose head boxes replace the JSON's (default: `gt_valid.mat`
             beside `valid.json`, for the test split).
@@ -411,7 +439,7 @@ def load_samples(
             raise CunetError(f"{boxes}: detector box files apply to faces only; poses are cropped from centre/scale")
         if subset not in (None, "full"):
             raise CunetError(f"{root}: pose datasets have no subsets (got {subset!r})")
-        result = _pose_samples(root, split, check_images, Path(headboxes) if headboxes is not None else None)
+        result = _pose_samples(layout, split, check_images, Path(headboxes) if headboxes is not None else None)
     if not result.samples and not allow_empty:
         first = result.problems[0] if result.problems else None
         # Name what is wrong with the first bad file, not only which file: "not valid JSON" is the fix-it hint.

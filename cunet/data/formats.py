@@ -3,7 +3,8 @@ COCO-keypoint face JSON used by MMPose, and detector box files.
 
 Every reader is strict and every problem is a `FormatError` (a `CunetError`) whose one-line message names the
 file (and the record, for multi-record files), so `cunet data check` can list bad files and a training run never
-silently learns from a misread annotation. Inside cunet coordinates are 0-based pixels with NaN for missing points;
+silently learns from a misread annotation. Files are read whole under the size limit of `cunet.limits` (a 0-byte
+file is "empty file"), and keys naming other files (box-file keys) may not be absolute or hold `..`. Inside cunet coordinates are 0-based pixels with NaN for missing points;
 the conversions to and from each file's convention happen here and nowhere else:
 
 - `.pts`: 1-based (the iBUG files are MATLAB coordinates).
@@ -25,7 +26,9 @@ from typing import Any
 import numpy as np
 
 from cunet.errors import CunetError
+from cunet.data.layout import key_text_problem
 from cunet.io import write_json, write_text
+from cunet.limits import FileProblem, read_limited_text
 
 __all__ = [
     "FormatError",
@@ -38,6 +41,7 @@ __all__ = [
     "write_mpii_json",
     "read_coco_keypoints",
     "read_box_file",
+    "parse_box_file",
     "MPII_NUM_JOINTS",
 ]
 
@@ -45,13 +49,8 @@ __all__ = [
 MPII_NUM_JOINTS = 16
 
 
-class FormatError(CunetError):
+class FormatError(FileProblem):
     """A malformed annotation file: `file` names it, `problem` says what is wrong (one line each)."""
-
-    def __init__(self, file: str | os.PathLike, problem: str) -> None:
-        self.file = str(file)
-        self.problem = problem
-        super().__init__(f"{self.file}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -120,14 +119,11 @@ def _numbers(value: Any, n: int) -> np.ndarray | None:
 
 
 def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise FormatError(path, "no such file")
+    # One reader for every annotation file: missing, empty and oversized files (`cunet.limits`) read the same.
     try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise FormatError(path, "not a UTF-8 text file") from None
-    except OSError as e:
-        raise FormatError(path, f"cannot read ({e.strerror})") from None
+        return read_limited_text(path)
+    except FileProblem as e:
+        raise FormatError(e.file, e.problem) from None
 
 
 def _read_json(path: Path) -> Any:
@@ -410,23 +406,50 @@ def read_coco_keypoints(path: str | os.PathLike, num_keypoints: int | None = Non
 
 
 # -------------------------------------------------------------------------------------------------------- boxes
-def read_box_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a face detector box file: a JSON object `{relative_image_path: [x1, y1, x2, y2]}` (0-based pixels).
+def parse_box_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Read a face detector box file without stopping at a bad entry (see `read_box_file` for the format).
 
     Returns:
-        Image path (POSIX, relative to the dataset root) → [4] float64 box.
+        (boxes, invalid): image path (POSIX, relative to the dataset root) → [4] float64 box for every good entry,
+        and key → why (without the file's name) for every entry that is not one: a box that is not 4 finite numbers with x2 > x1 and
+        y2 > y1, or a key that is absolute or has a `..` part (keys never leave the dataset folder). An image whose
+        entry is invalid is skipped with that reason under the batch rule, instead of the whole file being refused.
 
     Raises:
-        FormatError: for a non-object file or a box that is not 4 finite numbers with x2 > x1 and y2 > y1.
+        FormatError: an unreadable, empty, oversized, non-JSON file, or one that is not a JSON object.
     """
     path = Path(path)
     data = _read_json(path)
     if not isinstance(data, dict):
         raise FormatError(path, f"expected a JSON object {{image: [x1, y1, x2, y2]}}, got {type(data).__name__}")
-    out = {}
+    boxes: dict[str, np.ndarray] = {}
+    invalid: dict[str, str] = {}
     for name, value in data.items():
+        key = Path(name).as_posix() if name.strip() else name
+        bad_key = key_text_problem(name)
         box = _numbers(value, 4)
-        if box is None or box[2] <= box[0] or box[3] <= box[1]:
-            raise FormatError(path, f"box of {name!r} must be [x1, y1, x2, y2] with x2 > x1 and y2 > y1")
-        out[Path(name).as_posix()] = box
-    return out
+        if bad_key is not None:
+            invalid[key] = f"key {name!r} {bad_key}"
+        elif box is None or not (box[2] > box[0] and box[3] > box[1]):
+            invalid[key] = (f"box of {name!r} must be [x1, y1, x2, y2] with x2 > x1 and y2 > y1, got "
+                            f"{json.dumps(value)[:80]}")
+        else:
+            boxes[key] = box
+    return boxes, invalid
+
+
+def read_box_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a face detector box file strictly: a JSON object `{relative_image_path: [x1, y1, x2, y2]}` (0-based
+    pixels).
+
+    Returns:
+        Image path (POSIX, relative to the dataset root) → [4] float64 box.
+
+    Raises:
+        FormatError: for a non-object file, a box that is not 4 finite numbers with x2 > x1 and y2 > y1, or a key
+            that is absolute or has a `..` part (the first bad entry named).
+    """
+    boxes, invalid = parse_box_file(path)
+    if invalid:
+        raise FormatError(path, next(iter(invalid.values())))
+    return boxes

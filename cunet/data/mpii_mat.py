@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cunet.data.formats import FormatError
+from cunet.limits import file_problem
 
 __all__ = ["HEADBOX_FILE", "MatGroundTruth", "read_gt_mat", "find_headbox_file", "attach_headboxes"]
 
@@ -45,14 +46,16 @@ def read_gt_mat(path: str | os.PathLike, num_joints: int = 16) -> MatGroundTruth
     """Read `jnt_missing`, `pos_gt_src` and `headboxes_src` from an MPII ground-truth `.mat` (see module docstring).
 
     Raises:
-        FormatError: not a readable MATLAB file, a missing field, shapes that disagree, or a degenerate head box.
+        FormatError: a missing, empty or oversized file (`cunet.limits`), not a readable MATLAB file, a missing
+            field, shapes that disagree, or a degenerate head box.
     """
     from scipy.io import loadmat
     from scipy.io.matlab import MatReadError
 
     path = Path(path)
-    if not path.is_file():
-        raise FormatError(path, "no such file")
+    problem = file_problem(path)  # missing, empty, or over the size limit of every file read whole
+    if problem is not None:
+        raise FormatError(path, problem)
     try:
         mat = loadmat(str(path))
     except NotImplementedError:  # scipy reads MATLAB v4-v7.2; v7.3 files are HDF5

@@ -31,6 +31,8 @@ __all__ = [
     "box_from_points",
     "box_from_xyxy",
     "box_from_center_scale",
+    "MIN_BOX_INSIDE",
+    "box_problem",
 ]
 
 #: RGB mean and std on the 0..1 scale (ImageNet statistics): what the exported ONNX metadata records.
@@ -48,6 +50,11 @@ FACE_BOX_MARGIN = 1.25
 MPII_SCALE_PX = 200.0
 MPII_SCALE_MARGIN = 1.25
 MPII_CENTER_SHIFT = 15.0
+#: A crop box given by a user (a detector box file, an MPII centre/scale, a box from the landmarks) must keep at
+#: least this fraction of its area inside the image. A face or person cut by the frame is normal (its crop box then
+#: lies partly outside, often by half); a box wholly outside the image, or so large that the image is a speck in
+#: it (e.g. [1e9, 1e9, 2e9, 2e9], or 4x the image's size), is a wrong box whose crop holds nothing to predict from.
+MIN_BOX_INSIDE = 0.1
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,25 @@ class Box:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.cx) and math.isfinite(self.cy) and math.isfinite(self.size) and self.size > 0):
             raise ValueError(f"invalid crop box {self}")
+
+
+def box_problem(box: Box, width: int, height: int) -> str | None:
+    """Why `box` cannot be cropped from a `width` x `height` image, or None: less than `MIN_BOX_INSIDE` of its area
+    lies inside the image (the image spans [-0.5, width - 0.5] x [-0.5, height - 0.5] in pixel-centre coordinates).
+    Finite, positive boxes are `Box`'s own invariant."""
+    half = box.size / 2
+    x1, y1, x2, y2 = box.cx - half, box.cy - half, box.cx + half, box.cy + half
+    inside_w = max(0.0, min(x2, width - 0.5) - max(x1, -0.5))
+    inside_h = max(0.0, min(y2, height - 0.5) - max(y1, -0.5))
+    area = box.size * box.size
+    inside = inside_w * inside_h / area if math.isfinite(area) and area > 0 else 0.0
+    if inside >= MIN_BOX_INSIDE:
+        return None
+    outside = 100 * (1 - inside)
+    where = ("wholly outside" if inside == 0 else "more than 99.9 % outside" if outside > 99.9
+             else f"{outside:.1f} % outside")
+    return (f"crop box [{x1:.6g}, {y1:.6g}, {x2:.6g}, {y2:.6g}] lies {where} the {width}x{height} image "
+            f"(at least {100 * MIN_BOX_INSIDE:.0f} % of it must be inside)")
 
 
 def box_from_points(points: np.ndarray, visible: np.ndarray | None = None, margin: float = FACE_BOX_MARGIN) -> Box:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from cunet.data.synth_face import make_face
 from cunet.data.video import annot_name
 from cunet.errors import CunetError
 from cunet.io import OwnedOutputs
+from cunet.tempdirs import temp_dir
 
 __all__ = ["synthesize_videos", "motion_affines", "VIDEO_FOURCC", "VIDEO_NAME"]
 
@@ -164,7 +164,7 @@ def _write_video(out: Path, owned: OwnedOutputs, v: int, seed: int, frames: int,
     backdrop = background(rng, size, difficulty)
     noise = 1.0 + 4.0 * difficulty  # grey levels: a fresh draw per frame, like a sensor's
     folder = out / f"{v + 1:03d}"
-    with tempfile.TemporaryDirectory(prefix="cunet-synth-video-") as tmp:
+    with temp_dir("synth-video") as tmp:
         path = Path(tmp) / VIDEO_NAME
         writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*VIDEO_FOURCC), fps, (size, size))
         if not writer.isOpened():

@@ -7,10 +7,12 @@ in the dataset's format (faces: `.pts` at the images' relative paths; pose: an M
 records and the predicted joints) and the numbers are computed from the files as written, so
 `cunet metrics --gt DATA --pred DIR` reproduces them exactly.
 
-The ground truth must be clean: a benchmark number from a silently shortened test set would be wrong, so any file
-`load_samples` reports as a problem stops the evaluation (run `cunet data check` for the full list). An image that
-cannot be decoded (truncated, over the pixel limit) is different: it is left out, named in the result's "skipped",
-and the CLI exits 1 after printing the numbers of the rest (`strict=True` stops at the first instead).
+Bad files follow the batch rule of every command (`cunet.batch`): a file `load_samples` reports as a problem (a
+`.pts` of 19 points, an image without annotation, a record with a bad field, a key leaving the dataset folder), an
+image that cannot be decoded (truncated, empty, over the pixel limit), an image without a usable detector box and a
+crop box lying (almost) wholly outside its image are left out, each named in the result's "skipped"; the numbers
+are of the rest, say so by their `n`, and the CLI exits 1 after printing them. A benchmark number from a shortened
+test set is therefore never silent. `strict=True` stops at the first instead.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from cunet.batch import Skips
 from cunet.data.decode import DEFAULT_METHOD
 from cunet.errors import CunetError
 from cunet.evaluate import metrics, scoring
@@ -32,32 +35,38 @@ Progress = Callable[[int, int], None]
 
 
 def _predict_all(predictor, samples: list, flip: bool, batch: int, progress: Progress | None,
-                 strict: bool = False) -> tuple[np.ndarray, list[dict[str, str]]]:
-    """Predictions [N, K, 2] (NaN rows for unreadable images) and the unreadable images as {"file", "problem"}."""
+                 skips: Skips) -> np.ndarray:
+    """Predictions [N, K, 2], NaN rows for the images left out (unreadable, or a crop box outside the image: added
+    to `skips`, which raises at the first when strict)."""
     from cunet.data.dataset import read_image
+    from cunet.data.preprocess import box_problem
 
     out = np.full((len(samples), predictor.meta.num_landmarks, 2), np.nan, dtype=np.float64)
-    skipped: list[dict[str, str]] = []
     for start in range(0, len(samples), batch):
         rows, images = [], []
         for i in range(start, min(start + batch, len(samples))):
             try:
-                images.append(read_image(samples[i].image))
-                rows.append(i)
+                image = read_image(samples[i].image)
             except CunetError as e:
-                if strict:
-                    raise
-                skipped.append({"file": str(samples[i].image), "problem": str(e).removeprefix(f"{samples[i].image}: ")})
+                skips.add_error(samples[i].image, e)
+                continue
+            bad_box = box_problem(samples[i].box, image.shape[1], image.shape[0])
+            if bad_box is not None:
+                skips.add(samples[i].image, bad_box)
+                continue
+            images.append(image)
+            rows.append(i)
         if rows:
             out[rows] = predictor.predict(images, [samples[i].box for i in rows], flip=flip)
         if progress is not None:
             progress(min(start + batch, len(samples)), len(samples))
-    return out, skipped
+    return out
 
 
-def _crop_boxes(samples: list, meta, boxes: Path | None, task: str) -> list:
+def _crop_boxes(samples: list, meta, boxes: Path | None, task: str, skips: Skips) -> list:
     """The samples with the model's crop rule: detector boxes from `boxes`, or the landmark box, enlarged by the
-    model's face margin (`ModelMeta.box_margin`; 1.25 for cunet's own models, which `load_samples` already used)."""
+    model's face margin (`ModelMeta.box_margin`; 1.25 for cunet's own models, which `load_samples` already used).
+    An image without a usable box in `boxes` is left out (added to `skips`); a box file matching none is an error."""
     from cunet.data.preprocess import FACE_BOX_MARGIN, box_from_points, box_from_xyxy
 
     if boxes is None:
@@ -69,16 +78,20 @@ def _crop_boxes(samples: list, meta, boxes: Path | None, task: str) -> list:
     from cunet.data.detector_boxes import read_detector_boxes
 
     found = read_detector_boxes(boxes)
-    out, missing = [], []
-    for s in samples:
-        box = found.find(s.key, Path(s.image).as_posix())
-        if box is None:
-            missing.append(s.key)
+    keys = [found.find_key(s.key, Path(s.image).as_posix()) for s in samples]
+    if all(k is None for k in keys):
+        raise CunetError(f"{boxes}: no detector box for {len(samples)} of {len(samples)} image(s), e.g. "
+                         f"{samples[0].key} (a box file for other images? its keys are the images' relative paths "
+                         "or file names)")
+    out = []
+    for s, key in zip(samples, keys):
+        if key is None:
+            skips.add(s.image, f"no detector box for this image in {boxes}")
+        elif found.problem(key) is not None:
+            skips.add(s.image, str(found.problem(key)))
         else:
+            box = found.boxes[key]
             out.append(dataclasses.replace(s, box=box_from_xyxy(*(float(v) for v in box), margin=meta.box_margin)))
-    if missing:
-        raise CunetError(f"{boxes}: no detector box for {len(missing)} of {len(samples)} image(s), e.g. {missing[0]} "
-                         "(every scored image needs one; a smaller --subset or a matching box file helps)")
     return out
 
 
@@ -95,12 +108,12 @@ def _face_errors(samples: list, pred: np.ndarray, norm: str, save: Path | None) 
     return scoring.per_image_nme(pred, gt, mask, norm, [s.key for s in samples])
 
 
-def _score_poses(data_root: Path, split: str, pred: np.ndarray, save: Path | None, keep: np.ndarray,
+def _score_poses(data_root: Path, split: str, pred: np.ndarray, save: Path | None, indices: list[int],
                  headboxes: str | Path | None = None) -> tuple[dict, np.ndarray]:
-    # The records `samples` came from, in file order; head boxes from them or a gt_valid.mat.
-    gt_file, records = scoring.load_pose_gt(data_root, split, headboxes)
-    records = [r for r, k in zip(records, keep) if k]  # people in unreadable images are left out
-    pred = pred[keep]
+    # The records the scored samples came from (`indices`: their places in the file); head boxes from them or a
+    # gt_valid.mat. People left out (a bad record, an unreadable image) are not among them.
+    gt_file, records = scoring.load_pose_gt(data_root, split, headboxes, strict=False)
+    records = [records[i] for i in indices]
     scoring.pckh_needs_headboxes(gt_file, records)
     if save is not None:
         from cunet.data.formats import read_mpii_json, write_mpii_json
@@ -156,19 +169,20 @@ def evaluate(
         boxes: faces: detector boxes to crop from (a box JSON, an iBUG `bounding_boxes_*.mat` or a folder of them,
             `cunet.data.detector_boxes`) instead of the landmark box; either is enlarged by the model's margin.
         headboxes: pose: a `gt_valid.mat` with the head boxes (default: the one beside `valid.json`, if any).
-        strict: stop at the first image that cannot be decoded instead of leaving it out.
+        strict: stop at the first file that cannot be used (`cunet.batch`) instead of leaving it out.
         decode: the heatmap decoder (`cunet.data.decode`): "dark" (cunet's sub-pixel default), "quarter",
             "argmax", or "original" (the original CU-Net code's integer points, to reproduce its logged numbers).
 
     Returns:
         The `cunet metrics` JSON of the task (of the readable images), plus "model", "task", "backend", "provider"
         (what really ran), "flip", "decode", "boxes" (the box file or folder, None for landmark boxes) and "skipped"
-        ([{"file", "problem"}] of the images left out); with `per_image`, the tuple (that dict, the per-image
+        ([{"file", "problem"}] of the files left out: bad annotations, unreadable images, missing or bad boxes); with `per_image`, the tuple (that dict, the per-image
         errors of the readable images).
 
     Raises:
-        CunetError: unreadable model or data, a model for another task or landmark count, ground-truth problems,
-            missing head boxes (pose), a backend this machine cannot run.
+        CunetError: unreadable model or data, a model for another task or landmark count, a split without one
+            usable sample, missing head boxes (pose), a backend this machine cannot run; with `strict`, the first
+            file that cannot be used.
     """
     from cunet.data.dataset import load_samples
     from cunet.data.layout import detect_layout
@@ -184,26 +198,25 @@ def evaluate(
         if task != meta.task:
             raise CunetError(f"{model_path}: a {meta.task} model cannot be evaluated on {task} data")
         # allow_empty: a split whose only file is broken (valid.json not JSON) is reported as that file's problem.
+        skips = Skips(strict)
         loaded = load_samples(data_root, task, split, subset, allow_empty=True, headboxes=headboxes)
-        if loaded.problems:
-            p = loaded.problems[0]
-            raise CunetError(f"{p.file}: {p.problem} ({len(loaded.problems)} problem(s); see `cunet data check`)")
+        skips.extend(loaded.problems)
         samples = loaded.samples
         if not samples:
-            raise CunetError(f"{data_root}: no {task} samples in split {split!r}")
+            first = f" (first: {skips.items[0].file}: {skips.items[0].problem})" if skips else ""
+            raise CunetError(f"{data_root}: no usable {task} samples in split {split!r}{first}")
         if len(samples[0].points) != meta.num_landmarks:
             raise CunetError(f"{model_path}: predicts {meta.num_landmarks} landmarks but {data_root} has "
                              f"{len(samples[0].points)}")
-        samples = _crop_boxes(samples, meta, None if boxes is None else Path(boxes), task)
-        pred, skipped = _predict_all(predictor, samples, flip, batch, progress, strict)
+        samples = _crop_boxes(samples, meta, None if boxes is None else Path(boxes), task, skips)
+        pred = _predict_all(predictor, samples, flip, batch, progress, skips)
         ran = {"model": str(model_path), "task": task, "backend": predictor.backend,
                "provider": predictor.provider, "flip": flip, "decode": predictor.decode_method,
-               "boxes": None if boxes is None else str(boxes),
-               "skipped": skipped}
+               "boxes": None if boxes is None else str(boxes), "skipped": skips.to_json()}
     keep = ~np.isnan(pred).any(axis=(1, 2))
     if not keep.any():
-        raise CunetError(f"{skipped[0]['file']}: {skipped[0]['problem']} (none of the {len(samples)} images could "
-                         "be read)")
+        first = skips.items[0]
+        raise CunetError(f"{first.file}: {first.problem} (none of the {len(samples)} images could be used)")
     name = Path(model_path).name
     if task == "face":
         samples, pred = [s for s, k in zip(samples, keep) if k], pred[keep]
@@ -216,7 +229,8 @@ def evaluate(
 
             plot_ced({name: errors}, Path(plot_dir) / "ced.png", title=f"CED ({norm} NME)")
     else:
-        result, errors = _score_poses(data_root, split, pred, save, keep, headboxes)
+        indices = [int(s.key.rpartition("#")[2]) for s, k in zip(samples, keep) if k]
+        result, errors = _score_poses(data_root, split, pred[keep], save, indices, headboxes)
         if plot_dir is not None:
             from cunet.evaluate.plots import plot_pckh
 

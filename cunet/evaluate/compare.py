@@ -21,8 +21,10 @@ from typing import Any
 
 from cunet.errors import CunetError
 from cunet.io import write_bytes, write_text
+from cunet.limits import read_limited_bytes
 
-__all__ = ["VALUES", "Report", "Comparison", "load_report", "compare", "write_csv", "plot_comparison"]
+__all__ = ["VALUES", "Report", "Comparison", "load_report", "compare", "write_csv", "plot_comparison",
+           "comparison_figure"]
 
 #: What a cell can show: name → (unit, True when higher is better).
 VALUES = {"p50_ms": ("ms", False), "p99_ms": ("ms", False), "throughput": ("img/s", True), "peak_mb": ("MB", False)}
@@ -94,11 +96,12 @@ def _kind(obj: Any) -> str | None:
 def load_report(path: str | os.PathLike, label: str | None = None) -> Report:
     """Read one bench or profile JSON report; anything else is a one-line `CunetError`."""
     path = Path(path)
+    if not path.exists():
+        raise CunetError(f"{path}: no such report file")
+    data = read_limited_bytes(path)  # empty and oversized files: one line, as every reader says it
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CunetError(f"{path}: no such report file") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+        obj = json.loads(data.decode("utf-8"))
+    except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise CunetError(f"{path}: not a cunet report (not readable JSON: {type(e).__name__})") from None
     kind = _kind(obj)
     if kind is None:
@@ -164,27 +167,40 @@ def write_csv(cmp: Comparison, path: str | os.PathLike) -> None:
 
 
 def plot_comparison(cmp: Comparison, path: str | os.PathLike) -> None:
-    """Grouped bars: one group per row, one bar per column (machine), the value on the y axis."""
+    """Write `comparison_figure` as a PNG."""
+    fig = comparison_figure(cmp)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    write_bytes(path, buf.getvalue())
+
+
+def comparison_figure(cmp: Comparison) -> Any:
+    """Grouped horizontal bars: one group per row (its name on the y axis, one line each, so long names never
+    overlap), one bar per column (machine); the value on a log axis when it spans a wide range."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from cunet.evaluate.plots import log_if_wide
+
     unit, higher = VALUES[cmp.value]
-    n = len(cmp.columns)
-    width = 0.8 / n
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(cmp.rows) * max(1, n) / 2 + 2), 4.6))
+    n = max(1, len(cmp.columns))
+    height = 0.8 / n
+    fig, ax = plt.subplots(figsize=(7.2, max(3.0, 0.22 * len(cmp.rows) * n + 1.6)))
     for j, c in enumerate(cmp.columns):
-        xs = [i + (j - (n - 1) / 2) * width for i in range(len(cmp.rows))]
-        ys = [cmp.values[r][c.label] for r in cmp.rows]
-        ax.bar([x for x, y in zip(xs, ys) if y is not None], [y for y in ys if y is not None], width, label=c.label)
-    ax.set_xticks(range(len(cmp.rows)))
-    ax.set_xticklabels(cmp.rows, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(f"{cmp.value} ({unit}, {'higher' if higher else 'lower'} is better)")
-    ax.set_title(f"{cmp.value} per artifact and machine")
-    ax.legend(fontsize=8)
-    ax.grid(True, axis="y", alpha=0.3)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    write_bytes(path, buf.getvalue())
+        ys = [i + (j - (n - 1) / 2) * height for i in range(len(cmp.rows))]
+        vs = [cmp.values[r][c.label] for r in cmp.rows]
+        ax.barh([y for y, v in zip(ys, vs) if v is not None], [v for v in vs if v is not None], height, label=c.label)
+    ax.set_yticks(range(len(cmp.rows)), cmp.rows, fontsize=8)
+    ax.invert_yaxis()  # the first row on top, as in the table
+    values = [v for r in cmp.rows for v in cmp.values[r].values()]
+    log = log_if_wide(ax, "x", values)
+    ax.set_xlabel(f"{cmp.value} ({unit}, {'higher' if higher else 'lower'} is better{', log scale' if log else ''})")
+    ax.set_title(f"{cmp.value} per artifact and machine (no bar: not measured there)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside the axes: never covers a bar
+    ax.grid(True, axis="x", alpha=0.3)
+    return fig

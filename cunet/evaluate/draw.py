@@ -22,12 +22,15 @@ TRUE_COLOUR = (60, 200, 60)
 _TILE = 256
 _SHIFT = 4  # OpenCV fixed-point drawing: coordinates in 1/16 pixel
 _BANNER = 30
+# OpenCV draws with int32 fixed-point coordinates: a point beyond this (pixels, either side) raised cv2.error. No
+# dot that far out could be seen on an image anyway, so such points are not drawn (like NaN ones).
+_DRAWABLE = float(1 << (30 - _SHIFT))
 
 
 def _fixed(points: np.ndarray) -> list[tuple[int, int] | None]:
     one = 1 << _SHIFT
     return [
-        (int(round(x * one)), int(round(y * one))) if math.isfinite(x) and math.isfinite(y) else None
+        (int(round(x * one)), int(round(y * one))) if abs(x) < _DRAWABLE and abs(y) < _DRAWABLE else None
         for x, y in np.asarray(points, dtype=np.float64)
     ]
 
@@ -44,7 +47,7 @@ def draw_landmarks(
 
     Args:
         image: BGR uint8 [H, W, 3]; not modified.
-        points: [K, 2] 0-based pixel coordinates; NaN points are skipped.
+        points: [K, 2] 0-based pixel coordinates; NaN points and points over 2**26 px away are skipped.
         colour: BGR colour of the dots and lines.
         visible: [K] bool; False points are skipped (None: every finite point).
         skeleton: index pairs joined by a line when both ends are drawn.

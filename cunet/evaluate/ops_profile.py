@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from cunet.errors import CunetError
+from cunet.tempdirs import temp_dir
 
 __all__ = ["ops_profile", "OPENVINO_HINT"]
 
@@ -113,7 +113,7 @@ def _ort_ops(
     from cunet.runtime.ort_backend import LOWBIT_CPU_CONFIG
 
     meta = read_onnx_meta(path)
-    with tempfile.TemporaryDirectory(prefix="cunet-ops-") as tmp:
+    with temp_dir("ops") as tmp:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         opts.inter_op_num_threads = 1  # as the Predictor opens it (cunet.runtime.ort_backend)

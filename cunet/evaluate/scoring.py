@@ -62,8 +62,12 @@ PRIVATE = "300w-private"
 
 
 def batch_keys(missing, bad, ignored: int) -> dict:
-    """The batch-semantics keys of a metric JSON: "missing" [file], "bad" [{file, problem}], "ignored" (count)."""
-    return {"missing": list(missing), "bad": [{"file": f, "problem": p} for f, p in bad], "ignored": int(ignored)}
+    """The batch-semantics keys of a metric JSON: "missing" [file], "bad" [{file, problem}], "ignored" (count), and
+    "skipped" [{file, problem}]: the batch rule's list of every command (`cunet.batch`), the bad files then the
+    missing ones ("no prediction")."""
+    bad = [{"file": f, "problem": p} for f, p in bad]
+    skipped = bad + [{"file": f, "problem": "no prediction"} for f in missing]
+    return {"missing": list(missing), "bad": bad, "ignored": int(ignored), "skipped": skipped}
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,7 @@ class _Truth:
 def _face_gt(gt_root: Path, subset: str | None) -> _Truth:
     from cunet.data.dataset import load_samples
     from cunet.data.formats import FormatError, read_pts
+    from cunet.data.layout import key_problem
 
     layout = _face_layout(gt_root)
     if layout is not None:
@@ -150,6 +155,10 @@ def _face_gt(gt_root: Path, subset: str | None) -> _Truth:
         raise CunetError(f"{gt_root}: no .pts files and not a dataset root")
     truth = _Truth([], [], [], [], [], [], "all")  # every file of the folder, the name of a one-split dataset
     for f in files:
+        escape = key_problem(gt_root, f.relative_to(gt_root).as_posix())
+        if escape is not None:  # a symlink out of the ground-truth folder
+            truth.bad.append((str(f), escape))
+            continue
         try:
             p = read_pts(f)
         except FormatError as e:
@@ -213,6 +222,7 @@ def face_errors(gt_root: str | Path, pred_root: str | Path, norm: str = "inter-o
     if not pred_root.is_dir():
         raise CunetError(f"{pred_root}: prediction folder not found")
     from cunet.data.formats import FormatError, read_pts
+    from cunet.data.layout import key_problem
 
     truth = _face_gt(gt_root, subset)
     have = {f.relative_to(pred_root).as_posix() for f in pred_root.rglob("*.pts")}
@@ -222,6 +232,10 @@ def face_errors(gt_root: str | Path, pred_root: str | Path, norm: str = "inter-o
     for i, rel in enumerate(truth.rels):
         if rel not in have:
             missing.append(truth.files[i])
+            continue
+        escape = key_problem(pred_root, rel)
+        if escape is not None:  # a symlink out of the prediction folder
+            bad.append((str(pred_root / rel), escape))
             continue
         try:
             p = read_pts(pred_root / rel)

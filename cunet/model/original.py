@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cunet.errors import CunetError
+from cunet.limits import refuse_empty
 from cunet.model.config import CUNetConfig, supervised_unets
 
 __all__ = [
@@ -139,14 +140,15 @@ def read_original_file(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CunetError(f"{path}: no such checkpoint file")
-    if path.stat().st_size == 0:
-        raise CunetError(f"{path}: not a readable checkpoint (empty file)")
+    refuse_empty(path)
     try:
         with torch.serialization.safe_globals(_numpy_scalar_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = (str(e).strip().splitlines() or ["no detail"])[0][:160]
-        raise CunetError(f"{path}: refused to unpickle (weights_only): {first}") from e
+        from cunet.model.checkpoint import refused_object
+
+        raise CunetError(f"{path}: refused to unpickle {refused_object(e)}: an original checkpoint holds tensors, "
+                         "containers and numbers only (read with weights_only: nothing in the file ran)") from e
     except Exception as e:  # torch raises many types for truncated or foreign files
         first = (str(e).strip().splitlines() or ["no detail"])[0][:120]
         raise CunetError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from e

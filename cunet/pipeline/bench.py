@@ -67,6 +67,8 @@ class BenchOptions:
         label: the machine's name in bench.json's environment (`cunet compare` columns; None: the host name).
         video: a 300-VW-layout video folder (faces): every row also gets its "jitter" and "video_nme" there
             (`cunet.pipeline.video_eval`, unsmoothed), so artifacts are compared for stability too.
+        strict: stop at the first file of the data that cannot be used (checked before anything is built)
+            instead of leaving it out of every row (`cunet.batch`).
     """
 
     checkpoint: str | os.PathLike
@@ -82,6 +84,7 @@ class BenchOptions:
     progress: bool = True
     label: str | None = None
     video: str | os.PathLike | None = None
+    strict: bool = False
 
     def __post_init__(self) -> None:
         if self.threads < 1 or self.batch < 1 or self.calib_samples < 1:
@@ -117,6 +120,8 @@ class BenchResult:
         exit_code: 1 when a row lost more than `max_drop`, else 0.
         task: "face" or "pose".
         files: "json", "csv", "plot" → written paths.
+        skipped: [{"file", "problem"}] of the data files every row left out (`cunet.batch`), found before the build.
+        scored: the test samples every row is scored on.
     """
 
     rows: list[dict[str, Any]]
@@ -125,6 +130,8 @@ class BenchResult:
     exit_code: int
     task: str
     files: dict[str, str] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    scored: int = 0
 
 
 @dataclass
@@ -437,9 +444,16 @@ def run_bench(opts: BenchOptions) -> BenchResult:
         task = load_checkpoint(ckpt)["task"]
     if not Path(opts.data).exists():
         raise CunetError(f"{opts.data}: data folder not found")
+    from cunet.batch import Skips
+    from cunet.data.check import check_splits
     from cunet.data.layout import detect_layout
 
-    detect_layout(opts.data, task)  # the layouts every command reads (a flat folder, a COCO .json, ...), up front
+    # The layouts every command reads (a flat folder, a COCO .json, ...), and the batch rule, up front: the files
+    # every row would leave out are found once, before anything is built (strict: the first stops the bench).
+    layout = detect_layout(opts.data, task)
+    skips = Skips(opts.strict)
+    splits = ["test"] + (["train"] if layout.one_split or any(sp == "train" for sp, _ in layout.parts) else [])
+    scored = check_splits(opts.data, task, splits, skips)["test"]
     if opts.video is not None:
         from cunet.data.video import read_video_dataset
 
@@ -474,12 +488,13 @@ def run_bench(opts: BenchOptions) -> BenchResult:
                      "calib_method": CALIB_METHOD, "quick": opts.quick,
                      "work": str(work), "video": None if opts.video is None else str(opts.video)},
         "environment": {**environment(), **({"label": opts.label} if opts.label else {})},
+        "skipped": skips.to_json(), "scored": scored,
         "rows": rows,
     })
     write_csv(Path(files["csv"]), rows)
     plot_rows(Path(files["plot"]), rows, metric, opts.batch, opts.threads)
     print_rows(rows, metric, ref, calib)
-    return BenchResult(rows, per_image, metric, exit_code, task, files)
+    return BenchResult(rows, per_image, metric, exit_code, task, files, skips.to_json(), scored)
 
 
 class _Progress:

@@ -15,7 +15,8 @@ from typing import Any
 from cunet.data.spec import Task
 from cunet.io import write_bytes, write_text
 
-__all__ = ["ROW_KEYS", "OK", "FAILED_VALIDATION", "FAILED", "SKIPPED", "write_csv", "plot_rows", "print_rows"]
+__all__ = ["ROW_KEYS", "OK", "FAILED_VALIDATION", "FAILED", "SKIPPED", "write_csv", "plot_rows", "accuracy_latency_figure",
+           "print_rows"]
 
 #: The keys of every row, in table/CSV order.
 ROW_KEYS = ("artifact", "format", "precision", "backend", "status", "reason", "path", "size_mb", "metric", "value",
@@ -34,27 +35,46 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def plot_rows(path: Path, rows: list[dict[str, Any]], metric: str, batch: int, threads: int | None) -> None:
     """accuracy_latency.png: every row with a value and a latency, x marking a failed validation."""
+    fig = accuracy_latency_figure(rows, metric, batch, threads)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    write_bytes(path, buf.getvalue())
+
+
+#: Marker colour per precision: the one distinction a reader looks for first.
+_COLOURS = {"fp32": "tab:blue", "fp16": "tab:green", "int8": "tab:red"}
+
+
+def accuracy_latency_figure(rows: list[dict[str, Any]], metric: str, batch: int, threads: int | None) -> Any:
+    """The figure of `plot_rows`: latency on a log axis when it spans a wide range, every label placed where it
+    overlaps no other label and no marker (`cunet.evaluate.plots.place_labels`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from cunet.evaluate.plots import latency_axis, place_labels
+
+    shown = [r for r in rows if r["value"] is not None and r["p50_ms"] is not None]
     fig, ax = plt.subplots(figsize=(7.2, 4.8))
-    for r in rows:
-        if r["value"] is None or r["p50_ms"] is None:
-            continue
-        marker = "o" if r["status"] == OK else "x"
-        ax.scatter([r["p50_ms"]], [r["value"]], marker=marker, s=50)
-        ax.annotate(r["artifact"], (r["p50_ms"], r["value"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    for r in shown:
+        ax.scatter([r["p50_ms"]], [r["value"]], marker="o" if r["status"] == OK else "x", s=36, zorder=3,
+                   color=_COLOURS.get(str(r.get("precision")), "tab:gray"))
+    precisions = sorted({str(r.get("precision")) for r in shown} & set(_COLOURS), key=list(_COLOURS).index)
+    if precisions:
+        ax.legend(handles=[plt.Line2D([], [], marker="o", linestyle="", color=_COLOURS[p], label=p.upper())
+                           for p in precisions], fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # never on a label
     better = "higher" if Task.of_metric(metric).higher_is_better else "lower"
-    ax.set_xlabel(f"p50 latency per call (ms, batch {batch}, {threads} threads)")
+    latency_axis(ax, [r["p50_ms"] for r in shown], f"p50 latency per call (ms, batch {batch}, {threads} threads)")
     ax.set_ylabel(f"{'NME' if metric == 'nme' else 'PCKh@0.5'} (%, {better} is better)")
     ax.set_title("accuracy vs latency of every artifact (x: failed validation)")
     ax.grid(True, alpha=0.3)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    write_bytes(path, buf.getvalue())
+    ax.margins(x=0.12, y=0.25)  # room for labels beside the outermost points
+    place_labels(ax, [(r["p50_ms"], r["value"], r["artifact"]) for r in shown])
+    return fig
 
 
 def print_rows(rows: list[dict[str, Any]], metric: str, ref: str | None,

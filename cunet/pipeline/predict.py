@@ -38,6 +38,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from cunet.batch import Skips
 from cunet.data.decode import DEFAULT_METHOD
 from cunet.data.smooth import SmoothConfig
 from cunet.evaluate.draw import overlay_radius
@@ -184,12 +185,14 @@ def read_boxes(path: str | os.PathLike, task: str, margin: float | None = None) 
 
     from cunet.data.detector_boxes import read_detector_boxes
     from cunet.data.formats import read_mpii_json
+    from cunet.data.layout import key_text_problem
     from cunet.data.preprocess import FACE_BOX_MARGIN, box_from_center_scale, box_from_xyxy
+    from cunet.limits import read_limited_text
 
     path = Path(path)
     try:
-        is_list = isinstance(json.loads(path.read_text(encoding="utf-8-sig")), list)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        is_list = path.is_file() and isinstance(json.loads(read_limited_text(path)), list)
+    except (CunetError, json.JSONDecodeError):
         is_list = False  # read_detector_boxes reports the precise problem
     if is_list:
         if task != "pose":
@@ -197,7 +200,10 @@ def read_boxes(path: str | os.PathLike, task: str, margin: float | None = None) 
                              "{\"image\": [x1, y1, x2, y2]}")
         records = read_mpii_json(path)
         by_key: dict[str, list[Any]] = {}
-        for r in records:
+        for i, r in enumerate(records):
+            bad_key = key_text_problem(r.image)
+            if bad_key is not None:  # keys never leave the folder they are relative to
+                raise CunetError(f"{path}: record {i}: image {r.image!r} {bad_key}")
             by_key.setdefault(Path(r.image).as_posix(), []).append(
                 box_from_center_scale((float(r.center[0]), float(r.center[1])), r.scale))
         return _Boxes(by_key, records, path)
@@ -261,8 +267,9 @@ def predict_files(opts: PredictOptions, progress: Progress | None = None,
 
     Returns:
         {"model", "backend", "provider", "task", "out", "format", "images" (predicted), "skipped" (names of
-        images without a person in an MPII box file), "failed" ([{"file", "problem"}]: images left out because they
-        could not be read, had no box in the box file, or held several people for `--format pts`; videos that
+        images without a person in an MPII box file: not an error), "failed" ([{"file", "problem"}]: the batch
+        rule's list (`cunet.batch`): images left out because they could not be read, had no usable box in the box
+        file, a box (almost) wholly outside the image, or held several people for `--format pts`; videos that
         could not be opened; video frames that could not be decoded), "box_sources": {source: instances},
         "mpii_file" (or None), "predictions": [per-image JSON documents], "videos" ([per-video summaries, see
         `cunet.pipeline.video.predict_video`]), "frames" (video frames predicted), "smooth" (the filter's settings).
@@ -292,9 +299,9 @@ def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str
 
     from cunet.data.dataset import read_image
     from cunet.data.formats import PoseRecord, write_mpii_json, write_pts
+    from cunet.data.preprocess import box_from_xyxy, box_problem
     from cunet.data.spec import get_spec
     from cunet.evaluate.draw import PRED_COLOUR, draw_landmarks
-    from cunet.data.preprocess import box_from_xyxy
     from cunet.pipeline.video import predict_videos
     from cunet.runtime import open_predictor, whole_image_box
 
@@ -302,7 +309,7 @@ def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str
     mpii: list[tuple[int, Any]] = []  # (order key, PoseRecord)
     sources: dict[str, int] = {}
     skipped: list[str] = []
-    failed: list[dict[str, str]] = []
+    failed = Skips(opts.strict)
     with open_predictor(opts.model, backend=opts.backend, threads=opts.threads, decode_method=opts.decode) as p:
         meta = p.meta
         if opts.format is OutputFormat.MPII and meta.task != "pose":
@@ -328,7 +335,13 @@ def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str
                 if key is None:
                     raise CunetError(f"{image_file.path}: no box for this image in {boxes.source} (looked up as "
                                      f"{image_file.name!r})")
+                if boxes.detector is not None and boxes.detector.problem(key) is not None:
+                    raise CunetError(f"{image_file.path}: {boxes.detector.problem(key)}")
                 crop_boxes, source = boxes.by_key[key], f"box file {boxes.source.name}"
+                for b in crop_boxes:  # before cropping or drawing: a box outside the image is a skipped image
+                    bad_box = box_problem(b, image.shape[1], image.shape[0])
+                    if bad_box is not None:
+                        raise CunetError(f"{image_file.path}: {bad_box} (from {boxes.source.name})")
                 recs = ([r for r in boxes.records if Path(r.image).as_posix() == key] if boxes.records
                         else [None] * len(crop_boxes))
             points = p.predict([image] * len(crop_boxes), crop_boxes, flip=opts.flip)
@@ -376,9 +389,7 @@ def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str
             try:
                 doc = _one(image_file)
             except CunetError as e:
-                if opts.strict:
-                    raise
-                failed.append({"file": str(image_file.path), "problem": str(e).removeprefix(f"{image_file.path}: ")})
+                failed.add_error(image_file.path, e)
                 doc = None
             if doc is not None:
                 predictions.append(doc)
@@ -393,7 +404,7 @@ def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str
         write_mpii_json(mpii_file, [r for _, r in sorted(mpii, key=lambda t: t[0])])
         owned.record(mpii_file)
     return {"model": str(opts.model), **ran, "task": meta.task, "out": str(opts.out), "format": opts.format.value,
-            "images": len(predictions), "skipped": skipped, "failed": failed, "box_sources": sources,
+            "images": len(predictions), "skipped": skipped, "failed": failed.to_json(), "box_sources": sources,
             "mpii_file": None if mpii_file is None else str(mpii_file), "predictions": predictions,
             "videos": video_docs, "frames": sum(v["predicted"] for v in video_docs), "smooth": opts.smooth.to_dict()}
 

@@ -20,11 +20,11 @@ Outputs under the output folder, at the video's relative name without its suffix
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +35,7 @@ import numpy as np
 from cunet.data.preprocess import Box
 from cunet.errors import CunetError
 from cunet.pipeline.track import TrackConfig, TrackedFrame, Tracker, TrackSources
+from cunet.tempdirs import temp_dir
 
 __all__ = ["VideoInput", "collect_videos", "video_outputs", "read_video_boxes", "predict_video", "predict_videos",
            "frame_record"]
@@ -158,13 +159,13 @@ class _Overlay:
     def __init__(self, fps: float, size: tuple[int, int], skeleton: Any) -> None:
         import cv2
 
-        self._dir = tempfile.TemporaryDirectory(prefix="cunet-overlay-")
-        self.path = Path(self._dir.name) / f"overlay{OVERLAY_SUFFIX}"
+        self._dir = contextlib.ExitStack()  # closing it removes the folder
+        self.path = self._dir.enter_context(temp_dir("overlay")) / f"overlay{OVERLAY_SUFFIX}"
         self.size, self.skeleton = size, skeleton
         self._writer = cv2.VideoWriter(str(self.path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*OVERLAY_FOURCC),
                                        fps, size)
         if not self._writer.isOpened():
-            self._dir.cleanup()
+            self._dir.close()
             raise CunetError(f"this OpenCV cannot write {OVERLAY_FOURCC} video for --overlay")
 
     def add(self, image: np.ndarray | None, t: TrackedFrame) -> None:
@@ -191,11 +192,11 @@ class _Overlay:
         try:
             owned.write_bytes(target, self.path.read_bytes())
         finally:
-            self._dir.cleanup()
+            self._dir.close()
 
     def discard(self) -> None:
         self._writer.release()
-        self._dir.cleanup()
+        self._dir.close()
 
 
 def predict_video(tracker_model: Any, video: VideoInput, stem: Path, owned: Any, *, fmt: str, overlay: bool,
@@ -266,10 +267,11 @@ def predict_video(tracker_model: Any, video: VideoInput, stem: Path, owned: Any,
 
 
 def predict_videos(opts: Any, p: Any, videos: list[Any], stems: dict[str, str], owned: Any,
-                    detector: Any, failed: list[dict[str, str]], sources: dict[str, int],
+                    detector: Any, failed: Any, sources: dict[str, int],
                     frame_progress: Any) -> list[dict[str, Any]]:
     """Track every video with the open predictor `p` (`predict_files`'s video half: `opts` is its
-    `PredictOptions`); failures go to `failed` (or raise with `strict`), box sources are counted into `sources`.
+    `PredictOptions`); failures go to `failed` (a `cunet.batch.Skips`, which raises at the first with `strict`), box
+    sources are counted into `sources`.
 
     Returns:
         The per-video summaries of `predict_video`.
@@ -300,13 +302,9 @@ def predict_videos(opts: Any, p: Any, videos: list[Any], stems: dict[str, str], 
                                 progress=None if frame_progress is None else
                                 (lambda done, total, name=video.name: frame_progress(name, done, total)))
         except CunetError as e:
-            if opts.strict:
-                raise
-            failed.append({"file": str(video.path), "problem": str(e).removeprefix(f"{video.path}: ")})
+            failed.add_error(video.path, e)
             continue
-        if doc["problems"] and opts.strict:
-            raise CunetError(f"{video.path}: {doc['problems'][0]}")
-        failed += [{"file": str(video.path), "problem": problem} for problem in doc["problems"]]
+        failed.extend((str(video.path), problem) for problem in doc["problems"])
         for source, n in doc["box_sources"].items():
             sources[source] = sources.get(source, 0) + n
         docs.append(doc)

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from cunet.batch import Skips
 from cunet.data.preprocess import Box, box_from_points
 from cunet.data.smooth import SmoothConfig
 from cunet.errors import CunetError
@@ -85,7 +86,7 @@ def evaluate_videos(model_path: str | Path, data_root: str | Path, backend: str 
     truths = {s.name: _truth(s) for s in sequences}
     total = sum(len(t) for t in truths.values() if t is not None)
     per_video: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    skipped: list[dict[str, str]] = []
+    skips = Skips(strict)  # the batch rule of every command (`cunet.batch`)
     redetections: dict[str, int] = {}
     done = 0
     save = Path(save_predictions) if save_predictions is not None else None
@@ -112,20 +113,16 @@ def evaluate_videos(model_path: str | Path, data_root: str | Path, backend: str 
                             (*row.min(axis=0), *row.max(axis=0))
                         tracked = tracker.step(frame)
                         if tracked.problem is not None:
-                            if strict:
-                                raise CunetError(f"{seq.video}: {tracked.problem}")
-                            skipped.append({"file": str(seq.video), "problem": tracked.problem})
+                            skips.add(seq.video, tracked.problem)
                         elif frame.index < len(pred) and tracked.points is not None:
                             pred[frame.index] = tracked.points
                         done += 1
                         if progress is not None:
                             progress(min(done, total), total)
                     if reader.ended_early:
-                        skipped.append({"file": str(seq.video), "problem": reader.ended_early})
+                        skips.add(seq.video, reader.ended_early)
             except CunetError as e:
-                if strict:
-                    raise
-                skipped.append({"file": str(seq.video), "problem": str(e).removeprefix(f"{seq.video}: ")})
+                skips.add_error(seq.video, e)
                 continue
             redetections[seq.name] = tracker.redetections
             if save is not None:
@@ -134,10 +131,10 @@ def evaluate_videos(model_path: str | Path, data_root: str | Path, backend: str 
             per_video[seq.name] = score_sequence(pred, gt, norm)
         ran = {"model": str(model_path), "task": "face", "backend": p.backend, "provider": p.provider}
     if not any((~np.isnan(e)).any() for e, _ in per_video.values()):
-        first_problem = f" (first: {skipped[0]['file']}: {skipped[0]['problem']})" if skipped else ""
+        first_problem = f" (first: {skips.items[0].file}: {skips.items[0].problem})" if skips else ""
         raise CunetError(f"{data_root}: no frame could be predicted and scored{first_problem}")
     return {**summarize(per_video, norm), **ran, "smooth": smooth.to_dict(), "redetections": redetections,
-            "skipped": skipped}
+            "skipped": skips.to_json()}
 
 
 def _gt_box(points: np.ndarray, margin: float) -> Box | None:

@@ -23,6 +23,7 @@ from typing import Any
 import cunet
 from cunet.errors import CunetError
 from cunet.io import sha256_file, write_json
+from cunet.limits import read_limited_text
 from cunet.runtime.meta import META_KEY, PRECISIONS, ModelMeta, engine_manifest_path
 
 __all__ = [
@@ -198,8 +199,8 @@ def read_manifest(engine_path: str | os.PathLike) -> EngineManifest:
     if not path.is_file():
         raise CunetError(f"{engine_path}: no {path.name} beside the engine (build engines with `cunet compile`)")
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        d = json.loads(read_limited_text(path))
+    except json.JSONDecodeError as e:
         raise CunetError(f"{path}: not valid JSON ({e})") from e
     return EngineManifest.from_dict(d, str(path))
 

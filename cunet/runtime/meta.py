@@ -26,6 +26,7 @@ import numpy as np
 import cunet
 from cunet.data.preprocess import CROPS, FACE_BOX_MARGIN
 from cunet.errors import CunetError
+from cunet.limits import read_limited_text, refuse_empty
 
 __all__ = [
     "META_KEY",
@@ -324,6 +325,7 @@ def read_onnx_meta(path: str | os.PathLike) -> ModelMeta:
     path = Path(path)
     if not path.is_file():
         raise CunetError(f"{path}: no such ONNX file")
+    refuse_empty(path)
     try:
         proto = onnx.load_model(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError) as e:
@@ -347,9 +349,10 @@ def read_engine_meta(engine_path: str | os.PathLike) -> ModelMeta:
         manifest = Path(engine_path).with_name("manifest.json")
     if not manifest.is_file():
         raise CunetError(f"{engine_path}: no {manifest.name} beside the engine (it holds the model metadata)")
+    refuse_empty(engine_path)
     try:
-        d = json.loads(manifest.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        d = json.loads(read_limited_text(manifest))
+    except json.JSONDecodeError as e:
         raise CunetError(f"{manifest}: not valid JSON ({e})") from e
     if not isinstance(d, dict) or META_KEY not in d:
         raise CunetError(f"{manifest}: no '{META_KEY}' object")
@@ -370,6 +373,7 @@ def read_ir_meta(path: str | os.PathLike) -> ModelMeta:
     path = Path(path)
     if not path.is_file():
         raise CunetError(f"{path}: no such OpenVINO IR file")
+    refuse_empty(path)
     value = None
     stack: list[str] = []
     try:

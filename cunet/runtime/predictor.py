@@ -21,7 +21,9 @@ from cunet.data.decode import (DEFAULT_METHOD, DecodeMethod, decode, flip_back, 
                                original_to_image)
 from cunet.data.preprocess import Box, apply_affine, crop_affines, invert_affine, prepare_inputs
 from cunet.errors import CunetError, require_torch
+from cunet.filetype import ModelKind, import_original_advice, sniff
 from cunet.io import sha256_file
+from cunet.limits import refuse_empty
 from cunet.runtime.base import BACKENDS, Backend, cuda_device_available
 from cunet.runtime.meta import ModelMeta, read_engine_meta, read_ir_meta, read_onnx_meta
 
@@ -273,6 +275,9 @@ def open_predictor(
         raise CunetError(f"threads must be at least 1, got {threads}")
     if not path.is_file():
         raise CunetError(f"{path}: no such model file")
+    refuse_empty(path)
+    if sniff(path) is ModelKind.ORIGINAL:  # before the suffix: `.pth.tar` is no suffix a runtime knows
+        raise CunetError(import_original_advice(path))
     suffix = path.suffix.lower()
     if suffix in TORCH_SUFFIXES:
         return _open_torch(path, backend, threads, device, decode_method)

@@ -131,6 +131,8 @@ class TrainOptions:
         progress: draw a progress bar and print one line per epoch on stderr.
         amp: mixed precision on CUDA ("auto": bf16 where supported, else fp16); always off on CPU.
         threads: `torch.set_num_threads` for this run (None: leave the process's setting alone).
+        strict: stop at the first file of the data that cannot be used, instead of leaving it out (`cunet.batch`;
+            the data is checked, every image decoded once, before the first epoch).
     """
 
     task: str
@@ -164,6 +166,7 @@ class TrainOptions:
     amp: str = "auto"
     val_data: str | os.PathLike | None = None
     threads: int | None = None
+    strict: bool = False
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -225,6 +228,8 @@ class TrainResult:
         metric_name: "nme" (lower is better) or "pckh@0.5" (higher is better).
         seconds: training wall time of the whole run, over all resumes.
         epoch: epochs completed.
+        skipped: [{"file", "problem"}] of the data files left out (`cunet.batch`): found before the first epoch.
+        train_samples: the training samples used (faces, or people for pose).
     """
 
     best: Path
@@ -234,6 +239,8 @@ class TrainResult:
     metric_name: str
     seconds: float
     epoch: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    train_samples: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from cunet.batch import Skips
 from cunet.data.spec import Task
 from cunet.errors import CunetError
 from cunet.train.rng import rng_state, set_rng_state
@@ -152,19 +153,25 @@ def _optimizer(opts: TrainOptions, params) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(params, lr=opts.lr, weight_decay=opts.weight_decay)
 
 
-def _load_split(opts: TrainOptions, split: str, log: Callable[[str], None]):
+def _load_split(opts: TrainOptions, split: str, skips: Skips, log: Callable[[str], None]):
+    """The usable samples of a split, checked before the first epoch: every image decoded once, so a truncated one
+    is a `skipped` line now (`cunet.batch`) instead of an error mid-epoch, and the start line counts what is used."""
     from cunet.data.dataset import load_samples
     from cunet.data.layout import detect_layout
 
     root = opts.data if split == "train" or opts.val_data is None else opts.val_data
     if split != "train" and opts.val_data is None and detect_layout(root, opts.task).one_split:
-        raise CunetError(f"{root}: a one-split dataset (a flat folder or a COCO .json) has no validation split; "
-                         "give one with --val-data DIR")
-    loaded = load_samples(root, opts.task, split)
-    if loaded.problems:
-        first = loaded.problems[0]
-        log(f"{split}: skipping {len(loaded.problems)} bad file(s) (see `cunet data check`), "
-            f"first: {first.file}: {first.problem}")
+        raise CunetError(f"{root}: a one-split dataset (a flat folder, a COCO or an MPII .json) has no validation "
+                         "split; give one with --val-data DIR")
+    loaded = load_samples(root, opts.task, split, check_images=True, allow_empty=True)
+    before = len(skips)
+    seen = {(s.file, s.problem) for s in skips}  # validating on the training folder: its bad files once
+    skips.extend(p for p in loaded.problems if (p.file, p.problem) not in seen)
+    for s in skips.items[before:]:
+        log(s.line())
+    if not loaded.samples:
+        first = f" (first: {skips.items[before].file}: {skips.items[before].problem})" if len(skips) > before else ""
+        raise CunetError(f"{root}: no usable {opts.task} samples in split {split!r}{first}")
     return loaded.samples
 
 
@@ -288,10 +295,11 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, sources: dict,
 
     metric_name = Task(run.task).metric
 
-    # ---- data
+    # ---- data (checked whole before epoch 1: the batch rule of `cunet.batch`)
     spec = get_spec(run.task)
-    train_samples = _load_split(run, "train", log)
-    val_samples = _load_split(run, "test", log) if d.main else []
+    skips = Skips(run.strict)
+    train_samples = _load_split(run, "train", skips, log)
+    val_samples = _load_split(run, "test", skips, log) if d.main else []
     if run.task == "pose" and any(s.headbox is None for s in val_samples):
         bad = next(s for s in val_samples if s.headbox is None)
         raise CunetError(f"{run.data}: validation record {bad.key} has no headbox; PCKh@0.5 needs head boxes")
@@ -471,4 +479,4 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, sources: dict,
 
         dist.barrier()  # the other ranks return only once rank 0's checkpoints are on disk
     return TrainResult(best_path, last_path, history, float("nan") if best is None else float(best), metric_name,
-                       elapsed, epoch)
+                       elapsed, epoch, skips.to_json(), len(train_samples))

@@ -53,6 +53,10 @@ def test_int8_recipes_stay_within_the_budget(trained, recipe):
     got = evaluate(int8, data, backend="ort-cpu", threads=1)["nme"]
     assert ref < 30, f"the model did not train (NME {ref:.1f} %), so the comparison would mean nothing"
     assert got - ref <= BUDGET, f"{recipe} INT8 NME {got:.2f} % vs FP32 {ref:.2f} %"
+    if recipe == "tensorrt":  # issue 26: within the budget with one scale per Concat (no concat-scale warning)
+        from cunet.compile.trt_rules import check_trt
+
+        assert check_trt(int8, strict=True) == []
 
 
 OPENVINO_BUDGET = 0.02  # relative NME loss of the openvino recipe (issue 15's budget: 2 % of FP32's NME)

@@ -114,3 +114,18 @@ def test_activation_scales_are_per_tensor():
     scale.CopyFrom(numpy_helper.from_array(np.array([0.05, 0.05, 0.05], np.float32), "s"))
     assert "per-tensor-activation" in rules(model)
     assert "per-tensor-activation" not in rules(_graph())
+
+
+def test_strict_makes_the_concat_scales_warning_an_error(tmp_path, capsys):
+    from cunet.cli import main
+
+    model = _graph(concat_scales=0.5)
+    assert [(v.rule, v.severity) for v in check_trt_model(model, strict=True)] == [("concat-scales", "error")]
+    assert check_trt_model(_graph(concat_scales=0.05), strict=True) == []
+    path = tmp_path / "cat.onnx"
+    path.write_bytes(model.SerializeToString())
+    assert main(["check-trt", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["check-trt", str(path), "--strict"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("error: ") and "[concat-scales]" in err.strip().splitlines()[-1]

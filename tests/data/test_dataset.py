@@ -1,6 +1,7 @@
 """Folder loading: 300-W and generic layouts, MPII JSON layout, bad files become problems, real fixtures load."""
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -164,11 +165,12 @@ def test_real_mpii_fixture_as_a_pose_dataset(tmp_path):
     src = FIXTURES / "mpii"
     if not (src / "test_mpii.json").is_file():
         pytest.skip("shared fixtures not present")
+    # Copies, not symlinks: a symlink leading out of the dataset folder is refused (`resolve_key`).
     (tmp_path / "annot").mkdir()
-    (tmp_path / "annot" / "valid.json").symlink_to(src / "test_mpii.json")
+    shutil.copy(src / "test_mpii.json", tmp_path / "annot" / "valid.json")
     (tmp_path / "images").mkdir()
     for img in src.glob("*.jpg"):
-        (tmp_path / "images" / img.name).symlink_to(img)
+        shutil.copy(img, tmp_path / "images" / img.name)
     result = load_samples(tmp_path, "pose", "valid", check_images=True)
     assert not result.problems and len(result.samples) == 5
     s = result.samples[0]
@@ -196,7 +198,7 @@ def test_real_300w_fixture_as_a_private_test_folder(tmp_path):
     folder.mkdir(parents=True)
     recs = read_coco_keypoints(src / "test_300w.json", num_keypoints=68)
     for r in recs:
-        (folder / r.image).symlink_to(src / r.image)
+        shutil.copy(src / r.image, folder / r.image)
         write_pts((folder / r.image).with_suffix(".pts"), r.points)
     result = load_samples(tmp_path, "face", "test", "300w-private", check_images=True)
     assert not result.problems

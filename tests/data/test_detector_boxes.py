@@ -73,9 +73,29 @@ def test_refusals(tmp_path):
     broken.write_bytes(b"MATLAB 5.0 MAT-file, truncated")
     with pytest.raises(CunetError, match="not a readable MATLAB file"):
         read_detector_boxes(broken)
-    flipped = write_ibug_mat(tmp_path / "bounding_boxes_flipped.mat", [("a.jpg", [50, 10, 20, 40])])
-    with pytest.raises(CunetError, match="bb_detector of 'a.jpg' must be"):
-        read_detector_boxes(flipped)
+    (tmp_path / "bounding_boxes_empty.mat").write_bytes(b"")
+    with pytest.raises(CunetError, match=r"bounding_boxes_empty\.mat: empty file"):
+        read_detector_boxes(tmp_path / "bounding_boxes_empty.mat")
+
+
+def test_a_bad_entry_is_kept_as_the_reason_its_image_is_skipped(tmp_path):
+    """One flipped or escaping entry does not refuse the file: only the image that would use it gets its reason."""
+    flipped = write_ibug_mat(tmp_path / "bounding_boxes_flipped.mat", [("a.jpg", [50, 10, 20, 40]),
+                                                                      ("../b.jpg", [1, 1, 9, 9]),
+                                                                      ("c.jpg", [1, 1, 9, 9])])
+    found = read_detector_boxes(flipped)
+    assert sorted(found.boxes) == ["flipped/c.jpg"]
+    key = found.find_key("test/a.jpg")
+    assert found.find("test/a.jpg") is None and "bb_detector of 'a.jpg' must be" in found.problem(key)
+    assert found.problem(found.find_key("b.jpg")).endswith("imgName '../b.jpg' has a '..' part; keys may not leave "
+                                                          "the dataset folder")
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"/abs/d.png": [1, 2, 30, 40], "e.png": [1, 2, float("nan"), 4], "f.png": [0, 0, 5, 5]}))
+    found = read_detector_boxes(boxes)
+    assert list(found.boxes) == ["f.png"]
+    assert found.problem(found.find_key("test/d.png")) == f"{boxes}: key '/abs/d.png' is an absolute path; keys are " \
+                                                         "relative to the dataset folder"
+    assert found.problem(found.find_key("e.png")).startswith(f"{boxes}: box of 'e.png' must be [x1, y1, x2, y2]")
 
 
 def test_minmax_stretch_by_hand():

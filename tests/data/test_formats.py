@@ -64,7 +64,7 @@ def test_pts_whitespace_variants(tmp_path, text):
         ("version: 1\n{\n1 2\n}\n", "no 'n_points:'"),
         ("version: 1\nn_points: two\n{\n1 2\n}\n", "not an integer"),
         ("version: 1\nn_points: 1\n{\n1 2\n}\n3 4\n", "text after the closing"),
-        ("", "no '{'"),
+        ("", "empty file"),
     ],
 )
 def test_malformed_pts_is_one_line_error_naming_the_file(tmp_path, text, message):

@@ -97,6 +97,8 @@ def test_data_doctor_summary_compile(cunet, artifacts, tmp_path) -> None:
     summary = cunet("summary", artifacts.onnx, "--json")  # what the metadata records; MACs need torch
     assert summary.code == 0, summary.stderr
     assert summary.json()["task"] == "face" and summary.json()["config"]["layers"] >= 1
+    table = cunet("summary", artifacts.onnx)  # the hint where MACs would be names the extra that brings torch
+    assert table.code == 0 and f"counted with PyTorch: {TRAIN_HINT}" in table.stderr, table.stderr
     doctor = cunet("doctor", "--json")
     assert doctor.code in (0, 1), doctor.stderr
     assert doctor.json()["torch"]["installed"] is False

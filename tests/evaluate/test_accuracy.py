@@ -19,7 +19,7 @@ from cunet.evaluate.scoring import score_face, score_pose  # noqa: E402
 
 RUN_KEYS = {"model", "task", "backend", "provider", "flip", "boxes", "skipped"}
 #: What `cunet metrics` adds about files it could not match (all empty when the predictions are complete).
-CLEAN = {"missing": [], "bad": [], "ignored": 0}
+CLEAN = {"missing": [], "bad": [], "ignored": 0, "skipped": []}
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from cunet.evaluate import metrics as M
 from cunet.evaluate.scoring import score_face, score_pose, summarize_face, summarize_pose
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
-BATCH_KEYS = {"missing", "bad", "ignored"}
+BATCH_KEYS = {"missing", "bad", "ignored", "skipped"}
 FACE_KEYS = {"nme", "auc@0.08", "auc@0.10", "fr@0.08", "fr@0.10", "n", "norm", "subset"} | BATCH_KEYS
 POSE_KEYS = {"pckh@0.5", "pckh@0.1", "per_joint", "per_group", "pckh_auc", "n", "joints"} | BATCH_KEYS
 
@@ -233,9 +233,10 @@ def test_cli_lists_missing_files_and_exits_1(tmp_path):
     assert proc.returncode == 1
     out = json.loads(proc.stdout)
     assert out["n"] == 1 and out["missing"] == [str(tmp_path / "gt" / "b" / "c" / "y.pts")]
+    assert out["skipped"] == [{"file": str(tmp_path / "gt" / "b" / "c" / "y.pts"), "problem": "no prediction"}]
     lines = proc.stderr.splitlines()
-    assert lines[0] == f"{tmp_path / 'gt' / 'b' / 'c' / 'y.pts'}: no prediction"
-    assert lines[-1] == "scored 1; 1 without a prediction, 0 bad"
+    assert lines[0] == f"skipped {tmp_path / 'gt' / 'b' / 'c' / 'y.pts'}: no prediction"
+    assert lines[-1] == "error: skipped 1 file(s) that cannot be used; 1 image(s) scored (--strict stops at the first)"
     (tmp_path / "pred" / "a" / "x.pts").unlink()
     proc = subprocess.run([sys.executable, "-m", "cunet", "metrics", "--task", "face", "--gt", str(tmp_path / "gt"),
                            "--pred", str(tmp_path / "pred"), "--json"], capture_output=True, text=True)

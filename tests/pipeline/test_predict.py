@@ -155,7 +155,7 @@ def test_bad_input_is_one_line_error(face, tmp_path, capsys, case):
               "not an image": f"{boxes}: not an image file",
               "missing": f"{tmp_path / 'nope.png'}: no such file or folder",
               "mpii for faces": f"{model}: --format mpii writes human pose; this is a face model",
-              "bad box file": f"{tmp_path / 'bad.json'}: box of 'x.png' must be [x1, y1, x2, y2]"}[case]
+              "bad box file": f"{image}: {tmp_path / 'bad.json'}: box of '{image.name}' must be [x1, y1, x2, y2]"}[case]
     if case == "no box":
         (tmp_path / "other.json").write_text(json.dumps({"elsewhere.png": [0, 0, 10, 10]}))
         args += ["--boxes", tmp_path / "other.json", "--strict"]  # without --strict: skipped (tests/reliability)
@@ -166,8 +166,8 @@ def test_bad_input_is_one_line_error(face, tmp_path, capsys, case):
     elif case == "mpii for faces":
         args += ["--format", "mpii"]
     else:
-        (tmp_path / "bad.json").write_text(json.dumps({"x.png": [5, 5, 1, 1]}))
-        args += ["--boxes", tmp_path / "bad.json"]
+        (tmp_path / "bad.json").write_text(json.dumps({image.name: [5, 5, 1, 1]}))  # an entry, not the file, is bad
+        args += ["--boxes", tmp_path / "bad.json", "--strict"]
     code, out, err = _run(capsys, *args)
     assert code == 1 and out == ""
     lines = err.strip().splitlines()

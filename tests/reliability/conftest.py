@@ -76,3 +76,20 @@ def face_onnx(tmp_path_factory, face_ckpt) -> Path:
     out = tmp_path_factory.mktemp("rel") / "face.onnx"
     export_onnx(face_ckpt, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def quick_onnx(tmp_path_factory, face_ckpt, pose_ckpt):
+    """`quick_onnx(task)`: the tiny checkpoint of the task through the real exporter without the optional graph
+    simplification and ORT-vs-PyTorch check (those are the export tests' business), once per session."""
+    made: dict[str, Path] = {}
+
+    def make(task: str) -> Path:
+        if task not in made:
+            from cunet.compile.export import export_onnx
+
+            made[task] = tmp_path_factory.mktemp("quick") / f"{task}.onnx"
+            export_onnx(face_ckpt if task == "face" else pose_ckpt, made[task], simplify=False, verify=False)
+        return made[task]
+
+    return make

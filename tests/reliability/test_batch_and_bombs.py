@@ -98,7 +98,8 @@ def test_predict_skips_a_bomb_and_a_truncated_jpeg_and_finishes(tmp_path, face_d
     assert {p.name for p in out.glob("*.json")} == {f"{g.stem}.json" for g in good}
     skips = [line for line in captured.err.splitlines() if line.startswith("skipped ")]
     assert len(skips) == 2 and "Traceback" not in captured.err
-    assert captured.err.strip().splitlines()[-1].startswith("error: 2 image(s) failed")
+    assert captured.err.strip().splitlines()[-1].startswith("error: skipped 2 file(s) that cannot be used; 2 image(s) "
+                                                            "predicted")
     # --strict: the first bad image (sorted: bomb.png) stops the run in one line.
     code = main(["predict", str(face_ckpt), str(images), "--out", str(tmp_path / "strict"), "--strict"])
     _one_line(capsys.readouterr().err, "bomb.png", "over the limit")

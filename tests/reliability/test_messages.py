@@ -47,15 +47,37 @@ def test_check_trt_on_an_fp32_model_is_not_int8_ready(face_onnx, capsys):
     assert "0 error(s)" not in err
 
 
+def _mismatch_concat_scales(path, n: int) -> None:
+    """Give the first input of `n` Concats a scale of its own (what ONNX Runtime's placement did everywhere)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    producer = {o: node for node in model.graph.node for o in node.output}
+    for k, cat in enumerate([node for node in model.graph.node if node.op_type == "Concat"][:n]):
+        dq = producer[cat.input[0]]
+        while dq.op_type != "DequantizeLinear":  # through a MaxPool / Resize
+            dq = producer[dq.input[0]]
+        q = producer[dq.input[0]]
+        model.graph.initializer.append(numpy_helper.from_array(np.array(0.5 + k, np.float32), f"odd{k}"))
+        dq.input[1] = q.input[1] = f"odd{k}"
+    onnx.save(model, str(path))
+
+
 def test_check_trt_gives_each_warning_kind_its_cost_once(face_onnx, face_data, tmp_path, capsys):
     out_model = tmp_path / "trt.int8.onnx"
     code, _, err = _run(capsys, "quantize", face_onnx, "--recipe", "tensorrt", "--data", face_data, "--samples", "4",
                         "--cache-dir", tmp_path / "cache", "-o", out_model)
     assert code == 0, err
+    code, out, _ = _run(capsys, "check-trt", out_model, "--json")
+    assert code == 0 and json.loads(out)["violations"] == []  # cunet's own recipe: one scale per Concat (issue 26)
+    _mismatch_concat_scales(out_model, 2)
     code, out, err = _run(capsys, "check-trt", out_model, "--json")
     doc = json.loads(out)
     assert code == 0 and doc["ok"] and doc["qdq_nodes"] > 0
     kinds = {v["rule"] for v in doc["violations"] if v["severity"] == "warning"}
+    assert kinds == {"concat-scales"} and len(doc["violations"]) == 2
     assert set(doc["warning_costs"]) == kinds and all(doc["warning_costs"].values())
     code, _, err = _run(capsys, "check-trt", out_model)
     for kind in kinds:

@@ -42,8 +42,9 @@ def test_metrics_one_19_point_prediction_is_listed_and_the_rest_scored(tmp_path,
     assert out["bad"] == [{"file": str(pred / "f2.pts"), "problem": f"19 points but the ground truth {gt / 'f2.pts'} "
                                                                      "has 68"}]
     lines = proc.stderr.splitlines()
-    assert lines[0] == f"{pred / 'f2.pts'}: 19 points but the ground truth {gt / 'f2.pts'} has 68"
-    assert lines[-1] == "scored 3; 0 without a prediction, 1 bad" and "Traceback" not in proc.stderr
+    assert lines[0] == f"skipped {pred / 'f2.pts'}: 19 points but the ground truth {gt / 'f2.pts'} has 68"
+    assert lines[-1] == ("error: skipped 1 file(s) that cannot be used; 3 image(s) scored (--strict stops at the "
+                         "first)") and "Traceback" not in proc.stderr
 
 
 def test_metrics_a_19_point_ground_truth_file_in_a_dataset_is_bad_not_fatal(tmp_path, tally):
