@@ -299,7 +299,7 @@ def test_runtimes_crop_an_imported_model_as_the_original(imported, tmp_path):
     sub = evaluate(imported[2], data, backend="ort-cpu", boxes=mat, save_predictions=tmp_path / "dark")
     whole = evaluate(imported[2], data, backend="ort-cpu", boxes=mat, save_predictions=tmp_path / "orig",
                      decode="original")
-    assert (sub["decode"], whole["decode"]) == ("dark", "original") and whole["n"] == 2
+    assert sub["n"] == whole["n"] == 2
     from cunet.data.formats import read_pts
 
     got = read_pts(tmp_path / "orig" / Path(key).with_suffix(".pts"))

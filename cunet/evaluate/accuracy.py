@@ -175,7 +175,7 @@ def evaluate(
 
     Returns:
         The `cunet metrics` JSON of the task (of the readable images), plus "model", "task", "backend", "provider"
-        (what really ran), "flip", "decode", "boxes" (the box file or folder, None for landmark boxes) and "skipped"
+        (what really ran), "flip", "boxes" (the box file or folder, None for landmark boxes) and "skipped"
         ([{"file", "problem"}] of the files left out: bad annotations, unreadable images, missing or bad boxes); with `per_image`, the tuple (that dict, the per-image
         errors of the readable images).
 
@@ -211,8 +211,8 @@ def evaluate(
         samples = _crop_boxes(samples, meta, None if boxes is None else Path(boxes), task, skips)
         pred = _predict_all(predictor, samples, flip, batch, progress, skips)
         ran = {"model": str(model_path), "task": task, "backend": predictor.backend,
-               "provider": predictor.provider, "flip": flip, "decode": predictor.decode_method,
-               "boxes": None if boxes is None else str(boxes), "skipped": skips.to_json()}
+               "provider": predictor.provider, "flip": flip, "boxes": None if boxes is None else str(boxes),
+               "skipped": skips.to_json()}
     keep = ~np.isnan(pred).any(axis=(1, 2))
     if not keep.any():
         first = skips.items[0]
