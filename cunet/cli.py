@@ -5,6 +5,10 @@ prints the result. Commands are discovered from that package, so adding a comman
 modules import only click at the top (the library is imported inside the command), which keeps `cunet --help`
 fast and working without torch, ONNX Runtime or TensorRT.
 
+Every discovered command is wrapped by `cunet.commands._common.guard`, so it runs under its write policy (the one
+ownership rule of `cunet.io`, derived from its declared output options) and an OS error while writing or a missing
+optional package is one line: that holds for a command added tomorrow without anyone remembering it.
+
 A `CunetError` becomes one line on stderr and exit code 1; so does a usage mistake (a missing argument or option, an
 unknown variant), which keeps click's usage hint: every failure a user can cause exits 1, as the README says.
 Anything else is a bug and keeps its traceback.
@@ -21,6 +25,7 @@ import click
 
 import cunet
 from cunet import commands
+from cunet.commands._common import guard
 from cunet.errors import CunetError
 from cunet.tempdirs import sweep_once
 
@@ -36,7 +41,7 @@ def _discover() -> dict[str, click.Command]:
         for attr in getattr(module, "__all__", []):
             cmd = getattr(module, attr)
             if isinstance(cmd, click.Command):
-                found[cmd.name] = cmd
+                found[cmd.name] = guard(cmd)
     return found
 
 

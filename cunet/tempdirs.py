@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from cunet.io import write_json
+from cunet.io import scratch_folder, write_json
 
 __all__ = ["PREFIX", "MARKER", "temp_dir", "sweep", "sweep_once", "owner_record", "owner_alive"]
 
@@ -141,7 +141,8 @@ def temp_dir(kind: str) -> Iterator[Path]:
     sweep_once()
     folder = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{kind}-"))
     try:
-        write_json(folder / MARKER, owner_record())
-        yield folder
+        with scratch_folder(folder):  # the running command's write policy lets cunet write into its own folder
+            write_json(folder / MARKER, owner_record())
+            yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)

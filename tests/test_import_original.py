@@ -70,6 +70,8 @@ def imported(tmp_path_factory):
 
 
 def test_cli_writes_one_json_object_and_refuses_to_overwrite(tmp_path):
+    from cunet.io import Output, WritePolicy, write_bytes, writing
+
     src = _original_file(tmp_path / "orig.pth.tar")
     done = _cli("import-original", str(src), "-o", "out.pt", "--input-size", "64", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -77,11 +79,18 @@ def test_cli_writes_one_json_object_and_refuses_to_overwrite(tmp_path):
     assert result["layout"] == "prev_version" and result["task"] == "face" and result["heads"] == [0, 1]
     assert (result["config"]["layers"], result["config"]["order"], result["config"]["channels"]) == (2, 1, 8)
     assert result["parameters"] == 22088 and result["preprocess"]["stretch"] == "minmax"
-    before = (tmp_path / "out.pt").read_bytes()
-    again = _cli("import-original", str(src), "-o", "out.pt", cwd=tmp_path)
-    assert again.returncode == 1 and again.stderr.strip().count("\n") == 0
-    assert again.stderr.startswith("error: out.pt: already exists")
-    assert (tmp_path / "out.pt").read_bytes() == before
+    again = _cli("import-original", str(src), "-o", "out.pt", "--input-size", "64", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr  # its own earlier output (.cunet-outputs proves it): replaced
+    # A trained run's checkpoint, recorded as written by `cunet train --out`, is not import-original's to replace.
+    run = tmp_path / "run"
+    with writing(WritePolicy([Output(run, "cunet train", "--out", folder=True)])):
+        write_bytes(run / "best.pt", (tmp_path / "out.pt").read_bytes())
+    before = (run / "best.pt").read_bytes()
+    refused = _cli("import-original", str(src), "-o", "run/best.pt", cwd=tmp_path)
+    assert refused.returncode == 1 and refused.stderr.strip().count("\n") == 0
+    assert refused.stderr.startswith("error: run/best.pt: exists and it was written by `cunet train --out`")
+    assert "--force" in refused.stderr
+    assert (run / "best.pt").read_bytes() == before
     bad = tmp_path / "bad.pth.tar"
     torch.save({"state_dict": {"features.conv0.weight": torch.zeros(8, 3, 7, 7)}}, bad)
     refused = _cli("import-original", str(bad), "-o", "bad.pt", cwd=tmp_path)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cunet.io import write_json
+from cunet.io import make_dirs, write_json
 
 __all__ = ["CacheKey", "default_cache_dir", "entry_path", "read_entry", "write_entry", "entry_lock"]
 
@@ -56,7 +56,7 @@ def entry_lock(path: Path):
     """An inter-process lock guarding one cache entry (a `filelock.FileLock` on `<entry>.lock`)."""
     from filelock import FileLock
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     return FileLock(str(path) + ".lock")
 
 
@@ -72,5 +72,7 @@ def read_entry(path: Path, key: CacheKey) -> dict[str, Any] | None:
 
 
 def write_entry(path: Path, key: CacheKey, ranges: dict[str, Any]) -> None:
-    """Atomically write `ranges` for `key` to `path`."""
-    write_json(path, {"format": CACHE_FORMAT, "format_version": CACHE_FORMAT_VERSION, "key": asdict(key), "ranges": ranges})
+    """Atomically write `ranges` for `key` to `path`: a cache entry (`cache_entry`), so a stale or damaged file at its
+    name is replaced, under the write rule of `cunet.io` otherwise."""
+    doc = {"format": CACHE_FORMAT, "format_version": CACHE_FORMAT_VERSION, "key": asdict(key), "ranges": ranges}
+    write_json(path, doc, cache_entry=True)

@@ -126,6 +126,8 @@ def _check_inputs(inputs: CalibrationInputs, where: str) -> None:
 def _run_calibrator(model_path: Path, inputs: CalibrationInputs, method: Method) -> dict[str, tuple[float, float]]:
     from onnxruntime.quantization.calibrate import create_calibrator
 
+    from cunet.runtime.ort_backend import metadata_input_rejected
+
     # Entropy/percentile keep every activation in histograms; one image per run bounds their memory.
     batch = 8 if method is Method.MINMAX else 1
     # ONNX Runtime's histogram calibrators print progress on stdout, which belongs to `--json` output. NaN
@@ -142,7 +144,8 @@ def _run_calibrator(model_path: Path, inputs: CalibrationInputs, method: Method)
             augmented_model_path=os.path.join(tmp, "augmented.onnx"),
             calibrate_method=method.to_ort(),
         )
-        calibrator.collect_data(inputs.reader(batch))
+        with metadata_input_rejected(model_path):
+            calibrator.collect_data(inputs.reader(batch))
         data = calibrator.compute_data()
     tensors: dict[str, tuple[float, float]] = {}
     for name, td in data.items():

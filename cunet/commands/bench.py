@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cunet.commands._common import console, emit_json, json_option
+from cunet.commands._common import console, emit_json, json_option, output_option
 
 __all__ = ["bench"]
 
@@ -14,10 +14,10 @@ __all__ = ["bench"]
 @click.option("--data", required=True, type=click.Path(),
               help="Dataset (any layout `cunet data check` reads; a flat folder or COCO .json serves both): INT8 "
                    "calibration uses its training split, accuracy its test split.")
-@click.option("--report", default="bench-report", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for bench.json, bench.csv and accuracy_latency.png.")
-@click.option("--work", type=click.Path(file_okay=False),
-              help="Where artifacts are built (default REPORT/artifacts); up-to-date ones are reused.")
+@output_option("--report", folder=True, default="bench-report", show_default=True,
+               help="Folder for bench.json, bench.csv and accuracy_latency.png.")
+@output_option("--work", folder=True,
+               help="Where artifacts are built (default REPORT/artifacts); up-to-date ones are reused.")
 @click.option("--max-drop", type=float, metavar="POINTS",
               help="Exit 1 when a row loses more than this against FP32 (NME points up / PCKh points down).")
 @click.option("--threads", default=2, show_default=True, type=int, help="CPU inference threads.")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cunet.commands._common import console, emit_json, json_option
+from cunet.commands._common import console, emit_json, force_option, json_option, output_option
 
 __all__ = ["compare"]
 
@@ -19,11 +19,11 @@ __all__ = ["compare"]
               show_default=True, help="What each cell shows.")
 @click.option("--baseline", metavar="ROW",
               help="The row ratios are relative to, in every column (default: onnx-fp32, else the first row).")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the table as CSV.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write a PNG: one bar group per row, one bar per machine.")
+@output_option("--csv", "csv_path", path_type=Path, help="Also write the table as CSV.")
+@output_option("--plot", path_type=Path, help="Also write a PNG: one bar group per row, one bar per machine.")
+@force_option
 @json_option
-def compare(reports, labels, value, baseline, csv_path, plot, as_json):
+def compare(reports, labels, value, baseline, csv_path, plot, force, as_json):
     """Put REPORTS (bench.json of `cunet bench`, or `cunet profile --json` output) side by side.
 
     \b

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cunet.commands._common import emit_json, json_option, print_table
+from cunet.commands._common import emit_json, force_option, json_option, output_option, print_table
 
 __all__ = ["compile_engine"]
 
@@ -13,17 +13,19 @@ __all__ = ["compile_engine"]
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), required=True,
               help="fp32: the export; fp16: FP16 model or flag; int8: a Q/DQ model from `quantize --recipe tensorrt`.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .engine file to write.")
+@output_option("-o", "--output", required=True,
+               help="The .engine file to write (and NAME.engine.manifest.json beside it).")
 @click.option("--batch", default="1:8:32", show_default=True, metavar="MIN:OPT:MAX",
               help="Dynamic-batch optimisation profile (one number: a fixed batch).")
 @click.option("--workspace", "workspace_mb", type=int, metavar="MB", help="Limit TensorRT's workspace memory pool.")
-@click.option("--timing-cache", type=click.Path(dir_okay=False),
-              help="Timing cache file: read if present, updated after the build (faster rebuilds on this GPU).")
+@output_option("--timing-cache",
+               help="Timing cache file: read if present, updated after the build (faster rebuilds on this GPU).")
 @click.option("--device", default=0, show_default=True, type=int, help="CUDA device index.")
 @click.option("--dla", "dla_core", type=int, metavar="CORE",
               help="Jetson: run on this DLA core, layers it cannot run fall back to the GPU (fp16/int8 only).")
+@force_option
 @json_option
-def compile_engine(model, precision, output, batch, workspace_mb, timing_cache, device, dla_core, as_json):
+def compile_engine(model, precision, output, batch, workspace_mb, timing_cache, device, dla_core, force, as_json):
     """Build a TensorRT engine from MODEL (.onnx) on this machine's GPU.
 
     \b

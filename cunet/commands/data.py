@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cunet.commands._common import console, emit_json, json_option, print_table
+from cunet.commands._common import console, emit_json, json_option, output_option, print_table
 
 __all__ = ["data"]
 
@@ -92,7 +92,8 @@ def check(root: Path, task: str, no_images: bool, split: str | None, headboxes: 
 
 @data.command()
 @click.option("--task", type=_TASK, required=True, help="face (300-W layout) or pose (MPII JSON layout).")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Destination folder (must be empty).")
+@output_option("--out", folder=True, path_type=Path, required=True,
+               help="Destination folder (must be empty, unless --overwrite).")
 @click.option("--n", "n", type=click.IntRange(min=1), default=600, show_default=True, help="Images to draw.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
 @click.option(

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import click
 
-from cunet.commands._common import emit_json, json_option, print_table
+from cunet.commands._common import emit_json, json_option, output_option, print_table
 from cunet.errors import require_torch
 
 __all__ = ["demo"]
 
 
 @click.command()
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("cunet-demo"),
-              show_default=True, help="Demo folder: data/, run/, artifacts/ and report/ go below it.")
+@output_option("-o", "--out", folder=True, path_type=Path, default=Path("cunet-demo"), show_default=True,
+               help="Demo folder: data/, run/, artifacts/ and report/ go below it.")
 @click.option("--task", type=click.Choice(["face", "pose"]), default="face", show_default=True,
               help="face: synthetic 300-W-style faces (NME). pose: synthetic MPII-style people (PCKh).")
 @click.option("--quick", is_flag=True, help="Tiny data, 1 epoch, few timing runs: checks the plumbing in ~1 minute.")

@@ -200,8 +200,6 @@ def doctor(as_json):
     said = trt["detail"] != "ok" or not report["gpus"]
     rows.append(("TensorRT engines", "can build and run" if engines["can_build"] else
                  "no: needs TensorRT and a CUDA device, see the rows above" if said else f"no: {engines['reason']}"))
-    from rich.markup import escape
-
-    print_table("cunet doctor", ["", "value"], [(k, escape(v)) for k, v in rows])
+    print_table("cunet doctor", ["", "value"], rows)  # print_table's cells are plain text: no markup escaping
     if not engines["can_build"]:
         console().print("GPU paths (ort-cuda, ort-trt, tensorrt, `cunet compile`) are unavailable on this machine.")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cunet.commands._common import console, emit_json, json_option
+from cunet.commands._common import console, emit_json, json_option, output_option
 from cunet.commands._video import smooth_config, smooth_options
 
 __all__ = ["evaluate"]
@@ -35,10 +35,9 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "ope
 @click.option("--norm", type=click.Choice(["inter-ocular", "inter-pupil", "box"]), default="inter-ocular",
               show_default=True, help="Face NME normaliser.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU inference threads (default: the runtime's).")
-@click.option("--save-predictions", type=click.Path(file_okay=False, path_type=Path),
-              help="Write predictions in the dataset format (faces: .pts per image; pose: an MPII JSON).")
-@click.option("--plot-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write ced.png (faces) or pckh.png (pose) here.")
+@output_option("--save-predictions", folder=True, path_type=Path,
+               help="Write predictions in the dataset format (faces: .pts per image; pose: an MPII JSON).")
+@output_option("--plot-dir", folder=True, path_type=Path, help="Write ced.png (faces) or pckh.png (pose) here.")
 @click.option("--boxes", type=click.Path(path_type=Path),
               help="Faces: crop from detector boxes instead of the landmark box: a box JSON {image: [x1, y1, x2, y2]}, "
                    "an iBUG bounding_boxes_*.mat or the folder holding them (bb_detector is used), enlarged by the "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cunet.commands._common import emit_json, json_option, print_table
+from cunet.commands._common import emit_json, force_option, json_option, output_option, print_table
 from cunet.errors import require_torch
 
 __all__ = ["export"]
@@ -12,9 +12,7 @@ __all__ = ["export"]
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option(
-    "-o", "--output", "output", required=True, type=click.Path(dir_okay=False), help="The .onnx file to write."
-)
+@output_option("-o", "--output", "output", required=True, help="The .onnx file to write.")
 @click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset (17 or newer).")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxslim (keep the exporter's graph as is).")
 @click.option(
@@ -32,8 +30,9 @@ __all__ = ["export"]
               help="End the graph in the quarter-pixel decoder: output \"landmarks\" [N,K,3] (x, y in crop pixels, "
                    "score) instead of heatmaps, so a device needs no Python post-processing. Every cunet runtime "
                    "uses it; INT8 quantization needs the model exported without it.")
+@force_option
 @json_option
-def export(checkpoint, output, opset, no_simplify, no_verify, verify_data, decode, as_json):
+def export(checkpoint, output, opset, no_simplify, no_verify, verify_data, decode, force, as_json):
     """Export CHECKPOINT (.pt) to ONE .onnx file: input "image" [N,3,S,S], output "heatmaps" [N,K,S/4,S/4].
 
     \b

@@ -11,20 +11,19 @@ from pathlib import Path
 
 import click
 
-from cunet.commands._common import console, emit_json, json_option
+from cunet.commands._common import console, emit_json, force_option, json_option, output_option
 
 __all__ = ["import_original_cmd"]
 
 
 @click.command("import-original")
 @click.argument("src", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--out", "dst", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="The cunet checkpoint (.pt) to write.")
+@output_option("-o", "--out", "dst", path_type=Path, required=True, help="The cunet checkpoint (.pt) to write.")
 @click.option("--task", type=click.Choice(["face", "pose"]),
               help="Default: from the landmark count (68: 300-W faces, 16: MPII joints).")
 @click.option("--input-size", type=click.IntRange(min=64), default=256, show_default=True,
               help="Crop side the model runs at (a multiple of 64; the original trained at 256).")
-@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@force_option
 @json_option
 def import_original_cmd(src, dst, task, input_size, force, as_json):
     """Convert a checkpoint of the original CU-Net code into a cunet checkpoint.
@@ -44,9 +43,14 @@ def import_original_cmd(src, dst, task, input_size, force, as_json):
       cunet export face8.pt -o face8.onnx
       cunet evaluate face8.onnx --data 300W --boxes "300W/Bounding Boxes"
     """
+    from cunet.errors import require_torch
+
+    require_torch("cunet import-original")
     from cunet.model.original import import_original
 
-    result = import_original(src, dst, task=task, input_size=input_size, overwrite=force)
+    # overwrite=True: under the CLI the write policy decides (a file this option wrote may be replaced, anything
+    # else needs --force, the input never); the library's own check is for Python callers without one.
+    result = import_original(src, dst, task=task, input_size=input_size, overwrite=True)
     if as_json:
         emit_json(result)
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cunet.commands._common import emit_json, json_option, print_table
+from cunet.commands._common import emit_json, force_option, json_option, output_option, print_table
 
 __all__ = ["pack", "unpack"]
 
@@ -15,14 +15,15 @@ def _mb(n: int) -> float:
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The file to write.")
+@output_option("-o", "--output", required=True, help="The file to write.")
 @click.option(
     "--format", "fmt", type=click.Choice(["cunetq", "int4"]), default="cunetq", show_default=True,
     help="cunetq: bit-packed file for storage/transfer (`cunet unpack` restores the ONNX model). "
     "int4: a runnable ONNX model with INT4 weights (opset 21, ONNX Runtime; TensorRT wants the int8 model).",
 )
+@force_option
 @json_option
-def pack(model, output, fmt, as_json):
+def pack(model, output, fmt, force, as_json):
     """Shrink a low-bit ONNX model (from `cunet export` of a checkpoint trained with --bits-w).
 
     \b
@@ -77,9 +78,10 @@ def pack(model, output, fmt, as_json):
 
 @click.command()
 @click.argument("packed", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .onnx file to write.")
+@output_option("-o", "--output", required=True, help="The .onnx file to write.")
+@force_option
 @json_option
-def unpack(packed, output, as_json):
+def unpack(packed, output, force, as_json):
     """Restore the ONNX model of a .cunetq file, identical byte for byte to the one `cunet pack` read.
 
     \b

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from cunet.commands._common import console, emit_json, json_option, print_table
+from cunet.commands._common import console, emit_json, force_option, json_option, output_option, print_table
 from cunet.commands._video import smooth_config, smooth_options
 
 __all__ = ["metrics"]
@@ -30,13 +30,14 @@ __all__ = ["metrics"]
                                "300w-private/indoor, ...; full = common + challenging).")
 @click.option("--headboxes", type=click.Path(dir_okay=False, path_type=Path),
               help="Pose: MPII's gt_valid.mat with the head boxes (default: the one beside the ground-truth JSON).")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a PNG: the CED curve (faces) or PCKh@0.5 per joint (pose).")
+@output_option("--plot", path_type=Path, help="Write a PNG: the CED curve (faces) or PCKh@0.5 per joint (pose).")
+@force_option
 @smooth_options
 @click.option("--strict", is_flag=True,
               help="Stop at the first file that cannot be scored (default: leave it out, say so, exit 1 at the end).")
 @json_option
-def metrics(task, gt, pred, norm, subset, headboxes, plot, smooth, smooth_min_cutoff, smooth_beta, strict, as_json):
+def metrics(task, gt, pred, norm, subset, headboxes, plot, force, smooth, smooth_min_cutoff, smooth_beta, strict,
+            as_json):
     """Score any model's predictions, stored in the dataset formats, against ground truth.
 
     \b

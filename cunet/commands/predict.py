@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cunet.commands._common import console, emit_json, json_option
+from cunet.commands._common import console, emit_json, json_option, output_option
 from cunet.commands._video import smooth_config, smooth_options
 
 __all__ = ["predict"]
@@ -17,8 +17,8 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "ope
 @click.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("predictions"),
-              show_default=True, help="Output folder; outputs mirror the input names.")
+@output_option("-o", "--out", folder=True, path_type=Path, default=Path("predictions"), show_default=True,
+               help="Output folder; outputs mirror the input names.")
 @click.option("--boxes", type=click.Path(exists=True, path_type=Path),
               help='Crop boxes: JSON {"relative/image.png": [x1, y1, x2, y2]} (0-based detector boxes), iBUG 300-W '
                    "bounding_boxes_*.mat (or their folder; bb_detector), or for pose an MPII JSON (one person per "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cunet.commands._common import console, emit_json, json_option, print_table
+from cunet.commands._common import console, emit_json, force_option, json_option, output_option, print_table
 
 __all__ = ["calibrate", "quantize", "check_trt"]
 
@@ -15,7 +15,17 @@ _method = click.option(
 _samples = click.option("--samples", type=int, default=64, show_default=True, help="Calibration images, spread evenly.")
 _data = click.option("--data", required=True, type=click.Path(),
                      help="Dataset (any layout `cunet data check` reads, or a COCO face .json) or image folder.")
-_cache = click.option("--cache-dir", type=click.Path(file_okay=False), help="Calibration cache (default ~/.cache/cunet/calib).")
+
+
+def _default_cache_dir() -> str:
+    from cunet.calib.cache import default_cache_dir
+
+    return str(default_cache_dir())
+
+
+_cache = output_option("--cache-dir", folder=True, cache=True, tag="cunet calibration cache",
+                       default=_default_cache_dir, help="Calibration cache, shared by calibrate and quantize.",
+                       show_default="$XDG_CACHE_HOME/cunet/calib, i.e. ~/.cache/cunet/calib")
 
 
 _strict = click.option("--strict", is_flag=True,
@@ -59,9 +69,10 @@ def _say_cache(ranges_or_report) -> None:
 @_samples
 @_cache
 @_strict
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also write the ranges to this JSON file.")
+@output_option("-o", "--output", help="Also write the ranges to this JSON file.")
+@force_option
 @json_option
-def calibrate(model, data, method, samples, cache_dir, strict, output, as_json):
+def calibrate(model, data, method, samples, cache_dir, strict, output, force, as_json):
     """Activation ranges of an exported model from real images (cached).
 
     \b
@@ -109,10 +120,11 @@ def calibrate(model, data, method, samples, cache_dir, strict, output, as_json):
 @_cache
 @click.option("--max-drop", type=float, help="Keep sensitive blocks float until INT8-vs-FP32 NME ≤ this (points).")
 @_strict
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="The INT8 model: .onnx (tensorrt, cpu) or .xml (openvino; NAME.bin is written beside it).")
+@output_option("-o", "--output", required=True,
+               help="The INT8 model: .onnx (tensorrt, cpu) or .xml (openvino; NAME.bin is written beside it).")
+@force_option
 @json_option
-def quantize(model, recipe, data, method, samples, cache_dir, max_drop, strict, output, as_json):
+def quantize(model, recipe, data, method, samples, cache_dir, max_drop, strict, output, force, as_json):
     """Calibrate and write an INT8 model.
 
     \b

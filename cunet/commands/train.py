@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cunet.commands._common import emit_json, json_option
+from cunet.commands._common import emit_json, json_option, output_option
 from cunet.errors import require_torch
 
 __all__ = ["train"]
@@ -34,8 +34,8 @@ def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--val-data", type=click.Path(path_type=Path),
               help="Validate on this dataset's test split instead of --data's (required when --data is one flat "
                    "folder, a COCO or an MPII .json, which have one split).")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("run"), show_default=True,
-              help="Run folder: best.pt, last.pt, log.csv, history.json.")
+@output_option("--out", folder=True, path_type=Path, default=Path("run"), show_default=True,
+               help="Run folder: best.pt, last.pt, log.csv, history.json.")
 @click.option("--variant", help="Model: cunet-tiny (default), cunet-face-8, cunet-pose-16, ... (see `cunet summary`).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt (after a crash, kill or budget).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training split [recipe].")

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from cunet.errors import CunetError
-from cunet.io import write_bytes
+from cunet.io import check_writable, write_files
 from cunet.tempdirs import temp_dir
 
 __all__ = ["OvSettings", "OPENVINO_RECIPE", "NNCF_DEFAULT", "quantize_openvino", "save_ir", "ov_model_groups"]
@@ -80,10 +80,10 @@ def _nncf():
 
 
 def save_ir(model: Any, meta: dict[str, Any], out_path: str | os.PathLike) -> None:
-    """Write an OpenVINO model as IR with `meta` (the "cunet" JSON record) in its rt_info, each file atomically.
-
-    The `.bin` is written before the `.xml`: a reader that finds the new `.xml` also finds its weights.
-    """
+    """Write an OpenVINO model as IR with `meta` (the "cunet" JSON record) in its rt_info: OpenVINO writes into a
+    temporary folder and both files are committed through `cunet.io.write_files` (checked, then both written, then
+    renamed, `.bin` first: a reader that finds the new `.xml` also finds its weights, and a full disk replaces
+    neither)."""
     import openvino as ov
 
     out = Path(out_path)
@@ -93,8 +93,7 @@ def save_ir(model: Any, meta: dict[str, Any], out_path: str | os.PathLike) -> No
     with temp_dir("ir") as tmp:
         xml = Path(tmp) / "model.xml"
         ov.save_model(model, str(xml), compress_to_fp16=False)
-        write_bytes(out.with_suffix(".bin"), xml.with_suffix(".bin").read_bytes())
-        write_bytes(out, xml.read_bytes())
+        write_files({out.with_suffix(".bin"): xml.with_suffix(".bin").read_bytes(), out: xml.read_bytes()})
 
 
 def ov_model_groups(model: Any, onnx_groups: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -169,6 +168,7 @@ def quantize_openvino(
 
     if Path(out_path).suffix.lower() != ".xml":
         raise CunetError(f"{out_path}: the openvino recipe writes an OpenVINO IR: name it NAME.xml (and NAME.bin)")
+    check_writable([out_path, Path(out_path).with_suffix(".bin")])  # the .bin sidecar too, before any work
     ov = require_openvino("the openvino recipe")
     nncf = _nncf()
     src = Path(model_path)

@@ -292,14 +292,17 @@ def landmark_drop(fp32_heatmaps: np.ndarray, int8_heatmaps: np.ndarray) -> float
     return float((np.linalg.norm(a - b, axis=-1).mean(axis=1) / norm).mean() * 100.0)
 
 
-def _run(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
+def _run(model_bytes: bytes, x: np.ndarray, where: Path) -> np.ndarray:
     import onnxruntime as ort
+
+    from cunet.runtime.ort_backend import metadata_input_rejected
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
+    with metadata_input_rejected(where):
+        return np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
 
 
 def _control(fp32_path: Path, ranges, recipe: Recipe, val: np.ndarray, max_drop: float,
@@ -307,11 +310,11 @@ def _control(fp32_path: Path, ranges, recipe: Recipe, val: np.ndarray, max_drop:
     """(model, drop, excluded groups, number of groups) meeting `max_drop`; see the module docstring."""
     import onnx
 
-    ref = _run(fp32_path.read_bytes(), val)
+    ref = _run(fp32_path.read_bytes(), val, fp32_path)
 
     def drop_of(exclude: list[str]):
         model = quantize_with_ranges(fp32_path, ranges, recipe, exclude)
-        return model, landmark_drop(ref, _run(model.SerializeToString(), val))
+        return model, landmark_drop(ref, _run(model.SerializeToString(), val, fp32_path))
 
     say("max-drop: measuring the fully quantized model")
     model, drop = drop_of([])

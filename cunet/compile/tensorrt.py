@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from cunet.errors import CunetError
-from cunet.io import sha256_file, write_bytes
+from cunet.io import check_writable, sha256_file, write_bytes
 from cunet.runtime.base import cuda_device_available
-from cunet.runtime.manifest import DeviceInfo, EngineManifest, write_manifest
+from cunet.runtime.manifest import DeviceInfo, EngineManifest, manifest_path, write_manifest
 from cunet.runtime.meta import PRECISIONS, ModelMeta, meta_from_onnx_proto, write_onnx_meta
 from cunet.tempdirs import temp_dir
 
@@ -299,6 +299,8 @@ def compile_engine(
         raise CunetError(f"--dla {dla_core}: needs a core index >= 0 and --precision fp16 or int8 (the DLA has no "
                          "FP32)")
     proto, meta, kind = inspect_source(onnx_path, precision)
+    # Every file the build will write, before the build: the engine, its manifest sidecar and the timing cache.
+    check_writable([out_path, manifest_path(out_path), *([timing_cache] if timing_cache is not None else [])])
     reason = unavailable_reason()
     if reason:
         raise CunetError(f"cannot build a TensorRT engine on this machine: {reason}")

@@ -34,7 +34,7 @@ from cunet.data.formats import PoseRecord, write_mpii_json, write_pts
 from cunet.data.synth_face import make_face
 from cunet.data.synth_pose import Person, make_pose
 from cunet.errors import CunetError
-from cunet.io import OwnedOutputs, write_bytes
+from cunet.io import Output, WritePolicy, claim_folder, make_dirs, write_bytes, writing
 
 __all__ = ["TASKS", "CHALLENGING_BOOST", "synthesize", "render_examples"]
 
@@ -92,8 +92,9 @@ def synthesize(out: str | os.PathLike, task: str, n: int = 600, seed: int = 0, d
         difficulty: 0..1, see the module docstring for what it scales.
         image_size: side of the square images in pixels (at least 64).
         overwrite: allow a non-empty `out` holding files an earlier `synthesize` wrote there (proved by its
-            manifest `.cunet-outputs`, see `cunet.io.OwnedOutputs`); those are deleted first, other files are
+            manifest `.cunet-outputs`, see `cunet.io.claim_folder`); those are deleted first, other files are
             kept. A folder with none of its files, or another file where a new one goes, is refused, naming a file.
+            Called without a write policy (from Python), it runs under the one `cunet data synth --out` has.
 
     Returns:
         A summary: {"task", "out", "seed", "difficulty", "image_size", "train": images, "test": {subset: images}}
@@ -105,17 +106,14 @@ def synthesize(out: str | os.PathLike, task: str, n: int = 600, seed: int = 0, d
     """
     out = Path(out)
     _check_args(out, task, n, difficulty, image_size)
-    owned = OwnedOutputs(out, "data synth")
-    owned.claim(overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        return _write(out, owned, task, n, seed, difficulty, image_size)
-    finally:
-        owned.save()
+    own = WritePolicy([Output(out, "cunet data synth", "--out", folder=True)])
+    with writing(own, default=True):
+        claim_folder(out, overwrite)
+        make_dirs(out)
+        return _write(out, task, n, seed, difficulty, image_size)
 
 
-def _write(out: Path, owned: OwnedOutputs, task: str, n: int, seed: int, difficulty: float,
-           image_size: int) -> dict[str, Any]:
+def _write(out: Path, task: str, n: int, seed: int, difficulty: float, image_size: int) -> dict[str, Any]:
     n_train, n_common, n_chal = _split(n)
     width = max(4 if task == "face" else 6, len(str(n - 1)))
     summary: dict[str, Any] = {"task": task, "out": str(out), "seed": seed, "difficulty": difficulty,
@@ -129,9 +127,8 @@ def _write(out: Path, owned: OwnedOutputs, task: str, n: int, seed: int, difficu
             for _ in range(count):
                 image, points = make_face(_image_rng(seed, task, subset, index), diff, image_size)
                 stem = out / folder / f"{index:0{width}d}"
-                owned.write_bytes(stem.with_suffix(".png"), _encode_png(stem.with_suffix(".png"), image))
-                write_pts(owned.free(stem.with_suffix(".pts")), np.round(points, _DECIMALS))
-                owned.record(stem.with_suffix(".pts"))
+                write_bytes(stem.with_suffix(".png"), _encode_png(stem.with_suffix(".png"), image))
+                write_pts(stem.with_suffix(".pts"), np.round(points, _DECIMALS))
                 index += 1
         summary["test"] = {"common": n_common, "challenging": n_chal}
         return summary
@@ -141,11 +138,10 @@ def _write(out: Path, owned: OwnedOutputs, task: str, n: int, seed: int, difficu
         subset = "train" if i < n_train else "valid"
         image, people = make_pose(_image_rng(seed, task, subset, i), difficulty, image_size)
         name = f"{i:0{width}d}.png"
-        owned.write_bytes(out / name, _encode_png(out / name, image))
+        write_bytes(out / name, _encode_png(out / name, image))
         records[subset].extend(_mpii_record(name, p) for p in people)
     for split in ("train", "valid"):
-        write_mpii_json(owned.free(out / f"{split}.json"), records[split])
-        owned.record(out / f"{split}.json")
+        write_mpii_json(out / f"{split}.json", records[split])
     summary["test"] = {"valid": n - n_train}
     summary["people"] = {k: len(v) for k, v in records.items()}
     return summary

@@ -31,7 +31,7 @@ from cunet.data.synth_draw import background
 from cunet.data.synth_face import make_face
 from cunet.data.video import annot_name
 from cunet.errors import CunetError
-from cunet.io import OwnedOutputs
+from cunet.io import Output, WritePolicy, claim_folder, make_dirs, write_bytes, writing
 from cunet.tempdirs import temp_dir
 
 __all__ = ["synthesize_videos", "motion_affines", "VIDEO_FOURCC", "VIDEO_NAME"]
@@ -143,20 +143,16 @@ def synthesize_videos(out: str | os.PathLike, n: int, seed: int = 0, frames: int
     if not (0.0 <= difficulty <= 1.0):
         raise CunetError(f"difficulty must be in [0, 1], got {difficulty}")
     out = Path(out)
-    owned = OwnedOutputs(out, "data synth")
-    owned.claim(overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    try:
+    with writing(WritePolicy([Output(out, "cunet data synth", "--out", folder=True)]), default=True):
+        claim_folder(out, overwrite)
+        make_dirs(out)
         for v in range(n):
-            _write_video(out, owned, v, seed, frames, fps, image_size, difficulty)
-    finally:
-        owned.save()
+            _write_video(out, v, seed, frames, fps, image_size, difficulty)
     return {"task": "face", "layout": "300-VW", "out": str(out), "seed": seed, "videos": n, "frames": frames,
             "fps": fps, "image_size": image_size, "codec": f"{VIDEO_FOURCC} (lossless)"}
 
 
-def _write_video(out: Path, owned: OwnedOutputs, v: int, seed: int, frames: int, fps: float, size: int,
-                 difficulty: float) -> None:
+def _write_video(out: Path, v: int, seed: int, frames: int, fps: float, size: int, difficulty: float) -> None:
     import cv2
 
     rng = np.random.default_rng([seed, _SEED_CODE, v])
@@ -177,8 +173,6 @@ def _write_video(out: Path, owned: OwnedOutputs, v: int, seed: int, frames: int,
                 writer.write(frame)
         finally:
             writer.release()
-        owned.write_bytes(folder / VIDEO_NAME, path.read_bytes())
+        write_bytes(folder / VIDEO_NAME, path.read_bytes())
     for i, p in enumerate(points):
-        target = folder / "annot" / annot_name(i)
-        write_pts(owned.free(target), np.round(p, _DECIMALS))
-        owned.record(target)
+        write_pts(folder / "annot" / annot_name(i), np.round(p, _DECIMALS))

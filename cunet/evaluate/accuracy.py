@@ -99,13 +99,18 @@ def _face_errors(samples: list, pred: np.ndarray, norm: str, save: Path | None) 
     if save is not None:
         from cunet.data.formats import read_pts, write_pts
 
-        files = [save / Path(s.key).with_suffix(".pts") for s in samples]
+        files = _prediction_files(save, samples)
         for f, p in zip(files, pred):
             write_pts(f, p)
         pred = np.stack([read_pts(f) for f in files])  # score what the files hold, as `cunet metrics` will
     gt = np.stack([s.points for s in samples])
     mask = np.stack([s.visible for s in samples])
     return scoring.per_image_nme(pred, gt, mask, norm, [s.key for s in samples])
+
+
+def _prediction_files(save: Path, samples: list) -> list[Path]:
+    """Where the face predictions of `samples` go: the ground truth's relative paths under `save`."""
+    return [save / Path(s.key).with_suffix(".pts") for s in samples]
 
 
 def _score_poses(data_root: Path, split: str, pred: np.ndarray, save: Path | None, indices: list[int],
@@ -159,7 +164,10 @@ def evaluate(
         subset: faces: one test subset ("common", "challenging", ...); None or "full" for all.
         flip: flip test (average with the mirrored crop's heatmaps).
         batch: images per inference call.
-        save_predictions: folder to write the predictions to in the dataset's format.
+        save_predictions: folder to write the predictions to in the dataset's format. Like `plot_dir`, it is
+            written under the rule of `cunet evaluate` (a file there is replaced only when an earlier evaluate wrote
+            it, never the model or the data, nothing outside the folder): the running command's write policy, or,
+            called from Python without one, the policy of `cunet evaluate --save-predictions/--plot-dir`.
         plot_dir: folder for `ced.png` (faces) or `pckh.png` (pose).
         norm: face NME normaliser (a key of `scoring.NORMS`).
         threads: CPU threads for inference (None: the runtime's default).
@@ -184,8 +192,21 @@ def evaluate(
             usable sample, missing head boxes (pose), a backend this machine cannot run; with `strict`, the first
             file that cannot be used.
     """
+    args = dict(locals())  # first: the parameters, passed on as they came
+    from cunet.io import Output, WritePolicy, writing
+
+    outputs = [Output(Path(p), "cunet evaluate", option, folder=True)
+               for p, option in ((save_predictions, "--save-predictions"), (plot_dir, "--plot-dir")) if p is not None]
+    inputs = [model_path, data_root, *(p for p in (boxes, headboxes) if p is not None)]
+    with writing(WritePolicy(outputs, inputs), default=True):
+        return _evaluate(**args)
+
+
+def _evaluate(model_path, data_root, task, backend, split, subset, flip, batch, save_predictions, plot_dir, norm,
+              threads, progress, per_image, boxes, headboxes, strict):
     from cunet.data.dataset import load_samples
     from cunet.data.layout import detect_layout
+    from cunet.io import check_writable
     from cunet.runtime import open_predictor
 
     if batch < 1:
@@ -209,6 +230,10 @@ def evaluate(
             raise CunetError(f"{model_path}: predicts {meta.num_landmarks} landmarks but {data_root} has "
                              f"{len(samples[0].points)}")
         samples = _crop_boxes(samples, meta, None if boxes is None else Path(boxes), task, skips)
+        # Before any inference: a prediction or plot path that holds a file evaluate may not replace (the ground
+        # truth itself, when --save-predictions is the data folder or a key leaves it) stops the run here.
+        plot = [Path(plot_dir) / ("ced.png" if task == "face" else "pckh.png")] if plot_dir is not None else []
+        check_writable([*(_prediction_files(save, samples) if save is not None and task == "face" else []), *plot])
         pred = _predict_all(predictor, samples, flip, batch, progress, skips)
         ran = {"model": str(model_path), "task": task, "backend": predictor.backend,
                "provider": predictor.provider, "flip": flip, "boxes": None if boxes is None else str(boxes),

@@ -33,8 +33,8 @@ from typing import Any, Callable
 import numpy as np
 
 from cunet.data.spec import Task
-from cunet.errors import CunetError, require_torch
-from cunet.io import sha256_file, write_json, write_text
+from cunet.errors import CunetError, OutputError, require_torch
+from cunet.io import check_writable, make_dirs, remove, sha256_file, write_json, write_text
 from cunet.pipeline.bench_output import (FAILED, FAILED_VALIDATION, OK, ROW_KEYS, SKIPPED, plot_rows, print_rows,
                                          write_csv)
 from cunet.runtime.ov_backend import ir_files_bytes
@@ -360,7 +360,7 @@ def _run_row(art: _Artifact, opts: BenchOptions, task: str, work: Path, built: d
             if _fresh(art.path, key):
                 row["reused"] = True
             else:
-                _stamp(art.path).unlink(missing_ok=True)
+                remove(_stamp(art.path))
                 art.build()
                 write_json(_stamp(art.path), key)
         row["size_mb"] = ir_files_bytes(art.path) / 1e6
@@ -374,6 +374,8 @@ def _run_row(art: _Artifact, opts: BenchOptions, task: str, work: Path, built: d
             row.update(_video_scores(art, opts))
         step("time")
         row.update(_profile(art, opts))
+    except OutputError:  # the report or work folder, not this artifact: every later row would meet it too
+        raise
     except _RowFailure as e:
         row["status"], row["reason"] = e.status, e.reason
     except CunetError as e:
@@ -429,9 +431,26 @@ def run_bench(opts: BenchOptions) -> BenchResult:
 
     Raises:
         CunetError: the checkpoint or the data folder is unusable (per-artifact failures become rows instead).
+
+    Called without a write policy (from Python), it runs under the one `cunet bench --report/--work` has
+    (`cunet.io`), so a later CLI run may reuse and replace what this one wrote.
     """
+    from cunet.io import Output, WritePolicy, writing
+
+    outputs = [Output(Path(p), "cunet bench", option, folder=True)
+               for p, option in ((opts.report, "--report"), (opts.work, "--work")) if p is not None]
+    inputs = [opts.checkpoint, opts.data, *([opts.video] if opts.video is not None else [])]
+    with writing(WritePolicy(outputs, inputs), default=True):
+        return _run(opts)
+
+
+def _run(opts: BenchOptions) -> BenchResult:
     from cunet.evaluate.profile import environment
 
+    report = Path(opts.report)
+    files = {"json": str(report / "bench.json"), "csv": str(report / "bench.csv"),
+             "plot": str(report / "accuracy_latency.png")}
+    check_writable(files.values())  # before minutes of building: a file of someone else's where the report goes
     ckpt = Path(opts.checkpoint)
     if _is_onnx(ckpt):
         from cunet.runtime.meta import read_onnx_meta
@@ -460,11 +479,11 @@ def run_bench(opts: BenchOptions) -> BenchResult:
         if task != "face":
             raise CunetError(f"{opts.video}: video datasets (300-VW) are faces; this is a {task} model")
         read_video_dataset(opts.video)
-    report = Path(opts.report)
     work = Path(opts.work) if opts.work is not None else report / "artifacts"
-    work.mkdir(parents=True, exist_ok=True)
+    make_dirs(work)
     metric = Task(task).metric
     plan = _plan(opts, work, ckpt)
+    check_writable(p for a in plan if a.build is not None for p in (a.path, _stamp(a.path)))  # and the artifacts
     rows: list[dict[str, Any]] = []
     per_image: dict[str, np.ndarray] = {}
     built: dict[str, str] = {}
@@ -478,8 +497,6 @@ def run_bench(opts: BenchOptions) -> BenchResult:
                 per_image[art.name] = errors
     ref, exit_code = _apply_budget(rows, metric, opts.max_drop)
     calib = _calibration_count(opts, work / "model.onnx")
-    files = {"json": str(report / "bench.json"), "csv": str(report / "bench.csv"),
-             "plot": str(report / "accuracy_latency.png")}
     write_json(files["json"], {
         "task": task, "metric": metric, "checkpoint": str(ckpt), "data": str(opts.data), "reference": ref,
         "max_drop": opts.max_drop, "exit_code": exit_code,

@@ -18,7 +18,8 @@ interrupted training run resumes from `last.pt`, and so does a finished one give
 counts over resumes). `--fresh` removes the demo's folders first.
 
 The demo refuses to write into a non-empty folder it did not create (there is a `.cunet-demo` marker in the ones
-it did), so a mistyped `--out` never deletes anyone's files.
+it did), so a mistyped `--out` never deletes anyone's files. The marker is also the demo's proof that the files below
+it are its own (`cunet.io.adopt`), for folders made before every command kept a `.cunet-outputs` manifest.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any, Callable
 
 import cunet
 from cunet.errors import CunetError
-from cunet.io import sha256_file, write_bytes, write_json, write_text
+from cunet.io import adopt, make_dirs, sha256_file, write_bytes, write_json, write_text
 
 __all__ = ["DemoOptions", "DemoPlan", "DemoResult", "StageRecord", "plan_demo", "run_demo", "STAGES"]
 
@@ -190,7 +191,9 @@ def _claim(out: Path, fresh: bool) -> None:
         raise CunetError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / _MARKER).is_file():
         raise CunetError(f"{out}: folder is not empty and was not made by `cunet demo`; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    if (out / _MARKER).is_file():
+        adopt(p for p in out.rglob("*") if p.is_file())
+    make_dirs(out)
     write_text(out / _MARKER, "This folder was made by `cunet demo`; the demo may delete its subfolders.\n")
     if fresh:
         for name in ("data", "run", "artifacts", "report", ".data-partial"):
@@ -461,7 +464,16 @@ def run_demo(opts: DemoOptions, log: Log = print) -> DemoResult:
 
     Raises:
         CunetError: an unusable `out` folder, or any stage's user-facing error (named by that stage).
+
+    Called without a write policy (from Python), it runs under the one `cunet demo --out` has (`cunet.io`).
     """
+    from cunet.io import Output, WritePolicy, writing
+
+    with writing(WritePolicy([Output(Path(opts.out), "cunet demo", "--out", folder=True)]), default=True):
+        return _run(opts, log)
+
+
+def _run(opts: DemoOptions, log: Log) -> DemoResult:
     start = time.perf_counter()
     plan = plan_demo(opts)
     _claim(opts.out, opts.fresh)

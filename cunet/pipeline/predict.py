@@ -23,8 +23,9 @@ like the MPII box file, so `cunet metrics --task pose --gt DATA --pred OUT` find
 relative name without its extension; when two images would share it (`face.png` and `face.jpg`), both keep their
 extension instead (`face.png.json`, `face.jpg.json`), so no prediction overwrites another.
 
-Nothing is lost: the output folder keeps a manifest of the files `cunet predict` wrote there (`cunet.io.OwnedOutputs`);
-a run replaces only those and refuses, before any inference, an output path that holds any other file.
+Nothing is lost: the output folder keeps a manifest of the files `cunet predict` wrote there (`cunet.io`); a run
+replaces only those and refuses, before any inference, an output path that holds any other file. Called from Python
+without a write policy, `predict_files` runs under the one `cunet predict --out` has.
 """
 
 from __future__ import annotations
@@ -278,30 +279,30 @@ def predict_files(opts: PredictOptions, progress: Progress | None = None,
         CunetError: unreadable model or box file, an output path holding a file predict did not write; with
             `strict`, also the first failing image.
     """
-    from cunet.io import OwnedOutputs
+    from cunet.io import Output, WritePolicy, check_writable, writing
     from cunet.pipeline.video import collect_videos
 
-    videos, image_inputs = collect_videos(opts.inputs, opts.frames)
-    images = collect_images(image_inputs) if image_inputs else []
-    stems = output_stems(images + [ImageFile(v.path, v.name) for v in videos])
-    owned = OwnedOutputs(opts.out, "predict")
-    owned.check_free(_planned_outputs(opts, stems, {v.name for v in videos}))
-    try:
-        return _predict(opts, images, stems, owned, progress, videos, frame_progress)
-    finally:
-        if owned.files:
-            owned.save()
+    own = WritePolicy([Output(opts.out, "cunet predict", "--out", folder=True)],
+                      [opts.model, *opts.inputs, *([opts.boxes] if opts.boxes else [])])
+    with writing(own, default=True):
+        videos, image_inputs = collect_videos(opts.inputs, opts.frames)
+        images = collect_images(image_inputs) if image_inputs else []
+        stems = output_stems(images + [ImageFile(v.path, v.name) for v in videos])
+        check_writable(_planned_outputs(opts, stems, {v.name for v in videos}))
+        return _predict(opts, images, stems, progress, videos, frame_progress)
 
 
-def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str], owned: Any,
-             progress: Progress | None, videos: list[Any], frame_progress: Any) -> dict[str, Any]:
+def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str], progress: Progress | None,
+             videos: list[Any], frame_progress: Any) -> dict[str, Any]:
     import cv2
 
     from cunet.data.dataset import read_image
     from cunet.data.formats import PoseRecord, write_mpii_json, write_pts
     from cunet.data.preprocess import box_from_xyxy, box_problem
     from cunet.data.spec import get_spec
+    from cunet.errors import OutputError
     from cunet.evaluate.draw import PRED_COLOUR, draw_landmarks
+    from cunet.io import check_writable, write_bytes, write_json
     from cunet.pipeline.video import predict_videos
     from cunet.runtime import open_predictor, whole_image_box
 
@@ -362,10 +363,9 @@ def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str
                 raise CunetError(f"{image_file.path}: {len(points)} people in the box file, but a .pts file "
                                  "holds one set of points; use --format mpii")
             stem = opts.out / stems[image_file.name]
-            owned.write_json(stem.with_name(stem.name + ".json"), doc)
+            write_json(stem.with_name(stem.name + ".json"), doc)
             if opts.format is OutputFormat.PTS:
                 write_pts(stem.with_name(stem.name + ".pts"), points[0])
-                owned.record(stem.with_name(stem.name + ".pts"))
             if opts.format is OutputFormat.MPII:
                 for i, (b, pts, rec) in enumerate(zip(crop_boxes, points, recs)):
                     scale = b.size / (200.0 * 1.25)  # the inverse of `box_from_center_scale`
@@ -382,12 +382,14 @@ def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str
                 ok, buf = cv2.imencode(".png", drawn)
                 if not ok:
                     raise RuntimeError(f"OpenCV could not encode the overlay of {image_file.path}")
-                owned.write_bytes(stem.with_name(stem.name + ".overlay.png"), buf.tobytes())
+                write_bytes(stem.with_name(stem.name + ".overlay.png"), buf.tobytes())
             return doc
 
         for done, image_file in enumerate(images, 1):
             try:
                 doc = _one(image_file)
+            except OutputError:  # the output folder, not this image: every later image would fail the same way
+                raise
             except CunetError as e:
                 failed.add_error(image_file.path, e)
                 doc = None
@@ -395,14 +397,13 @@ def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str
                 predictions.append(doc)
             if progress is not None:
                 progress(done, len(images))
-        video_docs = predict_videos(opts, p, videos, stems, owned, detector, failed, sources, frame_progress)
+        video_docs = predict_videos(opts, p, videos, stems, detector, failed, sources, frame_progress)
         ran = {"backend": p.backend, "provider": p.provider}
     mpii_file = None
     if opts.format is OutputFormat.MPII:
         mpii_file = opts.out / (boxes.source.name if boxes and boxes.records else "predictions.json")
-        owned.check_free([mpii_file])
+        check_writable([mpii_file])
         write_mpii_json(mpii_file, [r for _, r in sorted(mpii, key=lambda t: t[0])])
-        owned.record(mpii_file)
     return {"model": str(opts.model), **ran, "task": meta.task, "out": str(opts.out), "format": opts.format.value,
             "images": len(predictions), "skipped": skipped, "failed": failed.to_json(), "box_sources": sources,
             "mpii_file": None if mpii_file is None else str(mpii_file), "predictions": predictions,

@@ -6,8 +6,8 @@ too) and, with `frames=True`, each folder given as one sequence of frames. Each 
 [x1, y1, x2, y2] for frame 0 or a list of one box per frame), else from the face detector when `cunet[detect]` is
 installed (faces), else the whole frame.
 
-Outputs under the output folder, at the video's relative name without its suffix (`<stem>`), through
-`cunet.io.OwnedOutputs` like every predict output:
+Outputs under the output folder, at the video's relative name without its suffix (`<stem>`), through `cunet.io`
+(the write rule of `cunet predict --out`) like every predict output:
 - `<stem>.jsonl` (format json) — one JSON object per frame: {"frame", "time", "box": {x1, y1, x2, y2, cx, cy,
   size}, "box_source", "points" [[x, y] ×K] (smoothed when smoothing is on), "scores" [K], "score", "lost",
   "redetected"}; a frame that could not be decoded is {"frame", "time", "skipped": why}.
@@ -33,7 +33,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cunet.data.preprocess import Box
-from cunet.errors import CunetError
+from cunet.errors import CunetError, OutputError
+from cunet.io import write_bytes
 from cunet.pipeline.track import TrackConfig, TrackedFrame, Tracker, TrackSources
 from cunet.tempdirs import temp_dir
 
@@ -187,10 +188,10 @@ class _Overlay:
                           (round(t.box.cx + half), round(t.box.cy + half)), colour, 1)
         self._writer.write(drawn)
 
-    def commit(self, owned: Any, target: Path) -> None:
+    def commit(self, target: Path) -> None:
         self._writer.release()
         try:
-            owned.write_bytes(target, self.path.read_bytes())
+            write_bytes(target, self.path.read_bytes())
         finally:
             self._dir.close()
 
@@ -199,7 +200,7 @@ class _Overlay:
         self._dir.close()
 
 
-def predict_video(tracker_model: Any, video: VideoInput, stem: Path, owned: Any, *, fmt: str, overlay: bool,
+def predict_video(tracker_model: Any, video: VideoInput, stem: Path, *, fmt: str, overlay: bool,
                   sources: TrackSources, config: TrackConfig, fps: float | None, skeleton: Any,
                   progress: FrameProgress | None = None) -> dict[str, Any]:
     """Track one video and write its outputs (module docstring).
@@ -207,7 +208,6 @@ def predict_video(tracker_model: Any, video: VideoInput, stem: Path, owned: Any,
     Args:
         tracker_model: a `cunet.pipeline.track.Landmarker` (e.g. `PredictorLandmarker(predictor)`).
         video: the video; stem: its outputs' path without suffix, under the output folder.
-        owned: the output folder's `cunet.io.OwnedOutputs`.
         fmt: "json" (JSON lines) or "csv"; overlay: also write `<stem>.overlay.mp4`.
         sources, config: the tracker's box sources and settings; fps: a frame folder's frame rate.
         skeleton: limb pairs drawn on the overlay (pose), or ().
@@ -248,9 +248,9 @@ def predict_video(tracker_model: Any, video: VideoInput, stem: Path, owned: Any,
                 problems.append(reader.ended_early)
             outputs = video_outputs(stem.name, fmt, overlay)
             table = _csv_rows(frames, tracker_model.num_landmarks) if fmt == "csv" else "\n".join(lines) + "\n"
-            owned.write_bytes(stem.with_name(outputs[0]), table.encode("utf-8"))
+            write_bytes(stem.with_name(outputs[0]), table.encode("utf-8"))
             if drawer is not None:
-                drawer.commit(owned, stem.with_name(outputs[1]))
+                drawer.commit(stem.with_name(outputs[1]))
                 drawer = None
         finally:
             if drawer is not None:
@@ -266,9 +266,8 @@ def predict_video(tracker_model: Any, video: VideoInput, stem: Path, owned: Any,
             "outputs": [str(stem.with_name(o)) for o in outputs], "problems": problems}
 
 
-def predict_videos(opts: Any, p: Any, videos: list[Any], stems: dict[str, str], owned: Any,
-                    detector: Any, failed: Any, sources: dict[str, int],
-                    frame_progress: Any) -> list[dict[str, Any]]:
+def predict_videos(opts: Any, p: Any, videos: list[Any], stems: dict[str, str], detector: Any, failed: Any,
+                   sources: dict[str, int], frame_progress: Any) -> list[dict[str, Any]]:
     """Track every video with the open predictor `p` (`predict_files`'s video half: `opts` is its
     `PredictOptions`); failures go to `failed` (a `cunet.batch.Skips`, which raises at the first with `strict`), box
     sources are counted into `sources`.
@@ -296,11 +295,13 @@ def predict_videos(opts: Any, p: Any, videos: list[Any], stems: dict[str, str], 
                                      per_frame=given if len(given) > 1 else None,
                                      detector=detector, label=label)
         try:
-            doc = predict_video(model, video, opts.out / stems[video.name], owned, fmt=opts.format.value,
+            doc = predict_video(model, video, opts.out / stems[video.name], fmt=opts.format.value,
                                 overlay=opts.overlay, sources=track_sources, config=config, fps=opts.fps,
                                 skeleton=get_spec(p.meta.task).skeleton,
                                 progress=None if frame_progress is None else
                                 (lambda done, total, name=video.name: frame_progress(name, done, total)))
+        except OutputError:  # the output folder, not this video: every later one would meet it too
+            raise
         except CunetError as e:
             failed.add_error(video.path, e)
             continue

@@ -73,10 +73,25 @@ def evaluate_videos(model_path: str | Path, data_root: str | Path, backend: str 
 
     Raises:
         CunetError: an unreadable model or dataset, a model that is not a 68-point face model, nothing scored.
+
+    `save_predictions` is written under the rule of `cunet evaluate --save-predictions` (`cunet.io`): the running
+    command's write policy or, called from Python without one, that command's own.
     """
+    args = dict(locals())  # first: the parameters, passed on as they came
+    from cunet.io import Output, WritePolicy, writing
+
+    outputs = [Output(Path(save_predictions), "cunet evaluate", "--save-predictions", folder=True)
+               ] if save_predictions is not None else []
+    with writing(WritePolicy(outputs, [model_path, data_root]), default=True):
+        return _evaluate_videos(**args)
+
+
+def _evaluate_videos(model_path, data_root, backend, threads, smooth, min_score, norm, save_predictions, progress,
+                     strict) -> dict[str, Any]:
     from cunet.data.formats import write_pts
     from cunet.data.video import annot_name, open_video, read_video_dataset
     from cunet.evaluate.video_scoring import score_sequence, summarize
+    from cunet.io import check_writable
     from cunet.runtime import open_predictor
 
     smooth = smooth or SmoothConfig()
@@ -90,6 +105,9 @@ def evaluate_videos(model_path: str | Path, data_root: str | Path, backend: str 
     redetections: dict[str, int] = {}
     done = 0
     save = Path(save_predictions) if save_predictions is not None else None
+    if save is not None:  # before any inference: a .pts of someone else's where a prediction would go
+        check_writable(save / name / "annot" / annot_name(i) for name, t in truths.items() if t is not None
+                       for i in range(len(t)))
     with open_predictor(model_path, backend=backend, threads=threads) as p:
         if p.meta.task != "face":
             raise CunetError(f"{model_path}: a {p.meta.task} model; video datasets (300-VW) are faces")

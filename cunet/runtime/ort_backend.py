@@ -14,9 +14,11 @@ first whose provider links TensorRT 11). "auto" then falls back to CUDA and says
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -24,7 +26,7 @@ from cunet.errors import CunetError
 from cunet.runtime.base import Backend
 
 __all__ = ["OrtBackend", "ORT_PROVIDERS", "LOWBIT_CPU_CONFIG", "ort_available_providers", "trt_cache_dir",
-           "trt_provider_problem"]
+           "trt_provider_problem", "metadata_input_rejected"]
 
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 #: backend name → provider chain, the first one being the one asked for.
@@ -36,6 +38,23 @@ ORT_PROVIDERS = {"ort-trt": (TRT, CUDA, CPU), "ort-cuda": (CUDA, CPU), "ort-cpu"
 #: dequantized all weights again. Disabling the fusion folds them once; the outputs are bit-identical (max |diff| 0.0
 #: on the bench's cunet-tiny w1a8) and batch-1 latency went 15.8 → 10.5 ms (FP32 9.2 ms, 1 thread, one run).
 LOWBIT_CPU_CONFIG = {"session.disable_quant_qdq": "1"}
+
+
+@contextlib.contextmanager
+def metadata_input_rejected(path: str | os.PathLike) -> Iterator[None]:
+    """One line when ONNX Runtime rejects, inside the block, the input `path`'s cunet metadata describes.
+
+    Inputs are shaped and typed from the model's own metadata (inference, calibration, the `--max-drop` check), so
+    an `InvalidArgument` there (another dtype, rank or size) means the metadata describes another graph: copied
+    metadata, or an ONNX file that is not the exported cunet model.
+    """
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+    try:
+        yield
+    except InvalidArgument as e:
+        detail = " ".join(str(e).split())[:200]
+        raise CunetError(f"{path}: the graph rejects the input its cunet metadata describes ({detail})") from e
 
 
 def ort_available_providers() -> list[str]:
@@ -204,19 +223,10 @@ class OrtBackend(Backend):
     def infer(self, x: np.ndarray) -> np.ndarray:
         if self._session is None:
             raise RuntimeError("OrtBackend.infer called before open()")
-        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
-
-        try:
+        with metadata_input_rejected(self._path):
             (out,) = self._session.run(
                 [self._output_name], {self._input_name: np.ascontiguousarray(x, self._input_dtype)}
             )
-        except InvalidArgument as e:
-            # The input is shaped from the model's own metadata, so a rejected shape means the metadata describes
-            # another graph (copied metadata, or an ONNX file that is not the exported cunet model).
-            detail = " ".join(str(e).split())[:200]
-            raise CunetError(
-                f"{self._path}: the graph rejects the input its cunet metadata describes ({detail})"
-            ) from e
         return np.asarray(out, dtype=np.float32)
 
     def close(self) -> None:

@@ -8,16 +8,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_logs", "fmt_metric", "count", "describe", "console", "progress_bar"]
+__all__ = ["write_logs", "log_files", "fmt_metric", "count", "describe", "console", "progress_bar"]
+
+
+def log_files(out: Path) -> list[Path]:
+    """The files `write_logs` writes into the run folder `out`."""
+    return [out / "history.json", out / "log.csv"]
 
 
 def write_logs(out: Path, history: list[dict], metric_name: str) -> None:
     from cunet.io import write_json, write_text
 
-    write_json(out / "history.json", history)
+    history_json, log_csv = log_files(out)
+    write_json(history_json, history)
     cols = ["epoch", "train_loss", metric_name, "lr", "seconds", "elapsed", "best"]
     lines = [",".join(cols)] + [",".join(_csv(h.get(c)) for c in cols) for h in history]
-    write_text(out / "log.csv", "\n".join(lines) + "\n")
+    write_text(log_csv, "\n".join(lines) + "\n")
 
 
 def _csv(v: Any) -> str:

@@ -228,7 +228,17 @@ def train(opts: TrainOptions, on_epoch: Callable[[dict], None] | None = None) ->
     Raises:
         CunetError: unusable data, options or run folder (an existing run without `resume`, nothing to resume,
             options that differ from the resumed run's), or a diverged loss.
+
+    Called without a write policy (from Python), it runs under the one `cunet train --out` has (`cunet.io`).
     """
+    from cunet.io import Output, WritePolicy, writing
+
+    inputs = [p for p in (opts.data, opts.val_data, opts.init, opts.teacher) if p is not None]
+    with writing(WritePolicy([Output(Path(opts.out), "cunet train", "--out", folder=True)], inputs), default=True):
+        return _run(opts, on_epoch)
+
+
+def _run(opts: TrainOptions, on_epoch: Callable[[dict], None] | None) -> TrainResult:
     from cunet.model.checkpoint import load_checkpoint
 
     # ---- options, run folder and resume state
@@ -255,6 +265,13 @@ def train(opts: TrainOptions, on_epoch: Callable[[dict], None] | None = None) ->
         raise CunetError(f"{last_path}: cannot resume with different low-bit settings "
                          f"{quant} (the run has {saved.get('quant')})")
     sources = check_sources(opts, run, saved)
+
+    from cunet.io import adopt, check_writable
+
+    run_files = [last_path, out / "best.pt", *runlog.log_files(out)]
+    if saved is not None:  # the run whose last.pt was just validated is this run folder's own, manifest or not
+        adopt(run_files)
+    check_writable(run_files)  # before the first epoch, not after it
 
     # ---- device, threads, DDP
     threads_before = torch.get_num_threads()

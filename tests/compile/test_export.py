@@ -46,7 +46,9 @@ def exported(tmp_path_factory):
 
 def test_writes_one_self_contained_file(exported):
     _, out, report = exported
-    assert sorted(p.name for p in out.parent.iterdir()) == ["tiny.onnx"]  # no .onnx.data, no stray temp file
+    # no .onnx.data, no stray temp file; the folder's manifest lists the one file the export wrote
+    assert sorted(p.name for p in out.parent.iterdir()) == [".cunet-outputs", "tiny.onnx"]
+    assert list(json.loads((out.parent / ".cunet-outputs").read_text())["files"]) == ["tiny.onnx"]
     model = onnx.load(str(out))
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
     onnx.checker.check_model(model)

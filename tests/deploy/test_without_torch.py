@@ -38,6 +38,7 @@ def test_import_and_help_load_no_torch(no_torch_env) -> None:
 @pytest.mark.parametrize("args, what", [
     (["train", "--task", "face", "--data", "{data}", "--out", "{tmp}/run"], "cunet train"),
     (["export", "{pt}", "-o", "{tmp}/x.onnx"], "cunet export"),
+    (["import-original", "{pt}", "-o", "{tmp}/x.pt"], "cunet import-original"),
     (["summary", "cunet-tiny"], "cunet summary of a variant or a .pt checkpoint"),
     (["demo", "--quick", "--out", "{tmp}/demo"], "cunet demo"),
     (["evaluate", "{pt}", "--data", "{data}"], "{pt}: a .pt checkpoint"),

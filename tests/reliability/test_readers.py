@@ -46,8 +46,9 @@ def _one_error(code: int, err: str, prefix: str, pattern: str = "") -> None:
 
 
 def _tree(folder: Path) -> dict[str, str]:
+    """The files under `folder` (its `.cunet-outputs` manifest of what cunet wrote there left out)."""
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".cunet-outputs"}
 
 
 def _coco(real: Path, folder: Path, names: list[str]) -> Path:
