@@ -203,7 +203,7 @@ def evaluate(
 
 
 def _evaluate(model_path, data_root, task, backend, split, subset, flip, batch, save_predictions, plot_dir, norm,
-              threads, progress, per_image, boxes, headboxes, strict):
+              threads, progress, per_image, boxes, headboxes, strict, decode):
     from cunet.data.dataset import load_samples
     from cunet.data.layout import detect_layout
     from cunet.io import check_writable
