@@ -93,6 +93,27 @@ def test_init_loads_the_weights_and_refuses_another_config(tiny_run, tmp_path) -
         load_init(CUNet(cfg), result.last, "pose")
 
 
+def test_a_run_from_init_starts_from_its_weights(tiny_run, tmp_path) -> None:
+    """`train(init=...)` trains from the checkpoint's weights, not a random init: at lr 1e-9 one epoch moves no
+    weight by more than 1e-5 (Adam moves a weight by about lr x the conv-lr scale (10) per step, a few steps here),
+    while a fresh init differs from the trained run by far more (checked below). BatchNorm statistics are left out:
+    they follow the batches whatever the lr."""
+    from cunet.model.checkpoint import load_checkpoint
+    from cunet.train.trainer import train
+
+    opts, fp32 = tiny_run
+    start = load_checkpoint(fp32.last)["model"]
+    stats = ("running_mean", "running_var", "num_batches_tracked")
+    weights = [k for k in start if not k.endswith(stats)]
+
+    def farthest(run) -> float:
+        got = load_checkpoint(run.last)["model"]
+        return max(float((got[k] - start[k]).abs().max()) for k in weights)
+
+    assert farthest(train(tiny_options(opts.data, tmp_path / "init", epochs=1, lr=1e-9, init=fp32.last))) < 1e-5
+    assert farthest(train(tiny_options(opts.data, tmp_path / "fresh", epochs=1, lr=1e-9))) > 1e-2
+
+
 def test_recipe_run_records_its_sources_and_resume_refuses_another(tiny_run, tmp_path) -> None:
     """A 1-bit run from --init with a --teacher and --bn-reestimate: it trains, its checkpoints name both files by
     sha256, the BatchNorm statistics are those of one un-augmented pass, and a resume with another teacher or init
