@@ -316,9 +316,10 @@ def main() -> None:
     train_seconds = sum(r["train_seconds"] for s_ in results.values() for r in s_["seeds"])
     lat = interleaved_latency({k: Path(r["onnx"]) for k, r in results.items()}, get_variant("cunet-tiny").input_size,
                               args.threads, args.iters)
-    ref = results.get("fp32")
     for k, r in results.items():
         r.update(lat[k])
+    ref = results.get("fp32")  # compared once every row has its latency (a row may come before fp32's)
+    for k, r in results.items():
         if ref is not None:
             r["nme_rel_vs_fp32"] = (r["nme_onnx"] - ref["nme_onnx"]) / ref["nme_onnx"]
             r["latency_vs_fp32"] = r["p50_ms"] / ref["p50_ms"]
