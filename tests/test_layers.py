@@ -33,6 +33,7 @@ LAYERS = {
 #: The sideways arrows allowed between different packages of one layer: (importer prefix, imported prefix).
 SIDEWAYS = {
     ("compile", "calib"): "quantize calibrates the activation ranges it writes into Q/DQ nodes",
+    ("compile", "evaluate.scoring"): "--max-drop is scored with evaluate's own code (cunet.compile.accuracy_budget)",
     ("train", "evaluate.metrics"): "validation during training scores with the evaluation metrics",
     ("train", "evaluate.scoring"): "validation NME is the per-image NME `cunet metrics` reports",
     ("model", "data.spec"): "a checkpoint is checked against its task's landmark spec",
@@ -55,14 +56,14 @@ TORCH_GATES = {
     ("cunet.runtime.predictor", "cunet.model.checkpoint"): "`.pt` inputs: `_open_torch` calls require_torch",
     ("cunet.runtime.predictor", "cunet.runtime.torch_backend"): "likewise",
     ("cunet.pipeline.bench", "cunet.model.checkpoint"): "bench of a `.pt`: run_bench calls require_torch",
-    ("cunet.pipeline.bench", "cunet.compile.export"): "only planned for a `.pt` input, after require_torch",
+    ("cunet.pipeline.bench_plan", "cunet.compile.export"): "only planned for a `.pt` input, after require_torch",
     ("cunet.commands.summary", "cunet.model.summary"): "`summary VARIANT` calls require_torch",
     ("cunet.commands.summary", "cunet.model.config"): "likewise",
     ("cunet.commands.summary", "cunet.model.quant"): "likewise",
     ("cunet.commands.summary", "cunet.model.checkpoint"): "`summary MODEL.pt`: after the same require_torch",
 }
 #: Modules whose torch imports are the fallback where torch is installed (the CUDA device layer).
-TORCH_FALLBACK = {"cunet.runtime.cuda"}
+TORCH_FALLBACK = {"cunet.runtime.cuda_drivers"}
 
 
 @dataclass(frozen=True)

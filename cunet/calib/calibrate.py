@@ -26,7 +26,7 @@ from cunet.errors import CunetError
 from cunet.io import sha256_file
 from cunet.tempdirs import temp_dir
 
-__all__ = ["Method", "Ranges", "calibrate", "calibrate_inputs"]
+__all__ = ["Method", "Ranges", "calibrate", "calibrate_inputs", "CALIBRATOR_SETTINGS"]
 
 
 class Method(str, Enum):
@@ -110,6 +110,16 @@ class Ranges:
         )
 
 
+#: What cunet hands ONNX Runtime's calibrators, per method (`create_calibrator` extra_options, and the batch of
+#: `get_next`): stated here rather than left to ORT's defaults, so the cache key records the settings that made a range.
+#: Entropy/percentile keep every activation in histograms; one image per batch bounds their memory.
+CALIBRATOR_SETTINGS: dict[str, dict[str, Any]] = {
+    "minmax": {"batch": 8, "symmetric": False, "moving_average": False},
+    "entropy": {"batch": 1, "symmetric": False, "num_bins": 128, "num_quantized_bins": 128},
+    "percentile": {"batch": 1, "symmetric": True, "num_bins": 2048, "percentile": 99.999},
+}
+
+
 def _check_inputs(inputs: CalibrationInputs, where: str) -> None:
     # `where` names the data (its folder) so the one-line error says which input to fix.
     x = inputs.arrays
@@ -128,8 +138,8 @@ def _run_calibrator(model_path: Path, inputs: CalibrationInputs, method: Method)
 
     from cunet.runtime.ort_backend import metadata_input_rejected
 
-    # Entropy/percentile keep every activation in histograms; one image per run bounds their memory.
-    batch = 8 if method is Method.MINMAX else 1
+    settings = dict(CALIBRATOR_SETTINGS[method.value])
+    batch = settings.pop("batch")
     # ONNX Runtime's histogram calibrators print progress on stdout, which belongs to `--json` output. NaN
     # activations make numpy warn inside ORT ("All-NaN axis"); the ranges are checked below and that is the one error.
     with (
@@ -143,6 +153,7 @@ def _run_calibrator(model_path: Path, inputs: CalibrationInputs, method: Method)
             None,
             augmented_model_path=os.path.join(tmp, "augmented.onnx"),
             calibrate_method=method.to_ort(),
+            extra_options=settings,
         )
         with metadata_input_rejected(model_path):
             calibrator.collect_data(inputs.reader(batch))
@@ -189,7 +200,7 @@ def calibrate_inputs(
         inputs = inputs_from_arrays(name, inputs)
     return _calibrate(
         Path(model_path), Method(method), samples or len(inputs.arrays), cache_dir, inputs.fingerprint, lambda: inputs,
-        "calibration arrays",
+        "calibration arrays", {"inputs": "preprocessed arrays"},
     )
 
 
@@ -204,8 +215,9 @@ def calibrate(
     """Activation ranges of an exported cunet ONNX model from the images under `data`.
 
     The images are preprocessed exactly as the model's metadata says. Results are cached under
-    `cache_dir` (default `~/.cache/cunet/calib`) and reused only when the model bytes, the selected files (paths,
-    sizes, mtimes, crop boxes), the method and the sample count all match; `Ranges.from_cache` tells which.
+    `cache_dir` (default `~/.cache/cunet/calib`) and reused only when the model bytes, the selected files' bytes and
+    crop boxes, the preprocessing, the method, the sample count, the calibrator settings and the ONNX Runtime
+    version all match (`cunet.calib.cache`); `Ranges.from_cache` tells which.
 
     Args:
         model_path: the FP32 ONNX model (with cunet metadata).
@@ -223,14 +235,31 @@ def calibrate(
     path = Path(model_path)
     spec = read_preprocess_spec(path)
     selection = select_calibration_images(data, spec, samples)
+    preprocess = {"input_size": spec.input_size, "mean": list(spec.mean), "std": list(spec.std),
+                  "stretch": spec.stretch, "box_margin": spec.box_margin}
     return _calibrate(path, Method(method), samples, cache_dir, selection.fingerprint,
-                      lambda: selection.load(strict=strict), str(data))
+                      lambda: selection.load(strict=strict), str(data), preprocess)
 
 
-def _calibrate(path: Path, method: Method, samples: int, cache_dir, fingerprint: str, load, where: str) -> Ranges:
+def _runtime() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            return {"onnxruntime": version(dist)}
+        except PackageNotFoundError:
+            continue
+    import onnxruntime
+
+    return {"onnxruntime": onnxruntime.__version__}
+
+
+def _calibrate(path: Path, method: Method, samples: int, cache_dir, fingerprint: str, load, where: str,
+               preprocess: dict[str, Any]) -> Ranges:
     if not path.is_file():
         raise CunetError(f"{path}: no such model file")
-    key = CacheKey(sha256_file(path), fingerprint, method.value, int(samples))
+    key = CacheKey(sha256_file(path), fingerprint, method.value, int(samples), preprocess,
+                   CALIBRATOR_SETTINGS[method.value], _runtime())
     entry = entry_path(cache_dir if cache_dir is not None else default_cache_dir(), key)
     with entry_lock(entry):
         cached = read_entry(entry, key)

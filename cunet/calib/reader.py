@@ -27,6 +27,7 @@ from cunet.batch import Skips
 from cunet.data.layout import IMAGE_SUFFIXES, detect_layout, key_problem
 from cunet.data.preprocess import FACE_BOX_MARGIN, Box, box_from_points, prepare_inputs
 from cunet.errors import CunetError
+from cunet.io import sha256_file
 from cunet.limits import refuse_empty
 from cunet.runtime.meta import meta_from_onnx_proto
 
@@ -99,7 +100,7 @@ class CalibrationInputs:
     Attributes:
         input_name: the model input the arrays feed.
         arrays: [N, 3, S, S] float32 network inputs, one per calibration image.
-        fingerprint: sha256 over the selected files (relative path, size, mtime, crop box) or over the array bytes.
+        fingerprint: sha256 over the selected files' bytes and crop boxes, or over the array bytes.
         sources: the image files the arrays came from (empty for in-memory arrays).
         skipped: (file, problem) of each selected image that could not be read and was left out.
     """
@@ -207,8 +208,8 @@ class CalibrationSelection:
     Attributes:
         spec: the model's preprocessing.
         items: (image path, crop box or None for the whole image), in a deterministic order.
-        fingerprint: sha256 over each file's path relative to the data root, size, mtime and crop box, and over the
-            files left out and why.
+        fingerprint: sha256 over each file's bytes (its sha256) and crop box, in order — content, not names or
+            times (`cunet.calib.cache`) — and over the files left out and why.
         problems: (file, problem) of each file of the data left out before selection (a bad annotation, an image
             without one, a symlink out of the folder): the batch rule's `skipped` lines.
     """
@@ -275,11 +276,11 @@ def select_calibration_images(data: str | os.PathLike, spec: PreprocessSpec, sam
         first = f" ({len(problems)} left out, first: {problems[0][0]}: {problems[0][1]})" if problems else ""
         raise CunetError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) to calibrate with{first}")
     chosen = tuple(items[i] for i in _spread(len(items), samples))
+    # Content, not names: two folders with the same names, sizes and times but other pixels must not share ranges.
     digest = hashlib.sha256()
     for path, box in chosen:
-        st = path.stat()
         where = "whole" if box is None else f"{box.cx:.6g},{box.cy:.6g},{box.size:.6g}"
-        digest.update(f"{os.path.relpath(path, root)}|{st.st_size}|{st.st_mtime_ns}|{where}\n".encode())
+        digest.update(f"{sha256_file(path)}|{where}\n".encode())
     for file, problem in problems:  # a cached result repeats its skipped lines only for the same bad files
         digest.update(f"skipped|{file}|{problem}\n".encode())
     return CalibrationSelection(spec, chosen, digest.hexdigest(), tuple(problems))

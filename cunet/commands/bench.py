@@ -19,7 +19,9 @@ __all__ = ["bench"]
 @output_option("--work", folder=True,
                help="Where artifacts are built (default REPORT/artifacts); up-to-date ones are reused.")
 @click.option("--max-drop", type=float, metavar="POINTS",
-              help="Exit 1 when a row loses more than this against FP32 (NME points up / PCKh points down).")
+              help="A gate: exit 1 when a row loses more than this against FP32 (NME points up / PCKh@0.5 points "
+                   "down), has non-finite predictions, failed, or was skipped for a reason other than missing "
+                   "hardware.")
 @click.option("--threads", default=2, show_default=True, type=int, help="CPU inference threads.")
 @click.option("--batch", default=1, show_default=True, type=int, help="Images per call when timing.")
 @click.option("--iters", type=int, help="Timed calls per artifact (default 50; 5 with --quick).")
@@ -42,9 +44,12 @@ def bench(checkpoint, data, report, work, max_drop, threads, batch, iters, calib
     Rows: PyTorch FP32, ONNX FP32, ONNX FP16, INT8 `cpu` and `tensorrt` recipes (ONNX Runtime, CPU), OpenVINO
     FP32, the `openvino` recipe and the `tensorrt` Q/DQ file on OpenVINO (with the openvino/nncf extras), and
     TensorRT engines FP32/FP16/INT8 where TensorRT and a GPU exist (otherwise "skipped" with the reason).
-    Each row: status (ok / failed validation / failed / skipped, with the reason), file size, NME or PCKh,
-    Δ vs ONNX FP32, p50/p99 latency, images/s and peak memory (each artifact timed in its own process).
-    A row that fails does not stop the others. Machines are noisy: compare ratios within one table.
+    Each row: status (ok / failed validation / failed / skipped, with the reason), precision, where it ran
+    (backend · device: every CPU row on the CPU, engines on the GPU), file size, NME or PCKh, Δ vs ONNX FP32,
+    p50/p99 latency, images/s and memory (load: the process up to its first inference; run: the timed runs;
+    GPU rows: the process's device memory), each artifact timed in its own process. A prediction that is not
+    finite fails its row. A row that fails does not stop the others. Machines are noisy: compare ratios
+    within one table.
     The data is checked before anything is built: a file that cannot be used is one `skipped FILE: why` line,
     every row is scored and calibrated without it, and the exit status is 1 (--strict: stop at the first).
     \b
@@ -71,8 +76,14 @@ def bench(checkpoint, data, report, work, max_drop, threads, batch, iters, calib
         console().print(f"wrote {res.files['json']}, {res.files['csv']}, {res.files['plot']}", highlight=False,
                         soft_wrap=True)
     if res.exit_code:
-        over = [r["artifact"] for r in res.rows if r["reason"] and "--max-drop" in r["reason"]]
-        console().print(f"error: {', '.join(over)} lost more than --max-drop {max_drop:g}", highlight=False)
+        from cunet.pipeline.bench import gate_failures
+
+        failing = gate_failures(res.rows)
+        over = [r["artifact"] for r in failing if r["reason"] and "--max-drop" in r["reason"]]
+        other = [r["artifact"] for r in failing if r["artifact"] not in over]
+        what = ([f"{', '.join(over)} lost more than --max-drop {max_drop:g}"] if over else []) + \
+            ([f"{', '.join(other)} not measured (failed or skipped; reasons above)"] if other else [])
+        console().print(f"error: {'; '.join(what)}", highlight=False, markup=False)
     finish(res.skipped, res.scored, "test sample(s) scored in every row")
     if res.exit_code:
         raise click.exceptions.Exit(res.exit_code)

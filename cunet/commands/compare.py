@@ -15,8 +15,8 @@ __all__ = ["compare"]
 @click.argument("reports", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--label", "labels", multiple=True, metavar="NAME",
               help="Column name of the next report, in order (repeat it; default: the report's label or host).")
-@click.option("--value", type=click.Choice(["p50_ms", "p99_ms", "throughput", "peak_mb"]), default="p50_ms",
-              show_default=True, help="What each cell shows.")
+@click.option("--value", type=click.Choice(["p50_ms", "p99_ms", "throughput", "peak_mb", "load_peak_mb", "run_peak_mb"]),
+              default="p50_ms", show_default=True, help="What each cell shows (memory: cunet.evaluate.memory).")
 @click.option("--baseline", metavar="ROW",
               help="The row ratios are relative to, in every column (default: onnx-fp32, else the first row).")
 @output_option("--csv", "csv_path", path_type=Path, help="Also write the table as CSV.")

@@ -46,6 +46,10 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "ope
               show_default=True,
               help="Heatmap decoder: dark (sub-pixel), quarter, argmax, or original: the original CU-Net code's "
                    "integer points (its truncation and 1-based shift), to reproduce its logged NME/PCKh exactly.")
+@click.option("--pckh-style", type=click.Choice(["mpii", "original"]), default="mpii", show_default=True,
+              help="Pose: the headline PCKh: mpii (14 joints without pelvis and thorax, weighted by visible counts, "
+                   "as the MPII tables) or original (the original CU-Net code's plain mean of ankles, knees, hips, "
+                   "wrists and elbows, to compare with its logs).")
 @click.option("--strict", is_flag=True,
               help="Stop at the first file that cannot be used (default: leave it out, say so, exit 1 at the end).")
 @click.option("--min-score", type=click.FloatRange(0.0, 1.0), default=None,
@@ -53,7 +57,8 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "ope
 @smooth_options
 @json_option
 def evaluate(model, data, task, backend, split, subset, headboxes, flip, batch, norm, threads, save_predictions,
-             plot_dir, boxes, decode, strict, min_score, smooth, smooth_min_cutoff, smooth_beta, as_json):
+             plot_dir, boxes, decode, pckh_style, strict, min_score, smooth, smooth_min_cutoff, smooth_beta,
+             as_json):
     """Predict every sample of a dataset split with MODEL and score it.
 
     \b
@@ -70,6 +75,10 @@ def evaluate(model, data, task, backend, split, subset, headboxes, flip, batch, 
     A file that cannot be used (a truncated image, a .pts of 19 points, an image without annotation, no usable
     --boxes entry, a video frame that cannot be read) is left out with one `skipped FILE: why` line on stderr;
     the numbers are of the rest (their "n" says how many) and the exit status is 1. --strict stops at the first.
+    \b
+    A prediction that is not finite (NaN or inf) is the model's failure: the image stays in the count with an
+    infinite error (faces: in FR and AUC; pose: the joint is incorrect), "nonfinite" counts such images, each
+    gets a line on stderr, and the exit status is 1.
     \b
     A 300-VW video folder (cunet data synth --task face --video N writes one) is tracked video by video
     as `cunet predict` tracks: NME and jitter (velocity error, % of the inter-ocular distance) per video
@@ -94,14 +103,22 @@ def evaluate(model, data, task, backend, split, subset, headboxes, flip, batch, 
         result = run(model, data, task=task, backend=backend, split=split, subset=subset, flip=flip, batch=batch,
                      save_predictions=save_predictions, plot_dir=plot_dir, norm=norm, threads=threads, boxes=boxes,
                      progress=lambda done, total: bar.update(job, completed=done, total=total), headboxes=headboxes,
-                     strict=strict, decode=decode)
+                     strict=strict, decode=decode, pckh_style=pckh_style)
     print_skipped(result["skipped"])
+    for f in result["nonfinite_files"]:
+        click.echo(f"{f}: the prediction is not finite (NaN or inf); counted as a failure", err=True)
     if as_json:
         emit_json(result)
     else:
         print_result(result["task"], result)
-        console().print(f"{result['model']} on {result['backend']} ({result['provider']}), flip={result['flip']}")
+        console().print(f"{result['model']} on {result['backend']} ({result['provider']}, {result['device']}, "
+                        f"{result['precision']}), flip={result['flip']}")
+    if result["nonfinite"]:  # the model's failure: said, and exit 1 (after the batch rule's line, if any)
+        click.echo(f"error: the model's prediction is not finite for {result['nonfinite']} of {result['n']} "
+                   f"image(s) (first: {result['nonfinite_files'][0]}); they count as failures", err=True)
     finish(result["skipped"], result["n"], "image(s) scored" if result["task"] == "face" else "people scored")
+    if result["nonfinite"]:
+        raise click.exceptions.Exit(1)
 
 
 def _evaluate_videos(model, data, backend, threads, norm, save_predictions, strict, min_score, smooth, as_json):

@@ -30,14 +30,17 @@ __all__ = ["metrics"]
                                "300w-private/indoor, ...; full = common + challenging).")
 @click.option("--headboxes", type=click.Path(dir_okay=False, path_type=Path),
               help="Pose: MPII's gt_valid.mat with the head boxes (default: the one beside the ground-truth JSON).")
+@click.option("--pckh-style", type=click.Choice(["mpii", "original"]), default="mpii", show_default=True,
+              help="Pose: the headline PCKh: mpii (the MPII tables' 14-joint mean) or original (the original CU-Net "
+                   "code's plain mean of ankles, knees, hips, wrists and elbows).")
 @output_option("--plot", path_type=Path, help="Write a PNG: the CED curve (faces) or PCKh@0.5 per joint (pose).")
 @force_option
 @smooth_options
 @click.option("--strict", is_flag=True,
               help="Stop at the first file that cannot be scored (default: leave it out, say so, exit 1 at the end).")
 @json_option
-def metrics(task, gt, pred, norm, subset, headboxes, plot, force, smooth, smooth_min_cutoff, smooth_beta, strict,
-            as_json):
+def metrics(task, gt, pred, norm, subset, headboxes, pckh_style, plot, force, smooth, smooth_min_cutoff, smooth_beta,
+            strict, as_json):
     """Score any model's predictions, stored in the dataset formats, against ground truth.
 
     \b
@@ -48,7 +51,9 @@ def metrics(task, gt, pred, norm, subset, headboxes, plot, force, smooth, smooth
       cunet metrics --task face --gt gt_pts/ --pred preds/ --norm inter-pupil --json
     \b
     Pose (MPII): PCKh@0.5 and @0.1 (%), the official mean over 14 joints (no pelvis, thorax)
-    weighted by visible-joint counts; the prediction JSON lists the same records in the same order:
+    weighted by visible-joint counts (--pckh-style original: the original CU-Net code's 10-joint
+    mean); body-part columns average left and right, Head is the head top, as the published
+    tables; the prediction JSON lists the same records in the same order:
       cunet metrics --task pose --gt data/mpii/valid.json --pred preds/valid.json
     PCKh measures errors in head sizes: head boxes come from the records' "headbox" or from
     MPII's gt_valid.mat (beside the JSON, or --headboxes FILE).
@@ -84,7 +89,7 @@ def metrics(task, gt, pred, norm, subset, headboxes, plot, force, smooth, smooth
     else:
         if subset:
             raise click.UsageError("--subset applies to faces only")
-        result = scoring.score_pose(gt, pred, headboxes)
+        result = scoring.score_pose(gt, pred, headboxes, pckh_style)
     skips = _skips(result, strict)  # --strict: the first file left out stops here, before any output
     if plot and task == "face":
         from cunet.evaluate.plots import plot_ced
@@ -120,22 +125,30 @@ def _report(task: str, result: dict, skips, as_json: bool, show, unit: str) -> N
         what = "outside the scored ground truth" if task == "face" else "beyond the ground truth's records"
         out.print(f"{result['ignored']} prediction {'file(s)' if task == 'face' else 'record(s)'} {what} ignored",
                   markup=False, highlight=False)
+    if result.get("nonfinite"):  # the model's failure: said, and exit 1 (after the batch rule's line, if any)
+        out.print(f"error: {result['nonfinite']} of {result['n']} scored prediction(s) hold a point that was not "
+                  "predicted (NaN, or [-1, -1] for an annotated joint); they count as failures", markup=False,
+                  highlight=False)
     finish(skips, result["n"], unit)
+    if result.get("nonfinite"):
+        raise click.exceptions.Exit(1)
 
 
 def print_result(task: str, result: dict) -> None:
     """Print a metric JSON (as `cunet metrics` and `cunet evaluate` produce it) as a table on stderr."""
     if task == "face":
-        keys = ["nme", "auc@0.08", "auc@0.10", "fr@0.08", "fr@0.10", "n"]
-        header = ["subset", "NME %", "AUC@0.08", "AUC@0.10", "FR@0.08 %", "FR@0.10 %", "images"]
+        keys = ["nme", "auc@0.08", "auc@0.10", "fr@0.08", "fr@0.10", "n", "nonfinite"]
+        header = ["subset", "NME %", "AUC@0.08", "AUC@0.10", "FR@0.08 %", "FR@0.10 %", "images", "non-finite"]
         groups = result.get("subsets") or {result.get("subset", "full"): result}
         rows = [[name, *(g[k] for k in keys)] for name, g in groups.items()]
         print_table(f"faces ({result.get('norm', 'inter-ocular')} NME)", header, rows)
     else:
-        rows = [["PCKh@0.5 (mean)", result["pckh@0.5"]], ["PCKh@0.1 (mean)", result["pckh@0.1"]],
-                ["PCKh AUC 0–0.5", result["pckh_auc"]]]
+        style = result.get("pckh_style", "mpii")
+        mean = "mean, 14 joints" if style == "mpii" else "original: 10-joint mean"
+        rows = [[f"PCKh@0.5 ({mean})", result["pckh@0.5"]], [f"PCKh@0.1 ({mean})", result["pckh@0.1"]],
+                ["PCKh AUC (0, 0.5]", result["pckh_auc"]]]
         rows += [[f"  {name}", v] for name, v in result["per_group"].items()]
-        rows += [["people", result["n"]]]
+        rows += [["people", result["n"]], ["non-finite", result["nonfinite"]]]
         print_table("pose (%)", ["", "value"], rows)
 
 

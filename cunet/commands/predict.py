@@ -75,8 +75,9 @@ def predict(model, images, out, boxes, fmt, backend, threads, flip, no_draw, dec
     would overwrite any other file stops before predicting, naming it.
     \b
     An image that fails (unreadable, truncated, no usable box in --boxes, a box (almost) wholly outside the
-    image) is one `skipped FILE: why` line; the others are predicted and the exit status is 1 (the JSON lists
-    them under "failed"). --strict stops at the first instead.
+    image, a prediction that is not finite: nothing is written for it) is one `skipped FILE: why` line; the
+    others are predicted and the exit status is 1 (the JSON lists them under "failed"). --strict stops at the
+    first instead. A model whose every prediction is NaN is one error line.
     \b
     A face model needs a face box: give detector boxes with --boxes, or the face detector finds them
     (pip install 'cunet[detect]'), or the whole image is used (said on stderr) — fine for a cropped

@@ -45,9 +45,11 @@ def profile(model, backend, batch, warmup, iters, threads, device, label, ops, v
     """Time MODEL's whole predict path (crop → inference → decode) on random 640x480 frames.
 
     \b
-    Reports p50/p90/p99/mean/std latency in ms (total and per stage), images/s, peak host RSS, and on CUDA
-    the device memory and CUDA-event inference time, plus an environment block (CPU, library versions) so
-    reports from two machines or backends can be compared. Machines are noisy: compare ratios within a run.
+    Reports p50/p90/p99/mean/std latency in ms (total and per stage), images/s, memory (load peak: the
+    process up to the first inference; run peak: the timed runs; on CUDA the process's device memory, or
+    none where it cannot be attributed) and CUDA-event inference time, plus an environment block (CPU,
+    library versions) so reports from two machines or backends can be compared. The JSON carries the memory
+    definitions. Machines are noisy: compare ratios within a run.
 
     \b
     --ops adds, per batch size, the time of each operator type (Conv, QuantizeLinear, Concat ...) per run and its
@@ -83,13 +85,15 @@ def profile(model, backend, batch, warmup, iters, threads, device, label, ops, v
     rows += [(f"{stage} p50 (ms)", *[r["latency_ms"][stage]["p50"] for r in results])
              for stage in ("preprocess", "inference", "decode")]
     rows.append(("images / s", *[r["throughput_ips"] for r in results]))
-    rows.append(("peak RSS (MB)", *[r["peak_rss_mb"] for r in results]))
+    rows.append(("load peak (MB)", *[report["load_peak_mb"] for _ in results]))
+    rows.append(("run peak (MB)", *[r["run_peak_mb"] for r in results]))
     if any(r["device_inference_ms"] for r in results):
         rows.append(("device inference p50 (ms)", *[(r["device_inference_ms"] or {}).get("p50") for r in results]))
-        rows.append(("device memory (MB)", *[r["device_memory_mb"] for r in results]))
+        rows.append(("device peak (MB)", *[r["device_peak_mb"] for r in results]))
     env = report["environment"]
     print_table(
-        f"{report['model']} · {report['backend']} ({report['provider']})",
+        f"{report['model']} · {report['precision']} · {report['backend']} ({report['provider']}) on "
+        f"{report['device']}",
         ["", *[f"batch {r['batch']}" for r in results]],
         rows,
     )

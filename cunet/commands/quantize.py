@@ -118,7 +118,10 @@ def calibrate(model, data, method, samples, cache_dir, strict, output, force, as
 @_method
 @_samples
 @_cache
-@click.option("--max-drop", type=float, help="Keep sensitive blocks float until INT8-vs-FP32 NME ≤ this (points).")
+@click.option("--max-drop", type=float, metavar="POINTS",
+              help="Keep sensitive blocks float until INT8 loses at most this against FP32, in the task metric's "
+                   "points (NME points for faces, PCKh@0.5 points for poses), scored as evaluate scores on "
+                   "annotated images the calibration did not use.")
 @_strict
 @output_option("-o", "--output", required=True,
                help="The INT8 model: .onnx (tensorrt, cpu) or .xml (openvino; NAME.bin is written beside it).")
@@ -142,8 +145,11 @@ def quantize(model, recipe, data, method, samples, cache_dir, max_drop, strict, 
       cunet quantize model.onnx --recipe tensorrt --data data/300w -o model.int8.onnx
       cunet quantize model.onnx --recipe cpu --data data/300w --max-drop 0.1 -o model.cpu.int8.onnx
     \b
-    --max-drop quantizes the model once per step (one line each on stderr); when only keeping every block
-    group in float meets the budget, the model is still written but the exit status is 1 (nothing is INT8).
+    --max-drop is in the task metric's points (NME points for faces, PCKh@0.5 points for poses) and is
+    measured as `cunet evaluate` measures (same crops, decoder and ground-truth normaliser) on annotated
+    images of the data that calibration did not use (--samples leaves the rest). It quantizes the model once
+    per step (one line each on stderr); when only keeping every block group in float meets the budget, the
+    model is still written but the exit status is 1 (nothing is INT8).
     A file of --data that cannot be used is one `skipped FILE: why` line; the model is written from the rest
     and the exit status is 1 (--strict: stop at the first).
     """
@@ -176,7 +182,8 @@ def quantize(model, recipe, data, method, samples, cache_dir, max_drop, strict, 
             ("recipe", report.recipe),
             ("calibration images", f"{report.samples} of {samples} requested"),
             ("size FP32 → INT8 (MB)", f"{report.fp32_bytes / 1e6:.2f} → {report.int8_bytes / 1e6:.2f}"),
-            ("INT8 vs FP32 NME (points)", "not measured" if report.drop is None else f"{report.drop:.3f}"),
+            ("lost vs FP32", "not measured" if report.drop is None else
+             f"{report.drop:.3f} {_points(report.drop_metric)} on {report.drop_images} held-out image(s)"),
         ]
         print_table("quantize", ["", "value"], rows)
         if report.excluded:
@@ -187,7 +194,8 @@ def quantize(model, recipe, data, method, samples, cache_dir, max_drop, strict, 
                 rows.append((f"the other {len(forced)} group(s)", sum(e["nodes"] for e in forced), None,
                              forced[-1]["drop_after"]))
             print_table(f"kept in float: {len(report.excluded)} of {report.groups} block groups, most sensitive first",
-                        ["block group", "nodes", "drop saved alone (NME pts)", "drop after (NME pts)"], rows,
+                        ["block group", "nodes", f"drop saved alone ({_points(report.drop_metric)})",
+                         f"drop after ({_points(report.drop_metric)})"], rows,
                         decimals={2: 3, 3: 3})
     _finish_batch(report.skipped, report.samples)
     if report.all_float:
@@ -251,3 +259,7 @@ def check_trt(model, strict, as_json):
                          "tensorrt`)")
     if errors:
         raise CunetError(f"{model}: {len(errors)} TensorRT Q/DQ rule violation(s), first: [{errors[0].rule}] {errors[0].message}")
+
+
+def _points(metric: str | None) -> str:
+    return {"nme": "NME points", "pckh@0.5": "PCKh@0.5 points"}.get(metric or "", "points")

@@ -10,8 +10,9 @@ reads back, so an `.xml` is as self-describing as an `.onnx`.
 unmodified export, the peer baseline the recipe must beat.
 
 Accuracy control (`max_drop`): cunet's per-block exclusion, as the ONNX recipes do it (`cunet.compile.quantize`):
-the drop is the NME between INT8 and FP32 landmarks on preprocessed calibration inputs, and while over budget the
-block whose float copy gains most is kept float (NNCF `IgnoredScope` of its node names). It ranks the ~80 CU-Net
+the drop is the task metric lost against the FP32 model on OpenVINO (NME or PCKh@0.5 points), scored as `cunet
+evaluate` scores on held-out annotated images (`cunet.compile.accuracy_budget`), and while over budget the block
+whose float copy gains most is kept float (NNCF `IgnoredScope` of its node names). It ranks the ~80 CU-Net
 blocks with one quantization each, where NNCF's accuracy control ranks single operations and needs a validation
 metric callback; both land on the same kind of result (a few float layers), and the per-block one reports which
 blocks in the same words as the other recipes (`float_groups`).
@@ -152,8 +153,9 @@ def quantize_openvino(
         out_path: the IR's `.xml` (its `.bin` is written beside it).
         data: calibration images (dataset root or image folder), selected as for the other recipes.
         samples: calibration images.
-        max_drop: keep the most sensitive blocks float until the INT8-vs-FP32 landmark NME ≤ this (points).
-        val_samples: calibration inputs reused to measure the drop.
+        max_drop: keep the most sensitive blocks float until the INT8 model loses at most this against FP32, in the
+            task metric's points (NME or PCKh@0.5), measured on held-out images (`cunet.compile.accuracy_budget`).
+        val_samples: held-out annotated images (not in the calibration selection) the drop is measured on.
         settings: the NNCF knobs (`OPENVINO_RECIPE`, `NNCF_DEFAULT` or a variant being measured).
         strict: stop at the first calibration file that cannot be used instead of leaving it out (`cunet.batch`).
 
@@ -163,7 +165,7 @@ def quantize_openvino(
     import onnx
 
     from cunet.calib.reader import read_preprocess_spec, select_calibration_images
-    from cunet.compile.quantize import QuantizeReport, bn_to_depthwise, landmark_drop, node_groups
+    from cunet.compile.quantize import QuantizeReport, bn_to_depthwise, node_groups
     from cunet.runtime.ov_backend import ir_files_bytes, require_openvino
 
     if Path(out_path).suffix.lower() != ".xml":
@@ -187,16 +189,18 @@ def quantize_openvino(
         fp32 = core.read_model(str(prepared))
     groups = ov_model_groups(fp32, node_groups(proto))
     base = [n for g, ops in groups.items() if settings.ignore_heads and g.startswith("heads.") for n in ops]
-    drop, excluded = None, []
+    drop, excluded, val = None, [], None
     if max_drop is None:
         model = _quantize(nncf, fp32, inputs, settings, base)
     else:
-        val = inputs[np.linspace(0, len(inputs) - 1, min(val_samples, len(inputs))).round().astype(int)]
-        ref = _heatmaps(core, fp32, val)
+        from cunet.compile.accuracy_budget import budget_images, loss_of, metric_of
+
+        val = budget_images(src, data, selection, val_samples)
+        reference = metric_of(val, _heatmaps(core, fp32, val.x))
 
         def drop_of(ignored: list[str]) -> tuple[Any, float]:
             q = _quantize(nncf, fp32.clone(), inputs, settings, base + ignored)
-            return q, landmark_drop(ref, _heatmaps(core, q, val))
+            return q, loss_of(val, reference, _heatmaps(core, q, val.x))
 
         model, drop, excluded = _control(drop_of, groups, max_drop, src)
     meta.update(precision="int8", recipe="openvino", float_groups=[e["group"] for e in excluded])
@@ -206,7 +210,8 @@ def quantize_openvino(
         reused=False, fp32_bytes=src.stat().st_size, int8_bytes=ir_files_bytes(out_path), drop=drop,
         excluded=excluded, data_fingerprint=selection.fingerprint, samples_requested=samples,
         skipped=[list(x) for x in loaded.skipped],
-        settings=dataclasses.asdict(settings),
+        settings=dataclasses.asdict(settings), drop_metric=None if val is None else val.metric,
+        drop_images=None if val is None else val.count,
     )
 
 

@@ -15,12 +15,13 @@ the last DQ. Activations are asymmetric uint8 (VNNI's u8s8 dot products; ReLU fo
 weights per-channel int8. That measured 2.16x faster than FP32 where the naive recipe was 1.52x (one interleaved run).
 
 Accuracy control (`max_drop`): nodes are grouped by their exported module path (stem, one group per U-Net block,
-bridges, heads); the drop is measured on preprocessed validation inputs as the NME between the INT8 and FP32
-landmarks (an upper bound on the NME increase against any ground truth, by the triangle inequality). While over
-budget, groups are tried in order of sensitivity (largest drop reduction when it alone stays float); a group stays
-float only when it lowers the drop, so the reported drop falls at every kept group. Groups whose float copy does not
-help are never kept. When only every group in float meets the budget, the written model is FP32 in all but name:
-`QuantizeReport.all_float` says so and `cunet quantize` warns and exits 1.
+bridges, heads); the drop is the task metric lost against FP32 — NME points for faces, PCKh@0.5 points for poses —
+measured as `cunet evaluate` measures it (same crops, same decoder, ground-truth normaliser) on annotated images the
+calibration did not use (`cunet.compile.accuracy_budget`). While over budget, groups are tried in order of
+sensitivity (largest drop reduction when it alone stays float); a group stays float only when it lowers the drop, so
+the reported drop falls at every kept group. Groups whose float copy does not help are never kept. When only every
+group in float meets the budget, the written model is FP32 in all but name: `QuantizeReport.all_float` says so and
+`cunet quantize` warns and exits 1.
 """
 
 from __future__ import annotations
@@ -65,14 +66,16 @@ class QuantizeReport:
             annotations of a dataset).
         calibration_cache: the calibration cache entry; reused: whether it was reused.
         fp32_bytes, int8_bytes: file sizes.
-        drop: the measured landmark drop (NME points of INT8 vs FP32 landmarks) of the written model, if measured.
+        drop: the metric points the written model loses against FP32 (`drop_metric`: NME points up, PCKh@0.5 points
+            down) on `drop_images` held-out annotated images, if measured (`--max-drop`).
         excluded: node groups kept in float, most sensitive first: "group", "nodes", "gain_alone" (drop reduction,
-            NME points, when it alone stays float) and "drop_after" (the drop once it and those above stay float);
+            metric points, when it alone stays float) and "drop_after" (the drop once it and those above stay float);
             "forced": True on the groups kept float only because nothing else met the budget (all_float).
         groups: node groups the model has (0 when --max-drop was not used).
         all_float: every group had to stay float to meet --max-drop: nothing is quantized.
         data_fingerprint: the calibration selection's fingerprint where no range cache records it (openvino recipe).
         settings: the NNCF settings of the openvino recipe (`cunet.compile.openvino.OvSettings`), else None.
+        drop_metric: the metric `drop` is in ("nme" or "pckh@0.5"); drop_images: how many images it was measured on.
     """
 
     output: str
@@ -91,6 +94,8 @@ class QuantizeReport:
     all_float: bool = False
     data_fingerprint: str | None = None
     settings: dict[str, Any] | None = None
+    drop_metric: str | None = None
+    drop_images: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The `cunet quantize --json` object: every field, "skipped" as [{"file", "problem"}] like every batch
@@ -305,16 +310,18 @@ def _run(model_bytes: bytes, x: np.ndarray, where: Path) -> np.ndarray:
         return np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
 
 
-def _control(fp32_path: Path, ranges, recipe: Recipe, val: np.ndarray, max_drop: float,
-             say: Callable[[str], None]):
-    """(model, drop, excluded groups, number of groups) meeting `max_drop`; see the module docstring."""
+def _control(fp32_path: Path, ranges, recipe: Recipe, val, max_drop: float, say: Callable[[str], None]):
+    """(model, drop, excluded groups, number of groups) meeting `max_drop`; see the module docstring. `val` is the
+    held-out `cunet.compile.accuracy_budget.BudgetImages`."""
     import onnx
 
-    ref = _run(fp32_path.read_bytes(), val, fp32_path)
+    from cunet.compile.accuracy_budget import loss_of, metric_of
+
+    reference = metric_of(val, _run(fp32_path.read_bytes(), val.x, fp32_path))
 
     def drop_of(exclude: list[str]):
         model = quantize_with_ranges(fp32_path, ranges, recipe, exclude)
-        return model, landmark_drop(ref, _run(model.SerializeToString(), val, fp32_path))
+        return model, loss_of(val, reference, _run(model.SerializeToString(), val.x, fp32_path))
 
     say("max-drop: measuring the fully quantized model")
     model, drop = drop_of([])
@@ -372,8 +379,9 @@ def quantize(
         method: minmax, entropy or percentile.
         samples: calibration images.
         cache_dir: calibration cache directory.
-        max_drop: keep the most sensitive blocks in float until INT8-vs-FP32 landmark NME ≤ this (percent points).
-        val_samples: calibration inputs reused to measure the drop.
+        max_drop: keep the most sensitive blocks in float until the INT8 model loses at most this against FP32, in
+            the task metric's points (NME points for faces, PCKh@0.5 points for poses; see the module docstring).
+        val_samples: held-out annotated images (not in the calibration selection) the drop is measured on.
         progress: called with one line per step of the --max-drop search (each step quantizes the model once).
         strict: stop at the first calibration file that cannot be used instead of leaving it out (`cunet.batch`;
             the report's `skipped` lists them).
@@ -397,11 +405,14 @@ def quantize(
                 raise CunetError(f"{ranges.skipped[0][0]}: {ranges.skipped[0][1]}")
         except CunetError as e:  # name the user's model, not its prepared copy in the temporary folder
             raise CunetError(str(e).replace(str(fp32), str(src))) from e
-        drop, excluded, n_groups = None, [], 0
+        drop, excluded, n_groups, val = None, [], 0, None
         if max_drop is None:
             model = quantize_with_ranges(fp32, ranges, recipe, [])
         else:
-            val = select_calibration_images(data, read_preprocess_spec(fp32), val_samples).load().arrays
+            from cunet.compile.accuracy_budget import budget_images
+
+            val = budget_images(src, data, select_calibration_images(data, read_preprocess_spec(fp32), samples),
+                                val_samples)
             say = progress or (lambda line: None)
             model, drop, excluded, n_groups = _control(fp32, ranges, recipe, val, max_drop, say)
     _copy_meta(onnx.load(str(src), load_external_data=False), model, recipe, excluded)
@@ -421,6 +432,8 @@ def quantize(
         excluded=excluded,
         groups=n_groups,
         all_float=bool(n_groups) and len(excluded) == n_groups,
+        drop_metric=None if val is None else val.metric,
+        drop_images=None if val is None else val.count,
     )
 
 

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BatchProfile",
     "unavailable_reason",
+    "dla_unsupported",
     "model_precision",
     "calibration_sha256",
     "fp16_converter",
@@ -101,6 +102,17 @@ def unavailable_reason() -> str | None:
     if not cuda_device_available():
         missing.append("no CUDA device is visible")
     return " and ".join(missing) or None
+
+
+def dla_unsupported(version: str) -> str | None:
+    """Why TensorRT `version` cannot build for a DLA, or None. The TensorRT 11 documentation ("Working with DLA"):
+    DLA was unavailable in TensorRT 11.0 through 11.3; 10.x (10.7 the last with DLA) and 11.4.1 on JetPack 7.2.2+
+    (Jetson AGX Orin) have it."""
+    parts = [int(p) for p in version.split(".")[:2] if p.isdigit()]
+    if len(parts) == 2 and parts[0] == 11 and parts[1] < 4:
+        return (f"TensorRT {version} has no DLA support (TensorRT 11.0-11.3 removed it); build DLA engines with "
+                "TensorRT 10 (up to 10.7) or 11.4.1 and later on JetPack 7.2.2+")
+    return None
 
 
 def model_precision(proto: Any) -> str:
@@ -314,6 +326,9 @@ def compile_engine(
     major = int(trt.__version__.split(".")[0])
     if major < 10:
         raise CunetError(f"TensorRT {trt.__version__} is too old; cunet builds engines with TensorRT 10 or 11")
+    no_dla = dla_unsupported(trt.__version__)
+    if dla_core is not None and no_dla:  # checked before any DLA API is touched: 11.0-11.3 have no DLA at all
+        raise CunetError(f"--dla {dla_core}: {no_dla}")
     running = current_device(trt.__version__, device)
     with temp_dir("trt") as tmp:
         model_bytes = Path(onnx_path).read_bytes()

@@ -176,9 +176,10 @@ def _pose_mpii_16() -> LandmarkSpec:
         (0, 1), (1, 2), (2, 6), (3, 6), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9),
         (7, 12), (12, 11), (11, 10), (7, 13), (13, 14), (14, 15),
     )  # fmt: skip
-    # The MPII results table: "head" pools head top and upper neck, as `cunet.evaluate.metrics.MPII_GROUPS`.
+    # The columns of the published MPII table (the official MATLAB script, HRNet): "head" is the head top, every
+    # other column averages its right and left joint (`cunet.evaluate.scoring.MPII_GROUPS`).
     groups = {
-        "head": (8, 9),
+        "head": (9,),
         "shoulder": (12, 13),
         "elbow": (11, 14),
         "wrist": (10, 15),

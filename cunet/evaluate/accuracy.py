@@ -13,20 +13,25 @@ image that cannot be decoded (truncated, empty, over the pixel limit), an image 
 crop box lying (almost) wholly outside its image are left out, each named in the result's "skipped"; the numbers
 are of the rest, say so by their `n`, and the CLI exits 1 after printing them. A benchmark number from a shortened
 test set is therefore never silent. `strict=True` stops at the first instead.
+
+A prediction that is not finite (NaN or inf from a broken INT8 model) is the model's failure, not a skipped input:
+the image stays in `n` with an infinite error (`cunet.evaluate.summaries`), the result's "nonfinite" counts it and
+"nonfinite_files" names it, and the CLI exits 1. No file is saved for it (a `.pts` cannot hold NaN), so `cunet
+metrics` lists it as missing. A model whose every prediction is non-finite is one `CunetError`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 import numpy as np
 
 from cunet.batch import Skips
 from cunet.data.decode import DEFAULT_METHOD
 from cunet.errors import CunetError
-from cunet.evaluate import metrics, scoring
+from cunet.evaluate import scoring
 
 __all__ = ["evaluate"]
 
@@ -35,13 +40,15 @@ Progress = Callable[[int, int], None]
 
 
 def _predict_all(predictor, samples: list, flip: bool, batch: int, progress: Progress | None,
-                 skips: Skips) -> np.ndarray:
-    """Predictions [N, K, 2], NaN rows for the images left out (unreadable, or a crop box outside the image: added
-    to `skips`, which raises at the first when strict)."""
+                 skips: Skips) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions [N, K, 2] (whatever the model returned, NaN included) and which images were used [N] bool; the
+    images left out (unreadable, or a crop box outside the image) are added to `skips`, which raises at the first
+    when strict. Which rows were used is never read off the predictions: a NaN prediction is the model's failure."""
     from cunet.data.dataset import read_image
     from cunet.data.preprocess import box_problem
 
     out = np.full((len(samples), predictor.meta.num_landmarks, 2), np.nan, dtype=np.float64)
+    read = np.zeros(len(samples), dtype=bool)
     for start in range(0, len(samples), batch):
         rows, images = [], []
         for i in range(start, min(start + batch, len(samples))):
@@ -57,10 +64,12 @@ def _predict_all(predictor, samples: list, flip: bool, batch: int, progress: Pro
             images.append(image)
             rows.append(i)
         if rows:
-            out[rows] = predictor.predict(images, [samples[i].box for i in rows], flip=flip)
+            with np.errstate(all="ignore"):  # a NaN-producing model is reported below, not as numpy warnings
+                out[rows] = predictor.predict(images, [samples[i].box for i in rows], flip=flip)
+            read[rows] = True
         if progress is not None:
             progress(min(start + batch, len(samples)), len(samples))
-    return out
+    return out, read
 
 
 def _crop_boxes(samples: list, meta, boxes: Path | None, task: str, skips: Skips) -> list:
@@ -99,10 +108,11 @@ def _face_errors(samples: list, pred: np.ndarray, norm: str, save: Path | None) 
     if save is not None:
         from cunet.data.formats import read_pts, write_pts
 
-        files = _prediction_files(save, samples)
-        for f, p in zip(files, pred):
-            write_pts(f, p)
-        pred = np.stack([read_pts(f) for f in files])  # score what the files hold, as `cunet metrics` will
+        pred = pred.copy()
+        for f, i in zip(_prediction_files(save, samples), range(len(pred))):
+            if np.isfinite(pred[i]).all():  # a .pts cannot hold NaN: a non-finite prediction gets no file
+                write_pts(f, pred[i])
+                pred[i] = read_pts(f)  # score what the file holds, as `cunet metrics` will
     gt = np.stack([s.points for s in samples])
     mask = np.stack([s.visible for s in samples])
     return scoring.per_image_nme(pred, gt, mask, norm, [s.key for s in samples])
@@ -114,7 +124,7 @@ def _prediction_files(save: Path, samples: list) -> list[Path]:
 
 
 def _score_poses(data_root: Path, split: str, pred: np.ndarray, save: Path | None, indices: list[int],
-                 headboxes: str | Path | None = None) -> tuple[dict, np.ndarray]:
+                 headboxes: str | Path | None = None, style: str = "mpii") -> tuple[dict, np.ndarray]:
     # The records the scored samples came from (`indices`: their places in the file); head boxes from them or a
     # gt_valid.mat. People left out (a bad record, an unreadable image) are not among them.
     gt_file, records = scoring.load_pose_gt(data_root, split, headboxes, strict=False)
@@ -127,10 +137,11 @@ def _score_poses(data_root: Path, split: str, pred: np.ndarray, save: Path | Non
         write_mpii_json(out, [
             dataclasses.replace(r, joints=p, visible=np.ones(len(p), dtype=bool)) for r, p in zip(records, pred)
         ])
-        pred = np.stack([r.joints for r in read_mpii_json(out)])  # score what the file holds
+        # score what the file holds: a non-finite joint was written as "not predicted" and reads back as NaN
+        pred = np.stack([r.joints for r in read_mpii_json(out)])
     gt, mask = np.stack([r.joints for r in records]), np.stack([r.visible for r in records])
     heads = np.stack([np.asarray(r.headbox, dtype=np.float64) for r in records])
-    return scoring.summarize_pose(pred, gt, mask, heads), metrics.joint_correct(pred, gt, mask, heads, 0.5)
+    return scoring.summarize_pose(pred, gt, mask, heads, style), scoring.joint_correct(pred, gt, mask, heads, 0.5)
 
 
 def evaluate(
@@ -152,6 +163,9 @@ def evaluate(
     headboxes: str | Path | None = None,
     strict: bool = False,
     decode: str = DEFAULT_METHOD.value,
+    device: str | None = None,
+    pckh_style: str = "mpii",
+    exclude: Collection[str | Path] = (),
 ) -> dict | tuple[dict, np.ndarray]:
     """Run a model over a dataset split and score it.
 
@@ -180,17 +194,23 @@ def evaluate(
         strict: stop at the first file that cannot be used (`cunet.batch`) instead of leaving it out.
         decode: the heatmap decoder (`cunet.data.decode`): "dark" (cunet's sub-pixel default), "quarter",
             "argmax", or "original" (the original CU-Net code's integer points, to reproduce its logged numbers).
+        device: where to run ("cpu", "cuda", "cuda:N"; None: the backend's default, see `open_predictor`).
+        pckh_style: pose: the headline of `pckh@0.5`/`pckh@0.1` (`cunet.evaluate.scoring.PCKH_STYLES`).
+        exclude: image files to leave out of the scored set (bench: the calibration images of a dataset whose
+            one split serves both calibration and scoring).
 
     Returns:
-        The `cunet metrics` JSON of the task (of the readable images), plus "model", "task", "backend", "provider"
-        (what really ran), "flip", "boxes" (the box file or folder, None for landmark boxes) and "skipped"
-        ([{"file", "problem"}] of the files left out: bad annotations, unreadable images, missing or bad boxes); with `per_image`, the tuple (that dict, the per-image
-        errors of the readable images).
+        The `cunet metrics` JSON of the task (of the images used; "nonfinite" counts the images whose prediction
+        is not finite, which stay in "n" as failures), plus "model", "task", "backend", "provider", "device" and
+        "precision" (what really ran), "flip", "boxes" (the box file or folder, None for landmark boxes), "skipped"
+        ([{"file", "problem"}] of the files left out: bad annotations, unreadable images, missing or bad boxes) and
+        "nonfinite_files" (the images with a non-finite prediction); with `per_image`, the tuple (that dict, the
+        per-image errors of the images used).
 
     Raises:
         CunetError: unreadable model or data, a model for another task or landmark count, a split without one
-            usable sample, missing head boxes (pose), a backend this machine cannot run; with `strict`, the first
-            file that cannot be used.
+            usable sample, missing head boxes (pose), a backend this machine cannot run, a model whose every
+            prediction is non-finite; with `strict`, the first file that cannot be used.
     """
     args = dict(locals())  # first: the parameters, passed on as they came
     from cunet.io import Output, WritePolicy, writing
@@ -203,7 +223,7 @@ def evaluate(
 
 
 def _evaluate(model_path, data_root, task, backend, split, subset, flip, batch, save_predictions, plot_dir, norm,
-              threads, progress, per_image, boxes, headboxes, strict, decode):
+              threads, progress, per_image, boxes, headboxes, strict, decode, device, pckh_style, exclude):
     from cunet.data.dataset import load_samples
     from cunet.data.layout import detect_layout
     from cunet.io import check_writable
@@ -211,9 +231,12 @@ def _evaluate(model_path, data_root, task, backend, split, subset, flip, batch, 
 
     if batch < 1:
         raise CunetError(f"batch must be at least 1, got {batch}")
+    if pckh_style not in scoring.PCKH_STYLES:
+        raise CunetError(f"unknown PCKh style {pckh_style!r}; choose one of {', '.join(scoring.PCKH_STYLES)}")
     data_root = Path(data_root)
     save = Path(save_predictions) if save_predictions is not None else None
-    with open_predictor(model_path, backend=backend, threads=threads, decode_method=decode) as predictor:
+    with open_predictor(model_path, backend=backend, threads=threads, device=device,
+                        decode_method=decode) as predictor:
         meta = predictor.meta
         task = task or meta.task
         if task != meta.task:
@@ -222,10 +245,14 @@ def _evaluate(model_path, data_root, task, backend, split, subset, flip, batch, 
         skips = Skips(strict)
         loaded = load_samples(data_root, task, split, subset, allow_empty=True, headboxes=headboxes)
         skips.extend(loaded.problems)
-        samples = loaded.samples
+        if exclude and task != "face":
+            raise CunetError("leaving images out of the scored set applies to face datasets only")
+        left_out = {Path(f).resolve() for f in exclude}
+        samples = [s for s in loaded.samples if Path(s.image).resolve() not in left_out]
         if not samples:
             first = f" (first: {skips.items[0].file}: {skips.items[0].problem})" if skips else ""
-            raise CunetError(f"{data_root}: no usable {task} samples in split {split!r}{first}")
+            but = f" besides the {len(loaded.samples)} left out of the scored set" if loaded.samples else ""
+            raise CunetError(f"{data_root}: no usable {task} samples in split {split!r}{but}{first}")
         if len(samples[0].points) != meta.num_landmarks:
             raise CunetError(f"{model_path}: predicts {meta.num_landmarks} landmarks but {data_root} has "
                              f"{len(samples[0].points)}")
@@ -234,14 +261,20 @@ def _evaluate(model_path, data_root, task, backend, split, subset, flip, batch, 
         # truth itself, when --save-predictions is the data folder or a key leaves it) stops the run here.
         plot = [Path(plot_dir) / ("ced.png" if task == "face" else "pckh.png")] if plot_dir is not None else []
         check_writable([*(_prediction_files(save, samples) if save is not None and task == "face" else []), *plot])
-        pred = _predict_all(predictor, samples, flip, batch, progress, skips)
+        pred, keep = _predict_all(predictor, samples, flip, batch, progress, skips)
         ran = {"model": str(model_path), "task": task, "backend": predictor.backend,
-               "provider": predictor.provider, "flip": flip, "boxes": None if boxes is None else str(boxes),
-               "skipped": skips.to_json()}
-    keep = ~np.isnan(pred).any(axis=(1, 2))
+               "provider": predictor.provider, "device": predictor.device, "precision": meta.precision,
+               "flip": flip, "boxes": None if boxes is None else str(boxes), "skipped": skips.to_json()}
     if not keep.any():
         first = skips.items[0]
         raise CunetError(f"{first.file}: {first.problem} (none of the {len(samples)} images could be used)")
+    # Not finite where a point is scored: the definition of the metric JSON's "nonfinite".
+    scored = np.stack([s.visible for s in samples]) & np.isfinite(np.stack([s.points for s in samples])).all(axis=-1)
+    broken = keep & (scored & ~np.isfinite(pred).all(axis=-1)).any(axis=1)
+    if broken.sum() == keep.sum():
+        raise CunetError(f"{model_path}: every prediction is NaN or inf ({int(keep.sum())} image(s)); the model is "
+                         "broken (an INT8 model with a bad scale, or weights that overflow)")
+    ran["nonfinite_files"] = [str(s.image) for s, b in zip(samples, broken) if b]
     name = Path(model_path).name
     if task == "face":
         samples, pred = [s for s, k in zip(samples, keep) if k], pred[keep]
@@ -255,7 +288,7 @@ def _evaluate(model_path, data_root, task, backend, split, subset, flip, batch, 
             plot_ced({name: errors}, Path(plot_dir) / "ced.png", title=f"CED ({norm} NME)")
     else:
         indices = [int(s.key.rpartition("#")[2]) for s, k in zip(samples, keep) if k]
-        result, errors = _score_poses(data_root, split, pred[keep], save, indices, headboxes)
+        result, errors = _score_poses(data_root, split, pred[keep], save, indices, headboxes, pckh_style)
         if plot_dir is not None:
             from cunet.evaluate.plots import plot_pckh
 

@@ -27,7 +27,8 @@ __all__ = ["VALUES", "Report", "Comparison", "load_report", "compare", "write_cs
            "comparison_figure"]
 
 #: What a cell can show: name → (unit, True when higher is better).
-VALUES = {"p50_ms": ("ms", False), "p99_ms": ("ms", False), "throughput": ("img/s", True), "peak_mb": ("MB", False)}
+VALUES = {"p50_ms": ("ms", False), "p99_ms": ("ms", False), "throughput": ("img/s", True), "peak_mb": ("MB", False),
+          "load_peak_mb": ("MB", False), "run_peak_mb": ("MB", False)}
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,9 @@ def _profile_rows(obj: dict[str, Any]) -> dict[str, dict[str, float | None]]:
         total = r["latency_ms"]["total"]
         rows[f"{name} · batch {r['batch']}"] = {"p50_ms": _number(total.get("p50")), "p99_ms": _number(total.get("p99")),
                                                "throughput": _number(r.get("throughput_ips")),
-                                               "peak_mb": _number(r.get("peak_rss_mb"))}
+                                               "peak_mb": _number(r.get("peak_rss_mb")),
+                                               "load_peak_mb": _number(obj.get("load_peak_mb")),
+                                               "run_peak_mb": _number(r.get("run_peak_mb"))}
     return rows
 
 

@@ -3,26 +3,25 @@
 Pure numpy functions without state or I/O, in the style of mmpose's `keypoint_eval`: coordinates are `[N, K, 2]`
 0-based pixels, the argument order is always `pred, gt, mask, norm`, and nothing writes into the caller's arrays.
 Normalisers are small named helpers (`inter_ocular`, `inter_pupil`, `box_size`, `head_size`) composed at the call
-site, so the policy ("which eye corners", "0.6 x head-box diagonal") is visible where a number is reported.
+site, and every index table (which eye corners, which joints make the headline mean, which joints form a column)
+is an argument: the policy lives in `cunet.evaluate.scoring`, which passes the tables of `cunet.data.spec`.
+This module imports numpy only and raises `ValueError`; the scoring layer turns that into a one-line `CunetError`.
 
 Every function returns fractions (0.035, not 3.5 %); `cunet.evaluate.scoring` converts to the percent units of the
 JSON keys (`nme`, `fr@*`, `pckh@*`). A missing landmark is NaN in `gt` or False in `mask`, never a sentinel value.
+A prediction that is not finite where the ground truth is annotated has an infinite error: it is a failure at
+every threshold, never left out.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from cunet.data.spec import FACE_68, POSE_MPII_16
-from cunet.errors import CunetError
-
 __all__ = [
-    "MPII_JOINTS",
-    "MPII_GROUPS",
-    "MPII_EXCLUDED",
     "PCKhResult",
     "point_errors",
     "inter_ocular",
@@ -37,21 +36,11 @@ __all__ = [
     "pckh",
     "pckh_auc",
     "joint_correct",
+    "group_means",
 ]
 
-#: MPII Human Pose joint order (0-based) and the groups of the MPII results table ("head" = head-top + upper-neck),
-#: from the one landmark spec of the project.
-MPII_JOINTS: tuple[str, ...] = POSE_MPII_16.names
-MPII_GROUPS: dict[str, tuple[int, ...]] = dict(POSE_MPII_16.groups)
-#: Pelvis and thorax: left out of the headline PCKh by the official MPII evaluation.
-MPII_EXCLUDED = (6, 7)
-
-#: Outer eye corners (36, 45) and the two eyes of the 68-point 300-W markup (0-based).
-_OUTER_EYE_CORNERS: tuple[int, ...] = FACE_68.norm_points
-_RIGHT_EYE = slice(36, 42)
-_LEFT_EYE = slice(42, 48)
-#: Official MPII head size: 0.6 x the head-box diagonal.
-_HEAD_SIZE_FACTOR = 0.6
+#: Official MPII head size: 0.6 x the head-box diagonal (SC_BIAS of the MATLAB evaluation).
+HEAD_SIZE_FACTOR = 0.6
 
 
 def _points(a: np.ndarray, name: str) -> np.ndarray:
@@ -70,6 +59,13 @@ def _mask(mask: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
     return m
 
 
+def _indices(gt: np.ndarray, idx: Sequence[int], what: str) -> list[int]:
+    idx = [int(i) for i in idx]
+    if not idx or max(idx) >= gt.shape[1] or min(idx) < 0:
+        raise ValueError(f"{what} uses points {idx}, but the markup has {gt.shape[1]} points")
+    return idx
+
+
 def point_errors(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """Euclidean distance of every predicted point to its ground truth.
 
@@ -86,43 +82,41 @@ def point_errors(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = Non
     if pred.shape != gt.shape:
         raise ValueError(f"pred {pred.shape} and gt {gt.shape} differ in shape")
     scored = _mask(mask, gt.shape[:2]) & np.isfinite(gt).all(axis=-1)
-    err = np.linalg.norm(pred - gt, axis=-1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.linalg.norm(pred - gt, axis=-1)
     err = np.where(np.isfinite(err), err, np.inf)
     return np.where(scored, err, np.nan)
 
 
-def _require_68(gt: np.ndarray, what: str) -> None:
-    if gt.shape[1] != 68:
-        raise CunetError(f"{what} normalisation needs the 68-point 300-W markup, got {gt.shape[1]} points")
-
-
-def inter_ocular(gt: np.ndarray) -> np.ndarray:
-    """300-W inter-ocular distance: between the outer eye corners, points 36 and 45 (0-based).
+def inter_ocular(gt: np.ndarray, corners: Sequence[int]) -> np.ndarray:
+    """Inter-ocular distance: between two points, for 300-W the outer eye corners 36 and 45 (0-based).
 
     Args:
-        gt: ground-truth points [N, 68, 2].
+        gt: ground-truth points [N, K, 2].
+        corners: the two point indices (`cunet.data.spec.FACE_68.norm_points`).
 
     Returns:
         [N] distances in pixels (NaN where a corner is unannotated).
     """
     gt = _points(gt, "gt")
-    _require_68(gt, "inter-ocular")
-    a, b = _OUTER_EYE_CORNERS
+    a, b = _indices(gt, corners, "the inter-ocular distance")
     return np.linalg.norm(gt[:, a] - gt[:, b], axis=-1)
 
 
-def inter_pupil(gt: np.ndarray) -> np.ndarray:
-    """Inter-pupil distance: between the eye centres, the means of points 36-41 and 42-47 (0-based).
+def inter_pupil(gt: np.ndarray, right_eye: Sequence[int], left_eye: Sequence[int]) -> np.ndarray:
+    """Inter-pupil distance: between the eye centres, the means of each eye's points (300-W: 36-41 and 42-47).
 
     Args:
-        gt: ground-truth points [N, 68, 2].
+        gt: ground-truth points [N, K, 2].
+        right_eye, left_eye: the point indices of each eye.
 
     Returns:
         [N] distances in pixels (NaN where an eye point is unannotated).
     """
     gt = _points(gt, "gt")
-    _require_68(gt, "inter-pupil")
-    return np.linalg.norm(gt[:, _RIGHT_EYE].mean(axis=1) - gt[:, _LEFT_EYE].mean(axis=1), axis=-1)
+    right = _indices(gt, right_eye, "the inter-pupil distance")
+    left = _indices(gt, left_eye, "the inter-pupil distance")
+    return np.linalg.norm(gt[:, right].mean(axis=1) - gt[:, left].mean(axis=1), axis=-1)
 
 
 def box_size(gt_or_boxes: np.ndarray) -> np.ndarray:
@@ -149,11 +143,12 @@ def box_size(gt_or_boxes: np.ndarray) -> np.ndarray:
     return np.sqrt(wh[:, 0] * wh[:, 1])
 
 
-def head_size(headboxes: np.ndarray) -> np.ndarray:
-    """MPII head size: 0.6 x the diagonal of the head box, as in the official evaluation (SC_BIAS = 0.6).
+def head_size(headboxes: np.ndarray, factor: float = HEAD_SIZE_FACTOR) -> np.ndarray:
+    """MPII head size: `factor` (0.6, the official SC_BIAS) x the diagonal of the head box.
 
     Args:
         headboxes: [N, 4] head boxes (x1, y1, x2, y2) in pixels.
+        factor: the fraction of the diagonal.
 
     Returns:
         [N] head sizes in pixels.
@@ -161,14 +156,14 @@ def head_size(headboxes: np.ndarray) -> np.ndarray:
     hb = np.asarray(headboxes, dtype=np.float64)
     if hb.ndim != 2 or hb.shape[1] != 4:
         raise ValueError(f"headboxes must be [N, 4], got shape {hb.shape}")
-    return _HEAD_SIZE_FACTOR * np.linalg.norm(hb[:, 2:] - hb[:, :2], axis=-1)
+    return factor * np.linalg.norm(hb[:, 2:] - hb[:, :2], axis=-1)
 
 
 def _check_norm(norm: np.ndarray, n: int, needed: np.ndarray, what: str) -> np.ndarray:
     norm = np.broadcast_to(np.asarray(norm, dtype=np.float64), (n,))
     bad = np.flatnonzero(needed & ~(np.isfinite(norm) & (norm > 0)))
     if len(bad):
-        raise CunetError(f"image {int(bad[0])}: {what} is {norm[bad[0]]:g}; it must be a positive finite number")
+        raise ValueError(f"image {int(bad[0])}: {what} is {norm[bad[0]]:g}; it must be a positive finite number")
     return norm
 
 
@@ -179,13 +174,14 @@ def nme_per_image(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None, nor
         pred: predicted points [N, K, 2].
         gt: ground-truth points [N, K, 2] (NaN = unannotated).
         mask: [N, K] bool, True where annotated (None: all points with finite ground truth).
-        norm: [N] normalisers in pixels (e.g. `inter_ocular(gt)`) or one scalar for all images.
+        norm: [N] normalisers in pixels (e.g. `inter_ocular(gt, corners)`) or one scalar for all images.
 
     Returns:
-        [N] fractions of the normaliser; NaN for an image without annotated points.
+        [N] fractions of the normaliser; NaN for an image without annotated points, +inf for an image with a
+        non-finite predicted point.
 
     Raises:
-        CunetError: an image with annotated points has a zero or non-finite normaliser (names its index).
+        ValueError: an image with annotated points has a zero or non-finite normaliser (names its index).
     """
     err = point_errors(pred, gt, mask)
     annotated = ~np.isnan(err)
@@ -197,12 +193,14 @@ def nme_per_image(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None, nor
 
 
 def nme(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None, norm: np.ndarray) -> float:
-    """Dataset NME: mean over images (with annotated points) of `nme_per_image`, as a fraction.
+    """Dataset NME: mean over images with annotated points and finite predictions of `nme_per_image`.
+
+    An image whose prediction is not finite has no NME to average; count it with `failure_rate` (+inf fails).
 
     Args and Raises: as `nme_per_image`.
     """
     per = nme_per_image(pred, gt, mask, norm)
-    per = per[~np.isnan(per)]
+    per = per[np.isfinite(per)]
     return float(per.mean()) if len(per) else float("nan")
 
 
@@ -273,96 +271,114 @@ class PCKhResult:
         correct: [K] number of visible joints within the threshold, per joint.
         visible: [K] number of visible (annotated) joints, per joint.
         per_joint: [K] correct / visible (NaN where no joint is visible).
-        per_group: group name → pooled fraction (sum of correct / sum of visible over the group's joints).
-        mean: headline PCKh over all joints but pelvis and thorax, weighted by visible-joint counts
-            (sum of correct / sum of visible), as the official MPII script computes it.
+        mean: the headline: sum of correct / sum of visible over the `headline` joints (the official MPII
+            script's weighting by visible-joint counts).
+        per_group: group name → the plain mean of its joints' `per_joint` values (joints never visible left out),
+            as the published MPII tables average left and right; empty when no groups were given.
     """
 
     threshold: float
     correct: np.ndarray
     visible: np.ndarray
     per_joint: np.ndarray
-    per_group: dict[str, float]
     mean: float
+    per_group: dict[str, float] = field(default_factory=dict)
 
 
-def _pooled(correct: np.ndarray, visible: np.ndarray, joints: tuple[int, ...] | np.ndarray) -> float:
-    n = visible[list(joints)].sum()
-    return float(correct[list(joints)].sum() / n) if n else float("nan")
+def group_means(per_joint: np.ndarray, groups: Mapping[str, Sequence[int]]) -> dict[str, float]:
+    """Plain mean of per-joint values over each group's joints, NaN entries left out (NaN when all are).
+
+    Args:
+        per_joint: [K] per-joint fractions.
+        groups: name → joint indices (e.g. "shoulder" → (12, 13): the mean of right and left shoulder).
+
+    Returns:
+        name → mean.
+    """
+    v = np.asarray(per_joint, dtype=np.float64)
+    out = {}
+    for name, joints in groups.items():
+        values = v[list(joints)]
+        values = values[~np.isnan(values)]
+        out[name] = float(values.mean()) if len(values) else float("nan")
+    return out
 
 
 def _scaled_errors(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None, headboxes: np.ndarray) -> np.ndarray:
     err = point_errors(pred, gt, mask)
-    if err.shape[1] != len(MPII_JOINTS):
-        raise CunetError(f"PCKh needs the 16 MPII joints, got {err.shape[1]} points")
     size = _check_norm(head_size(headboxes), err.shape[0], (~np.isnan(err)).any(axis=1), "the head size")
     with np.errstate(invalid="ignore", divide="ignore"):
         return err / size[:, None]
 
 
-def _pckh_from_scaled(scaled: np.ndarray, thr: float) -> PCKhResult:
+def _headline(k: int, headline: Sequence[int] | None) -> list[int]:
+    joints = list(range(k)) if headline is None else [int(j) for j in headline]
+    if not joints or max(joints) >= k or min(joints) < 0:
+        raise ValueError(f"headline joints {joints} do not fit {k} joints")
+    return joints
+
+
+def _pckh_from_scaled(scaled: np.ndarray, thr: float, headline: list[int],
+                      groups: Mapping[str, Sequence[int]] | None) -> PCKhResult:
     visible_mask = ~np.isnan(scaled)
     visible = visible_mask.sum(axis=0)
     correct = (visible_mask & (scaled <= thr)).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         per_joint = np.where(visible > 0, correct / np.maximum(visible, 1), np.nan)
-    headline = np.setdiff1d(np.arange(len(MPII_JOINTS)), MPII_EXCLUDED)
-    return PCKhResult(
-        threshold=float(thr),
-        correct=correct,
-        visible=visible,
-        per_joint=per_joint,
-        per_group={name: _pooled(correct, visible, joints) for name, joints in MPII_GROUPS.items()},
-        mean=_pooled(correct, visible, headline),
-    )
+    n = visible[headline].sum()
+    mean = float(correct[headline].sum() / n) if n else float("nan")
+    return PCKhResult(float(thr), correct, visible, per_joint, mean, group_means(per_joint, groups or {}))
 
 
 def joint_correct(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None, headboxes: np.ndarray,
                   thr: float = 0.5) -> np.ndarray:
-    """Per person and joint [N, 16]: 1.0 within `thr` head sizes, 0.0 outside, NaN where the joint is not visible."""
+    """Per person and joint [N, K]: 1.0 within `thr` head sizes, 0.0 outside (a non-finite prediction included),
+    NaN where the joint is not visible."""
     scaled = _scaled_errors(pred, gt, mask, headboxes)
     with np.errstate(invalid="ignore"):
         return np.where(np.isnan(scaled), np.nan, (scaled <= thr).astype(np.float64))
 
 
-def pckh(
-    pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None, headboxes: np.ndarray, thr: float = 0.5
-) -> PCKhResult:
-    """MPII PCKh: a visible joint is correct when its error is at most `thr` x head size (`head_size`).
+def pckh(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None, headboxes: np.ndarray, thr: float = 0.5,
+         headline: Sequence[int] | None = None, groups: Mapping[str, Sequence[int]] | None = None) -> PCKhResult:
+    """PCKh: a visible joint is correct when its error is at most `thr` x head size (`head_size`).
 
     Args:
-        pred: predicted joints [N, 16, 2] in MPII order (`MPII_JOINTS`).
-        gt: ground-truth joints [N, 16, 2] (NaN = not annotated).
-        mask: [N, 16] bool, True where annotated (MPII's `joints_vis`; None: all joints with finite ground truth).
+        pred: predicted joints [N, K, 2] (a non-finite joint is incorrect).
+        gt: ground-truth joints [N, K, 2] (NaN = not annotated).
+        mask: [N, K] bool, True where annotated (None: all joints with finite ground truth).
         headboxes: [N, 4] head boxes (x1, y1, x2, y2).
         thr: threshold as a fraction of the head size (0.5 for PCKh@0.5).
+        headline: the joints of the headline mean (None: all); MPII leaves out pelvis and thorax.
+        groups: name → joints of the table's columns (None: no `per_group`).
 
     Returns:
         A `PCKhResult` with per-joint, per-group and headline values (fractions).
 
     Raises:
-        CunetError: not 16 joints, or an image with visible joints has a zero or non-finite head size.
+        ValueError: mismatched shapes, headline joints outside K, or an image with visible joints whose head size
+            is zero or not finite.
     """
-    return _pckh_from_scaled(_scaled_errors(pred, gt, mask, headboxes), thr)
+    scaled = _scaled_errors(pred, gt, mask, headboxes)
+    return _pckh_from_scaled(scaled, thr, _headline(scaled.shape[1], headline), groups)
 
 
-def pckh_auc(
-    pred: np.ndarray,
-    gt: np.ndarray,
-    mask: np.ndarray | None,
-    headboxes: np.ndarray,
-    thresholds: np.ndarray | None = None,
-) -> float:
-    """Mean of the headline PCKh over a range of thresholds (default 0, 0.05, ..., 0.5: `np.linspace(0, 0.5, 11)`).
+def pckh_auc(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None, headboxes: np.ndarray,
+             limit: float = 0.5, headline: Sequence[int] | None = None) -> float:
+    """Area under the headline PCKh-vs-threshold curve over (0, `limit`], divided by `limit` (a perfect model: 1).
 
-    This is the sampled area under the PCKh-vs-threshold curve, normalised to [0, 1], as pose papers report it.
+    Exact for the step curve P(t) = sum_j [e_j <= t] / n over the n visible headline joints (errors e_j in head
+    sizes), with no sampling of thresholds: integral_0^L P(t) dt / L = sum_j max(0, 1 - e_j / L) / n — the same
+    closed form as the face `auc`. A joint exactly at 0 error scores 1; a non-finite prediction scores 0.
 
-    Args: as `pckh`, with `thresholds` [T] replacing `thr`.
+    Args: as `pckh`, with `limit` (the largest threshold, 0.5 head sizes) replacing `thr`.
 
     Returns:
-        The mean headline PCKh over `thresholds` (a fraction).
+        The normalised area (a fraction; NaN when no headline joint is visible).
     """
-    thresholds = np.linspace(0.0, 0.5, 11) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+    if not limit > 0:
+        raise ValueError(f"limit must be positive, got {limit}")
     scaled = _scaled_errors(pred, gt, mask, headboxes)
-    return float(np.mean([_pckh_from_scaled(scaled, t).mean for t in thresholds]))
-
+    e = scaled[:, _headline(scaled.shape[1], headline)]
+    e = e[~np.isnan(e)]
+    return float(np.clip(1.0 - e / limit, 0.0, None).mean()) if len(e) else float("nan")

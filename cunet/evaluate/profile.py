@@ -4,10 +4,13 @@ The timed path is the Predictor's own (`preprocess` → `predict_heatmaps` → `
 an application sees, split by stage to show where time goes. Inputs are fixed-seed random 640x480 BGR frames
 (preprocessing cost depends on the frame size, inference and decoding do not depend on content). Timing uses
 `time.perf_counter_ns` with the garbage collector paused; on CUDA backends the device time of inference comes from
-CUDA events (summed over the chunks a batch larger than an engine's profile is split into). Device memory is this
-process's (NVML) where that can be known, else the change of the device's used memory since the model was opened;
-`device_memory_scope` says which. Peak host memory is the kernel's high-water mark (VmHWM), reset per batch size
-where Linux allows it.
+CUDA events (summed over the chunks a batch larger than an engine's profile is split into). Memory is reported as
+the figures `cunet.evaluate.memory` defines (their definitions travel in the report): `load_peak_mb` (the process up
+to the first inference), `run_peak_mb` per batch size (the timed runs only) and `device_peak_mb` (this process's GPU
+memory, None where it cannot be attributed). The older keys stay: `peak_rss_mb` is VmHWM after the timed runs (equal
+to `run_peak_mb` where the reset worked, `peak_rss_reset` says), `device_memory_mb` NVML's figure or else the change
+of the device's used memory since open (`device_memory_scope` says which).
+A CPU run never probes for CUDA (that probe can import PyTorch, whose memory would then be counted).
 These machines are noisy: compare ratios measured in one run, never absolute times across runs.
 """
 
@@ -23,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cunet.errors import CunetError
+from cunet.evaluate.memory import DEFINITIONS, device_process_mb, peak_rss_mb, reset_peak_rss
 
 __all__ = ["profile", "latency_stats", "environment", "peak_rss_mb"]
 
@@ -44,37 +48,6 @@ def latency_stats(samples_ns: Sequence[int] | np.ndarray) -> dict[str, float]:
         "min": float(ms.min()),
         "max": float(ms.max()),
     }
-
-
-def _proc_status_kb(field: str) -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MB (10^6 bytes): VmHWM, or getrusage's ru_maxrss elsewhere."""
-    kb = _proc_status_kb("VmHWM")
-    if kb is None:
-        import resource
-
-        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
-    return kb * 1024 / 1e6
-
-
-def _reset_peak_rss() -> bool:
-    # Writing "5" to clear_refs resets VmHWM to the current RSS (Linux >= 4.0); not allowed everywhere.
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _version(*dists: str) -> str | None:
@@ -127,11 +100,16 @@ def environment(device: str = "cpu") -> dict[str, Any]:
     }
 
 
-def _cuda_index(device: str | None) -> int | None:
-    """The CUDA device a run uses (None: a CPU run, or no CUDA device visible)."""
+def _cuda_index(path: Path, backend: str, device: str | None) -> int | None:
+    """The CUDA device a run may use (None: a CPU run, or no CUDA device visible). Runs that cannot use CUDA never
+    probe for it: the probe falls back to PyTorch, whose import alone would be counted in the run's memory."""
     from cunet.runtime import cuda
+    from cunet.runtime.ort_backend import CUDA, TRT, ort_available_providers
 
-    if device == "cpu" or not cuda.available():
+    cpu_only = (device == "cpu" or backend in ("ort-cpu", "openvino") or path.suffix.lower() == ".xml"
+                or (backend == "auto" and path.suffix.lower() == ".onnx"
+                    and not {CUDA, TRT} & set(ort_available_providers())))
+    if cpu_only or not cuda.available():
         return None
     return cuda.device_index(device)
 
@@ -189,11 +167,12 @@ def profile(
 
     Returns:
         {"model", "model_bytes", "format", "task", "precision", "input_size", "num_landmarks", "backend",
-        "provider", "provider_note", "threads", "warmup", "iters", "image_size", "results": [{"batch",
-        "latency_ms": {stage: stats}, "device_inference_ms": stats | None, "throughput_ips", "peak_rss_mb",
-        "peak_rss_reset", "device_memory_mb", "device_memory_scope"}],
+        "provider", "device" (where it ran: "cpu", "cuda:N", an OpenVINO device), "provider_note", "threads",
+        "warmup", "iters", "image_size", "load_peak_mb", "memory_definitions", "results": [{"batch",
+        "latency_ms": {stage: stats}, "device_inference_ms": stats | None, "throughput_ips", "run_peak_mb",
+        "device_peak_mb", "peak_rss_mb", "peak_rss_reset", "device_memory_mb", "device_memory_scope"}],
         "environment"}, where stage is total / preprocess / inference / decode and stats has p50, p90, p99, mean,
-        std, min, max in milliseconds.
+        std, min, max in milliseconds; the memory keys are defined in `memory_definitions`.
     """
     from cunet.runtime import open_predictor
     from cunet.runtime.ov_backend import ir_files_bytes
@@ -205,15 +184,20 @@ def profile(
     path = Path(model_path)
     rng = np.random.default_rng(seed)
     results = []
-    index = _cuda_index(device)
+    index = _cuda_index(path, backend, device)
     baseline = _device_used(index) if index is not None else 0
+    load_peak: float | None = None
+    device_load: float | None = None
     with open_predictor(path, backend=backend, threads=threads, device=device) as p:
         device_name, on_cuda = _cuda_info(p.provider, index)
         for b in (int(v) for v in batch_sizes):
             images = [rng.integers(0, 256, (*image_size, 3), dtype=np.uint8) for _ in range(b)]
-            for _ in range(warmup):
+            for _ in range(warmup if load_peak is not None else max(warmup, 1)):
                 p.predict(images)
-            reset = _reset_peak_rss()
+                if load_peak is None:  # the first inference returned: everything up to here is "load"
+                    load_peak = peak_rss_mb()
+                    device_load = device_process_mb(index) if on_cuda and index is not None else None
+            reset = reset_peak_rss()
             times = np.zeros((iters, 4), dtype=np.int64)
             device_ms: list[float] = []
             gc.collect()
@@ -233,14 +217,19 @@ def profile(
             finally:
                 gc.enable()
             latency = {stage: latency_stats(times[:, j]) for j, stage in enumerate(STAGES)}
+            run_peak = peak_rss_mb()
             memory, scope = _device_memory(index, baseline) if on_cuda and index is not None else (None, None)
+            device_run = device_process_mb(index) if on_cuda and index is not None else None
+            samples = [m for m in (device_load, device_run) if m is not None]
             results.append(
                 {
                     "batch": b,
                     "latency_ms": latency,
                     "device_inference_ms": latency_stats(np.asarray(device_ms) * 1e6) if device_ms else None,
                     "throughput_ips": b * 1000.0 / latency["total"]["mean"],
-                    "peak_rss_mb": peak_rss_mb(),
+                    "run_peak_mb": run_peak if reset else None,
+                    "device_peak_mb": max(samples) if samples else None,
+                    "peak_rss_mb": run_peak,
                     "peak_rss_reset": reset,
                     "device_memory_mb": memory,
                     "device_memory_scope": scope,
@@ -256,11 +245,14 @@ def profile(
             "num_landmarks": p.meta.num_landmarks,
             "backend": p.backend,
             "provider": p.provider,
+            "device": p.device,
             "provider_note": p.note,
             "threads": threads,
             "warmup": warmup,
             "iters": iters,
             "image_size": list(image_size),
+            "load_peak_mb": load_peak,
+            "memory_definitions": {k: v for k, v in DEFINITIONS.items() if k != "peak_mb"},
             "results": results,
             "environment": environment(device_name),
         }

@@ -75,7 +75,7 @@ def predict_examples(
 
     from cunet.data.dataset import read_image
     from cunet.data.spec import get_spec
-    from cunet.evaluate import metrics
+    from cunet.evaluate import metrics, scoring
     from cunet.runtime import open_predictor
 
     images = [read_image(s.image) for s in samples]
@@ -86,7 +86,7 @@ def predict_examples(
     gt = np.stack([s.points for s in samples])
     mask = np.stack([s.visible for s in samples])
     if task == "face":
-        errors = 100 * metrics.nme_per_image(pred, gt, mask, metrics.inter_ocular(gt))
+        errors = 100 * scoring.per_image_nme(pred, gt, mask, "inter-ocular")
         captions = [f"NME {e:.2f}%" for e in errors]
         error_name = "nme %"
     else:
@@ -133,7 +133,7 @@ def plot_accuracy(task: str, per_image: dict[str, np.ndarray], path: str | os.Pa
         curves = {k: np.asarray(v, dtype=np.float64) for k, v in per_image.items()}
         plot_ced(curves, path, max_error=ced_range(curves), title="CED of every artifact (inter-ocular NME)")
         return
-    from cunet.evaluate.metrics import MPII_JOINTS
+    from cunet.evaluate.scoring import MPII_JOINTS
 
     bars = {}
     for name, correct in per_image.items():
@@ -178,8 +178,9 @@ class ReportInputs:
 
 _BENCH_COLUMNS = (
     ("artifact", "artifact"), ("format", "format"), ("precision", "precision"), ("backend", "backend"),
-    ("status", "status"), ("size_mb", "MB"), ("value", "{metric}"), ("delta", "Δ vs FP32"), ("p50_ms", "p50 ms"),
-    ("p99_ms", "p99 ms"), ("throughput", "img/s"), ("peak_mb", "peak MB"),
+    ("device", "device"), ("status", "status"), ("size_mb", "MB"), ("value", "{metric}"), ("delta", "Δ vs FP32"),
+    ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("throughput", "img/s"), ("load_peak_mb", "load MB"),
+    ("run_peak_mb", "run MB"),
 )
 
 
@@ -224,8 +225,10 @@ def _bench_section(inp: ReportInputs) -> list[str]:
         out += notes + [""]
     better = "higher" if Task.of_metric(inp.metric_name).higher_is_better else "lower"
     out += [f"{metric}: {better} is better; Δ is the difference to the ONNX FP32 model in metric points. Latency is "
-            "one image per call (crop, inference, decode) on the CPU; compare ratios within this table, not with "
-            "other machines or runs.", ""]
+            "one image per call (crop, inference, decode) on the row's device; compare ratios within this table, "
+            "not with other machines or runs. Memory: load MB is the process's peak up to its first inference "
+            "(imports, model load, compile), run MB the peak during the timed runs; each artifact runs in a process "
+            "of its own.", ""]
     return out
 
 

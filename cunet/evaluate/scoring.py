@@ -15,25 +15,34 @@ is listed in `missing`, every unusable one (an unreadable or 19-point prediction
 with its problem, prediction files outside the scored set are counted in `ignored`; one bad file never fails the
 run. `cunet metrics` exits 1 when `missing` or `bad` is non-empty.
 
-The numbers come from `cunet.evaluate.metrics` (fractions); this layer converts to the units of the JSON keys:
-faces `nme`, `fr@*` in percent and `auc@*` as fractions; pose `pckh@*`, `per_joint`, `per_group` and `pckh_auc`
-in percent.
+The numbers come from `cunet.evaluate.summaries` (the policy tables, the units of the JSON keys, non-finite
+predictions as failures, the MPII columns and PCKh styles), which this module re-exports for its callers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from cunet.errors import CunetError
-from cunet.evaluate import metrics
+from cunet.evaluate.summaries import (FACE_THRESHOLDS, MPII_EXCLUDED, MPII_GROUPS, MPII_HEADLINE, MPII_JOINTS, NORMS,
+                                      ORIGINAL_JOINTS, PCKH_STYLES, joint_correct, norm_function, per_image_nme,
+                                      pckh, pckh_mean, summarize_face, summarize_pose)
 
 __all__ = [
     "NORMS",
     "POSE_SPLIT_FILES",
+    "MPII_JOINTS",
+    "MPII_EXCLUDED",
+    "MPII_HEADLINE",
+    "MPII_GROUPS",
+    "ORIGINAL_JOINTS",
+    "PCKH_STYLES",
+    "FACE_THRESHOLDS",
+    "pckh_mean",
+    "pckh",
     "FaceErrors",
     "per_image_nme",
     "face_errors",
@@ -44,16 +53,9 @@ __all__ = [
     "load_pose_gt",
     "pckh_needs_headboxes",
     "batch_keys",
+    "joint_correct",
 ]
 
-#: `--norm` choices → normaliser helpers of `cunet.evaluate.metrics` (each maps gt [N, K, 2] → [N]).
-NORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "inter-ocular": metrics.inter_ocular,
-    "inter-pupil": metrics.inter_pupil,
-    "box": metrics.box_size,
-}
-#: 300-W reporting thresholds (fractions of the normaliser) for AUC and failure rate.
-FACE_THRESHOLDS = (0.08, 0.10)
 #: The file of a pose dataset root that holds each split (train.json and valid.json, as `cunet.data.dataset` has).
 POSE_SPLIT_FILES = {"train": "train.json", "test": "valid.json", "valid": "valid.json"}
 _FULL = "full"
@@ -104,12 +106,6 @@ class FaceErrors:
 def _named(items: list[str]) -> str:
     shown = ", ".join(items[:_MAX_NAMED])
     return shown + (f" and {len(items) - _MAX_NAMED} more" if len(items) > _MAX_NAMED else "")
-
-
-def _norm_fn(norm: str) -> Callable[[np.ndarray], np.ndarray]:
-    if norm not in NORMS:
-        raise CunetError(f"unknown normaliser {norm!r}; choose one of {', '.join(NORMS)}")
-    return NORMS[norm]
 
 
 def _face_layout(root: Path):
@@ -172,33 +168,6 @@ def _face_gt(gt_root: Path, subset: str | None) -> _Truth:
     return truth
 
 
-def per_image_nme(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, norm: str = "inter-ocular",
-                  names: list[str] | None = None) -> np.ndarray:
-    """Per-image NME with a named normaliser computed from the annotated ground-truth points.
-
-    Args:
-        pred: [N, K, 2] predictions; gt: [N, K, 2] ground truth; mask: [N, K] annotated.
-        norm: a key of `NORMS`.
-        names: [N] file names used in error messages (default "image i").
-
-    Returns:
-        [N] NME as fractions of each image's normaliser.
-
-    Raises:
-        CunetError: an unknown normaliser, or an image whose normaliser is zero or not finite (names its file).
-    """
-    norm_fn = _norm_fn(norm)
-    gt = np.asarray(gt, dtype=np.float64)
-    mask = np.asarray(mask, dtype=bool)
-    normaliser = norm_fn(np.where(mask[..., None], gt, np.nan))
-    bad = np.flatnonzero(mask.any(axis=1) & ~(np.isfinite(normaliser) & (normaliser > 0)))
-    if len(bad):
-        i = int(bad[0])
-        raise CunetError(f"{names[i] if names else f'image {i}'}: the {norm} normaliser is {normaliser[i]:g}; "
-                         "it must be a positive finite number")
-    return metrics.nme_per_image(pred, gt, mask, normaliser)
-
-
 def face_errors(gt_root: str | Path, pred_root: str | Path, norm: str = "inter-ocular",
                 subset: str | None = None) -> FaceErrors:
     """Read ground truth and predictions and compute the normalised error of every image that can be scored.
@@ -216,7 +185,7 @@ def face_errors(gt_root: str | Path, pred_root: str | Path, norm: str = "inter-o
         CunetError: missing folders, an unknown normaliser or subset, or nothing at all to score.
     """
     gt_root, pred_root = Path(gt_root), Path(pred_root)
-    norm_fn = _norm_fn(norm)  # an unknown normaliser fails before any file is read
+    norm_fn = norm_function(norm)  # an unknown normaliser fails before any file is read
     if not gt_root.exists():
         raise CunetError(f"{gt_root}: ground-truth folder not found")
     if not pred_root.is_dir():
@@ -265,41 +234,6 @@ def face_errors(gt_root: str | Path, pred_root: str | Path, norm: str = "inter-o
                       tuple(missing), tuple(bad), len(have - wanted), truth.label)
 
 
-def _face_keys(errors: np.ndarray) -> dict[str, float | int]:
-    out: dict[str, float | int] = {"nme": 100 * float(np.nanmean(errors)) if len(errors) else float("nan")}
-    for t in FACE_THRESHOLDS:
-        out[f"auc@{t:.2f}"] = metrics.auc(errors, t)
-    for t in FACE_THRESHOLDS:
-        out[f"fr@{t:.2f}"] = 100 * metrics.failure_rate(errors, t)
-    out["n"] = int(np.count_nonzero(~np.isnan(errors)))
-    return out
-
-
-def summarize_face(errors: np.ndarray, subsets: tuple[str | None, ...] | None = None,
-                   norm: str = "inter-ocular", total: str = _FULL) -> dict:
-    """The face metric JSON from per-image errors.
-
-    Args:
-        errors: [N] per-image NME as fractions (`metrics.nme_per_image`).
-        subsets: [N] subset name per image, or None. When any is set, `subsets` reports each subset and "full".
-        norm: the normaliser's name, reported as `norm`.
-        total: the name of the whole set, reported as `subset` and as its row in `subsets` ("full" is 300-W's
-            common + challenging; "300w-private" the private set; a subset's own name when one is scored).
-
-    Returns:
-        {"nme" (%), "auc@0.08", "auc@0.10" (fractions), "fr@0.08", "fr@0.10" (%), "n", "norm", "subset"
-        [, "subsets"]}.
-    """
-    errors = np.asarray(errors, dtype=np.float64)
-    out: dict = {**_face_keys(errors), "norm": norm, "subset": total}
-    names = sorted({s for s in (subsets or ()) if s is not None})
-    if names:
-        labels = np.array([s or "" for s in subsets], dtype=object)
-        out["subsets"] = {name: _face_keys(errors[labels == name]) for name in names}
-        out["subsets"][total] = _face_keys(errors)
-    return out
-
-
 def score_face(gt_root: str | Path, pred_root: str | Path, norm: str = "inter-ocular",
                subset: str | None = None) -> dict:
     """Score a folder of predicted `.pts` files against ground truth (see `face_errors` and `summarize_face`).
@@ -309,40 +243,16 @@ def score_face(gt_root: str | Path, pred_root: str | Path, norm: str = "inter-oc
     return face_errors(gt_root, pred_root, norm, subset).summary()
 
 
-def summarize_pose(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, headboxes: np.ndarray) -> dict:
-    """The pose metric JSON.
-
-    Args:
-        pred: predicted joints [N, 16, 2]; gt: ground truth [N, 16, 2]; mask: [N, 16] annotated;
-        headboxes: [N, 4] head boxes (x1, y1, x2, y2).
-
-    Returns:
-        {"pckh@0.5", "pckh@0.1" (%, headline over 14 joints weighted by visible counts), "per_joint" (name → %),
-        "per_group" (name → %), "pckh_auc" (%, mean headline PCKh over thresholds 0, 0.05, ..., 0.5), "n" (people),
-        "joints" (visible joints in the headline)}.
-    """
-    at5 = metrics.pckh(pred, gt, mask, headboxes, thr=0.5)
-    at1 = metrics.pckh(pred, gt, mask, headboxes, thr=0.1)
-    headline = np.setdiff1d(np.arange(len(metrics.MPII_JOINTS)), metrics.MPII_EXCLUDED)
-    return {
-        "pckh@0.5": 100 * at5.mean,
-        "pckh@0.1": 100 * at1.mean,
-        "per_joint": {name: 100 * float(v) for name, v in zip(metrics.MPII_JOINTS, at5.per_joint)},
-        "per_group": {name: 100 * v for name, v in at5.per_group.items()},
-        "pckh_auc": 100 * metrics.pckh_auc(pred, gt, mask, headboxes),
-        "n": int(len(gt)),
-        "joints": int(at5.visible[headline].sum()),
-    }
-
-
 def load_pose_gt(gt: str | Path, split: str = "test", headboxes: str | Path | None = None,
                  strict: bool = True) -> tuple[Path, list]:
     """The ground-truth JSON file and its records: `gt` is an MPII JSON or a pose dataset root (then the split's
     file: `valid.json` for "test"/"valid", `train.json` for "train", in the root or in `annot/`).
 
-    Records without a head box take theirs from `headboxes` (a `gt_valid.mat`) or, when None, from the
-    `gt_valid.mat` beside the JSON; the `.mat` must describe the same records in the same order
-    (`cunet.data.mpii_mat.attach_headboxes`). With `strict` the first record that does not parse raises its
+    With a `gt_valid.mat` (`headboxes`, or when None the one beside the JSON) every record takes its head box,
+    joints and annotation mask from it, as the official evaluation does: `jnt_missing` decides which joints are
+    scored, not the JSON's `joints_vis` (the two are known to differ on a few joints). The `.mat` must describe the
+    same records in the same order (`cunet.data.mpii_mat.attach_headboxes`). Without one, records keep their own
+    "headbox" and `joints_vis`. With `strict` the first record that does not parse raises its
     `FormatError`; without, it stays in the list in its place.
     """
     import dataclasses
@@ -363,9 +273,11 @@ def load_pose_gt(gt: str | Path, split: str = "test", headboxes: str | Path | No
     mat_file = Path(headboxes) if headboxes is not None else find_headbox_file(gt)
     if mat_file is not None:
         joints = [None if isinstance(r, FormatError) else r.joints for r in records]
-        boxes = attach_headboxes(joints, read_gt_mat(mat_file), gt, mat_file)
-        records = [r if isinstance(r, FormatError) else dataclasses.replace(r, headbox=b)
-                   for r, b in zip(records, boxes)]
+        mat = read_gt_mat(mat_file)
+        boxes = attach_headboxes(joints, mat, gt, mat_file)
+        records = [r if isinstance(r, FormatError) else dataclasses.replace(
+            r, headbox=b, joints=mat.joints[i], visible=np.isfinite(mat.joints[i]).all(axis=1))
+            for i, (r, b) in enumerate(zip(records, boxes))]
     if strict:
         for r in records:
             if isinstance(r, FormatError):
@@ -383,11 +295,13 @@ def pckh_needs_headboxes(gt_file: Path, records: list) -> None:
                          "needs head boxes: put MPII's gt_valid.mat beside it or pass --headboxes FILE")
 
 
-def score_pose(gt_json: str | Path, pred_json: str | Path, headboxes: str | Path | None = None) -> dict:
+def score_pose(gt_json: str | Path, pred_json: str | Path, headboxes: str | Path | None = None,
+               style: str = "mpii") -> dict:
     """Score an MPII JSON of predictions against ground truth (see the module docstring for the matching rules).
 
     Records are matched by index: a ground-truth record beyond the prediction's last is missing; a record that
     does not parse (in either file) or whose image differs is bad; extra prediction records are ignored.
+    `style` picks the headline (`PCKH_STYLES`).
 
     Returns:
         `summarize_pose` of the matched records plus "missing" ["file record i"], "bad" [{file, problem}],
@@ -427,5 +341,6 @@ def score_pose(gt_json: str | Path, pred_json: str | Path, headboxes: str | Path
         np.stack([g.joints for _, g in keep]),
         np.stack([g.visible for _, g in keep]),
         np.stack([np.asarray(g.headbox, dtype=np.float64) for _, g in keep]),
+        style,
     )
     return {**result, **batch_keys(missing, bad, max(0, len(pred_records) - len(gt_records)))}

@@ -5,26 +5,33 @@ a float16 converter is installed), INT8 with the `cpu` and the `tensorrt` recipe
 provider), OpenVINO rows (the FP32 export, the `openvino` recipe's IR, and the `tensorrt` recipe's Q/DQ file run
 unchanged: one artifact for GPUs and Intel CPUs) where openvino (and nncf) are installed, and TensorRT engines where
 TensorRT and a GPU exist (else their rows say "skipped" and why). Each row is
-then validated (the INT8 `tensorrt` model must obey TensorRT's Q/DQ rules, predictions must be finite, and with
-`max_drop` the accuracy loss must stay within budget), scored on the dataset's test split with the same code as
+then validated (the INT8 `tensorrt` model must obey TensorRT's Q/DQ rules, every prediction must be finite, and
+with `max_drop` the accuracy loss must stay within budget), scored on the dataset's test split with the same code as
 `cunet evaluate`, and timed by `cunet.evaluate.profile.profile` in a child process: one process per artifact, so its
-peak memory is its own and not the sum of everything this process loaded before, and a runtime crash costs one row.
-A row that fails to build, validate or run records the reason and the others go on. Given an ONNX FP32 model
-instead of a checkpoint, bench skips export (and the PyTorch row) and needs no PyTorch.
+memory figures (`cunet.evaluate.memory`) are its own and not the sum of everything this process loaded before, and a
+runtime crash costs one row. A row that fails to build, validate or run records the reason and the others go on.
+Given an ONNX FP32 model instead of a checkpoint, bench skips export (and the PyTorch row) and needs no PyTorch.
+
+Every row names what ran: backend, provider, device ("cpu" for every CPU row, the PyTorch row included; "cuda:N"
+for engines) and precision. When the dataset's one split serves both calibration and scoring (a flat folder, a COCO
+file), the calibration images are left out of the scored set, so Δ is never measured on the images INT8 was tuned
+on; bench.json's "scored_images" says how many were scored.
+
+`max_drop` makes bench a gate: it exits 1 when a row loses more than the budget against FP32 (in the metric's
+points), when a row failed, or when one was skipped for any reason but missing hardware or nothing to run (a
+missing package fails the gate: the row the budget is about was not measured).
 
 Artifacts are built under `work` (default REPORT/artifacts) and reused when a stamp beside each says it was built
-from the same inputs (checkpoint or source-model hash, calibration data fingerprint, settings). Results go to
+from the same inputs (`cunet.pipeline.bench_plan`); a stale one is rebuilt with a line saying why. Results go to
 REPORT/bench.json, bench.csv and accuracy_latency.png, all written atomically. Δ is each row's metric minus the
 ONNX FP32 row's (the PyTorch row's if ONNX FP32 failed), in metric points.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import os
 import multiprocessing
+import os
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,14 +41,14 @@ import numpy as np
 
 from cunet.data.spec import Task
 from cunet.errors import CunetError, OutputError, require_torch
-from cunet.io import check_writable, make_dirs, remove, sha256_file, write_json, write_text
+from cunet.evaluate.memory import DEFINITIONS as MEMORY_DEFINITIONS
+from cunet.io import check_writable, make_dirs, remove, write_json, write_text
 from cunet.pipeline.bench_output import (FAILED, FAILED_VALIDATION, OK, ROW_KEYS, SKIPPED, plot_rows, print_rows,
                                          write_csv)
+from cunet.pipeline.bench_plan import CALIB_METHOD, Artifact, SkipKind, plan, stale_reason, stamp_path
 from cunet.runtime.ov_backend import ir_files_bytes
 
-__all__ = ["BenchOptions", "BenchResult", "run_bench", "ROW_KEYS", "budget_drop"]
-
-CALIB_METHOD = "minmax"
+__all__ = ["BenchOptions", "BenchResult", "run_bench", "ROW_KEYS", "budget_drop", "gate_failures"]
 #: The artifact Δ is measured against, and the fallback when it could not be built.
 REFERENCES = ("onnx-fp32", "pytorch-fp32")
 PROFILE_TIMEOUT_S = 1800
@@ -57,7 +64,8 @@ class BenchOptions:
         report: folder for bench.json, bench.csv and accuracy_latency.png.
         work: where artifacts are built (default REPORT/artifacts); up-to-date artifacts there are reused.
         max_drop: the accuracy a row may lose against FP32, in metric points (NME points up, PCKh points down);
-            a row over it fails validation and `exit_code` is 1. None: no budget.
+            a row over it fails validation and `exit_code` is 1, as it is for a row that failed or was skipped for
+            a reason other than missing hardware (`gate_failures`). None: no budget, no gate.
         threads: CPU threads for inference (evaluation and timing).
         batch: images per call when timing.
         iters: timed calls per artifact (None: 50, or 5 with `quick`).
@@ -117,7 +125,7 @@ class BenchResult:
         per_image: artifact → faces: per-image NME [N] as fractions; pose: per-person joint correctness [N, 16]
             (1 correct at PCKh@0.5, 0 wrong, NaN not annotated). Only artifacts that were scored.
         metric_name: "nme" (percent, lower is better) or "pckh@0.5" (percent, higher is better).
-        exit_code: 1 when a row lost more than `max_drop`, else 0.
+        exit_code: 1 when `max_drop` is set and `gate_failures` names a row, else 0.
         task: "face" or "pose".
         files: "json", "csv", "plot" → written paths.
         skipped: [{"file", "problem"}] of the data files every row left out (`cunet.batch`), found before the build.
@@ -132,19 +140,6 @@ class BenchResult:
     files: dict[str, str] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
     scored: int = 0
-
-
-@dataclass
-class _Artifact:
-    name: str
-    fmt: str
-    precision: str
-    backend: str
-    path: Path
-    build: Callable[[], None] | None = None  # None: nothing to build (the checkpoint itself)
-    key: Callable[[], dict[str, Any]] | None = None  # what the artifact was built from (its stamp)
-    needs: str | None = None  # the artifact it is built from
-    skip: str | None = None  # why it cannot be built on this machine
 
 
 class _RowFailure(Exception):
@@ -162,107 +157,6 @@ def budget_drop(metric_name: str, delta: float) -> float:
     return Task.of_metric(metric_name).loss(delta)
 
 
-# ------------------------------------------------------------------------------------------------------ the plan
-
-
-def _stamp(path: Path) -> Path:
-    return path.with_name(path.name + ".stamp.json")
-
-
-def _fresh(path: Path, key: dict[str, Any]) -> bool:
-    try:
-        return path.is_file() and json.loads(_stamp(path).read_text(encoding="utf-8")) == key
-    except (OSError, ValueError):
-        return False
-
-
-def _plan(opts: BenchOptions, work: Path, ckpt: Path) -> list[_Artifact]:
-    from cunet.calib.reader import read_preprocess_spec, select_calibration_images
-    from cunet.compile.quantize import quantize
-    from cunet.compile.tensorrt import compile_engine, fp16_converter, to_fp16_onnx, unavailable_reason
-
-    if _is_onnx(ckpt):  # an exported model: it is the FP32 row, and there is no checkpoint to run
-        fp32 = ckpt
-        plan = [_Artifact("pytorch-fp32", "pt", "fp32", "torch", ckpt, skip="the input is an ONNX model, not a .pt"),
-                _Artifact("onnx-fp32", "onnx", "fp32", "ort-cpu", fp32)]
-    else:
-        from cunet.compile.export import export_onnx
-
-        fp32 = work / "model.onnx"
-        # Verified on the dataset's own images: ORT as close to float64 as PyTorch FP32 (`cunet.compile.verify`).
-        plan = [
-            _Artifact("pytorch-fp32", "pt", "fp32", "torch", ckpt),
-            _Artifact("onnx-fp32", "onnx", "fp32", "ort-cpu", fp32, build=lambda: export_onnx(ckpt, fp32, verify_images=opts.data),
-                      key=lambda: {"checkpoint_sha256": sha256_file(ckpt)}),
-        ]
-    fp16 = work / "model.fp16.onnx"
-    plan.append(_Artifact(
-        "onnx-fp16", "onnx", "fp16", "ort-cpu", fp16, build=lambda: to_fp16_onnx(fp32, fp16),
-        key=lambda: {"source_sha256": sha256_file(fp32)}, needs="onnx-fp32",
-        skip=None if fp16_converter() else "no float16 converter installed (pip install onnxconverter-common)"))
-    for recipe in ("cpu", "tensorrt"):
-        out = work / f"model.int8-{recipe}.onnx"
-
-        def build(out: Path = out, recipe: str = recipe) -> None:
-            quantize(fp32, out, recipe, opts.data, method=CALIB_METHOD, samples=opts.samples,
-                     cache_dir=work / "calibration")
-
-        def key(recipe: str = recipe) -> dict[str, Any]:
-            selection = select_calibration_images(opts.data, read_preprocess_spec(fp32), opts.samples)
-            return {"source_sha256": sha256_file(fp32), "recipe": recipe, "method": CALIB_METHOD,
-                    "samples": opts.samples, "data_fingerprint": selection.fingerprint}
-
-        plan.append(_Artifact(f"onnx-int8-{recipe}", "onnx", "int8", "ort-cpu", out, build=build, key=key,
-                              needs="onnx-fp32"))
-    plan += _openvino_plan(opts, work, fp32)
-    no_trt = unavailable_reason()
-    profile = f"1:{opts.batch}:{max(opts.batch, 8)}"
-    for precision, source in (("fp32", "onnx-fp32"), ("fp16", "onnx-fp16"), ("int8", "onnx-int8-tensorrt")):
-        src = next(a.path for a in plan if a.name == source)
-        out = work / f"model.{precision}.engine"
-
-        def build(out: Path = out, src: Path = src, precision: str = precision) -> None:
-            compile_engine(src, out, precision, batch=profile, timing_cache=work / "tensorrt.timing-cache")
-
-        def key(src: Path = src, precision: str = precision) -> dict[str, Any]:
-            return {"source_sha256": sha256_file(src), "precision": precision, "batch": profile}
-
-        plan.append(_Artifact(f"tensorrt-{precision}", "engine", precision, "tensorrt", out, build=build, key=key,
-                              needs=source, skip=None if no_trt is None else f"no TensorRT/GPU: {no_trt}"))
-    return plan
-
-
-def _openvino_plan(opts: BenchOptions, work: Path, fp32: Path) -> list[_Artifact]:
-    """OpenVINO rows: the FP32 export, the `openvino` recipe's IR, and the `tensorrt` recipe's Q/DQ file unchanged."""
-    import importlib.util
-
-    from cunet.calib.reader import read_preprocess_spec, select_calibration_images
-
-    no_ov = None if importlib.util.find_spec("openvino") else "openvino not installed (pip install 'cunet[openvino]')"
-    no_nncf = no_ov or (None if importlib.util.find_spec("nncf") else "nncf not installed (pip install 'cunet[nncf]')")
-    ir = work / "model.int8-openvino.xml"
-
-    def build() -> None:
-        from cunet.compile.openvino import quantize_openvino
-
-        quantize_openvino(fp32, ir, opts.data, samples=opts.samples)
-
-    def key() -> dict[str, Any]:
-        from cunet.compile.openvino import OPENVINO_RECIPE
-
-        selection = select_calibration_images(opts.data, read_preprocess_spec(fp32), opts.samples)
-        return {"source_sha256": sha256_file(fp32), "recipe": "openvino", "samples": opts.samples,
-                "settings": dataclasses.asdict(OPENVINO_RECIPE), "data_fingerprint": selection.fingerprint}
-
-    return [
-        _Artifact("openvino-fp32", "onnx", "fp32", "openvino", fp32, needs="onnx-fp32", skip=no_ov),
-        _Artifact("openvino-int8", "xml", "int8", "openvino", ir, build=build, key=key, needs="onnx-fp32",
-                  skip=no_nncf),
-        _Artifact("openvino-int8-tensorrt", "onnx", "int8", "openvino", work / "model.int8-tensorrt.onnx",
-                  needs="onnx-int8-tensorrt", skip=no_ov),
-    ]
-
-
 # ----------------------------------------------------------------------------------------------- measuring a row
 
 
@@ -271,13 +165,14 @@ def _first_line(e: BaseException) -> str:
     return text[0][:300] if text else type(e).__name__
 
 
-def _score(art: _Artifact, opts: BenchOptions, task: str, work: Path) -> tuple[float, np.ndarray]:
+def _score(art: Artifact, opts: BenchOptions, task: str, work: Path,
+           exclude: tuple[str, ...]) -> tuple[dict[str, Any], np.ndarray]:
     from cunet.evaluate.accuracy import evaluate
 
     # scored once, from the predictions as saved (what `cunet metrics` would read): the number and its per-image errors
-    result, per_image = evaluate(art.path, opts.data, task=task, backend=art.backend, batch=8, threads=opts.threads,
-                                 save_predictions=work / "predictions" / art.name, per_image=True)
-    return float(result[Task(task).metric]), per_image
+    return evaluate(art.path, opts.data, task=task, backend=art.backend, batch=8, threads=opts.threads,
+                    save_predictions=work / "predictions" / art.name, per_image=True, device=art.device,
+                    exclude=exclude)
 
 
 def _profile_child(conn: Any, kwargs: dict[str, Any]) -> None:
@@ -294,11 +189,11 @@ def _profile_child(conn: Any, kwargs: dict[str, Any]) -> None:
         conn.close()
 
 
-def _profile(art: _Artifact, opts: BenchOptions) -> dict[str, float]:
-    # A fresh (spawned) child process per artifact: its peak RSS is this artifact's alone, and a runtime crash
+def _profile(art: Artifact, opts: BenchOptions) -> dict[str, Any]:
+    # A fresh (spawned) child process per artifact: its memory is this artifact's alone, and a runtime crash
     # (TensorRT can abort the process) costs one row.
     kwargs = {"model_path": str(art.path), "backend": art.backend, "batch_sizes": (opts.batch,),
-              "warmup": opts.warmup, "iters": opts.timed_iters, "threads": opts.threads}
+              "warmup": opts.warmup, "iters": opts.timed_iters, "threads": opts.threads, "device": art.device}
     ctx = multiprocessing.get_context("spawn")
     ours, theirs = ctx.Pipe(duplex=False)
     child = ctx.Process(target=_profile_child, args=(theirs, kwargs), daemon=True)
@@ -322,10 +217,11 @@ def _profile(art: _Artifact, opts: BenchOptions) -> dict[str, float]:
     r = report["results"][0]
     total = r["latency_ms"]["total"]
     return {"p50_ms": total["p50"], "p99_ms": total["p99"], "throughput": r["throughput_ips"],
-            "peak_mb": r["peak_rss_mb"]}
+            "load_peak_mb": report["load_peak_mb"], "run_peak_mb": r["run_peak_mb"], "peak_mb": r["run_peak_mb"],
+            "device_peak_mb": r["device_peak_mb"], "provider": report["provider"], "device": report["device"]}
 
 
-def _video_scores(art: _Artifact, opts: BenchOptions) -> dict[str, float]:
+def _video_scores(art: Artifact, opts: BenchOptions) -> dict[str, float]:
     """This artifact's jitter and NME (both %) on the video folder, tracked as `cunet evaluate` tracks."""
     from cunet.pipeline.video_eval import evaluate_videos
 
@@ -333,7 +229,7 @@ def _video_scores(art: _Artifact, opts: BenchOptions) -> dict[str, float]:
     return {"jitter": result["jitter"], "video_nme": result["nme"]}
 
 
-def _validate(art: _Artifact) -> None:
+def _validate(art: Artifact) -> None:
     if art.name == "onnx-int8-tensorrt":
         from cunet.compile.trt_rules import check_trt
 
@@ -343,8 +239,9 @@ def _validate(art: _Artifact) -> None:
                                                  f"[{errors[0].rule}] {errors[0].message}")
 
 
-def _run_row(art: _Artifact, opts: BenchOptions, task: str, work: Path, built: dict[str, str],
-             step: Callable[[str], None]) -> tuple[dict[str, Any], np.ndarray | None]:
+def _run_row(art: Artifact, opts: BenchOptions, task: str, work: Path, built: dict[str, str],
+             step: Callable[[str], None], say: Callable[[str], None] = lambda line: None,
+             exclude: tuple[str, ...] = ()) -> tuple[dict[str, Any], np.ndarray | None]:
     row: dict[str, Any] = {k: None for k in ROW_KEYS}
     row.update(artifact=art.name, format=art.fmt, precision=art.precision, backend=art.backend, status=OK,
                path=str(art.path), metric=Task(task).metric, reused=False)
@@ -352,23 +249,33 @@ def _run_row(art: _Artifact, opts: BenchOptions, task: str, work: Path, built: d
     try:
         step("build")
         if art.skip:
+            row["skip_kind"] = art.skip_kind.value if art.skip_kind else None
             raise _RowFailure(SKIPPED, art.skip)
         if art.needs and built.get(art.needs) != OK:
             raise _RowFailure(FAILED, f"needs {art.needs}, which {built.get(art.needs, 'was not built')}")
         if art.build is not None:
             key = art.key() if art.key else {}
-            if _fresh(art.path, key):
+            why = stale_reason(art.path, key)
+            if why is None:
                 row["reused"] = True
             else:
-                remove(_stamp(art.path))
+                if art.path.is_file():  # an artifact of other inputs (another TensorRT, GPU, model): say so
+                    say(f"{art.name}: rebuilding {art.path.name}: {why}")
+                remove(stamp_path(art.path))
                 art.build()
-                write_json(_stamp(art.path), key)
+                write_json(stamp_path(art.path), key)
         row["size_mb"] = ir_files_bytes(art.path) / 1e6
         _validate(art)
         step("score")
-        row["value"], per_image = _score(art, opts, task, work)
+        result, per_image = _score(art, opts, task, work, exclude)
+        row.update(value=float(result[row["metric"]]), nonfinite=result["nonfinite"], provider=result["provider"],
+                   device=result["device"])
+        if result["nonfinite"]:
+            raise _RowFailure(FAILED_VALIDATION, f"{result['nonfinite']} of {result['n']} predictions are not "
+                                                 "finite (NaN or inf); they count as failures in its "
+                                                 f"{row['metric']}")
         if not math.isfinite(row["value"]):
-            raise _RowFailure(FAILED_VALIDATION, f"its {row['metric']} is not finite (NaN or inf predictions)")
+            raise _RowFailure(FAILED_VALIDATION, f"its {row['metric']} is not finite")
         if opts.video is not None:
             step("video")
             row.update(_video_scores(art, opts))
@@ -388,10 +295,9 @@ def _run_row(art: _Artifact, opts: BenchOptions, task: str, work: Path, built: d
     return row, per_image
 
 
-def _apply_budget(rows: list[dict[str, Any]], metric: str, max_drop: float | None) -> tuple[str | None, int]:
+def _apply_budget(rows: list[dict[str, Any]], metric: str, max_drop: float | None) -> str | None:
     ref = next((r for name in REFERENCES for r in rows if r["artifact"] == name and r["value"] is not None
                 and r["status"] == OK), None)
-    exit_code = 0
     for r in rows:
         if ref is None or r["value"] is None:
             continue
@@ -400,24 +306,47 @@ def _apply_budget(rows: list[dict[str, Any]], metric: str, max_drop: float | Non
             continue
         lost = budget_drop(metric, r["delta"])
         if lost > max_drop:
-            exit_code = 1
             over = f"loses {lost:.4g} {metric} points > --max-drop {max_drop:g}"
             r["status"] = FAILED_VALIDATION
             r["reason"] = f"{r['reason']}; {over}" if r["reason"] else over
-    return (ref["artifact"] if ref else None), exit_code
+    return ref["artifact"] if ref else None
+
+
+def gate_failures(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows that fail a `--max-drop` gate: over budget, not finite, failed, or skipped for a reason other than
+    missing hardware or nothing to run (a gate that passes when the rows it is about were never measured would say
+    nothing). Without a reference row nothing was measured against FP32, so every row counts."""
+    excused = {SkipKind.HARDWARE.value, SkipKind.NOT_APPLICABLE.value}
+    return [r for r in rows if r["status"] in (FAILED, FAILED_VALIDATION)
+            or (r["status"] == SKIPPED and r.get("skip_kind") not in excused)]
 
 
 # ---------------------------------------------------------------------------------------------------- outputs
 
 
-def _calibration_count(opts: BenchOptions, fp32: Path) -> tuple[int, int] | None:
-    """(calibration images selected, requested), or None when the FP32 model was not built."""
-    from cunet.calib.reader import read_preprocess_spec, select_calibration_images
+def _calibration(opts: BenchOptions, spec: Any) -> tuple[tuple[str, ...], tuple[int, int] | None]:
+    """(the images the INT8 rows are calibrated on, (selected, requested)), known before any row is built: the
+    selection depends on the data, the model's task and crop rule (`spec`) and the sample count only. Nothing and
+    None where the data holds no calibration images."""
+    from cunet.calib.reader import select_calibration_images
 
     try:
-        return len(select_calibration_images(opts.data, read_preprocess_spec(fp32), opts.samples).items), opts.samples
+        selection = select_calibration_images(opts.data, spec, opts.samples)
     except CunetError:
-        return None
+        return (), None
+    return tuple(str(p) for p, _ in selection.items), (len(selection.items), opts.samples)
+
+
+def _preprocess_spec(ckpt: Path, loaded: dict[str, Any] | None) -> Any:
+    """The preprocessing the INT8 rows calibrate with: the ONNX input's metadata, or what export will write."""
+    from cunet.calib.reader import PreprocessSpec, read_preprocess_spec
+
+    if loaded is None:
+        return read_preprocess_spec(ckpt)
+    from cunet.runtime.meta import ModelMeta
+
+    meta = ModelMeta.from_checkpoint(loaded)
+    return PreprocessSpec("image", meta.input_size, meta.mean, meta.std, meta.task, meta.stretch, meta.box_margin)
 
 
 # ----------------------------------------------------------------------------------------------------- the run
@@ -452,6 +381,7 @@ def _run(opts: BenchOptions) -> BenchResult:
              "plot": str(report / "accuracy_latency.png")}
     check_writable(files.values())  # before minutes of building: a file of someone else's where the report goes
     ckpt = Path(opts.checkpoint)
+    loaded = None
     if _is_onnx(ckpt):
         from cunet.runtime.meta import read_onnx_meta
 
@@ -460,7 +390,8 @@ def _run(opts: BenchOptions) -> BenchResult:
         require_torch(f"{ckpt}: a .pt checkpoint")
         from cunet.model.checkpoint import load_checkpoint
 
-        task = load_checkpoint(ckpt)["task"]
+        loaded = load_checkpoint(ckpt)
+        task = loaded["task"]
     if not Path(opts.data).exists():
         raise CunetError(f"{opts.data}: data folder not found")
     from cunet.batch import Skips
@@ -482,35 +413,42 @@ def _run(opts: BenchOptions) -> BenchResult:
     work = Path(opts.work) if opts.work is not None else report / "artifacts"
     make_dirs(work)
     metric = Task(task).metric
-    plan = _plan(opts, work, ckpt)
-    check_writable(p for a in plan if a.build is not None for p in (a.path, _stamp(a.path)))  # and the artifacts
+    calib_images, calib = _calibration(opts, _preprocess_spec(ckpt, loaded))
+    # One split serving calibration and scoring: the images INT8 was calibrated on are not scored (issue 23).
+    exclude = calib_images if layout.one_split else ()
+    artifacts = plan(opts, work, ckpt)
+    check_writable(p for a in artifacts if a.build is not None for p in (a.path, stamp_path(a.path)))  # artifacts
     rows: list[dict[str, Any]] = []
     per_image: dict[str, np.ndarray] = {}
     built: dict[str, str] = {}
-    with _Progress(opts.progress, len(plan)) as bar:
-        for art in plan:
+    with _Progress(opts.progress, len(artifacts)) as bar:
+        for art in artifacts:
             row, errors = _run_row(art, opts, task, work, built, lambda what, name=art.name: bar.describe(
-                f"{name}: {what}"))
+                f"{name}: {what}"), bar.say, exclude)
             bar.advance()
             rows.append(row)
             if errors is not None:
                 per_image[art.name] = errors
-    ref, exit_code = _apply_budget(rows, metric, opts.max_drop)
-    calib = _calibration_count(opts, work / "model.onnx")
+    ref = _apply_budget(rows, metric, opts.max_drop)
+    gate = gate_failures(rows) if opts.max_drop is not None else []
+    exit_code = 1 if gate else 0
+    scored_images = next((len(v) for v in per_image.values()), None)
     write_json(files["json"], {
         "task": task, "metric": metric, "checkpoint": str(ckpt), "data": str(opts.data), "reference": ref,
-        "max_drop": opts.max_drop, "exit_code": exit_code,
+        "max_drop": opts.max_drop, "exit_code": exit_code, "gate_failures": [r["artifact"] for r in gate],
+        "scored_images": scored_images, "calibration_images_left_out": len(exclude),
         "settings": {"threads": opts.threads, "batch": opts.batch, "iters": opts.timed_iters, "warmup": opts.warmup,
                      "calib_samples": opts.samples, "calib_samples_used": None if calib is None else calib[0],
                      "calib_method": CALIB_METHOD, "quick": opts.quick,
                      "work": str(work), "video": None if opts.video is None else str(opts.video)},
+        "memory_definitions": MEMORY_DEFINITIONS,
         "environment": {**environment(), **({"label": opts.label} if opts.label else {})},
         "skipped": skips.to_json(), "scored": scored,
         "rows": rows,
     })
     write_csv(Path(files["csv"]), rows)
     plot_rows(Path(files["plot"]), rows, metric, opts.batch, opts.threads)
-    print_rows(rows, metric, ref, calib)
+    print_rows(rows, metric, ref, calib, scored_images, len(exclude))
     return BenchResult(rows, per_image, metric, exit_code, task, files, skips.to_json(), scored)
 
 
@@ -540,6 +478,12 @@ class _Progress:
     def advance(self) -> None:
         if self._bar is not None:
             self._bar.advance(self._task)
+
+    def say(self, line: str) -> None:
+        """One line on stderr above the bar (or alone without one)."""
+        from cunet.console import console
+
+        (self._bar.console if self._bar is not None else console()).print(line, markup=False, highlight=False)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:

@@ -18,9 +18,12 @@ from cunet.io import write_bytes, write_text
 __all__ = ["ROW_KEYS", "OK", "FAILED_VALIDATION", "FAILED", "SKIPPED", "write_csv", "plot_rows", "accuracy_latency_figure",
            "print_rows"]
 
-#: The keys of every row, in table/CSV order.
+#: The keys of every row, in CSV order: "provider" and "device" say what really ran ("cpu", "cuda:0"), "nonfinite"
+#: how many predictions were not finite, the memory keys are defined in `cunet.evaluate.memory.DEFINITIONS`
+#: ("peak_mb" equals "run_peak_mb"), "skip_kind" why a skipped row was not measured (`bench_plan.SkipKind`).
 ROW_KEYS = ("artifact", "format", "precision", "backend", "status", "reason", "path", "size_mb", "metric", "value",
-            "delta", "p50_ms", "p99_ms", "throughput", "peak_mb", "reused", "jitter", "video_nme")
+            "delta", "p50_ms", "p99_ms", "throughput", "peak_mb", "reused", "jitter", "video_nme", "provider", "device",
+            "nonfinite", "load_peak_mb", "run_peak_mb", "device_peak_mb", "skip_kind")
 OK, FAILED_VALIDATION, FAILED, SKIPPED = "ok", "failed validation", "failed", "skipped"
 
 
@@ -77,28 +80,31 @@ def accuracy_latency_figure(rows: list[dict[str, Any]], metric: str, batch: int,
     return fig
 
 
-def print_rows(rows: list[dict[str, Any]], metric: str, ref: str | None,
-                 calib: tuple[int, int] | None = None) -> None:
-    """The bench table on stderr, then one line per distinct skip/failure reason and the calibration count."""
-    from rich.console import Console
-    from rich.markup import escape
+def print_rows(rows: list[dict[str, Any]], metric: str, ref: str | None, calib: tuple[int, int] | None = None,
+               scored: int | None = None, left_out: int = 0) -> None:
+    """The bench table on stderr, then one line per distinct skip/failure reason, the calibration count and what Δ
+    was measured on (`scored` images, `left_out` calibration images removed from a split that serves both)."""
     from rich.table import Table
 
     from cunet.console import console
 
-    out = console()
-    if not out.is_terminal:  # logs and CI: full rows rather than the 80-column default
-        out = Console(stderr=True, width=150)
+    out = console(width=150)  # logs and CI: full rows rather than the 80-column default
     label = Task.of_metric(metric).metric_label
     table = Table(title=f"cunet bench — {label}, Δ vs {ref or 'no reference'}", title_justify="left")
+    gpu = any(r.get("device_peak_mb") is not None for r in rows)
     video = any(r.get("jitter") is not None for r in rows)  # bench --video: the stability columns
     extra = ("jitter %", "video NME %") if video else ()
-    for i, c in enumerate(("artifact", "status", "MB", label, "Δ", *extra, "p50 ms", "p99 ms", "img/s", "peak MB")):
-        table.add_column(c, justify="left" if i < 2 else "right", no_wrap=True)
+    columns = ("artifact", "status", "precision", "runs on", "MB", label, "Δ", *extra, "p50 ms", "p99 ms", "img/s",
+               "load MB", "run MB") + (("GPU MB",) if gpu else ())
+    for i, c in enumerate(columns):
+        table.add_column(c, justify="left" if i < 4 else "right", no_wrap=True)
+    memory = ("load_peak_mb", "run_peak_mb") + (("device_peak_mb",) if gpu else ())
     for r in rows:
+        runs_on = f"{r.get('backend') or '—'} · {r.get('device') or '—'}"
         stability = [_cell(r.get("jitter")), _cell(r.get("video_nme"))] if video else []
-        table.add_row(r["artifact"], r["status"], _cell(r["size_mb"]), _cell(r["value"]), _cell(r["delta"], True),
-                      *stability, *[_cell(r[k]) for k in ("p50_ms", "p99_ms", "throughput", "peak_mb")])
+        table.add_row(r["artifact"], r["status"], r.get("precision") or "—", runs_on, _cell(r["size_mb"]),
+                      _cell(r["value"]), _cell(r["delta"], True), *stability,
+                      *[_cell(r[k]) for k in ("p50_ms", "p99_ms", "throughput")], *[_cell(r.get(k)) for k in memory])
     out.print(table)
     # One line per distinct reason: three TensorRT rows skipped for the same missing GPU are one line, not three.
     reasons: dict[str, list[str]] = {}
@@ -106,10 +112,15 @@ def print_rows(rows: list[dict[str, Any]], metric: str, ref: str | None,
         if r["reason"]:
             reasons.setdefault(r["reason"], []).append(r["artifact"])
     for reason, names in reasons.items():
-        out.print(f"{', '.join(names)}: {escape(reason)}", highlight=False)
+        out.print(f"{', '.join(names)}: {reason}", highlight=False)
     if calib is not None and calib[0] < calib[1]:
         out.print(f"warning: the INT8 rows are calibrated on {calib[0]} image(s), {calib[1]} requested (the "
                   "training split has no more); their accuracy is less certain", highlight=False)
+    if scored is not None:
+        why = (f", the {left_out} calibration image(s) left out (the dataset's one split serves both)"
+               if left_out else "")
+        out.print(f"{label} and Δ measured on {scored} test image(s){why}; memory: load = the process up to its "
+                  "first inference, run = the timed runs (bench.json: memory_definitions)", highlight=False)
 
 
 def _cell(v: Any, signed: bool = False) -> str:

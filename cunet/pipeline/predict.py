@@ -311,6 +311,7 @@ def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str
     sources: dict[str, int] = {}
     skipped: list[str] = []
     failed = Skips(opts.strict)
+    nonfinite: list[str] = []
     with open_predictor(opts.model, backend=opts.backend, threads=opts.threads, decode_method=opts.decode) as p:
         meta = p.meta
         if opts.format is OutputFormat.MPII and meta.task != "pose":
@@ -345,7 +346,13 @@ def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str
                         raise CunetError(f"{image_file.path}: {bad_box} (from {boxes.source.name})")
                 recs = ([r for r in boxes.records if Path(r.image).as_posix() == key] if boxes.records
                         else [None] * len(crop_boxes))
-            points = p.predict([image] * len(crop_boxes), crop_boxes, flip=opts.flip)
+            with np.errstate(all="ignore"):
+                points = p.predict([image] * len(crop_boxes), crop_boxes, flip=opts.flip)
+            if not np.isfinite(points).all():  # a broken model's output is not a prediction: nothing is written
+                nonfinite.append(image_file.name)
+                bad = int((~np.isfinite(points)).any(axis=-1).sum())
+                raise CunetError(f"{image_file.path}: the model's prediction is not finite (NaN or inf in {bad} of "
+                                 f"{points.shape[0] * points.shape[1]} points); nothing written")
             sources[source] = sources.get(source, 0) + len(crop_boxes)
             doc = {
                 "image": str(image_file.path),
@@ -397,6 +404,9 @@ def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str
                 predictions.append(doc)
             if progress is not None:
                 progress(done, len(images))
+        if nonfinite and len(nonfinite) == len(images):
+            raise CunetError(f"{opts.model}: every prediction is NaN or inf ({len(images)} image(s)); the model is "
+                             "broken, nothing written")
         video_docs = predict_videos(opts, p, videos, stems, detector, failed, sources, frame_progress)
         ran = {"backend": p.backend, "provider": p.provider}
     mpii_file = None

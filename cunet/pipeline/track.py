@@ -16,7 +16,9 @@ The loop of MediaPipe's face pipeline, with a cunet model as its landmark stage:
    must not drag the crop.
 
 Per-frame boxes (a list in `--boxes`) switch tracking off while they last: frame i is cropped from box i (frames
-after the list are tracked from there).
+after the list are tracked from there). A given box that lies (almost) wholly outside its frame
+(`cunet.data.preprocess.box_problem`) skips that frame with the reason, as a still image with such a box is skipped;
+a bad frame-0 box is not used again when tracking is later lost.
 Every stage is timed (`StageTimes`), so `cunet profile --video` reports where a frame's time goes.
 The landmark model is a `Landmarker`: `PredictorLandmarker` wraps a `cunet.runtime.Predictor`; anything with the
 same two members can stand in (a test's perfect model, another runtime).
@@ -30,7 +32,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from cunet.data.preprocess import MPII_SCALE_MARGIN, Box, box_from_points, box_from_xyxy
+from cunet.data.preprocess import MPII_SCALE_MARGIN, Box, box_from_points, box_from_xyxy, box_problem
 from cunet.data.smooth import SmoothConfig, make_filter
 from cunet.data.video import Frame
 
@@ -94,7 +96,7 @@ class TrackedFrame:
         scores: [K] heatmap peak scores; score: their mean.
         lost: the prediction failed the checks (low score, box leaving the frame) even after re-detection.
         redetected: the box was found afresh on this frame (frame 0, or tracking was lost).
-        problem: why the frame was skipped (it could not be decoded), else None.
+        problem: why the frame was skipped (it could not be decoded, its given box lies outside it), else None.
     """
 
     index: int
@@ -189,19 +191,20 @@ class Tracker:
         self._box: Box | None = None
         self._filter = make_filter(self.config.smooth)
         self.redetections = 0
+        self._first = self.sources.first  # None once frame 0's given box proved to lie outside the frame
 
     def _fresh_box(self, frame: Frame) -> tuple[Box, str]:
         """A box found afresh: frame 0's given box, the detector's best face, or the whole frame."""
         image = frame.image
         assert image is not None
-        if self.sources.first is not None and self.redetections == 0:
-            return self.sources.first, self.sources.label
+        if self._first is not None and self.redetections == 0:
+            return self._first, self.sources.label
         if self.sources.detector is not None:
             found = self.sources.detector.detect(image)
             if found:
                 return box_from_xyxy(*found[0].box, margin=self.model.box_margin), "detector"
-        if self.sources.first is not None:
-            return self.sources.first, self.sources.label
+        if self._first is not None:
+            return self._first, self.sources.label
         return _whole(image), "whole frame"
 
     def _predict(self, frame: Frame, box: Box) -> tuple[np.ndarray, np.ndarray, Box | None]:
@@ -219,6 +222,20 @@ class Tracker:
                 nxt = candidate
         self.times.add("detect/track", time.perf_counter_ns() - t0)
         return points, scores, nxt
+
+    def _given_box_problem(self, frame: Frame, box: Box, source: str) -> TrackedFrame | None:
+        """The skipped frame when `box` comes from the box file and lies (almost) wholly outside `frame`, else None."""
+        if source != self.sources.label:
+            return None
+        h, w = frame.image.shape[:2]  # type: ignore[union-attr]  (decoded frames only reach here)
+        problem = box_problem(box, w, h)
+        if problem is None:
+            return None
+        if box is self._first:
+            self._first = None
+        self._box = None
+        return TrackedFrame(frame.index, frame.time, None, source, None, None, None, None, False, False,
+                            f"frame {frame.index}: {source}: {problem}")
 
     def step(self, frame: Frame, decode_ns: int = 0) -> TrackedFrame:
         """Track one frame (frames must come in order; `decode_ns` is the time it took to read it)."""
@@ -244,6 +261,9 @@ class Tracker:
             redetected = True
             self.redetections += 1
         self.times.add("detect/track", time.perf_counter_ns() - t0)
+        skipped = self._given_box_problem(frame, box, source)
+        if skipped is not None:
+            return skipped
         points, scores, nxt = self._predict(frame, box)
         if nxt is None and source == "tracked":  # lost while tracking: find the face afresh on this same frame
             t0 = time.perf_counter_ns()

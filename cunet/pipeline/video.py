@@ -96,12 +96,16 @@ def read_video_boxes(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
     (one per frame), 0-based pixels.
 
     Raises:
-        CunetError: an unreadable file, or a value that is neither (names the key).
+        CunetError: an unreadable, empty or oversized file (`cunet.limits`), or a value that is neither (names the
+            key). A box outside its frame is not an error here: the tracker skips that frame and says why.
     """
+    from cunet.limits import read_limited_text
+
     path = Path(path)
+    text = read_limited_text(path)  # missing, empty, oversized or not UTF-8: one line, as every reader says it
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
         raise CunetError(f"{path}: not a readable JSON box file ({e})") from None
     if not isinstance(data, dict):
         raise CunetError(f"{path}: expected a JSON object {{\"video.mp4\": [x1, y1, x2, y2]}}")

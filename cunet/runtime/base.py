@@ -30,12 +30,14 @@ class Backend(ABC):
     Attributes:
         name: the backend name (one of `BACKENDS`).
         provider: what really runs after `open` (e.g. "CPUExecutionProvider", "torch-cpu", "tensorrt-cuda:0").
+        device: where it runs after `open`: "cpu", "cuda:N", or an OpenVINO device in lower case ("gpu", "npu").
         max_batch: the largest batch one `infer` call accepts (None: unlimited); larger batches are split by the caller.
         device_ms: device time of the last `infer` measured with CUDA events, None where there is no such clock.
     """
 
     name: str = ""
     provider: str | None = None
+    device: str | None = None
     max_batch: int | None = None
     device_ms: float | None = None
 

@@ -6,9 +6,15 @@ where torch is installed and cuda-python is not; neither is imported until a fun
 implement the same small interface (`_Driver`), so a test can install a fake one with `use_driver` and drive every
 caller without a GPU.
 
-Device memory "of this process" comes from NVML's per-process accounting where `pynvml` is importable and the CUDA
-index maps to the NVML index (no CUDA_VISIBLE_DEVICES remapping); elsewhere it is None and callers measure the
-change of device-wide used memory instead, saying so.
+The current device is per thread and any call may change it, so every function that needs a device other than the
+current one restores the caller's afterwards (`memory_info`), and long-lived users make theirs current before each
+use (the TensorRT backend before every inference). Streams and events are destroyed by `close` (a long-lived process
+that opens and closes engines would otherwise leak one stream and two events each time).
+
+Device memory "of this process" comes from NVML's per-process accounting where `pynvml` is importable. CUDA and NVML
+number devices differently (CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER=FASTEST_FIRST), so the NVML device is found by
+the CUDA device's UUID, else its PCI bus id, never by index. A process NVML does not list — in a container NVML shows
+host PIDs, which the container's PIDs are not — has no attributable usage: None, not 0 MB.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any, Iterator, Protocol
 import numpy as np
 
 from cunet.errors import CunetError
+from cunet.runtime.cuda_drivers import CudaPython, TorchCuda, format_pci, format_uuid
 
 __all__ = [
     "DeviceProps",
@@ -29,7 +36,10 @@ __all__ = [
     "properties",
     "memory_info",
     "process_memory",
+    "current",
     "select",
+    "format_uuid",
+    "format_pci",
     "DeviceBuffer",
     "Stream",
     "Event",
@@ -41,12 +51,16 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DeviceProps:
-    """One CUDA device: its index, name, compute capability ("major.minor") and total memory in bytes."""
+    """One CUDA device: its index, name, compute capability ("major.minor"), total memory in bytes, UUID
+    ("GPU-xxxxxxxx-xxxx-...", as nvidia-smi and NVML print it) and PCI bus id ("00000000:01:00.0"), the last two
+    None where the binding does not say."""
 
     index: int
     name: str
     compute_capability: str
     total_memory: int
+    uuid: str | None = None
+    pci_bus_id: str | None = None
 
 
 class _Driver(Protocol):
@@ -57,7 +71,9 @@ class _Driver(Protocol):
 
     def device_count(self) -> int: ...
     def properties(self, index: int) -> tuple[str, int, int, int]: ...
+    def identity(self, index: int) -> tuple[str | None, str | None]: ...
     def mem_get_info(self, index: int) -> tuple[int, int]: ...
+    def current_device(self) -> int: ...
     def set_device(self, index: int) -> None: ...
     def malloc(self, nbytes: int) -> int: ...
     def free(self, ptr: int) -> None: ...
@@ -66,148 +82,11 @@ class _Driver(Protocol):
     def stream_create(self) -> Any: ...
     def stream_handle(self, stream: Any) -> int: ...
     def stream_sync(self, stream: Any) -> None: ...
+    def stream_destroy(self, stream: Any) -> None: ...
     def event_create(self) -> Any: ...
     def event_record(self, event: Any, stream: Any) -> None: ...
     def event_elapsed_ms(self, start: Any, end: Any) -> float: ...
-
-
-def _cudart() -> Any:
-    try:
-        from cuda.bindings import runtime  # cuda-python >= 12.6: the bindings live in cuda-bindings
-    except ImportError:
-        from cuda import cudart as runtime  # older cuda-python
-    return runtime
-
-
-class _CudaPython:
-    """The CUDA runtime through cuda-python: every call returns (cudaError_t, *values)."""
-
-    name = "cuda-python"
-
-    def __init__(self) -> None:
-        self._rt = _cudart()
-
-    def _ok(self, result: Any, what: str) -> Any:
-        err, *values = result if isinstance(result, tuple) else (result,)
-        if err != self._rt.cudaError_t.cudaSuccess:
-            raise CunetError(f"CUDA {what} failed: {getattr(err, 'name', err)}")
-        return values[0] if len(values) == 1 else tuple(values)
-
-    def device_count(self) -> int:
-        err, count = self._rt.cudaGetDeviceCount()
-        return int(count) if err == self._rt.cudaError_t.cudaSuccess else 0  # no driver / no device: none
-
-    def properties(self, index: int) -> tuple[str, int, int, int]:
-        p = self._ok(self._rt.cudaGetDeviceProperties(index), f"cudaGetDeviceProperties({index})")
-        name = p.name.split(b"\0", 1)[0].decode() if isinstance(p.name, bytes) else str(p.name)
-        return name, int(p.major), int(p.minor), int(p.totalGlobalMem)
-
-    def mem_get_info(self, index: int) -> tuple[int, int]:
-        self.set_device(index)
-        free, total = self._ok(self._rt.cudaMemGetInfo(), "cudaMemGetInfo")
-        return int(free), int(total)
-
-    def set_device(self, index: int) -> None:
-        self._ok(self._rt.cudaSetDevice(index), f"cudaSetDevice({index})")
-
-    def malloc(self, nbytes: int) -> int:
-        return int(self._ok(self._rt.cudaMalloc(nbytes), f"cudaMalloc({nbytes})"))
-
-    def free(self, ptr: int) -> None:
-        self._ok(self._rt.cudaFree(ptr), "cudaFree")
-
-    def htod(self, ptr: int, host: np.ndarray, stream: Any) -> None:
-        kind = self._rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self._ok(self._rt.cudaMemcpyAsync(ptr, host.ctypes.data, host.nbytes, kind, stream), "cudaMemcpyAsync")
-
-    def dtoh(self, host: np.ndarray, ptr: int, stream: Any) -> None:
-        kind = self._rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        self._ok(self._rt.cudaMemcpyAsync(host.ctypes.data, ptr, host.nbytes, kind, stream), "cudaMemcpyAsync")
-
-    def stream_create(self) -> Any:
-        return self._ok(self._rt.cudaStreamCreate(), "cudaStreamCreate")
-
-    def stream_handle(self, stream: Any) -> int:
-        return int(stream)
-
-    def stream_sync(self, stream: Any) -> None:
-        self._ok(self._rt.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
-
-    def event_create(self) -> Any:
-        return self._ok(self._rt.cudaEventCreate(), "cudaEventCreate")
-
-    def event_record(self, event: Any, stream: Any) -> None:
-        self._ok(self._rt.cudaEventRecord(event, stream), "cudaEventRecord")
-
-    def event_elapsed_ms(self, start: Any, end: Any) -> float:
-        self._ok(self._rt.cudaEventSynchronize(end), "cudaEventSynchronize")
-        return float(self._ok(self._rt.cudaEventElapsedTime(start, end), "cudaEventElapsedTime"))
-
-
-class _Torch:
-    """torch's CUDA API as the same driver: buffers are uint8 tensors kept alive by their data pointer."""
-
-    name = "torch"
-
-    def __init__(self) -> None:
-        import torch
-
-        self._torch = torch
-        self._buffers: dict[int, Any] = {}
-
-    def device_count(self) -> int:
-        return int(self._torch.cuda.device_count()) if self._torch.cuda.is_available() else 0
-
-    def properties(self, index: int) -> tuple[str, int, int, int]:
-        p = self._torch.cuda.get_device_properties(index)
-        return str(p.name), int(p.major), int(p.minor), int(p.total_memory)
-
-    def mem_get_info(self, index: int) -> tuple[int, int]:
-        free, total = self._torch.cuda.mem_get_info(index)
-        return int(free), int(total)
-
-    def set_device(self, index: int) -> None:
-        self._torch.cuda.set_device(index)
-
-    def malloc(self, nbytes: int) -> int:
-        t = self._torch.empty(nbytes, dtype=self._torch.uint8, device=f"cuda:{self._torch.cuda.current_device()}")
-        self._buffers[t.data_ptr()] = t
-        return int(t.data_ptr())
-
-    def free(self, ptr: int) -> None:
-        self._buffers.pop(ptr, None)
-
-    def _view(self, ptr: int, nbytes: int) -> Any:
-        return self._buffers[ptr][:nbytes]
-
-    def htod(self, ptr: int, host: np.ndarray, stream: Any) -> None:
-        src = self._torch.from_numpy(host.reshape(-1).view(np.uint8))
-        with self._torch.cuda.stream(stream):
-            self._view(ptr, host.nbytes).copy_(src, non_blocking=False)
-
-    def dtoh(self, host: np.ndarray, ptr: int, stream: Any) -> None:
-        with self._torch.cuda.stream(stream):
-            data = self._view(ptr, host.nbytes).cpu().numpy()
-        host.reshape(-1).view(np.uint8)[:] = data
-
-    def stream_create(self) -> Any:
-        return self._torch.cuda.Stream()
-
-    def stream_handle(self, stream: Any) -> int:
-        return int(stream.cuda_stream)
-
-    def stream_sync(self, stream: Any) -> None:
-        stream.synchronize()
-
-    def event_create(self) -> Any:
-        return self._torch.cuda.Event(enable_timing=True)
-
-    def event_record(self, event: Any, stream: Any) -> None:
-        event.record(stream)
-
-    def event_elapsed_ms(self, start: Any, end: Any) -> float:
-        end.synchronize()
-        return float(start.elapsed_time(end))
+    def event_destroy(self, event: Any) -> None: ...
 
 
 _DRIVER: _Driver | None = None
@@ -219,7 +98,7 @@ def _driver() -> _Driver | None:
     global _DRIVER, _CHOSEN
     if not _CHOSEN:
         _CHOSEN = True
-        for make in (_CudaPython, _Torch):
+        for make in (CudaPython, TorchCuda):
             try:
                 _DRIVER = make()
                 break
@@ -302,34 +181,51 @@ def properties(index: int = 0) -> DeviceProps:
     d = _need()
     index = device_index(index)
     name, major, minor, total = d.properties(index)
-    return DeviceProps(index, name, f"{major}.{minor}", total)
+    uuid, pci = d.identity(index)
+    return DeviceProps(index, name, f"{major}.{minor}", total, uuid, pci)
 
 
 def memory_info(index: int = 0) -> tuple[int, int]:
-    """(free, total) bytes of device `index`, counting every process on it."""
+    """(free, total) bytes of device `index`, counting every process on it; the current device is left as it was."""
     return _need().mem_get_info(device_index(index))
 
 
+def current() -> int:
+    """The calling thread's current CUDA device."""
+    return _need().current_device()
+
+
+def _nvml_handle(pynvml: Any, props: DeviceProps) -> Any:
+    """The NVML handle of a CUDA device, found by UUID, else PCI bus id (NVML's indices are not CUDA's)."""
+    if props.uuid is not None:
+        return pynvml.nvmlDeviceGetHandleByUUID(props.uuid)
+    if props.pci_bus_id is not None:
+        return pynvml.nvmlDeviceGetHandleByPciBusId(props.pci_bus_id)
+    return None
+
+
 def process_memory(index: int = 0) -> int | None:
-    """Bytes this process holds on device `index` (NVML's per-process accounting), None where that cannot be known:
-    no `pynvml`, no NVML driver, or CUDA_VISIBLE_DEVICES renumbering CUDA's indices away from NVML's."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
-        return None
+    """Bytes this process holds on CUDA device `index` (NVML's per-process accounting), None where that cannot be
+    known: no `pynvml` or NVML driver, a device NVML cannot be matched to (no UUID or PCI bus id), or this process
+    absent from NVML's list (a container: NVML lists host PIDs) — never 0 for "could not tell"."""
     try:
         import pynvml
     except ImportError:
         return None
+    props = properties(index)
     try:
         pynvml.nvmlInit()
         try:
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+            handle = _nvml_handle(pynvml, props)
+            procs = [] if handle is None else pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
         finally:
             pynvml.nvmlShutdown()
     except pynvml.NVMLError:
         return None
-    mine = [p.usedGpuMemory for p in procs if p.pid == os.getpid() and p.usedGpuMemory is not None]
-    return int(sum(mine)) if mine else 0
+    mine = [p.usedGpuMemory for p in procs if p.pid == os.getpid()]
+    if not mine or any(m is None for m in mine):  # not listed (another PID namespace) or no figure from the driver
+        return None
+    return int(sum(mine))
 
 
 def select(index: int) -> None:
@@ -338,7 +234,8 @@ def select(index: int) -> None:
 
 
 class Stream:
-    """A CUDA stream; `handle` is the integer TensorRT's `execute_async_v3` takes."""
+    """A CUDA stream on the current device; `handle` is the integer TensorRT's `execute_async_v3` takes. `close`
+    destroys it (idempotent)."""
 
     def __init__(self) -> None:
         self._driver = _need()
@@ -351,9 +248,15 @@ class Stream:
     def synchronize(self) -> None:
         self._driver.stream_sync(self.raw)
 
+    def close(self) -> None:
+        if self.raw is not None:
+            self._driver.stream_destroy(self.raw)
+            self.raw = None
+
 
 class Event:
-    """A timing CUDA event; `Event.elapsed_ms(start, end)` waits for `end` and returns the time between them."""
+    """A timing CUDA event; `Event.elapsed_ms(start, end)` waits for `end` and returns the time between them.
+    `close` destroys it (idempotent)."""
 
     def __init__(self) -> None:
         self._driver = _need()
@@ -365,6 +268,11 @@ class Event:
     @staticmethod
     def elapsed_ms(start: "Event", end: "Event") -> float:
         return start._driver.event_elapsed_ms(start.raw, end.raw)
+
+    def close(self) -> None:
+        if self.raw is not None:
+            self._driver.event_destroy(self.raw)
+            self.raw = None
 
 
 class DeviceBuffer:

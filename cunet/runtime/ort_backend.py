@@ -7,7 +7,10 @@ its real providers are compared with the request: an explicit backend that did n
 
 The TensorRT provider builds an engine when a session opens; its engine and timing caches live in the user's cache
 folder (`$XDG_CACHE_HOME/cunet/ort-trt/<model sha256>-<device>/`, never beside the model), so the next session on
-the same model and device loads instead of rebuilding. It is never handed a model its ONNX parser rejects: a
+the same model and device loads instead of rebuilding. An engine is only valid for the TensorRT and GPU that built it,
+and ONNX Runtime names its cache files by the model alone, so a stamp in the folder records the TensorRT and
+onnxruntime versions and the GPU (name, UUID, compute capability): when they change (an upgrade, another card) the
+folder is emptied, and the session rebuilds, with a line on stderr saying which field changed. It is never handed a model its ONNX parser rejects: a
 `--recipe cpu` INT8 model (uint8, nonzero zero points) or, with TensorRT 11, an onnxruntime older than 1.27 (the
 first whose provider links TensorRT 11). "auto" then falls back to CUDA and says why in `note`; "ort-trt" refuses.
 """
@@ -26,7 +29,7 @@ from cunet.errors import CunetError
 from cunet.runtime.base import Backend
 
 __all__ = ["OrtBackend", "ORT_PROVIDERS", "LOWBIT_CPU_CONFIG", "ort_available_providers", "trt_cache_dir",
-           "trt_provider_problem", "metadata_input_rejected"]
+           "trt_cache_key", "prepare_trt_cache", "trt_provider_problem", "metadata_input_rejected"]
 
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 #: backend name → provider chain, the first one being the one asked for.
@@ -46,15 +49,22 @@ def metadata_input_rejected(path: str | os.PathLike) -> Iterator[None]:
 
     Inputs are shaped and typed from the model's own metadata (inference, calibration, the `--max-drop` check), so
     an `InvalidArgument` there (another dtype, rank or size) means the metadata describes another graph: copied
-    metadata, or an ONNX file that is not the exported cunet model.
+    metadata, or an ONNX file that is not the exported cunet model. A `Fail` or `RuntimeException` while running that
+    input (a node that cannot compute it: a Reshape to another size) says the same of the file, not of cunet.
     """
-    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
 
     try:
         yield
     except InvalidArgument as e:
-        detail = " ".join(str(e).split())[:200]
-        raise CunetError(f"{path}: the graph rejects the input its cunet metadata describes ({detail})") from e
+        raise CunetError(f"{path}: the graph rejects the input its cunet metadata describes ({_detail(e)})") from e
+    except (Fail, RuntimeException) as e:
+        raise CunetError(f"{path}: the graph fails on the input its cunet metadata describes ({_detail(e)})") from e
+
+
+def _detail(e: Exception) -> str:
+    """ONNX Runtime's message on one line, its log's terminal colour codes removed, at most 200 characters."""
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(e)).split())[:200]
 
 
 def ort_available_providers() -> list[str]:
@@ -106,6 +116,58 @@ def trt_cache_dir(model_sha256: str, device_id: int) -> Path:
     if cuda.available():
         device += "-" + re.sub(r"[^A-Za-z0-9]+", "-", cuda.properties(device_id).name).strip("-").lower()
     return base / "cunet" / "ort-trt" / f"{model_sha256[:16]}-{device}"
+
+
+#: The stamp file in each TensorRT EP cache folder (`prepare_trt_cache`).
+CACHE_STAMP = "cunet-cache.json"
+
+
+def trt_cache_key(device_id: int) -> dict[str, str | None]:
+    """What an ORT TensorRT-EP engine is tied to: the TensorRT and onnxruntime versions (package metadata, TensorRT is
+    never imported) and the GPU's name, UUID and compute capability (None fields where no CUDA device is visible)."""
+    from cunet.runtime import cuda
+
+    props = cuda.properties(device_id) if cuda.available() else None
+    return {"tensorrt": _dist_version("tensorrt", "tensorrt-cu13", "tensorrt-cu12"),
+            "onnxruntime": _dist_version("onnxruntime-gpu", "onnxruntime"),
+            "gpu": None if props is None else props.name, "gpu_uuid": None if props is None else props.uuid,
+            "compute_capability": None if props is None else props.compute_capability}
+
+
+def prepare_trt_cache(model_sha256: str, device_id: int) -> tuple[Path, str | None]:
+    """The cache folder of `trt_cache_dir`, emptied when its stamp is not `trt_cache_key` now, and stamped.
+
+    Returns:
+        (the folder, None or the line saying why its engines were dropped and will be rebuilt).
+    """
+    import json
+
+    from cunet.io import write_json
+
+    folder = trt_cache_dir(model_sha256, device_id)
+    key = trt_cache_key(device_id)
+    stamp = folder / CACHE_STAMP
+    why = None
+    if folder.is_dir() and any(p.name != CACHE_STAMP for p in folder.iterdir()):
+        try:
+            old = json.loads(stamp.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = None
+        if not isinstance(old, dict):
+            why = "its engines carry no stamp (an older cunet)"
+        elif old != key:
+            changed = [f"{k} {old.get(k)!r} → {key.get(k)!r}" for k in sorted(set(old) | set(key))
+                       if old.get(k) != key.get(k)]
+            why = "built with " + "; ".join(changed)
+        if why is not None:  # cunet's own folder: every file in it is ONNX Runtime's cache or the stamp
+            for p in folder.iterdir():
+                if p.is_file():
+                    p.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    if why is not None or not stamp.is_file():
+        write_json(stamp, key)
+    note = None if why is None else f"rebuilding the TensorRT engine cache in {folder}: {why}"
+    return folder, note
 
 
 class OrtBackend(Backend):
@@ -197,9 +259,13 @@ class OrtBackend(Backend):
             for key, value in LOWBIT_CPU_CONFIG.items():
                 opts.add_session_config_entry(key, value)
         chain = self._provider_options()
-        for _, options in chain:
-            if "trt_engine_cache_path" in options:
-                Path(options["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
+        if any(p == TRT for p, _ in chain):
+            from cunet.console import console
+            from cunet.runtime.manifest import sha256_file
+
+            _, rebuilt = prepare_trt_cache(sha256_file(self._path), self._device_id)
+            if rebuilt:  # a stale engine would be reused and then refused: say why this session builds again
+                console().print(rebuilt, markup=False, highlight=False, soft_wrap=True)
         try:
             session = ort.InferenceSession(
                 str(self._path), opts, providers=[p for p, _ in chain], provider_options=[o for _, o in chain]
@@ -213,7 +279,10 @@ class OrtBackend(Backend):
                 f"{self._path}: backend {self.name} asked for {self._chain[0]} but ONNX Runtime fell back to {got[0]} "
                 "(no usable CUDA device, or CUDA/cuDNN/TensorRT libraries missing)"
             )
+        # "auto" names what it became, so every report says what ran, never "auto"
+        self.name = next((name for name, chain in ORT_PROVIDERS.items() if chain[0] == got[0]), self.name)
         self.provider = got[0]
+        self.device = "cpu" if got[0] == CPU else f"cuda:{self._device_id}"
         self._session = session
         inp = session.get_inputs()[0]
         self._input_name = inp.name

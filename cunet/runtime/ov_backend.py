@@ -102,6 +102,7 @@ class OpenVinoBackend(Backend):
         self._input_dtype = np.float16 if element == "f16" else np.float32
         self._compile("LATENCY")
         self.provider = f"openvino-{self._device}"
+        self.device = self._device.lower()
 
     def _config(self, hint: str) -> dict[str, Any]:
         config: dict[str, Any] = {"PERFORMANCE_HINT": hint}

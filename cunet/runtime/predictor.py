@@ -80,6 +80,11 @@ class Predictor:
         return self._backend.provider
 
     @property
+    def device(self) -> str | None:
+        """Where it runs (after `open`): "cpu", "cuda:N", or an OpenVINO device ("gpu", "npu")."""
+        return self._backend.device
+
+    @property
     def note(self) -> str | None:
         """Why the backend skipped a provider "auto" could have used (ONNX Runtime), else None."""
         return getattr(self._backend, "note", None)

@@ -36,6 +36,7 @@ class TorchBackend(Backend):
             torch.set_num_threads(self._threads)
         self._model.eval().to(self._device)
         self.provider = f"torch-{self._device}"
+        self.device = "cuda:0" if self._device == "cuda" else self._device
         self._open = True
 
     def infer(self, x: np.ndarray) -> np.ndarray:

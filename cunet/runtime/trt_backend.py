@@ -101,6 +101,7 @@ class TensorRTBackend(Backend):
         self._stream = cuda.Stream()
         self._start, self._end = cuda.Event(), cuda.Event()
         self.provider = f"tensorrt-cuda:{self._index}"
+        self.device = f"cuda:{self._index}"
 
     def _buffer(self, name: str, nbytes: int) -> cuda.DeviceBuffer:
         buf = self._buffers.get(name)
@@ -113,6 +114,9 @@ class TensorRTBackend(Backend):
     def infer(self, x: np.ndarray) -> np.ndarray:
         if self._context is None:
             raise RuntimeError("TensorRTBackend.infer called before open()")
+        # The context, its buffers and stream live on this engine's device; the caller's thread may have another
+        # one current (a second engine, `cuda.memory_info`, another thread's work), so make ours current again.
+        cuda.select(self._index)
         n = len(x)
         if not 1 <= n <= self._max_batch:
             raise CunetError(f"{self._path}: batch {n} outside the engine's profile 1..{self._max_batch}")
@@ -141,8 +145,13 @@ class TensorRTBackend(Backend):
         return host_out[:n].astype(np.float32, copy=False)
 
     def close(self) -> None:
+        if self._engine is not None:
+            cuda.select(self._index)  # free and destroy on the device they belong to
         for buf in self._buffers.values():
             buf.free()
         self._buffers = {}
+        for handle in (getattr(self, "_start", None), getattr(self, "_end", None), getattr(self, "_stream", None)):
+            if handle is not None:
+                handle.close()
         self._context = None
         self._engine = None

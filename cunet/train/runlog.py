@@ -53,7 +53,7 @@ def describe(cfg) -> str:
 def console():
     from rich.console import Console
 
-    return Console(stderr=True, file=sys.stderr)
+    return Console(stderr=True, file=sys.stderr, markup=False)
 
 
 def progress_bar(console):

@@ -195,7 +195,7 @@ def _validate(model, loader: DataLoader, samples: list, task: str, sigma: float,
     """
     from cunet.data.decode import decode, heatmap_to_image
     from cunet.data.torch_dataset import HEATMAP_STRIDE
-    from cunet.evaluate import metrics, scoring
+    from cunet.evaluate import scoring
 
     model.eval()
     pred = np.full((len(samples), samples[0].points.shape[0], 2), np.nan)
@@ -209,7 +209,7 @@ def _validate(model, loader: DataLoader, samples: list, task: str, sigma: float,
     if task == "face":
         return 100.0 * float(np.mean(scoring.per_image_nme(pred, gt, mask, "inter-ocular", [s.key for s in samples])))
     headboxes = np.stack([s.headbox for s in samples])
-    return 100.0 * metrics.pckh(pred, gt, mask, headboxes, thr=0.5).mean
+    return 100.0 * scoring.pckh(pred, gt, mask, headboxes, thr=0.5).mean
 
 
 # -------------------------------------------------------------------------------------------------------- train

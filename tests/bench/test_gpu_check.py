@@ -49,6 +49,15 @@ def test_engine_rows_on_the_fake_gpu(fake_gpu, tmp_path, monkeypatch):
     for name in ("trt-fp32", "trt-fp16", "trt-int8"):
         assert rows[name]["status"] == "ok", rows[name]
         assert rows[name]["provider"] == "tensorrt-cuda:0"
-    # The fake runs the engine's ONNX bytes on the CPU provider: FP32 is the reference model itself.
+    # The fake runs the engine's ONNX bytes on the CPU provider: FP32 is the reference model itself, so its error
+    # of 0 proves only the plumbing; that the tolerance can fail is shown below.
     assert rows["trt-fp32"]["rel_err"] == 0.0
     assert rows["manifest-device"]["status"] == "ok" and "RTX 4090" in rows["manifest-device"]["why"]
+    # An engine whose kernels compute something else (every heatmap shifted by its range) must fail every engine
+    # row with the error named, and the check must exit 1 (issue 23, item 10: the comparison can fail).
+    fake_gpu.state.fail.add("wrong_output")
+    assert module.main(["--out", str(tmp_path / "wrong.json"), "--iters", "1"]) == 1
+    rows = {r["row"]: r for r in json.loads((tmp_path / "wrong.json").read_text())["rows"]}
+    for name in ("trt-fp32", "trt-fp16", "trt-int8"):
+        assert rows[name]["status"] == "fail" and rows[name]["rel_err"] > rows[name]["tolerance"], rows[name]
+        assert rows[name]["why"].startswith("relative heatmap error")

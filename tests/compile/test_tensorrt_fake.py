@@ -131,11 +131,14 @@ def test_dla(fake_gpu, model, tmp_path):
     with pytest.raises(CunetError, match="DLA has no FP32"):
         compile_engine(model, tmp_path / "e.engine", "fp32", dla_core=0)
     assert "Builder" not in fake_gpu.names()
-    if fake_gpu.trt.__version__.startswith("11."):
-        from cunet.compile.tensorrt import fp16_converter
-
-        if fp16_converter() is None:
-            pytest.skip("TensorRT 11 needs an FP16-typed model and no float16 converter is installed")
+    if fake_gpu.trt.__version__.startswith("11."):  # the fake's 11.1: TensorRT 11.0-11.3 have no DLA at all
+        for device in (0, 1):
+            with pytest.raises(CunetError) as e:
+                compile_engine(model, tmp_path / "e.engine", "fp16", batch="1:1:1", dla_core=0, device=device)
+            assert str(e.value).startswith("--dla 0: TensorRT 11.1.0.106 has no DLA support") and \
+                "\n" not in str(e.value)
+        assert "Builder" not in fake_gpu.names() and not (tmp_path / "e.engine").exists()
+        return
     with pytest.raises(CunetError, match="this device has no DLA"):
         compile_engine(model, tmp_path / "e.engine", "fp16", batch="1:1:1", dla_core=0, device=0)
     with pytest.raises(CunetError, match="has DLA cores 0..1"):

@@ -17,7 +17,8 @@ from cunet.errors import CunetError  # noqa: E402
 from cunet.evaluate.accuracy import evaluate  # noqa: E402
 from cunet.evaluate.scoring import score_face, score_pose  # noqa: E402
 
-RUN_KEYS = {"model", "task", "backend", "provider", "flip", "boxes", "skipped"}
+RUN_KEYS = {"model", "task", "backend", "provider", "device", "precision", "flip", "boxes", "skipped",
+            "nonfinite_files"}
 #: What `cunet metrics` adds about files it could not match (all empty when the predictions are complete).
 CLEAN = {"missing": [], "bad": [], "ignored": 0, "skipped": []}
 
@@ -50,10 +51,23 @@ def test_face_saved_predictions_rescore_to_identical_numbers(face_setup, tmp_pat
     assert (tmp_path / "plots" / "ced.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_pose_saved_predictions_rescore_to_identical_numbers(pose_setup, tmp_path):
+def test_pose_saved_predictions_rescore_to_identical_numbers(pose_setup, tmp_path, pckh_by_hand):
     data, ckpt = pose_setup
     r = evaluate(ckpt, data, flip=True, save_predictions=tmp_path / "pred", plot_dir=tmp_path / "plots")
-    assert r["flip"] is True and 0 <= r["pckh@0.5"] <= 100
+    assert r["flip"] is True and r["pckh_style"] == "mpii" and r["nonfinite"] == 0
+    truth = json.loads((data / "valid.json").read_text())
+    pred = json.loads((tmp_path / "pred" / "valid.json").read_text())
+    assert r["pckh@0.5"] == pytest.approx(pckh_by_hand(truth, pred), abs=1e-9)  # plain Python, not cunet's code
+    # An untrained model scores 0 everywhere, which any code would match: the same file with every other
+    # annotated joint replaced by its ground truth must score what plain Python says (strictly between 0 and 100)
+    for g, p in zip(truth, pred):
+        for j in range(0, 16, 2):
+            if g["joints_vis"][j]:
+                p["joints"][j], p["joints_vis"][j] = g["joints"][j], 1
+    (tmp_path / "half" / "valid.json").parent.mkdir()
+    (tmp_path / "half" / "valid.json").write_text(json.dumps(pred))
+    half = score_pose(data, tmp_path / "half")
+    assert 0 < half["pckh@0.5"] < 100 and half["pckh@0.5"] == pytest.approx(pckh_by_hand(truth, pred), abs=1e-9)
     assert score_pose(data, tmp_path / "pred") == {**{k: v for k, v in r.items() if k not in RUN_KEYS}, **CLEAN}
     assert (tmp_path / "plots" / "pckh.png").is_file()
 

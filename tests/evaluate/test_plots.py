@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from cunet.evaluate.metrics import MPII_GROUPS, MPII_JOINTS
+from cunet.evaluate.scoring import MPII_GROUPS, MPII_JOINTS
 from cunet.evaluate.plots import plot_ced, plot_pckh
 
 

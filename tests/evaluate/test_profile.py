@@ -83,3 +83,28 @@ def test_helpers():
     assert peak_rss_mb() >= before + 50
     env = environment("cuda (X)")
     assert env["device"] == "cuda (X)" and env["host"] == platform.node() and env["python"] == platform.python_version()
+
+
+def test_a_cpu_profile_never_imports_torch_and_defines_its_memory(tmp_path):
+    """Profiling an ONNX model on the CPU must not probe CUDA through PyTorch: that import alone was ~250 MB of
+    every ONNX and OpenVINO row's "peak" on main (issue 23, item 4). Run in a fresh process, as bench does."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("_tiny_trt", Path(__file__).parents[1] / "compile" /
+                                                  "test_tensorrt_fake.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.tiny_model(tmp_path / "one_conv.onnx")  # a real ONNX file with cunet metadata, no torch needed
+    code = ("import json, sys; from cunet.evaluate.profile import profile; "
+            "r = profile(sys.argv[1], backend='auto', warmup=1, iters=3, threads=1); "
+            "print(json.dumps({'torch': 'torch' in sys.modules, 'r': r}))")
+    proc = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    report, row = out["r"], out["r"]["results"][0]
+    assert out["torch"] is False
+    assert (report["backend"], report["provider"], report["device"]) == ("ort-cpu", "CPUExecutionProvider", "cpu")
+    assert set(report["memory_definitions"]) == {"load_peak_mb", "run_peak_mb", "device_peak_mb"}
+    assert report["load_peak_mb"] > 0 and row["device_peak_mb"] is None
+    assert row["run_peak_mb"] == (row["peak_rss_mb"] if row["peak_rss_reset"] else None)

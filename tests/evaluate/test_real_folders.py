@@ -19,7 +19,8 @@ from cunet.cli import main  # noqa: E402
 from cunet.data.formats import read_pts  # noqa: E402
 from cunet.evaluate.accuracy import evaluate  # noqa: E402
 
-RUN_KEYS = {"model", "task", "backend", "provider", "flip", "boxes", "skipped"}
+RUN_KEYS = {"model", "task", "backend", "provider", "device", "precision", "flip", "boxes", "skipped",
+            "nonfinite_files"}
 CLEAN = {"missing": [], "bad": [], "ignored": 0, "skipped": []}
 
 

@@ -13,13 +13,13 @@ import pytest
 
 from cunet.cli import main
 from cunet.errors import CunetError
-from cunet.evaluate import metrics as M
-from cunet.evaluate.scoring import score_face, score_pose, summarize_face, summarize_pose
+from cunet.evaluate.scoring import MPII_JOINTS, score_face, score_pose, summarize_face, summarize_pose
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 BATCH_KEYS = {"missing", "bad", "ignored", "skipped"}
-FACE_KEYS = {"nme", "auc@0.08", "auc@0.10", "fr@0.08", "fr@0.10", "n", "norm", "subset"} | BATCH_KEYS
-POSE_KEYS = {"pckh@0.5", "pckh@0.1", "per_joint", "per_group", "pckh_auc", "n", "joints"} | BATCH_KEYS
+FACE_KEYS = {"nme", "auc@0.08", "auc@0.10", "fr@0.08", "fr@0.10", "n", "nonfinite", "norm", "subset"} | BATCH_KEYS
+POSE_KEYS = {"pckh@0.5", "pckh@0.1", "pckh_style", "per_joint", "per_group", "pckh_auc", "n", "joints",
+             "nonfinite"} | BATCH_KEYS
 
 
 def _write_pts(path: Path, points: np.ndarray) -> None:
@@ -119,6 +119,7 @@ def test_dataset_root_reports_subsets_and_ignores_train(tmp_path):
     assert r["subsets"]["challenging"]["nme"] == pytest.approx(12.5, abs=1e-5)
     assert r["nme"] == pytest.approx(27.5 / 3, abs=1e-5) and r["n"] == 3
     assert r["subsets"]["full"] == {k: v for k, v in r.items() if k not in ({"subsets", "norm", "subset"} | BATCH_KEYS)}
+    assert r["nonfinite"] == 0
     assert r["ignored"] == 0 and r["subset"] == "full"
     one = score_face(tmp_path / "data", pred, subset="challenging")
     assert one["n"] == 1 and "subsets" not in one and one["subset"] == "challenging"
@@ -135,6 +136,16 @@ def test_summaries_convert_fractions_to_the_documented_units():
     # NME mean 0.0667 → 6.667 %, AUC@0.08 = 1/3 (fraction), FR@0.08 = 1/3 → 33.3 %
     assert r["nme"] == pytest.approx(20 / 3) and r["auc@0.08"] == pytest.approx(1 / 3)
     assert r["fr@0.08"] == pytest.approx(100 / 3) and r["subsets"]["b"]["n"] == 1
+
+
+def test_nonfinite_face_predictions_are_failures_counted_in_n():
+    # four images, two with a non-finite prediction (+inf error): n counts all four, NME is the mean of the finite
+    # two (2 % and 6 % → 4 %), FR@0.10 = 2 of 4 = 50 %, AUC@0.10 = (0.8 + 0.4 + 0 + 0) / 4 = 0.3
+    r = summarize_face(np.array([0.02, np.inf, 0.06, np.inf]), ("a", "b", "a", "a"))
+    assert r["n"] == 4 and r["nonfinite"] == 2
+    assert r["nme"] == pytest.approx(4.0) and r["fr@0.10"] == 50.0 and r["auc@0.10"] == pytest.approx(0.3)
+    assert r["subsets"]["b"] == {"nme": pytest.approx(float("nan"), nan_ok=True), "auc@0.08": 0.0, "auc@0.10": 0.0,
+                                 "fr@0.08": 100.0, "fr@0.10": 100.0, "n": 1, "nonfinite": 1}
 
 
 def _pose_records(n: int = 3) -> list[dict]:
@@ -169,19 +180,83 @@ def test_pose_against_itself_and_shifted(tmp_path):
     pred = _dump(tmp_path / "pred" / "valid.json", shifted)
     r = score_pose(tmp_path / "data", tmp_path / "pred")  # dataset root and prediction folder
     assert r["pckh@0.5"] == 100 and r["pckh@0.1"] == 0
-    # AUC over 0, 0.05, ..., 0.5: only the last threshold counts → 1/11
-    assert r["pckh_auc"] == pytest.approx(100 / 11)
+    # every error is exactly 0.5 head sizes: the area over (0, 0.5] of a curve that only reaches 1 at 0.5 is 0
+    assert r["pckh_auc"] == pytest.approx(0.0, abs=1e-12)
     assert score_pose(gt, pred) == r
 
 
-def test_pose_summary_matches_metric_functions():
-    gt = np.random.default_rng(1).uniform(0, 100, (4, 16, 2))
-    pred = gt + np.random.default_rng(2).normal(0, 6, gt.shape)
-    mask = np.ones((4, 16), bool)
-    hb = np.tile([0.0, 0.0, 30.0, 40.0], (4, 1))
+def _table_case() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Two people, head size 30 (head box 30 x 40); errors chosen per joint, every value below worked by hand."""
+    gt = np.full((2, 16, 2), 200.0)
+    pred = gt.copy()
+    mask = np.ones((2, 16), dtype=bool)
+    hb = np.tile([0.0, 0.0, 30.0, 40.0], (2, 1))
+    pred[0, 0] += (20, 0)  # r_ankle wrong in person 0 (20 > 15 px)
+    pred[1, 0] += (3, 0)  # r_ankle within 0.1 head sizes in person 1 (3 px = 0.1 x 30)
+    mask[1, 5] = False  # l_ankle annotated once only, correct
+    pred[:, 9] += (0, 14)  # head top: within 0.5 (14 < 15), not 0.1, both people
+    pred[0, 8] += (0, 40)  # upper neck wrong once
+    pred[:, 12] = np.nan  # r_shoulder not finite in both people: incorrect, counted, "nonfinite" 2
+    pred[0, 11] += (16, 0)  # r_elbow wrong once
+    pred[:, 6] += (100, 0)  # pelvis wrong: not in either headline
+    return pred, gt, mask, hb
+
+
+def test_pose_table_columns_and_both_styles_by_hand():
+    pred, gt, mask, hb = _table_case()
     r = summarize_pose(pred, gt, mask, hb)
-    assert r["pckh@0.5"] == pytest.approx(100 * M.pckh(pred, gt, mask, hb).mean)
-    assert r["pckh@0.1"] == pytest.approx(100 * M.pckh(pred, gt, mask, hb, 0.1).mean)
+    # per joint @0.5: r_ankle 1/2, l_ankle 1/1, head_top 2/2, upper_neck 1/2, r_shoulder 0/2, r_elbow 1/2, rest 1
+    assert r["per_joint"]["r_ankle"] == 50 and r["per_joint"]["upper_neck"] == 50 and r["per_joint"]["pelvis"] == 0
+    # columns average left and right per joint: ankle (50 + 100) / 2 = 75 (pooling counts would give 2/3 = 66.7),
+    # shoulder (0 + 100) / 2 = 50, elbow (50 + 100) / 2 = 75; head is the head top alone: 100 (not 75 with the neck)
+    assert r["per_group"] == {"head": 100.0, "shoulder": 50.0, "elbow": 75.0, "wrist": 100.0, "hip": 100.0,
+                              "knee": 100.0, "ankle": 75.0}
+    # MPII headline: 14 joints, visible 2 * 14 - 1 (l_ankle once) = 27; wrong: r_ankle, upper_neck, 2 x r_shoulder,
+    # r_elbow = 5 → 22 / 27
+    assert r["joints"] == 27 and r["pckh@0.5"] == pytest.approx(100 * 22 / 27) and r["pckh_style"] == "mpii"
+    # @0.1 (3 px): also wrong: r_ankle of person 1 is exactly 3 px → correct; head_top 2 → wrong: 22 - 2 = 20 / 27
+    assert r["pckh@0.1"] == pytest.approx(100 * 20 / 27)
+    assert r["nonfinite"] == 2 and r["n"] == 2
+    # the original code's mean: the plain mean over ankles, knees, hips, wrists, elbows of per-joint values:
+    # r_ankle 0.5, l_ankle 1, knees 1 1, hips 1 1, wrists 1 1, r_elbow 0.5, l_elbow 1 → 9 / 10
+    o = summarize_pose(pred, gt, mask, hb, style="original")
+    assert o["pckh@0.5"] == pytest.approx(90.0) and o["pckh_style"] == "original"
+    # @0.1: r_ankle 1/2 (person 1 at exactly 3 px), r_elbow 1/2 → the same 9 / 10
+    assert o["pckh@0.1"] == pytest.approx(90.0)
+    assert {k: v for k, v in o.items() if k not in ("pckh@0.5", "pckh@0.1", "pckh_style")} == \
+        {k: v for k, v in r.items() if k not in ("pckh@0.5", "pckh@0.1", "pckh_style")}
+    # AUC over (0, 0.5], headline joints, e in head sizes: 19 exact (1 each: 9 in person 0, 10 in person 1),
+    # r_ankle 20/30 (0) and 3/30 (1 - 0.2 = 0.8), head_top 14/30 twice (1 - 28/30 = 1/15 each), upper_neck 40/30
+    # (0), r_shoulder inf twice (0), r_elbow 16/30 (0) → (19 + 0.8 + 2/15) / 27
+    assert r["pckh_auc"] == pytest.approx(100 * (19 + 0.8 + 2 / 15) / 27)
+
+
+def test_gt_valid_mat_jnt_missing_decides_what_is_scored(tmp_path):
+    from cunet.data.mpii_mat import HEADBOX_FILE
+
+    mat_writer = pytest.importorskip("scipy.io")
+    records = _pose_records(2)
+    for rec in records:
+        del rec["headbox"]
+    gt = _dump(tmp_path / "valid.json", records)
+    pred_records = _pose_records(2)
+    pred_records[0]["joints"][4] = [p + 100 for p in pred_records[0]["joints"][4]]  # l_knee of person 0 wrong
+    pred = _dump(tmp_path / "pred" / "valid.json", pred_records)
+    # the .mat says person 0's l_knee is missing (jnt_missing 1) where the JSON says annotated, and gives the
+    # head boxes; pos_gt_src as the JSON (1-based)
+    n = len(records)
+    pos = np.stack([np.asarray(r["joints"], dtype=float) for r in records], axis=-1)  # [16, 2, N]
+    missing = np.zeros((16, n), dtype=np.uint8)
+    missing[6, 0] = 1  # as the JSON (pelvis of person 0 is [-1, -1])
+    missing[4, 0] = 1
+    boxes = np.asarray([[151.0, 51.0, 181.0, 91.0]] * n)
+    mat_writer.savemat(str(tmp_path / HEADBOX_FILE), {
+        "jnt_missing": missing, "pos_gt_src": pos,
+        "headboxes_src": np.stack([boxes[:, :2].T, boxes[:, 2:].T])})
+    r = score_pose(gt, pred)
+    # with the .mat: person 0's l_knee is not scored → every scored joint is correct
+    assert r["pckh@0.5"] == 100 and r["per_joint"]["l_knee"] == 100
+    assert r["joints"] == 2 * 14 - 1  # l_knee of person 0 left out (pelvis is not in the headline anyway)
 
 
 def test_pose_mismatches_are_listed_and_missing_headbox_is_an_error(tmp_path):
@@ -218,7 +293,7 @@ def test_cli_json_face_and_pose(tmp_path, capsys):
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     assert set(out) == POSE_KEYS and out["pckh@0.5"] == 100
-    assert set(out["per_joint"]) == set(M.MPII_JOINTS)
+    assert set(out["per_joint"]) == set(MPII_JOINTS)
     assert main(["metrics", "--task", "pose", "--gt", str(gt), "--pred", str(gt)]) == 0
     captured = capsys.readouterr()
     assert captured.out == "" and "PCKh@0.5" in captured.err

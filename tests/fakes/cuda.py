@@ -1,5 +1,7 @@
 """A fake of cunet's CUDA device layer driver (`cunet.runtime.cuda._Driver`): two devices of different names and
-compute capabilities, host-backed device memory, streams and events, every call recorded.
+compute capabilities, host-backed device memory, streams and events, every call recorded; and `FakeCudart`, a fake of
+cuda-python's runtime module (the calls `cunet.runtime.cuda_drivers.CudaPython` makes, with CUDA's per-thread current
+device), and `FakeNvml`, a fake `pynvml` whose device order is not CUDA's.
 
 Device memory is a bytearray per allocation, so a fake TensorRT engine can really read its input and write its output
 through the pointers cunet hands it, and a test can check the bytes that come back. Another process's usage
@@ -22,13 +24,15 @@ class FakeDevice:
     minor: int
     total: int
     dla_cores: int = 0  # read by the fake TensorRT's Builder.num_DLA_cores
+    uuid: bytes = b"\x00" * 16
+    pci: tuple[int, int, int] = (0, 1, 0)  # domain, bus, device
 
 
 #: Two devices that differ in every field cunet records: an x86 GPU without DLA and a Jetson-class GPU with two DLA
 #: cores (a real Jetson has one GPU; pairing them keeps both kinds in one fake machine).
 DEVICES = (
-    FakeDevice("NVIDIA GeForce RTX 4090", 8, 9, 24 << 30),
-    FakeDevice("NVIDIA Jetson AGX Orin", 8, 7, 32 << 30, dla_cores=2),
+    FakeDevice("NVIDIA GeForce RTX 4090", 8, 9, 24 << 30, uuid=bytes(range(16)), pci=(0, 0x41, 0)),
+    FakeDevice("NVIDIA Jetson AGX Orin", 8, 7, 32 << 30, dla_cores=2, uuid=bytes(range(16, 32)), pci=(0, 0x01, 0)),
 )
 
 
@@ -43,6 +47,8 @@ class FakeCudaDriver:
     current: int = 0
     memory: dict[int, bytearray] = field(default_factory=dict)
     owner: dict[int, int] = field(default_factory=dict)
+    live_streams: set[int] = field(default_factory=set)
+    live_events: list[dict] = field(default_factory=list)
     _next: int = 0x7F0000000000
     _clock: float = 0.0
 
@@ -52,6 +58,15 @@ class FakeCudaDriver:
     def properties(self, index: int) -> tuple[str, int, int, int]:
         d = self.devices[index]  # IndexError like cudaErrorInvalidDevice for a wrong index
         return d.name, d.major, d.minor, d.total
+
+    def identity(self, index: int) -> tuple[str | None, str | None]:
+        from cunet.runtime.cuda import format_pci, format_uuid
+
+        d = self.devices[index]
+        return format_uuid(d.uuid), format_pci(*d.pci)
+
+    def current_device(self) -> int:
+        return self.current
 
     def used(self, index: int) -> int:
         return sum(len(b) for p, b in self.memory.items() if self.owner[p] == index)
@@ -97,7 +112,13 @@ class FakeCudaDriver:
 
     def stream_create(self) -> Any:
         self.calls.append(("cuda.stream_create", None))
-        return 0x5000 + len(self.calls)
+        stream = 0x5000 + len(self.calls)
+        self.live_streams.add(stream)
+        return stream
+
+    def stream_destroy(self, stream: Any) -> None:
+        self.live_streams.remove(stream)  # KeyError for a stream destroyed twice, as cudaErrorInvalidResourceHandle
+        self.calls.append(("cuda.stream_destroy", stream))
 
     def stream_handle(self, stream: Any) -> int:
         return int(stream)
@@ -106,7 +127,13 @@ class FakeCudaDriver:
         self.calls.append(("cuda.stream_sync", stream))
 
     def event_create(self) -> Any:
-        return {"t": None}
+        event = {"t": None, "id": len(self.calls) + len(self.live_events) * 1000}
+        self.live_events.append(event)
+        return event
+
+    def event_destroy(self, event: Any) -> None:
+        self.live_events.remove(event)  # ValueError for an event destroyed twice
+        self.calls.append(("cuda.event_destroy", None))
 
     def event_record(self, event: Any, stream: Any) -> None:
         self._clock += 1.5  # each recorded event is 1.5 ms after the previous one: elapsed times are checkable
@@ -115,3 +142,82 @@ class FakeCudaDriver:
 
     def event_elapsed_ms(self, start: Any, end: Any) -> float:
         return float(end["t"] - start["t"])
+
+
+class FakeCudart:
+    """cuda-python's runtime module (`cuda.bindings.runtime`) as far as `cunet.runtime.cuda_drivers.CudaPython` calls it:
+    every call returns (cudaError_t, *values); `cudaMemGetInfo` answers for the current device, `cudaSetDevice`
+    changes it (CUDA runtime API: both act on the calling thread's current device)."""
+
+    class cudaError_t:  # noqa: N801 - cuda-python's names
+        cudaSuccess = 0
+        cudaErrorInvalidDevice = 101
+
+    def __init__(self, devices: tuple[FakeDevice, ...] = DEVICES) -> None:
+        self.devices = devices
+        self.current = 0
+        self.used = {i: (i + 1) << 30 for i in range(len(devices))}  # bytes in use per device (other processes)
+
+    def cudaGetDeviceCount(self):
+        return self.cudaError_t.cudaSuccess, len(self.devices)
+
+    def cudaGetDevice(self):
+        return self.cudaError_t.cudaSuccess, self.current
+
+    def cudaSetDevice(self, index: int):
+        if not 0 <= index < len(self.devices):
+            return (self.cudaError_t.cudaErrorInvalidDevice,)
+        self.current = index
+        return (self.cudaError_t.cudaSuccess,)
+
+    def cudaMemGetInfo(self):
+        total = self.devices[self.current].total
+        return self.cudaError_t.cudaSuccess, total - self.used[self.current], total
+
+
+@dataclass
+class NvmlProcess:
+    pid: int
+    usedGpuMemory: int | None  # noqa: N815 - pynvml's name
+
+
+class FakeNvml:
+    """`pynvml` as `cunet.runtime.cuda.process_memory` calls it. NVML enumerates devices in PCI bus order, CUDA by
+    default fastest first: here NVML index 0 is CUDA device 1 (the lower bus id) and the other way round, so code
+    that uses one's index for the other reads the wrong device. `processes` maps a device UUID to its processes."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, processes: dict[str, list[NvmlProcess]], devices: tuple[FakeDevice, ...] = DEVICES) -> None:
+        from cunet.runtime.cuda import format_pci, format_uuid
+
+        order = sorted(devices, key=lambda d: d.pci)  # PCI bus order
+        self.handles = [{"uuid": format_uuid(d.uuid), "pci": format_pci(*d.pci)} for d in order]
+        self.processes = processes
+        self.calls: list[str] = []
+
+    def nvmlInit(self) -> None:
+        self.calls.append("nvmlInit")
+
+    def nvmlShutdown(self) -> None:
+        self.calls.append("nvmlShutdown")
+
+    def nvmlDeviceGetHandleByIndex(self, index: int):
+        return self.handles[index]
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str):
+        self.calls.append("nvmlDeviceGetHandleByUUID")
+        for h in self.handles:
+            if h["uuid"] == uuid:
+                return h
+        raise self.NVMLError("NVML_ERROR_NOT_FOUND")
+
+    def nvmlDeviceGetHandleByPciBusId(self, bus_id: str):
+        for h in self.handles:
+            if h["pci"] == bus_id:
+                return h
+        raise self.NVMLError("NVML_ERROR_NOT_FOUND")
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle):
+        return list(self.processes.get(handle["uuid"], []))

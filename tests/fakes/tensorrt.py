@@ -5,7 +5,10 @@ Only what cunet calls is imitated, each behaviour citing where it is documented:
   [py11]  TensorRT 11 "Removed Python APIs" and Builder pages (docs.nvidia.com/deeplearning/tensorrt/11.x);
   [cpp11] the TensorRT 11 C++ enum values (trtx-sys `nvinfer1::BuilderFlag` / `NetworkDefinitionCreationFlag`);
   [guide] the TensorRT developer guide (engines are specific to the GPU model and TensorRT version; the builder and
-          runtime use the calling thread's current CUDA device).
+          runtime use the calling thread's current CUDA device);
+  [dla11] TensorRT 11 "Working with DLA": DLA was unavailable in TensorRT 11.0 through 11.3 (restored in 11.4.1 on
+          JetPack 7.2.2+); which DLA attributes those bindings still expose is not documented, so the fake's 11.0-11.3
+          Builder raises on `num_DLA_cores` (a caller must not reach it).
 A built "engine" is a small JSON header plus the ONNX bytes; `execute_async_v3` runs those bytes with ONNX Runtime's
 CPU provider on the input found at the input tensor's device address (a `FakeCudaDriver` buffer) and writes the result
 at the output's address, so a wrong pointer, shape, dtype or padding shows up as wrong numbers. `state.fail` names
@@ -44,7 +47,8 @@ class State:
 
 def make_tensorrt(version: str, driver: Any) -> tuple[types.ModuleType, State]:
     """A module that stands in for `tensorrt` at `version` ("10.x" or "11.x"), and its recording state."""
-    major = int(version.split(".")[0])
+    major, minor = (int(p) for p in version.split(".")[:2])
+    no_dla = major == 11 and minor < 4  # [dla11]
     state = State(driver, version)
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
@@ -241,7 +245,10 @@ def make_tensorrt(version: str, driver: Any) -> tuple[types.ModuleType, State]:
 
         @property
         def num_DLA_cores(self) -> int:
-            return state.driver.devices[self.device].dla_cores  # [stub] Builder.num_DLA_cores
+            # [stub] Builder.num_DLA_cores; [dla11] no DLA in 11.0-11.3: the fake raises, the worst a binding can do
+            if no_dla:
+                raise AttributeError("'tensorrt.Builder' object has no attribute 'num_DLA_cores'")
+            return state.driver.devices[self.device].dla_cores
 
         def create_network(self, flags: int = 0) -> Network:
             state.record("Builder.create_network", flags)
@@ -310,20 +317,27 @@ def make_tensorrt(version: str, driver: Any) -> tuple[types.ModuleType, State]:
             return True
 
         def execute_async_v3(self, stream_handle: int) -> bool:
-            """[stub] returns bool; False when an input shape or a tensor address was never set."""
+            """[stub] returns bool; False when an input shape or a tensor address was never set, and [guide] when
+            the calling thread's current device is not the one the engine was deserialised on (a context's memory
+            and kernels belong to that device)."""
             state.record("IExecutionContext.execute_async_v3", stream_handle)
             e = self.engine
+            if state.driver.current != e.device:
+                state.log.append(f"execute on device {state.driver.current}, engine on device {e.device}")
+                return False
             if "execute_async_v3" in state.fail or e.input not in self.shapes or \
                     set(self.addresses) != {e.input, e.output}:
                 return False
             x = state.driver.read(self.addresses[e.input], self.shapes[e.input], e.np_dtype(e.header["in_dtype"]))
             y = e.session().run(None, {e.input: x})[0].astype(e.np_dtype(e.header["out_dtype"]))
+            if "wrong_output" in state.fail:  # a kernel that computes something else: what a GPU check must catch
+                y = y + np.ptp(y).astype(y.dtype)
             state.driver.write(self.addresses[e.output], y)
             return True
 
     class Engine:
-        def __init__(self, header: dict[str, Any], model: bytes) -> None:
-            self.header, self.model = header, model
+        def __init__(self, header: dict[str, Any], model: bytes, device: int = 0) -> None:
+            self.header, self.model, self.device = header, model, device
             self.input, self.output = header["input"], header["output"]
             self.profile = tuple(tuple(s) for s in header["profile"])
             self._session: Any = None
@@ -378,7 +392,7 @@ def make_tensorrt(version: str, driver: Any) -> tuple[types.ModuleType, State]:
             header = json.loads(head)
             if header["version"] != version or header["gpu"] != state.driver.devices[self.device].name:
                 return None
-            return Engine(header, model)
+            return Engine(header, model, self.device)
 
     for cls in (Logger, Builder, OnnxParser, Runtime):
         setattr(trt, cls.__name__, cls)

@@ -103,7 +103,7 @@ def test_per_image_json_overlay_and_whole_image_box(face, tmp_path, capsys):
     assert len(inst) == 1 and inst[0]["box_source"] == "whole image"
     assert inst[0]["box"]["cx"] == (w - 1) / 2 and inst[0]["box"]["size"] == max(h, w)
     assert np.asarray(inst[0]["points"]).shape == (68, 2)
-    assert doc["model"] == str(model) and doc["backend"] == "auto" and doc["provider"] == "CPUExecutionProvider"
+    assert doc["model"] == str(model) and doc["backend"] == "ort-cpu" and doc["provider"] == "CPUExecutionProvider"
     overlay = cv2.imread(str(tmp_path / "o" / f"{image.stem}.overlay.png"))
     original = cv2.imread(str(image))
     assert overlay.shape == original.shape and np.abs(overlay.astype(int) - original).sum() > 0  # something drawn

@@ -87,6 +87,28 @@ def test_csv_with_a_box_per_frame(env, tmp_path, capsys) -> None:
     assert len(rows[1].split(",")) == 11 + 3 * 68
 
 
+@pytest.mark.parametrize("given, bad_frame", [
+    ([1e9, 1e9, 2e9, 2e9], 0),                              # frame 0's box, wholly outside the 64x64 frame
+    ([-500, -500, -400, -400], 0),                          # ... on the other side
+    ([[10, 12, 50, 52], [1e300, 1, 1e301, 2]] + [[10, 12, 50, 52]] * (FRAMES - 2), 1),  # one per frame: frame 1's
+])
+def test_a_given_box_outside_its_frame_skips_that_frame_with_a_line(env, tmp_path, capsys, given, bad_frame) -> None:
+    """As a still image with such a box: that frame is skipped and named, the rest predicted, exit 1 (the batch
+    rule). Before, frame 0 was predicted far outside the picture, and a 1e300 box was a LinAlgError traceback."""
+    _, model, clip = env
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"clip.mp4": given}))
+    code, out, err = _run(capsys, "predict", model, clip, "--boxes", boxes, "--no-detect", "--out", tmp_path / "o",
+                          "--json")
+    assert code == 1 and "Traceback" not in err
+    assert f"frame {bad_frame}: box file boxes.json: crop box" in err and "outside the 64x64 image" in err
+    records = [json.loads(line) for line in (tmp_path / "o" / "clip.jsonl").read_text().splitlines()]
+    assert len(records) == FRAMES
+    assert [r["frame"] for r in records if "skipped" in r] == [bad_frame]
+    assert all(np.asarray(r["points"]).shape == (68, 2) for r in records if "skipped" not in r)
+    assert all(-64 <= v <= 128 for r in records if "skipped" not in r for v in np.asarray(r["points"]).ravel())
+
+
 def test_bad_videos_are_one_skipped_line_each(env, tmp_path, capsys) -> None:
     _, model, clip = env
     bad = tmp_path / "bad"

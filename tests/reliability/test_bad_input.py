@@ -275,7 +275,12 @@ def _with_meta(env: Env, value: str | None, name: str = "edited.onnx", graph: st
     else:
         x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 64, 64])
         y = helper.make_tensor_value_info("heatmaps", TensorProto.FLOAT, None)
-        g = helper.make_graph([helper.make_node("Identity", ["image"], ["heatmaps"])], "not_cunet", [x], [y])
+        if graph == "identity":
+            g = helper.make_graph([helper.make_node("Identity", ["image"], ["heatmaps"])], "not_cunet", [x], [y])
+        else:  # "reshape": loads and accepts the input, then fails while running it (ONNX Runtime's `Fail`)
+            shape = helper.make_tensor("shape", TensorProto.INT64, [2], [7, 1000])
+            g = helper.make_graph([helper.make_node("Reshape", ["image", "shape"], ["heatmaps"])], "not_cunet", [x],
+                                  [y], initializer=[shape])
         proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     kept = [p for p in proto.metadata_props if p.key != "cunet"]
     del proto.metadata_props[:]
@@ -317,6 +322,8 @@ ONNX_MODELS: list[tuple[str, Callable[[Env], Path], str, tuple[str, ...]]] = [
     # Calibrating an Identity graph is legitimate (its ranges are real); only running it as a landmark model is not.
     ("onnx-not-cunet-with-copied-metadata", lambda e: _with_meta(e, _meta(e), graph="identity"),
      r"outputs \[\d+, 3, 64, 64\] but its cunet metadata promises", ("calibrate", "quantize")),
+    ("onnx-not-cunet-failing-on-its-input", lambda e: _with_meta(e, _meta(e), graph="reshape"),
+     r"the graph fails on the input its cunet metadata describes \(.*Reshape", ()),
 ]
 
 

@@ -141,6 +141,7 @@ def test_every_file_read_whole_has_a_size_limit(real, tmp_path, monkeypatch):
     from cunet.data.formats import read_coco_keypoints, read_mpii_json, read_pts, write_pts
     from cunet.data.mpii_mat import read_gt_mat
     from cunet.limits import DEFAULT_MAX_MB, max_file_bytes
+    from cunet.pipeline.video import read_video_boxes
 
     assert max_file_bytes() == DEFAULT_MAX_MB * 2**20 == 256 * 2**20
     write_pts(tmp_path / "a.pts", np.full((68, 2), 10.0))
@@ -154,7 +155,8 @@ def test_every_file_read_whole_has_a_size_limit(real, tmp_path, monkeypatch):
     (tmp_path / "boxes.json").write_text(json.dumps({"a.png": [1, 1, 20, 20]}))
     readers = [(tmp_path / "a.pts", read_pts), (real / "mpii" / "test_mpii.json", read_mpii_json),
                (real / "300w" / "test_300w.json", read_coco_keypoints), (mat, read_gt_mat),
-               (boxes_mat, read_detector_boxes), (tmp_path / "boxes.json", read_detector_boxes)]
+               (boxes_mat, read_detector_boxes), (tmp_path / "boxes.json", read_detector_boxes),
+               (tmp_path / "boxes.json", read_video_boxes)]
     for path, read in readers:
         read(path)  # fine under the default limit
         monkeypatch.setenv("CUNET_MAX_FILE_MB", repr(path.stat().st_size / 2 / 2**20))

@@ -6,12 +6,14 @@ is opened with a GPU provider here (that needs onnxruntime-gpu on a GPU: bench/g
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 
 import pytest
 
 from cunet.errors import CunetError
-from cunet.runtime import ort_backend
+from cunet.runtime import cuda, ort_backend
 from cunet.runtime.ort_backend import CPU, CUDA, TRT, OrtBackend
 
 
@@ -64,3 +66,29 @@ def test_tensorrt_11_needs_onnxruntime_1_27(gpu_ort, monkeypatch):
     assert b._chain == (CUDA, CPU) and "needs onnxruntime-gpu >= 1.27" in b.note
     versions["onnxruntime-gpu"] = "1.27.0"
     assert OrtBackend(gpu_ort, "auto")._chain == (TRT, CUDA, CPU)
+
+
+def test_engine_cache_is_emptied_when_tensorrt_or_the_gpu_changed(gpu_ort, fake_gpu, monkeypatch):
+    """ONNX Runtime names its TensorRT-EP engines by the model alone; after a TensorRT upgrade or on another GPU
+    they would be reused and refused. The stamp catches it: the folder is emptied, with a line saying why."""
+    digest = hashlib.sha256(b"not parsed here").hexdigest()
+    versions = {"tensorrt": "10.13.0.35", "onnxruntime-gpu": "1.27.0"}
+    monkeypatch.setattr(ort_backend, "_dist_version", lambda *names: next(
+        (versions[n] for n in names if n in versions), None))
+    folder, why = ort_backend.prepare_trt_cache(digest, 1)
+    assert why is None and folder.name.endswith("-cuda1-nvidia-jetson-agx-orin")
+    (folder / "TensorrtExecutionProvider_model.engine").write_bytes(b"engine of 10.13")
+    assert ort_backend.prepare_trt_cache(digest, 1) == (folder, None)  # same TensorRT and GPU: kept
+    assert (folder / "TensorrtExecutionProvider_model.engine").is_file()
+    versions["tensorrt"] = "10.14.1.48"
+    folder2, why = ort_backend.prepare_trt_cache(digest, 1)
+    assert folder2 == folder and "tensorrt '10.13.0.35' → '10.14.1.48'" in why
+    assert [p.name for p in folder.iterdir()] == [ort_backend.CACHE_STAMP]
+    assert json.loads((folder / ort_backend.CACHE_STAMP).read_text())["gpu_uuid"] == cuda.properties(1).uuid
+    # another card of the same model (same name and folder), another UUID
+    (folder / "TensorrtExecutionProvider_model.engine").write_bytes(b"engine of that card")
+    fake_gpu.driver.devices = (fake_gpu.driver.devices[0],
+                               dataclasses.replace(fake_gpu.driver.devices[1], uuid=bytes(range(100, 116))))
+    _, why = ort_backend.prepare_trt_cache(digest, 1)
+    assert why.endswith("built with gpu_uuid 'GPU-10111213-1415-1617-1819-1a1b1c1d1e1f' → "
+                        "'GPU-64656667-6869-6a6b-6c6d-6e6f70717273'") and "\n" not in why

@@ -56,9 +56,11 @@ def test_run_sequence_and_results(fake_gpu, model, tmp_path):
         out = p.predict_heatmaps(x)
     np.testing.assert_array_equal(out, _reference(model, x))
     run = [n for n in fake_gpu.names()[start:] if n not in ("cuda.malloc", "cuda.free")]
-    assert run == ["IExecutionContext.set_input_shape", "IExecutionContext.set_tensor_address",
+    # the engine's device made current first; on close its events and stream destroyed on that device
+    assert run == ["cuda.set_device", "IExecutionContext.set_input_shape", "IExecutionContext.set_tensor_address",
                    "IExecutionContext.set_tensor_address", "cuda.htod", "cuda.event_record",
-                   "IExecutionContext.execute_async_v3", "cuda.event_record", "cuda.dtoh", "cuda.stream_sync"]
+                   "IExecutionContext.execute_async_v3", "cuda.event_record", "cuda.dtoh", "cuda.stream_sync",
+                   "cuda.set_device", "cuda.event_destroy", "cuda.event_destroy", "cuda.stream_destroy"]
     assert ("IExecutionContext.set_input_shape", ("image", (3, 3, S, S))) in fake_gpu.calls
     assert ("cuda.set_device", 1) in fake_gpu.calls
 
@@ -129,18 +131,56 @@ def test_buffers_are_freed_on_close(fake_gpu, model, tmp_path):
     assert fake_gpu.driver.used(0) == 0
 
 
-def test_profile_device_memory_and_gpu_name(fake_gpu, model, tmp_path):
+def test_profile_device_memory_and_gpu_name(fake_gpu, model, tmp_path, monkeypatch):
+    import os
+    import sys
+
     from cunet.evaluate.profile import profile
 
     engine = tmp_path / "e.engine"
     compile_engine(model, engine, "fp32", batch="1:2:4", device=1)
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # no NVML: the process's own usage cannot be attributed
     report = profile(engine, batch_sizes=(2,), warmup=0, iters=2, device="cuda:1")
     row = report["results"][0]
     # This process's buffers only (input 2x3x64x64 + output 2x68x16x16 float32), not the other process's 1000 MB.
     assert row["device_memory_mb"] == pytest.approx((2 * 3 * S * S + 2 * K * 16 * 16) * 4 / 1e6)
     assert row["device_memory_scope"] == "change of the device's used memory since open"
-    assert report["environment"]["device"] == "cuda:1 (NVIDIA Jetson AGX Orin)"
+    assert row["device_peak_mb"] is None  # not attributable: unknown, never 0
+    assert report["environment"]["device"] == "cuda:1 (NVIDIA Jetson AGX Orin)" and report["device"] == "cuda:1"
     assert row["device_inference_ms"]["mean"] == pytest.approx(1.5)
+    import importlib
+
+    from cunet.runtime import cuda
+
+    fakes = importlib.import_module("cunet_test_fakes.cuda")  # NVML that lists this process on the engine's GPU
+    nvml = fakes.FakeNvml({cuda.properties(1).uuid: [fakes.NvmlProcess(os.getpid(), 42 << 20)]})
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    report = profile(engine, batch_sizes=(2,), warmup=0, iters=2, device="cuda:1")
+    assert report["results"][0]["device_peak_mb"] == pytest.approx((42 << 20) / 1e6)
+
+
+def test_infer_makes_its_device_current_again(fake_gpu, model, tmp_path):
+    """A second engine, a memory query or another thread can leave another device current; the engine must run
+    (and allocate) on its own device every time (issue 23, item 9)."""
+    from cunet.runtime import cuda
+
+    engine = tmp_path / "e.engine"
+    compile_engine(model, engine, "fp32", batch="1:2:4", device=1)
+    with open_predictor(engine, device="cuda:1") as p:
+        cuda.select(0)  # what another engine or thread on device 0 does
+        out = p.predict_heatmaps(_x(2))
+        np.testing.assert_array_equal(out, _reference(model, _x(2)))
+        assert fake_gpu.driver.used(1) > 0 and fake_gpu.driver.used(0) == 0  # buffers on the engine's device
+
+
+def test_open_and_close_leak_no_stream_or_event(fake_gpu, model, tmp_path):
+    engine = tmp_path / "e.engine"
+    compile_engine(model, engine, "fp32", batch="1:2:4")
+    for _ in range(3):  # a long-lived process opening and closing engines
+        with open_predictor(engine) as p:
+            p.predict_heatmaps(_x(1))
+    assert fake_gpu.driver.live_streams == set() and fake_gpu.driver.live_events == []
+    assert fake_gpu.driver.used(0) == 0
 
 
 def test_manifest_device_query(fake_gpu):
