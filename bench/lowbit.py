@@ -353,8 +353,8 @@ def main() -> None:
         f"low-bit cunet-tiny, {args.epochs} epochs each, mean of seeds {args.seeds}, inner-conv lr x"
         f"{args.conv_lr_scale or 'default'} "
         f"({train_seconds / 60:.1f} min of training, load {load_start})",
-        ["row", "epochs", "NME torch", "NME ORT", "ORT range", "Δ% vs FP32", "ONNX MB", "packed MB", "INT4 MB", "p50 ms", "train s",
-         "loss ep1", "loss last"],
+        ["row", "epochs", "NME torch", "NME ORT", "ORT range", "Δ% vs FP32", "ONNX MB", "packed MB", "INT4 MB",
+         "p50 ms", "train s", "loss ep1", "loss last"],
         table,
     )
     if face8 is not None:

@@ -4,7 +4,7 @@ sizes (FP32 ONNX, 1-bit Q/DQ ONNX, bit-packed `.cunetq`).
 
 Usage (a face-8 training step holds ~2.5 GB with --memory-efficient at batch 8; long on a CPU):
     flock /tmp/cunet-bigmem.lock nice -n 5 .venv/bin/python bench/lowbit_face8.py [--data DIR] [--epochs 5]
-        [--batch-size 8] [--threads 2] [--work DIR] [--out JSON]
+        [--batch-size 8] [--threads 2] [--device cuda] [--work DIR] [--out JSON]
 
 Both runs use the variant's own optimiser and lr (the paper's RMSprop 2.5e-4) at --batch-size (the paper's 24 needs
 ~3x the memory) with `--memory-efficient`, the same data (default: `cunet data synth --task face --n 300 --seed 0`
@@ -27,10 +27,11 @@ from pathlib import Path
 from lowbit import RECIPE, Row, _load, _train_cmd  # bench/lowbit.py (the script's own folder is on sys.path)
 
 
-def _train(row: Row, data: Path, work: Path, epochs: int, threads: int, batch: int, source: Path | None) -> dict:
+def _train(row: Row, data: Path, work: Path, epochs: int, threads: int, batch: int, source: Path | None,
+           device: str | None) -> dict:
     out = work / row.name
-    cmd = _train_cmd(row, data, out, epochs, 0, 0, None, source, variant="cunet-face-8", threads=threads,
-                     extra=("--memory-efficient", "--batch-size", str(batch)))
+    extra = ("--memory-efficient", "--batch-size", str(batch), *(("--device", device) if device else ()))
+    cmd = _train_cmd(row, data, out, epochs, 0, 0, None, source, variant="cunet-face-8", threads=threads, extra=extra)
     print(f"[face8 {row.name}] training {epochs} epochs (load {_load()})", file=sys.stderr, flush=True)
     with open(work / f"{row.name}.log", "a") as log:
         done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
@@ -46,6 +47,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5, help="Epochs of the FP32 run and of the low-bit run each.")
     ap.add_argument("--batch-size", type=int, default=8, help="Images per step (memory grows with it).")
     ap.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads.")
+    ap.add_argument("--device", help="`cunet train --device` of both runs, e.g. cuda (default: train's own choice).")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "lowbit_face8.json")
     args = ap.parse_args()
 
@@ -65,9 +67,10 @@ def main() -> None:
             synthesize(data, "face", n=300, seed=0)
     load_start, t0 = _load(), time.perf_counter()
     rows = {"fp32": Row.parse("fp32"), "w1a8g8": Row.parse(f"w1a8g8+{RECIPE}")}
-    trained = {"fp32": _train(rows["fp32"], data, work, args.epochs, args.threads, args.batch_size, None)}
+    trained = {"fp32": _train(rows["fp32"], data, work, args.epochs, args.threads, args.batch_size, None, args.device)}
     fp32_ckpt = Path(trained["fp32"]["last"])
-    trained["w1a8g8"] = _train(rows["w1a8g8"], data, work, args.epochs, args.threads, args.batch_size, fp32_ckpt)
+    trained["w1a8g8"] = _train(rows["w1a8g8"], data, work, args.epochs, args.threads, args.batch_size, fp32_ckpt,
+                               args.device)
     results = {}
     for key, tr in trained.items():
         onnx_path = work / f"face8.{key}.onnx"
