@@ -63,8 +63,9 @@ BASES = {
     "w1a8g8": (1, 8, 8),
 }
 #: The documented low-bit recipe (docs/lowbit.md): the parts kept after measuring each alone and together. Seed 0,
-#: 1/8/8, NME of last.pt (PyTorch, the run's own validation): no part 4.63 %; init 3.28; kd 4.91; init+kd 3.73; a
-#: BatchNorm re-estimation pass 4.55 and 3.21 (init), but it took FP32 from 3.62 to 3.40 too: not a low-bit fix.
+#: 1/8/8, NME of the last epoch's ONNX model (bench/results/lowbit_parts.json): no part 4.64 %; init 3.27; kd 4.92;
+#: init+kd 3.73; a BatchNorm re-estimation pass 4.60 and 3.23 (init), but it took FP32 from 3.62 to 3.41 too: not a
+#: low-bit fix; quant delay 5/7/8 epochs 4.69/4.75/5.12.
 RECIPE = "init"
 DEFAULT_ROWS = [*BASES, f"w1a8g8+{RECIPE}", f"w2a8g8+{RECIPE}", f"w1a8g8+{RECIPE}+half", f"w2a8g8+{RECIPE}+half"]
 _PART = re.compile(r"^(init|bn|half|kd(?P<w>[0-9.]*)|qd(?P<qd>\d+)|lr(?P<lr>[0-9.e-]+))$")

@@ -4,10 +4,10 @@ During training the running statistics are a moving average over batches whose w
 or ternary weight flips sign until the last step, and each flip moves the statistics of every layer after it.
 `reestimate_bn` replaces them by the average over one pass with the weights frozen (as
 `torch.optim.swa_utils.update_bn` does for averaged weights). `cunet train --bn-reestimate` passes the epoch's own
-augmented training crops: measured on cunet-tiny (300 synthetic faces, 10 epochs, seed 0, last.pt, PyTorch NME),
-that pass took FP32 from 3.62 to 3.40 % and 1-bit weights from 4.63 to 4.55 %, while a pass over un-augmented
-training crops made both worse (3.77 and 4.83 %): the layers after each BatchNorm were trained on the statistics of
-augmented batches. Nothing else changes: weights, calibrated input ranges (`QuantConv2d.act_max`, whose convs stay
+augmented training crops: measured on cunet-tiny (300 synthetic faces, 10 epochs, seed 0, last.pt, NME of the ONNX
+model, bench/results/lowbit_parts.json), that pass took FP32 from 3.62 to 3.41 % and 1-bit weights from 4.64 to
+4.60 %, while a pass over un-augmented training crops made both worse (3.77 and 4.83 %, PyTorch NME): the layers
+after each BatchNorm were trained on the statistics of augmented batches. Nothing else changes: weights, calibrated input ranges (`QuantConv2d.act_max`, whose convs stay
 in eval mode) and each BatchNorm's `num_batches_tracked` and `momentum` are as they were.
 """
 

@@ -116,7 +116,7 @@ def test_a_run_from_init_starts_from_its_weights(tiny_run, tmp_path) -> None:
 
 def test_recipe_run_records_its_sources_and_resume_refuses_another(tiny_run, tmp_path) -> None:
     """A 1-bit run from --init with a --teacher and --bn-reestimate: it trains, its checkpoints name both files by
-    sha256, the BatchNorm statistics are those of one un-augmented pass, and a resume with another teacher or init
+    sha256, and a resume with another teacher or init
     file (or with one the run did not have) is refused."""
     from cunet.io import sha256_file
     from cunet.model.checkpoint import load_checkpoint
