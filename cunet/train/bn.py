@@ -7,8 +7,9 @@ or ternary weight flips sign until the last step, and each flip moves the statis
 augmented training crops: measured on cunet-tiny (300 synthetic faces, 10 epochs, seed 0, last.pt, NME of the ONNX
 model, bench/results/lowbit_parts.json), that pass took FP32 from 3.62 to 3.41 % and 1-bit weights from 4.64 to
 4.60 %, while a pass over un-augmented training crops made both worse (3.77 and 4.83 %, PyTorch NME): the layers
-after each BatchNorm were trained on the statistics of augmented batches. Nothing else changes: weights, calibrated input ranges (`QuantConv2d.act_max`, whose convs stay
-in eval mode) and each BatchNorm's `num_batches_tracked` and `momentum` are as they were.
+after each BatchNorm were trained on the statistics of augmented batches. Nothing else changes: weights, calibrated
+input ranges (`QuantConv2d.act_max`, whose convs stay in eval mode) and each BatchNorm's `num_batches_tracked` and
+`momentum` are as they were.
 """
 
 from __future__ import annotations
