@@ -77,6 +77,11 @@ def test_helpers():
     stats = latency_stats([1_000_000, 2_000_000, 3_000_000, 4_000_000])  # ns → ms
     assert stats["p50"] == 2.5 and stats["mean"] == 2.5 and stats["min"] == 1.0 and stats["max"] == 4.0
     assert stats["std"] == pytest.approx(1.118033988749895)
+    # The high-water mark is the worker's lifetime peak: an earlier test may have left it far above today's resident
+    # set, where 64 MB more does not reach it. Reset it first where Linux allows (else the peak must still grow).
+    from cunet.evaluate.memory import reset_peak_rss
+
+    reset_peak_rss()
     before = peak_rss_mb()
     grown = bytearray(64 * 1024 * 1024)  # touching 64 MB must raise the peak by about that much
     grown[:: 4096] = b"\x01" * len(grown[:: 4096])
