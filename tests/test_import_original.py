@@ -28,7 +28,12 @@ from cunet.runtime.meta import ModelMeta, read_onnx_meta  # noqa: E402
 HERE = Path(__file__).resolve().parent
 FIXTURE = HERE / "fixtures" / "original" / "cu_net_L2_K1_face.npz"
 SHARED_300W = HERE.parent / ".." / "shared" / "fixtures" / "300w"
-ORIGINAL = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "stretch": "minmax", "box_margin": 1.1}
+ORIGINAL = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "stretch": "minmax", "box_margin": 1.1,
+            "crop": "original"}
+
+
+def _preprocessing(meta) -> tuple:
+    return meta.mean, meta.std, meta.stretch, meta.box_margin, meta.crop
 
 
 def _original_file(path: Path) -> Path:
@@ -101,17 +106,22 @@ def test_checkpoint_and_onnx_record_the_original_preprocessing(imported):
     ckpt = load_checkpoint(pt)
     assert ckpt["original"]["layout"] == "prev_version" and ckpt["original"]["file"] == src.name
     for meta in (ModelMeta.from_checkpoint(ckpt), read_onnx_meta(onnx_path)):
-        assert (meta.mean, meta.std, meta.stretch, meta.box_margin) == tuple(ORIGINAL.values())
+        assert _preprocessing(meta) == tuple(ORIGINAL.values())
         assert meta.input_size == 64 and meta.task == "face"
 
 
 def test_records_without_the_new_fields_keep_cunet_preprocessing(imported):
     d = read_onnx_meta(imported[2]).to_dict()
-    assert d["stretch"] == "minmax" and d["box_margin"] == 1.1
-    old = {k: v for k, v in d.items() if k not in ("stretch", "box_margin")}
+    assert d["stretch"] == "minmax" and d["box_margin"] == 1.1 and d["crop"] == "original"
+    old = {k: v for k, v in d.items() if k not in ("stretch", "box_margin", "crop")}
     meta = ModelMeta.from_dict(old)
-    assert meta.stretch == "none" and meta.box_margin == 1.25
-    assert "stretch" not in meta.to_dict() and "box_margin" not in meta.to_dict()  # old records stay as they were
+    assert meta.stretch == "none" and meta.box_margin == 1.25 and meta.crop == "cunet"
+    for key in ("stretch", "box_margin", "crop"):  # old records stay as they were
+        assert key not in meta.to_dict()
+    # A file imported before `crop` existed keeps the cunet crop it had.
+    assert ModelMeta.from_dict({k: v for k, v in d.items() if k != "crop"}).crop == "cunet"
+    with pytest.raises(CunetError, match="crop must be one of"):
+        ModelMeta.from_dict({**d, "crop": "scipy"})
     with pytest.raises(CunetError, match="stretch must be one of"):
         ModelMeta.from_dict({**d, "stretch": "gamma"})
     with pytest.raises(CunetError, match="box_margin must be a number"):
@@ -226,22 +236,84 @@ def test_calibration_inputs_follow_the_recorded_preprocessing(imported, tmp_path
     selection = select_calibration_images(data, spec, samples=2)
     from cunet.data.formats import read_pts
 
+    import cv2
+
+    from cunet.data.preprocess import prepare_inputs
+
+    assert spec.crop == "original"
     for path, box in selection.items:
         assert box == box_from_points(read_pts(path.with_suffix(".pts")), margin=1.1)
     arrays = selection.load().arrays
-    np.testing.assert_allclose(arrays.min(axis=(1, 2, 3)), 0.0, atol=1e-6)  # each crop stretched to 0..1
-    np.testing.assert_allclose(arrays.max(axis=(1, 2, 3)), 1.0, atol=1e-6)
+    images = [cv2.imread(str(path)) for path, _ in selection.items]
+    want, _ = prepare_inputs(images, [box for _, box in selection.items], 64, (0.0,) * 3, (1.0,) * 3, "minmax",
+                             "original")
+    np.testing.assert_array_equal(arrays, want)  # the original's crop, as every runtime makes it
 
 
-def test_int8_model_keeps_the_original_preprocessing(imported, tmp_path):
+def test_every_compiled_form_keeps_the_original_preprocessing(imported, tmp_path):
+    """`crop: "original"` (and the rest of the record) travels through every quantize recipe (the OpenVINO IR's
+    rt_info too), the FP16 model and an engine manifest."""
+    import importlib.util
+
     from cunet.compile.quantize import quantize
+    from cunet.compile.tensorrt import BatchProfile, build_manifest, fp16_converter, inspect_source, to_fp16_onnx
+    from cunet.runtime.manifest import DeviceInfo, write_manifest
+    from cunet.runtime.meta import read_engine_meta, read_ir_meta
 
     data, _, _ = _real_faces(tmp_path)
-    out = tmp_path / "face.int8.onnx"
-    quantize(imported[2], out, "cpu", data, samples=2, cache_dir=tmp_path / "cache")
-    meta = read_onnx_meta(out)
-    assert meta.precision == "int8"
-    assert (meta.mean, meta.std, meta.stretch, meta.box_margin) == tuple(ORIGINAL.values())
+    recipes = ["cpu", "tensorrt"] + (["openvino"] if importlib.util.find_spec("nncf") else [])
+    metas = {}
+    for recipe in recipes:
+        if recipe == "openvino":
+            from cunet.compile.openvino import quantize_openvino
+
+            quantize_openvino(imported[2], tmp_path / "face.openvino.xml", data, samples=2)
+            metas[recipe] = read_ir_meta(tmp_path / "face.openvino.xml")
+            continue
+        out = tmp_path / f"face.{recipe}.onnx"
+        quantize(imported[2], out, recipe, data, samples=2, cache_dir=tmp_path / "cache")
+        metas[recipe] = read_onnx_meta(out)
+        assert metas[recipe].precision == "int8" and metas[recipe].recipe == recipe
+    if fp16_converter() is not None:
+        metas["fp16"] = read_onnx_meta(to_fp16_onnx(imported[2], tmp_path / "face.fp16.onnx"))
+    engine = tmp_path / "face.int8.engine"
+    engine.write_bytes(b"engine bytes stand-in")  # the manifest is written beside an engine; no GPU needed
+    proto, meta, _ = inspect_source(tmp_path / "face.tensorrt.onnx", "int8")
+    write_manifest(engine, build_manifest(engine, tmp_path / "face.tensorrt.onnx", proto, meta, "int8",
+                                          BatchProfile(1, 1, 1), DeviceInfo("10.3.0", "Orin", "8.7"),
+                                          strongly_typed=True))
+    metas["engine"] = read_engine_meta(engine)
+    for name, m in metas.items():
+        assert _preprocessing(m) == tuple(ORIGINAL.values()), name
+
+
+def test_runtimes_crop_an_imported_model_as_the_original(imported, tmp_path):
+    """The Predictor (torch and ONNX Runtime) feeds the original's crop, not cunet's; `--decode original` gives the
+    original's whole-pixel points, the default decoder sub-pixel ones."""
+    import cv2
+
+    from cunet.data.preprocess import prepare_inputs
+    from cunet.evaluate.accuracy import evaluate
+    from cunet.runtime import open_predictor
+
+    data, mat, boxes = _real_faces(tmp_path)
+    key, xyxy = next(iter(boxes.items()))
+    image, box = cv2.imread(str(data / key)), box_from_xyxy(*xyxy, margin=1.1)
+    want, _ = prepare_inputs([image], [box], 64, (0.0,) * 3, (1.0,) * 3, "minmax", "original")
+    cunet_crop, _ = prepare_inputs([image], [box], 64, (0.0,) * 3, (1.0,) * 3, "minmax", "cunet")
+    assert np.abs(want - cunet_crop).max() > 0.1
+    for model in imported[1:]:
+        with open_predictor(model, backend="auto") as p:
+            np.testing.assert_array_equal(p.preprocess([image], [box])[0], want)
+    sub = evaluate(imported[2], data, backend="ort-cpu", boxes=mat, save_predictions=tmp_path / "dark")
+    whole = evaluate(imported[2], data, backend="ort-cpu", boxes=mat, save_predictions=tmp_path / "orig",
+                     decode="original")
+    assert sub["n"] == whole["n"] == 2
+    from cunet.data.formats import read_pts
+
+    got = read_pts(tmp_path / "orig" / Path(key).with_suffix(".pts"))
+    np.testing.assert_array_equal(got, np.round(got))  # whole pixels (1-based in the file, 0-based here)
+    assert not np.array_equal(got, read_pts(tmp_path / "dark" / Path(key).with_suffix(".pts")))
 
 
 def test_tensorrt_recipe_of_an_imported_model_has_one_scale_per_concat(imported, tmp_path):

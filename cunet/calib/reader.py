@@ -25,7 +25,7 @@ import numpy as np
 
 from cunet.batch import Skips
 from cunet.data.layout import IMAGE_SUFFIXES, detect_layout, key_problem
-from cunet.data.preprocess import FACE_BOX_MARGIN, Box, box_from_points, crop_affine, to_input, warp
+from cunet.data.preprocess import FACE_BOX_MARGIN, Box, box_from_points, prepare_inputs
 from cunet.errors import CunetError
 from cunet.io import sha256_file
 from cunet.limits import refuse_empty
@@ -55,6 +55,7 @@ class PreprocessSpec:
     task: str | None
     stretch: str = "none"
     box_margin: float = FACE_BOX_MARGIN
+    crop: str = "cunet"
 
 
 def read_preprocess_spec(model_path: str | os.PathLike) -> PreprocessSpec:
@@ -89,7 +90,7 @@ def read_preprocess_spec(model_path: str | os.PathLike) -> PreprocessSpec:
             f"{meta.input_size}]; the metadata belongs to another model"
         )
     return PreprocessSpec(graph_input.name, meta.input_size, meta.mean, meta.std, meta.task, meta.stretch,
-                          meta.box_margin)
+                          meta.box_margin, meta.crop)
 
 
 @dataclass(frozen=True)
@@ -244,8 +245,10 @@ class CalibrationSelection:
             if bad_box is not None:
                 skips.add(path, bad_box)
                 continue
-            m = crop_affine(box or _whole_image_box(image), size)
-            arrays.append(to_input(warp(image, m, size)[None], self.spec.mean, self.spec.std, self.spec.stretch)[0])
+            spec = self.spec
+            x, _ = prepare_inputs([image], [box or _whole_image_box(image)], size, spec.mean, spec.std, spec.stretch,
+                                  spec.crop)
+            arrays.append(x[0])
             used.append(str(path))
         if not arrays:
             first = skips.items[-1]  # the last: a selected image, not a file left out before selection

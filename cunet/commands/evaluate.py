@@ -42,6 +42,10 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "ope
               help="Faces: crop from detector boxes instead of the landmark box: a box JSON {image: [x1, y1, x2, y2]}, "
                    "an iBUG bounding_boxes_*.mat or the folder holding them (bb_detector is used), enlarged by the "
                    "model's own margin (1.25 for cunet models, 1.1 for imported original ones).")
+@click.option("--decode", type=click.Choice(["dark", "quarter", "argmax", "original"]), default="dark",
+              show_default=True,
+              help="Heatmap decoder: dark (sub-pixel), quarter, argmax, or original: the original CU-Net code's "
+                   "integer points (its truncation and 1-based shift), to reproduce its logged NME/PCKh exactly.")
 @click.option("--pckh-style", type=click.Choice(["mpii", "original"]), default="mpii", show_default=True,
               help="Pose: the headline PCKh: mpii (14 joints without pelvis and thorax, weighted by visible counts, "
                    "as the MPII tables) or original (the original CU-Net code's plain mean of ankles, knees, hips, "
@@ -53,7 +57,8 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "ope
 @smooth_options
 @json_option
 def evaluate(model, data, task, backend, split, subset, headboxes, flip, batch, norm, threads, save_predictions,
-             plot_dir, boxes, pckh_style, strict, min_score, smooth, smooth_min_cutoff, smooth_beta, as_json):
+             plot_dir, boxes, decode, pckh_style, strict, min_score, smooth, smooth_min_cutoff, smooth_beta,
+             as_json):
     """Predict every sample of a dataset split with MODEL and score it.
 
     \b
@@ -98,7 +103,7 @@ def evaluate(model, data, task, backend, split, subset, headboxes, flip, batch, 
         result = run(model, data, task=task, backend=backend, split=split, subset=subset, flip=flip, batch=batch,
                      save_predictions=save_predictions, plot_dir=plot_dir, norm=norm, threads=threads, boxes=boxes,
                      progress=lambda done, total: bar.update(job, completed=done, total=total), headboxes=headboxes,
-                     strict=strict, pckh_style=pckh_style)
+                     strict=strict, decode=decode, pckh_style=pckh_style)
     print_skipped(result["skipped"])
     for f in result["nonfinite_files"]:
         click.echo(f"{f}: the prediction is not finite (NaN or inf); counted as a failure", err=True)

@@ -35,8 +35,10 @@ def import_original_cmd(src, dst, task, input_size, force, as_json):
     Only tensors, containers and numbers are unpickled (weights_only): a downloaded file runs no code.
     Layers, order, channels, growth, landmarks and heads come from the tensor shapes.
     \b
-    The checkpoint records the original preprocessing (RGB 0..1, no mean/std, each crop stretched to 0..1,
-    face crop = 1.1 x the detector box), and every later command uses it:
+    The checkpoint records the original preprocessing (RGB 0..1, no mean/std, face crop = 1.1 x the detector
+    box, and crop "original": the original's integer crop box, whole-image shrink for large boxes and per-crop
+    min-max bytescale, pixel for pixel), and every later command uses it; `evaluate --decode original` also
+    decodes as the original did, to reproduce its logged numbers:
       cunet import-original face-layer-num-8-order-1.pth.tar -o face8.pt
       cunet export face8.pt -o face8.onnx
       cunet evaluate face8.onnx --data 300W --boxes "300W/Bounding Boxes"

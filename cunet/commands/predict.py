@@ -31,6 +31,10 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "ope
 @click.option("--threads", type=click.IntRange(min=1), help="CPU inference threads (default: the runtime's).")
 @click.option("--flip", is_flag=True, help="Flip test: average with the mirrored crop (twice the inference).")
 @click.option("--no-draw", is_flag=True, help="Skip the <name>.overlay.png pictures.")
+@click.option("--decode", type=click.Choice(["dark", "quarter", "argmax", "original"]), default="dark",
+              show_default=True,
+              help="Heatmap decoder: dark (sub-pixel), quarter, argmax, or original: the original CU-Net code's "
+                   "integer points, to reproduce its numbers.")
 @click.option("--strict", is_flag=True,
               help="Stop at the first image that fails (default: skip it with one line, finish, exit 1 at the end).")
 @click.option("--overlay", is_flag=True, help="Videos: also write NAME.overlay.mp4 with the landmarks drawn.")
@@ -45,8 +49,8 @@ _BACKENDS = ["auto", "torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "ope
                    "[0.3].")
 @smooth_options
 @json_option
-def predict(model, images, out, boxes, fmt, backend, threads, flip, no_draw, strict, overlay, frames, fps, no_detect,
-            min_score, smooth, smooth_min_cutoff, smooth_beta, as_json):
+def predict(model, images, out, boxes, fmt, backend, threads, flip, no_draw, decode, strict, overlay, frames, fps,
+            no_detect, min_score, smooth, smooth_min_cutoff, smooth_beta, as_json):
     """Predict landmarks on IMAGES (files or folders) with MODEL (.pt, .onnx, .engine or OpenVINO .xml).
 
     \b
@@ -98,7 +102,8 @@ def predict(model, images, out, boxes, fmt, backend, threads, flip, no_draw, str
     opts = PredictOptions(model=model, inputs=tuple(images), out=out, boxes=boxes, format=fmt, backend=backend,
                           threads=threads, draw=not no_draw, flip=flip, strict=strict, overlay=overlay, frames=frames,
                           fps=fps, smooth=smooth_config(smooth, smooth_min_cutoff, smooth_beta),
-                          detect=not no_detect, min_score=DEFAULT_MIN_SCORE if min_score is None else min_score)
+                          detect=not no_detect, min_score=DEFAULT_MIN_SCORE if min_score is None else min_score,
+                          decode=decode)
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                _frame_rate_column())
     with Progress(*columns, console=console(), transient=True) as bar:

@@ -69,6 +69,17 @@ def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -
               help="Train the inner convs' weights (all but the stem's and the heads') at X times --lr; a binary "
                    "weight changes only when its latent value crosses zero [10 for --bits-w 1 or 2 and for cunet-tiny, "
                    "else 1].")
+@click.option("--init", "init", type=click.Path(path_type=Path), metavar="CKPT",
+              help="Start from this checkpoint's weights (same task and model; e.g. a trained FP32 run that a "
+                   "low-bit run fine-tunes) instead of a random init.")
+@click.option("--teacher", type=click.Path(path_type=Path), metavar="CKPT",
+              help="Distil: also train every head toward this checkpoint's heatmaps of the same batch (any "
+                   "variant with the same task and heatmap size).")
+@click.option("--distill-weight", type=click.FloatRange(0, 1, min_open=True), metavar="W",
+              help="With --teacher: loss = (1-W) x MSE(target) + W x MSE(teacher) [0.5].")
+@click.option("--bn-reestimate", is_flag=True, default=None,
+              help="After every (quantized) epoch, recompute the BatchNorm statistics over the epoch's batches "
+                   "again, weights frozen (one more forward pass per epoch).")
 @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True),
               help="Stop cleanly after the epoch that crosses this wall-clock budget.")
 @click.option("--seed", type=int, help="Seeds init, batch order and augmentation [0].")
@@ -82,7 +93,8 @@ def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -
 @json_option
 def train(task, data, val_data, out, variant, resume, epochs, batch_size, lr, optimizer, milestones, gamma,
           weight_decay, sigma, layers, order, input_size, refine, memory_efficient, bits_w, bits_a, bits_g, quant_delay,
-          conv_lr_scale, max_minutes, seed, workers, threads, device, strict, as_json) -> None:
+          conv_lr_scale, init, teacher, distill_weight, bn_reestimate, max_minutes, seed, workers, threads, device,
+          strict, as_json) -> None:
     """Train a CU-Net landmark localizer; writes OUT/best.pt (best validation) and OUT/last.pt (every epoch).
 
     \b
@@ -103,19 +115,24 @@ def train(task, data, val_data, out, variant, resume, epochs, batch_size, lr, op
       cunet train --task face --data ~/300W/afw --val-data ~/300W/ibug --out runs/afw  # flat folders
       torchrun --nproc_per_node 2 -m cunet train --task pose --data ~/mpii --variant cunet-pose-16
       cunet train --task face --data data/faces --bits-w 1 --bits-a 8 --quant-delay 5 --out runs/binary
+      cunet train --task face --data data/faces --bits-w 1 --bits-a 8 --bits-g 8 \
+          --init runs/tiny/last.pt --out runs/binary       # the low-bit recipe: fine-tune the FP32 run
 
     \b
     Low-bit (ECCV paper): --bits-w 1|2|4|8 quantizes every conv's weights but the
     stem's and the heatmap heads', --bits-a their inputs, --bits-g their weight
     gradients. 1- and 2-bit latent weights train at 10x the lr (--conv-lr-scale)
     so that their signs can still change in a short run. Export with `cunet
-    export`, shrink with `cunet pack`.
+    export`, shrink with `cunet pack`. Starting from a trained FP32 run
+    (--init) is what keeps 1- and 2-bit accuracy (docs/lowbit.md); --teacher
+    (heatmap distillation) and --bn-reestimate are there and were measured.
 
     \b
     Resuming: --resume continues from OUT/last.pt and ends with the same weights as
     an uninterrupted run. Options that define the run (model, sigma, optimizer,
-    lr, batch size, schedule, seed, low-bit widths) come from the run; giving
-    different ones is an error. --epochs and --max-minutes may grow.
+    lr, batch size, schedule, seed, low-bit widths, --init/--teacher files by
+    sha256) come from the run; giving different ones is an error. --epochs and
+    --max-minutes may grow.
 
     \b
     Bad files: the data is checked before the first epoch (every image decoded
@@ -147,7 +164,8 @@ def train(task, data, val_data, out, variant, resume, epochs, batch_size, lr, op
                         batch_size=batch_size, lr=lr, optimizer=optimizer, resume=resume, seed=seed, workers=workers,
                         sigma=sigma,
                         overrides=overrides, bits_w=bits_w, bits_a=bits_a, bits_g=bits_g, quant_delay=quant_delay,
-                        conv_lr_scale=conv_lr_scale,
+                        conv_lr_scale=conv_lr_scale, init=init, teacher=teacher, distill_weight=distill_weight,
+                        bn_reestimate=bn_reestimate,
                         max_minutes=max_minutes,
                         device=device, progress=True, milestones=milestones, gamma=gamma, weight_decay=weight_decay,
                         threads=threads, strict=strict)

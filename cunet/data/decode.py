@@ -1,9 +1,13 @@
 """Heatmaps → landmark coordinates: the one place cunet turns network output into points.
 
-Three decoders, all returning float heatmap-pixel coordinates (the original truncated to integers, biasing NME):
+Four decoders, all returning float heatmap-pixel coordinates (the original truncated to integers, biasing NME):
 
 - "argmax": the integer position of the maximum.
 - "quarter": argmax + 0.25 px toward the larger neighbour on each axis, as the original CU-Net/hourglass code.
+- "original": the original CU-Net code's own numbers (`pylib/Evaluation.py`'s `final_preds`), so its logged NME can
+  be matched exactly: "quarter" (a map whose maximum is not positive gives its 1-based (0, 0), i.e. (-1, -1)), then
+  `original_to_image` instead of `heatmap_to_image`: the nominal box's inverse transform, truncated to integers and
+  shifted by its 1-based convention. Not for new work: truncation biases every point by half a pixel.
 - "dark": DARK (Zhang et al., CVPR 2020): smooth the map with the training Gaussian, take its log (a quadratic for
   a Gaussian peak) and do one Newton step from the maximum: offset = -H⁻¹∇ with central differences. Where the
   step is not defined (the maximum on the border, a Hessian that is not negative definite, a step longer than a
@@ -36,7 +40,8 @@ import numpy as np
 from cunet.data.heatmaps import default_sigma, heatmap_to_input
 from cunet.data.preprocess import apply_affine, invert_affine
 
-__all__ = ["DecodeMethod", "DEFAULT_METHOD", "decode", "flip_back", "merge_flip", "heatmap_to_image"]
+__all__ = ["DecodeMethod", "DEFAULT_METHOD", "decode", "flip_back", "merge_flip", "heatmap_to_image",
+           "original_to_image"]
 
 
 class DecodeMethod(str, Enum):
@@ -45,6 +50,7 @@ class DecodeMethod(str, Enum):
     ARGMAX = "argmax"
     QUARTER = "quarter"
     DARK = "dark"
+    ORIGINAL = "original"
 
 
 #: The most accurate decoder on sub-pixel Gaussian peaks (see the module docstring for the measurement).
@@ -63,7 +69,8 @@ def decode(
 
     Args:
         heatmaps: [N, K, H, W] float heatmaps.
-        method: "argmax", "quarter" or "dark".
+        method: "argmax", "quarter", "dark" or "original" (= "quarter", with (-1, -1) where the maximum is <= 0,
+            for `original_to_image`).
         sigma: the training Gaussian sigma in heatmap pixels, used by "dark" to smooth; `default_sigma(W)` if None.
 
     Returns:
@@ -95,6 +102,9 @@ def decode(
         quarter = _quarter_offsets(values, base + idx, w, inside)
         if method is DecodeMethod.QUARTER:
             coords += quarter
+        elif method is DecodeMethod.ORIGINAL:
+            # The original multiplies its 1-based argmax by (maximum > 0) and then finds no neighbours at 0.
+            coords = np.where((scores > 0)[:, None], coords + quarter, -1.0)
         else:
             sigma = default_sigma(w) if sigma is None else float(sigma)
             coords += _dark_offsets(values, base, pos, last, w, inside, quarter, sigma, bad is not None)
@@ -260,3 +270,24 @@ def heatmap_to_image(coords: np.ndarray, affine: np.ndarray, stride: int) -> np.
         [N, K, 2] float64 original-image points (NaN stays NaN).
     """
     return apply_affine(heatmap_to_input(coords, stride), invert_affine(affine))
+
+
+def original_to_image(coords: np.ndarray, nominal: np.ndarray, stride: int) -> np.ndarray:
+    """The original code's heatmap → image mapping (`final_preds` + `transform_preds`), in cunet's 0-based frame.
+
+    The original adds 0.5 to its 1-based heatmap coordinates, subtracts 1, applies the inverse of its nominal crop
+    transform (centre c, side 200·s; not the crop's integer box or shrink), truncates toward zero and adds 1. Its
+    coordinates are 1-based numbers read as 0-based indices (`cunet.data.original_crop`): its centre is cunet's + 1.
+    With v = `heatmap_to_image(coords, nominal, stride)` (cunet's affine puts pixel centres where the original's
+    +0.5 does) that is `trunc(v + 1) + 1` in its frame, `trunc(v + 1)` in cunet's.
+
+    Args:
+        coords: [N, K, 2] heatmap coordinates from `decode(..., "original")`.
+        nominal: [N, 2, 3] the boxes' `crop_affine`s (original pixels → input crop), as given to the original.
+        stride: input size / heatmap size.
+
+    Returns:
+        [N, K, 2] float64 whole-pixel (x, y), 0-based (NaN stays NaN).
+    """
+    return np.trunc(heatmap_to_image(coords, nominal, stride) + 1.0)
+

@@ -18,7 +18,10 @@ import numpy as np
 __all__ = [
     "MEAN",
     "STD",
+    "CROPS",
     "Box",
+    "crop_images",
+    "prepare_inputs",
     "crop_affine",
     "crop_affines",
     "invert_affine",
@@ -35,6 +38,11 @@ __all__ = [
 #: RGB mean and std on the 0..1 scale (ImageNet statistics): what the exported ONNX metadata records.
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
+
+#: How a box becomes a crop: "cunet" (`crop_affine` + bilinear `warp`, what cunet trains with) or "original" (the
+#: original CU-Net code's integer box, whole-image shrink and per-crop bytescale, `cunet.data.original_crop`: for
+#: models imported from it, `ModelMeta.crop`).
+CROPS = ("cunet", "original")
 
 #: The crop is this much larger than the tight landmark box (faces) so the jaw and brows are never cut off.
 FACE_BOX_MARGIN = 1.25
@@ -188,3 +196,49 @@ def to_input(
     x -= np.asarray(mean, dtype=np.float32)[:, None, None]
     x /= np.asarray(std, dtype=np.float32)[:, None, None]
     return x
+
+
+def crop_images(images: "list[np.ndarray]", boxes: "list[Box]", size: int,
+                crop: str = "cunet") -> tuple[np.ndarray, np.ndarray]:
+    """Crop each image's box to `size` x `size` by the model's crop rule (`CROPS`).
+
+    Args:
+        images: N uint8 arrays [H, W, 3] (sizes may differ).
+        boxes: N boxes in original pixels.
+        size: output side.
+        crop: "cunet" or "original".
+
+    Returns:
+        (crops [N, size, size, 3] uint8, affines [N, 2, 3] original pixels → crop pixels of what was sampled).
+        "original" crops are already bytescaled to their own range (the original did it before resizing).
+    """
+    if crop not in CROPS:
+        raise ValueError(f"unknown crop {crop!r}; choose {', '.join(CROPS)}")
+    crops = np.empty((len(images), size, size, 3), dtype=np.uint8)
+    if crop == "original":
+        from cunet.data.original_crop import original_crop
+
+        affines = np.empty((len(images), 2, 3))
+        for i, (image, box) in enumerate(zip(images, boxes)):
+            crops[i], affines[i] = original_crop(image, box.cx, box.cy, box.size, size)
+        return crops, affines
+    affines = crop_affines(np.array([(b.cx, b.cy) for b in boxes]).reshape(-1, 2), [b.size for b in boxes], size)
+    for i, image in enumerate(images):
+        crops[i] = warp(image, affines[i], size)
+    return crops, affines
+
+
+def prepare_inputs(images: "list[np.ndarray]", boxes: "list[Box]", size: int, mean: tuple[float, ...] = MEAN,
+                   std: tuple[float, ...] = STD, stretch: str = "none",
+                   crop: str = "cunet") -> tuple[np.ndarray, np.ndarray]:
+    """BGR uint8 images and their boxes → network input: `crop_images`, then `to_input`.
+
+    The one preprocessing path of every runtime and of calibration. An "original" crop is bytescaled inside the
+    crop (before its resize, as the original did), so `stretch` does not apply to it again.
+
+    Returns:
+        (x [N, 3, size, size] float32, affines [N, 2, 3] original pixels → input-crop pixels).
+    """
+    crops, affines = crop_images(images, boxes, size, crop)
+    return to_input(crops, mean, std, "none" if crop == "original" else stretch), affines
+

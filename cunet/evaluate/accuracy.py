@@ -29,6 +29,7 @@ from typing import Callable, Collection
 import numpy as np
 
 from cunet.batch import Skips
+from cunet.data.decode import DEFAULT_METHOD
 from cunet.errors import CunetError
 from cunet.evaluate import scoring
 
@@ -161,6 +162,7 @@ def evaluate(
     boxes: str | Path | None = None,
     headboxes: str | Path | None = None,
     strict: bool = False,
+    decode: str = DEFAULT_METHOD.value,
     device: str | None = None,
     pckh_style: str = "mpii",
     exclude: Collection[str | Path] = (),
@@ -190,6 +192,8 @@ def evaluate(
             `cunet.data.detector_boxes`) instead of the landmark box; either is enlarged by the model's margin.
         headboxes: pose: a `gt_valid.mat` with the head boxes (default: the one beside `valid.json`, if any).
         strict: stop at the first file that cannot be used (`cunet.batch`) instead of leaving it out.
+        decode: the heatmap decoder (`cunet.data.decode`): "dark" (cunet's sub-pixel default), "quarter",
+            "argmax", or "original" (the original CU-Net code's integer points, to reproduce its logged numbers).
         device: where to run ("cpu", "cuda", "cuda:N"; None: the backend's default, see `open_predictor`).
         pckh_style: pose: the headline of `pckh@0.5`/`pckh@0.1` (`cunet.evaluate.scoring.PCKH_STYLES`).
         exclude: image files to leave out of the scored set (bench: the calibration images of a dataset whose
@@ -219,7 +223,7 @@ def evaluate(
 
 
 def _evaluate(model_path, data_root, task, backend, split, subset, flip, batch, save_predictions, plot_dir, norm,
-              threads, progress, per_image, boxes, headboxes, strict, device, pckh_style, exclude):
+              threads, progress, per_image, boxes, headboxes, strict, decode, device, pckh_style, exclude):
     from cunet.data.dataset import load_samples
     from cunet.data.layout import detect_layout
     from cunet.io import check_writable
@@ -231,7 +235,8 @@ def _evaluate(model_path, data_root, task, backend, split, subset, flip, batch, 
         raise CunetError(f"unknown PCKh style {pckh_style!r}; choose one of {', '.join(scoring.PCKH_STYLES)}")
     data_root = Path(data_root)
     save = Path(save_predictions) if save_predictions is not None else None
-    with open_predictor(model_path, backend=backend, threads=threads, device=device) as predictor:
+    with open_predictor(model_path, backend=backend, threads=threads, device=device,
+                        decode_method=decode) as predictor:
         meta = predictor.meta
         task = task or meta.task
         if task != meta.task:

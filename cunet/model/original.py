@@ -25,7 +25,9 @@ normalises as the original did: RGB on 0..1 with no mean/std, each crop stretche
 original resamples float crops with scipy's `imresize`, which rescales them min..max to uint8), and for faces a crop
 of side 1.1 x max(width, height) of the detector box around its centre (`scale = max(w, h) / 200`, crop side
 `200 * scale * 1.1`). MPII crops are the centre/scale rule cunet already uses (centre + 15 * scale down, side
-`200 * scale * 1.25`).
+`200 * scale * 1.25`). `crop: "original"` makes every runtime cut those boxes as the original did, to the pixel: its
+integer crop box, its whole-image shrink for large boxes and its bytescale before resizing
+(`cunet.data.original_crop`); a converted file from before that field crops the cunet way.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ ORIGINAL_PREPROCESS: dict[str, Any] = {
     "std": [1.0, 1.0, 1.0],
     "stretch": "minmax",
     "box_margin": 1.1,
+    "crop": "original",
 }
 #: The input side the original trained and tested at (`inp_res=256`); the weights themselves do not say.
 ORIGINAL_INPUT_SIZE = 256

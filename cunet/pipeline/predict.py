@@ -40,6 +40,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cunet.batch import Skips
+from cunet.data.decode import DEFAULT_METHOD
 from cunet.data.smooth import SmoothConfig
 from cunet.evaluate.draw import overlay_radius
 from cunet.errors import CunetError
@@ -82,6 +83,7 @@ class PredictOptions:
         smooth: videos: the temporal filter (`cunet.data.smooth.SmoothConfig`).
         detect: faces without a box file: use the face detector when `cunet[detect]` is installed.
         min_score: videos: mean heatmap peak below which the tracked face is lost (`cunet.pipeline.track`).
+        decode: the heatmap decoder ("dark", "quarter", "argmax" or "original", `cunet.data.decode`).
     """
 
     model: Path
@@ -100,6 +102,7 @@ class PredictOptions:
     smooth: SmoothConfig = dataclasses.field(default_factory=SmoothConfig)
     detect: bool = True
     min_score: float = DEFAULT_MIN_SCORE
+    decode: str = DEFAULT_METHOD.value
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", Path(self.model))
@@ -309,7 +312,7 @@ def _predict(opts: PredictOptions, images: list[ImageFile], stems: dict[str, str
     skipped: list[str] = []
     failed = Skips(opts.strict)
     nonfinite: list[str] = []
-    with open_predictor(opts.model, backend=opts.backend, threads=opts.threads) as p:
+    with open_predictor(opts.model, backend=opts.backend, threads=opts.threads, decode_method=opts.decode) as p:
         meta = p.meta
         if opts.format is OutputFormat.MPII and meta.task != "pose":
             raise CunetError(f"{opts.model}: --format mpii writes human pose; this is a {meta.task} model (use pts)")

@@ -158,7 +158,7 @@ class PredictorLandmarker:
         t1 = time.perf_counter_ns()
         heatmaps = self.predictor.predict_heatmaps(x)
         t2 = time.perf_counter_ns()
-        points, scores = self.predictor.postprocess_scores(heatmaps, affines)
+        points, scores = self.predictor.postprocess_scores(heatmaps, affines, [box])
         t3 = time.perf_counter_ns()
         times.add("crop", t1 - t0)
         times.add("inference", t2 - t1)

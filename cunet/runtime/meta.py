@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 import cunet
-from cunet.data.preprocess import FACE_BOX_MARGIN
+from cunet.data.preprocess import CROPS, FACE_BOX_MARGIN
 from cunet.errors import CunetError
 from cunet.limits import read_limited_text, refuse_empty
 
@@ -80,6 +80,10 @@ class ModelMeta:
             CU-Net code's scipy resampling did; models imported with `cunet import-original`).
         box_margin: a face crop's side is this times max(width, height) of the detector or landmark box (cunet's
             training: 1.25; the original code: 1.1).
+        crop: how a box becomes the input crop (`cunet.data.preprocess.CROPS`): "cunet" (cunet's own models), or
+            "original": the original CU-Net code's integer crop box, whole-image shrink and per-crop bytescale
+            before resizing (`cunet.data.original_crop`; models imported with `cunet import-original`, which then
+            see the pixels they were trained on; its bytescale replaces `stretch`). Records without it: "cunet".
         decode: the `cunet.data.decode` method the graph ends in ("quarter", `cunet export --decode`): the model
             outputs [N, K, 3] (x, y in input-crop pixels, score) instead of heatmaps. None: it outputs heatmaps.
     """
@@ -106,6 +110,7 @@ class ModelMeta:
     stretch: str = "none"
     box_margin: float = FACE_BOX_MARGIN
     decode: str | None = None
+    crop: str = "cunet"
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -150,6 +155,7 @@ class ModelMeta:
             f"box_margin must be a number in (0, 10], got {self.box_margin!r:.40}",
         )
         need(self.decode in (None, "quarter"), f"decode must be quarter or null, got {self.decode!r:.40}")
+        need(self.crop in CROPS, f"crop must be one of {CROPS}, got {self.crop!r:.40}")
         need(self.color == "RGB" and self.layout == "NCHW", f"unsupported input {self.color}/{self.layout}")
         need(
             self.format_version <= META_FORMAT_VERSION,
@@ -176,7 +182,8 @@ class ModelMeta:
         """The metadata of a loaded checkpoint dict (see `cunet.model.checkpoint`).
 
         Landmark names and flip pairs come from the task's `LandmarkSpec`; mean/std from `cunet.data.preprocess`,
-        or with the rest of the preprocessing from the checkpoint's "preprocess" record (imported original models);
+        or with the rest of the preprocessing (stretch, box margin, crop) from the checkpoint's "preprocess" record
+        (imported original models);
         sigma from the training arguments (`ckpt["args"]["sigma"]`) when they were saved.
         """
         from cunet.data.preprocess import MEAN, STD
@@ -194,7 +201,7 @@ class ModelMeta:
         pre = ckpt.get("preprocess") or {}
         if not isinstance(pre, dict):
             raise CunetError(f"checkpoint 'preprocess' must be a mapping, got {type(pre).__name__}")
-        unknown = sorted(set(pre) - {"mean", "std", "stretch", "box_margin"})
+        unknown = sorted(set(pre) - {"mean", "std", "stretch", "box_margin", "crop"})
         if unknown:
             raise CunetError(f"checkpoint 'preprocess' has unknown keys {unknown} (written by a newer cunet?)")
         return cls(
@@ -208,6 +215,7 @@ class ModelMeta:
             std=tuple(float(v) for v in pre.get("std", STD)),
             stretch=str(pre.get("stretch", "none")),
             box_margin=float(pre.get("box_margin", FACE_BOX_MARGIN)),
+            crop=str(pre.get("crop", "cunet")),
             config=cfg.to_dict(),
             source_sha256=source_sha256,
             sigma=None if sigma is None else float(sigma),
@@ -227,6 +235,8 @@ class ModelMeta:
             del d["stretch"]
         if self.box_margin == FACE_BOX_MARGIN:
             del d["box_margin"]
+        if self.crop == "cunet":
+            del d["crop"]
         if self.float_groups is not None:
             d["float_groups"] = list(self.float_groups)
         return d

@@ -17,8 +17,9 @@ from typing import Sequence
 
 import numpy as np
 
-from cunet.data.decode import DEFAULT_METHOD, DecodeMethod, decode, flip_back, heatmap_to_image, merge_flip
-from cunet.data.preprocess import Box, apply_affine, crop_affines, invert_affine, to_input, warp
+from cunet.data.decode import (DEFAULT_METHOD, DecodeMethod, decode, flip_back, heatmap_to_image, merge_flip,
+                               original_to_image)
+from cunet.data.preprocess import Box, apply_affine, crop_affines, invert_affine, prepare_inputs
 from cunet.errors import CunetError, require_torch
 from cunet.filetype import ModelKind, import_original_advice, sniff
 from cunet.io import sha256_file
@@ -54,8 +55,8 @@ class Predictor:
         meta: the model's `ModelMeta` (task, input size, normalisation, flip pairs ...).
         path: the model file.
         backend: the backend name ("torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "openvino" or "auto").
-        decode_method: the `cunet.data.decode` method ("dark", "quarter" or "argmax"); for a model that decodes in
-            its graph (`cunet export --decode`, `meta.decode`) the graph's method, whatever was asked.
+        decode_method: the `cunet.data.decode` method ("dark", "quarter", "argmax" or "original"); for a model that
+            decodes in its graph (`cunet export --decode`, `meta.decode`) the graph's method, whatever was asked.
     """
 
     def __init__(self, path: Path, meta: ModelMeta, backend: Backend, decode_method: str = DEFAULT_DECODE) -> None:
@@ -128,12 +129,16 @@ class Predictor:
             boxes: N crop boxes in original pixels, or None (or a None entry) for the whole image.
 
         Returns:
-            (x [N, 3, S, S] float32 network input, affines [N, 2, 3] original → input-crop pixels).
+            (x [N, 3, S, S] float32 network input, affines [N, 2, 3] original → input-crop pixels of what was
+            sampled; the model's crop rule is `meta.crop`).
         """
+        m = self.meta
+        return prepare_inputs(images, self._boxes(images, boxes), m.input_size, m.mean, m.std, m.stretch, m.crop)
+
+    def _boxes(self, images: Sequence[np.ndarray], boxes: Sequence[Box | None] | None) -> list[Box]:
+        """Each image's crop box (the whole image where none is given), after checking the images."""
         if boxes is not None and len(boxes) != len(images):
             raise CunetError(f"{len(images)} images but {len(boxes)} boxes")
-        s = self.meta.input_size
-        crops = np.empty((len(images), s, s, 3), dtype=np.uint8)
         chosen = []
         for i, image in enumerate(images):
             ok = isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
@@ -141,10 +146,7 @@ class Predictor:
                 got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
                 raise CunetError(f"image {i}: expected a BGR uint8 array [H, W, 3], got {got}")
             chosen.append(boxes[i] if boxes is not None and boxes[i] is not None else whole_image_box(image))
-        affines = crop_affines(np.array([(b.cx, b.cy) for b in chosen]).reshape(-1, 2), [b.size for b in chosen], s)
-        for i, image in enumerate(images):
-            crops[i] = warp(image, affines[i], s)
-        return to_input(crops, self.meta.mean, self.meta.std, self.meta.stretch), affines
+        return chosen
 
     def predict_heatmaps(self, x: np.ndarray) -> np.ndarray:
         """Raw inference: x [N, 3, S, S] float32 → heatmaps [N, K, S/4, S/4] float32 (split to fit the backend).
@@ -175,15 +177,18 @@ class Predictor:
             )
         return out
 
-    def postprocess(self, heatmaps: np.ndarray, affines: np.ndarray) -> np.ndarray:
+    def postprocess(self, heatmaps: np.ndarray, affines: np.ndarray, boxes: Sequence[Box] | None = None) -> np.ndarray:
         """Decode heatmaps [N, K, h, w] and map them through the inverse crop affines [N, 2, 3] → [N, K, 2] floats.
 
         DARK smooths with the training sigma recorded in the metadata (the decoder's default when it is unknown).
         A model that decodes in its graph gives [N, K, 3] crop-pixel landmarks here: only the affine is left.
+        The "original" decoder maps through the boxes' nominal geometry (`boxes`, required for it), as the original
+        did, not through the sampled crop's `affines` (`cunet.data.decode.original_to_image`).
         """
-        return self.postprocess_scores(heatmaps, affines)[0]
+        return self.postprocess_scores(heatmaps, affines, boxes)[0]
 
-    def postprocess_scores(self, heatmaps: np.ndarray, affines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def postprocess_scores(self, heatmaps: np.ndarray, affines: np.ndarray,
+                           boxes: Sequence[Box] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """`postprocess` that also returns each landmark's score: (points [N, K, 2], scores [N, K]).
 
         The score is the heatmap's peak value (the training target peaks at 1 on the landmark; a crop without the
@@ -193,6 +198,12 @@ class Predictor:
         if self.meta.decode:
             return apply_affine(heatmaps[..., :2], invert_affine(affines)), np.asarray(heatmaps[..., 2], np.float64)
         coords, scores = decode(heatmaps, method=self.decode_method, sigma=self.meta.sigma)
+        if self.decode_method == DecodeMethod.ORIGINAL.value:
+            if boxes is None:
+                raise CunetError("the original decoder needs the crop boxes: postprocess(heatmaps, affines, boxes)")
+            size = self.meta.input_size
+            nominal = crop_affines(np.array([(b.cx, b.cy) for b in boxes]).reshape(-1, 2), [b.size for b in boxes], size)
+            return original_to_image(coords, nominal, self.meta.heatmap_stride), scores
         return heatmap_to_image(coords, affines, self.meta.heatmap_stride), scores
 
     # -------------------------------------------------------------------------------------------------- the API
@@ -213,18 +224,19 @@ class Predictor:
         """
         if len(images) == 0:
             return np.zeros((0, self.meta.num_landmarks, 2))
+        boxes = self._boxes(images, boxes)
         x, affines = self.preprocess(images, boxes)
         if not flip:
-            return self.postprocess(self.predict_heatmaps(x), affines)
+            return self.postprocess(self.predict_heatmaps(x), affines, boxes)
         # Mirroring the normalised input is crop_affine(flip=True) exactly: column c becomes S - 1 - c.
         both = self.predict_heatmaps(np.concatenate([x, np.ascontiguousarray(x[..., ::-1])]))
         n = len(x)
         if self.meta.decode:  # decoded in the graph: average the points (the flipped ones mirrored back) instead
             back = both[n:][:, self.meta.flip_permutation].astype(np.float64)
             back[..., 0] = self.meta.input_size - 1 - back[..., 0]
-            return self.postprocess(0.5 * (both[:n] + back), affines)
+            return self.postprocess(0.5 * (both[:n] + back), affines, boxes)
         merged = merge_flip(both[:n], flip_back(both[n:], self.meta.flip_permutation))
-        return self.postprocess(merged, affines)
+        return self.postprocess(merged, affines, boxes)
 
 
 # ---------------------------------------------------------------------------------------------------- factories
@@ -255,7 +267,7 @@ def open_predictor(
         threads: CPU threads for inference (None: the runtime's default).
         device: "cpu", "cuda" or "cuda:N" (torch backend: default CUDA when available, else CPU; GPU backends:
             which CUDA device); for openvino an OpenVINO device name ("CPU" by default, "GPU", "NPU" ...).
-        decode_method: "dark", "quarter" or "argmax".
+        decode_method: "dark", "quarter", "argmax" or "original" (the original code's, to reproduce its numbers).
 
     Raises:
         CunetError: missing or unreadable file, a backend that does not run this file type, or a backend this

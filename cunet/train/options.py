@@ -12,7 +12,8 @@ from typing import Any
 
 from cunet.errors import CunetError
 
-__all__ = ["OPTIMIZERS", "LOW_BIT_CONV_LR_SCALE", "AMP_MODES", "RUN_FIELDS", "INHERITED", "Recipe", "DEFAULT_RECIPE", "RECIPES", "TrainOptions",
+__all__ = ["OPTIMIZERS", "LOW_BIT_CONV_LR_SCALE", "AMP_MODES", "RUN_FIELDS", "SOURCE_FIELDS", "INHERITED",
+           "DEFAULT_DISTILL_WEIGHT", "Recipe", "DEFAULT_RECIPE", "RECIPES", "TrainOptions",
            "TrainResult", "resolve_options"]
 
 OPTIMIZERS = ("rmsprop", "adam")
@@ -22,7 +23,12 @@ LOW_BIT_CONV_LR_SCALE = 10.0
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 #: Options that define what a run is. On `resume` they must equal the run's own (None means "the run's value").
 RUN_FIELDS = ("variant", "sigma", "optimizer", "lr", "batch_size", "milestones", "gamma", "weight_decay", "seed",
-              "quant_delay", "conv_lr_scale")
+              "quant_delay", "conv_lr_scale", "distill_weight", "bn_reestimate")
+#: Options naming a file the run starts from; a checkpoint records each one's sha256 (`cunet.train.sources`), and
+#: resuming with another file is refused.
+SOURCE_FIELDS = ("init", "teacher")
+#: `distill_weight` when a teacher is given: the share of the loss that pulls toward the teacher's heatmaps.
+DEFAULT_DISTILL_WEIGHT = 0.5
 #: Options a resumed run takes from the run when left as None, but which may change (a run can be extended).
 INHERITED = ("epochs",)
 
@@ -108,6 +114,18 @@ class TrainOptions:
             latent weights of a low-bit model) train at this multiple of lr (None: `LOW_BIT_CONV_LR_SCALE` for 1-
             and 2-bit weights, else the recipe's: 10 for cunet-tiny, 1 for the paper's models; see
             `trainer._param_groups` for why).
+        init: start from the weights of this cunet checkpoint (same task and CU-Net config; typically a trained
+            FP32 run that a low-bit run fine-tunes) instead of a random init; its optimiser and schedule are not
+            taken. Its sha256 is recorded in the run's checkpoints (`sources`).
+        teacher: distil from this cunet checkpoint (any variant with the same task, input size and heatmap size):
+            every supervised head is also trained toward the teacher's last-head heatmaps of the same augmented
+            batch (`cunet.train.distill`). Its sha256 is recorded like `init`'s; a resume needs the same file.
+        distill_weight: with `teacher`: loss = (1 - w) * MSE(target) + w * MSE(teacher) (None:
+            `DEFAULT_DISTILL_WEIGHT`).
+        bn_reestimate: after every (quantized) epoch, recompute every BatchNorm's running statistics as the average
+            over that epoch's training batches again, the weights frozen (`cunet.train.bn`): they then describe the
+            final weights instead of a moving average over weights that kept changing (binary weights flip signs
+            until the end). Training itself is unchanged; each epoch costs one more forward pass.
         max_minutes: stop cleanly after the epoch that crosses this wall-clock budget (counted over resumes).
         device: "cpu", "cuda", "cuda:1", ... (None: CUDA when available).
         progress: draw a progress bar and print one line per epoch on stderr.
@@ -135,6 +153,10 @@ class TrainOptions:
     bits_g: int | None = None
     quant_delay: int | None = None
     conv_lr_scale: float | None = None
+    init: str | os.PathLike | None = None
+    teacher: str | os.PathLike | None = None
+    distill_weight: float | None = None
+    bn_reestimate: bool | None = None
     max_minutes: float | None = None
     device: str | None = None
     progress: bool = True
@@ -176,6 +198,9 @@ class TrainOptions:
              f"quant_delay must be a whole number of epochs >= 0, got {self.quant_delay!r}")
         need(self.conv_lr_scale is None or (math.isfinite(self.conv_lr_scale) and self.conv_lr_scale > 0),
              f"conv_lr_scale must be positive, got {self.conv_lr_scale!r}")
+        need(self.distill_weight is None or (isinstance(self.distill_weight, (int, float))
+                                             and 0 < self.distill_weight <= 1),
+             f"distill_weight must be in (0, 1], got {self.distill_weight!r}")
 
     @property
     def quantized(self) -> bool:
@@ -185,7 +210,8 @@ class TrainOptions:
         """JSON- and `torch.load(weights_only=True)`-friendly dict (paths as strings, tuples as lists)."""
         d = dataclasses.asdict(self)
         d["data"], d["out"] = str(self.data), str(self.out)
-        d["val_data"] = None if self.val_data is None else str(self.val_data)
+        for name in ("val_data", *SOURCE_FIELDS):
+            d[name] = None if getattr(self, name) is None else str(getattr(self, name))
         d["milestones"] = None if self.milestones is None else list(self.milestones)
         return d
 
@@ -244,12 +270,16 @@ def resolve_options(opts: TrainOptions, saved: dict[str, Any] | None = None) -> 
                 theirs = 0  # a run from before quant_delay existed
             if name == "conv_lr_scale" and theirs is None:
                 theirs = 1.0  # a run from before conv_lr_scale existed
+            if name == "bn_reestimate" and theirs is None:
+                theirs = False  # a run from before BN re-estimation existed
             if mine is not None and mine != theirs:
                 differ.append(f"{name} {mine!r} (the run has {theirs!r})")
         if differ:
             raise CunetError(f"{Path(opts.out) / 'last.pt'}: cannot resume with different options: "
                              f"{'; '.join(differ)}. Leave them out, or train into another --out")
-        filled = {n: (tuple(saved[n]) if n == "milestones" else saved[n]) for n in (*RUN_FIELDS, *INHERITED)
+        # A source file left out is the run's own (`cunet.train.sources` checks a given one against the run's).
+        filled = {n: (tuple(saved[n]) if n == "milestones" else saved[n])
+                  for n in (*RUN_FIELDS, *INHERITED, *SOURCE_FIELDS)
                   if getattr(opts, n) is None and saved.get(n) is not None}
         if opts.conv_lr_scale is None and filled.get("conv_lr_scale") is None and "conv_lr_scale" not in saved:
             filled["conv_lr_scale"] = 1.0  # a run from before the option trained every weight at lr
@@ -265,6 +295,11 @@ def resolve_options(opts: TrainOptions, saved: dict[str, Any] | None = None) -> 
     if opts.quant_delay and opts.quant_delay >= epochs:
         raise CunetError(f"invalid training options: quant_delay ({opts.quant_delay}) must be smaller than epochs "
                          f"({epochs}): the run would never train quantized")
+    if opts.distill_weight is not None and opts.teacher is None:
+        raise CunetError("invalid training options: distill_weight weighs the teacher's loss: it needs --teacher")
+    distill_weight = opts.distill_weight
+    if opts.teacher is not None and distill_weight is None:
+        distill_weight = DEFAULT_DISTILL_WEIGHT
     milestones = opts.milestones
     if milestones is None:
         milestones = tuple(sorted({max(1, round(f * epochs)) for f in recipe.milestones}))
@@ -283,6 +318,8 @@ def resolve_options(opts: TrainOptions, saved: dict[str, Any] | None = None) -> 
         quant_delay=opts.quant_delay if opts.quant_delay is not None else 0,
         conv_lr_scale=(opts.conv_lr_scale if opts.conv_lr_scale is not None
                        else LOW_BIT_CONV_LR_SCALE if opts.bits_w in (1, 2) else recipe.conv_lr_scale),
+        distill_weight=distill_weight,
+        bn_reestimate=bool(opts.bn_reestimate),
     )
 
 

@@ -35,6 +35,9 @@ from cunet.errors import CunetError
 from cunet.train.rng import rng_state, set_rng_state
 from cunet.train.distributed import Dist, all_mean, broadcast, init_distributed, run_device
 from cunet.train import runlog
+from cunet.train.bn import reestimate_bn
+from cunet.train.loss import distill_loss, heatmap_loss
+from cunet.train.sources import check_sources, load_init
 from cunet.train.options import (  # re-exported: the trainer's API keeps these names
     DEFAULT_RECIPE,
     RECIPES,
@@ -56,30 +59,6 @@ __all__ = [
     "resolve_options",
     "train",
 ]
-
-# --------------------------------------------------------------------------------------------------------- loss
-
-
-def heatmap_loss(outputs: list[torch.Tensor], target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Masked MSE over every supervised head, averaged over heads.
-
-    A landmark with mask 0 (unannotated, or outside the crop) contributes nothing, instead of being trained towards
-    an all-zero map as in the original code. Each head's loss is the mean squared error over the pixels of the
-    masked-in maps only, so the loss scale does not depend on how many points a batch happens to miss.
-
-    Args:
-        outputs: per supervised head, [N, K, H, W] predicted heatmaps.
-        target: [N, K, H, W] Gaussian targets.
-        mask: [N, K], 1 where the landmark counts.
-
-    Returns:
-        A scalar tensor (0 when the mask is all zero).
-    """
-    m = mask.to(target.dtype)[..., None, None]
-    pixels = (m.sum() * target.shape[-2] * target.shape[-1]).clamp_min(1.0)
-    per_head = [(((o.float() - target) ** 2) * m).sum() / pixels for o in outputs]
-    return torch.stack(per_head).mean()
-
 
 # ------------------------------------------------------------------------------------------------- data helpers
 
@@ -254,7 +233,7 @@ def train(opts: TrainOptions, on_epoch: Callable[[dict], None] | None = None) ->
     """
     from cunet.io import Output, WritePolicy, writing
 
-    inputs = [p for p in (opts.data, opts.val_data) if p is not None]
+    inputs = [p for p in (opts.data, opts.val_data, opts.init, opts.teacher) if p is not None]
     with writing(WritePolicy([Output(Path(opts.out), "cunet train", "--out", folder=True)], inputs), default=True):
         return _run(opts, on_epoch)
 
@@ -285,6 +264,8 @@ def _run(opts: TrainOptions, on_epoch: Callable[[dict], None] | None) -> TrainRe
     if saved is not None and saved.get("quant") != quant:
         raise CunetError(f"{last_path}: cannot resume with different low-bit settings "
                          f"{quant} (the run has {saved.get('quant')})")
+    sources = check_sources(opts, run, saved)
+
     from cunet.io import adopt, check_writable
 
     run_files = [last_path, out / "best.pt", *runlog.log_files(out)]
@@ -301,7 +282,7 @@ def _run(opts: TrainOptions, on_epoch: Callable[[dict], None] | None) -> TrainRe
         torch.cuda.set_device(device)
     d = init_distributed(device.type)
     try:
-        return _train(run, cfg, quant_cfg, saved, device, d, on_epoch)
+        return _train(run, cfg, quant_cfg, saved, sources, device, d, on_epoch)
     finally:
         torch.set_num_threads(threads_before)  # the thread count is the caller's process-wide setting
         if d.started:
@@ -310,7 +291,7 @@ def _run(opts: TrainOptions, on_epoch: Callable[[dict], None] | None) -> TrainRe
             dist.destroy_process_group()
 
 
-def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.device, d: Dist,
+def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, sources: dict, device: torch.device, d: Dist,
            on_epoch: Callable[[dict], None] | None) -> TrainResult:
     """The loop of `train` once options, model config, device and process group are settled."""
     from cunet.data.augment import AugmentConfig
@@ -360,7 +341,20 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
         from cunet.model.quant import apply_quantization
 
         apply_quantization(model, quant_cfg)
+    if run.init is not None and saved is None:  # a resumed run's weights come from last.pt
+        load_init(model, run.init, run.task)
     model.to(device)
+    teacher = None
+    if run.teacher is not None:
+        from cunet.train.distill import load_teacher
+
+        teacher = load_teacher(run.teacher, run.task, cfg.input_size, cfg.input_size // cfg.heatmap_stride, device)
+    bn_loader = None
+    if run.bn_reestimate:  # the epoch's augmented crops again (see cunet.train.bn for why not un-augmented ones)
+        # Its own generator: a DataLoader draws a seed from the global RNG each pass, which the stochastic rounding
+        # of low-bit gradients also draws from; re-estimation must not change what training does next.
+        bn_loader = DataLoader(train_ds, batch_size=per_rank, shuffle=False, num_workers=run.workers,
+                               generator=torch.Generator())
     optimizer = _optimizer(run, _param_groups(run, model))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(run.milestones), gamma=run.gamma)
     amp = _amp_dtype(run, device)
@@ -389,6 +383,9 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
         log(f"training {run.variant} ({runlog.describe(cfg)}"
             + (f", {quant_cfg.describe()}" if quant_cfg is not None else "")
             + (f" after {run.quant_delay} full-precision epoch(s)" if quant_cfg is not None and run.quant_delay else "")
+            + (f", from {run.init}" if run.init is not None else "")
+            + (f", distilling from {run.teacher} (weight {run.distill_weight:g})" if teacher is not None else "")
+            + (", BatchNorm re-estimated every epoch" if run.bn_reestimate else "")
             + f") on {runlog.count(train_samples, run.task)}, validating on "
             f"{runlog.count(val_samples, run.task)}; {run.optimizer} lr {run.lr:g}"
             + (f" (inner convs x{run.conv_lr_scale:g})" if run.conv_lr_scale not in (None, 1.0) else "")
@@ -422,7 +419,14 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
                 mask = batch["mask"].to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                     outputs = net(images)
-                loss = heatmap_loss(outputs, target, mask)
+                    taught = None
+                    if teacher is not None:
+                        with torch.no_grad():
+                            taught = teacher(images)
+                if taught is None:
+                    loss = heatmap_loss(outputs, target, mask)
+                else:
+                    loss = distill_loss(outputs, target, taught, mask, run.distill_weight)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -439,6 +443,8 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
             if not math.isfinite(train_loss):
                 raise CunetError(f"training diverged: loss {train_loss} in epoch {epoch + 1}; lower the lr "
                                  f"(now {run.lr:g}) or resume from an earlier {last_path}")
+            if bn_loader is not None and (quant_cfg is None or quantizing):
+                reestimate_bn(model, (b["image"] for b in bn_loader), device)
             value = _validate(model, val_loader, val_samples, run.task, run.sigma, device, amp) if d.main else 0.0
             epoch += 1
             seconds = time.perf_counter() - t0
@@ -462,7 +468,7 @@ def _train(run: TrainOptions, cfg, quant_cfg, saved: dict | None, device: torch.
                     "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                     "epoch": epoch, "step": step, "best_metric": best, "metric_name": metric_name,
                     "rng": rng_state(), "args": run.to_dict(), "history": history, "quant": quant,
-                    "elapsed": elapsed,
+                    "elapsed": elapsed, "sources": sources,
                 }
                 if improved:
                     save_checkpoint(best_path, model, run.task, **state)
