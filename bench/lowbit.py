@@ -42,7 +42,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from _latency import interleaved_latency  # bench/_latency.py (the script's own folder is on sys.path)
+from _work import work_and_faces  # bench/_work.py
 
 #: Base rows: (name, bits_w, bits_a, bits_g); None = full precision. The issue's accuracy goals are about 1/8/8 and
 #: 2/8/8 (w1a8g8, w2a8g8: the paper's full recipe); the rows without g show the weights' and inputs' share.
@@ -258,18 +258,11 @@ def main() -> None:
     args = ap.parse_args()
 
     from cunet.commands._common import print_table
-    from cunet.data.synth import synthesize
     from cunet.io import write_json
     from cunet.model import get_variant
     from cunet.train.options import LOW_BIT_CONV_LR_SCALE
 
-    work = args.work or Path(tempfile.mkdtemp(prefix="cunet-bench-lowbit-"))
-    work.mkdir(parents=True, exist_ok=True)
-    data = args.data
-    if data is None:
-        data = work / "faces"
-        if not (data / "train").is_dir():
-            synthesize(data, "face", n=300, seed=0)
+    work, data = work_and_faces(args.work, args.data, "lowbit")
     rows = [Row.parse(name) for name in args.rows.split(",")]
     # The FP32 runs the recipe rows start from are rows too (trained first, reported like the others).
     sources = [_fp32_name(r.epochs(args.epochs)[0], args.epochs) for r in rows if r.needs_fp32]

@@ -20,11 +20,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from lowbit import RECIPE, Row, _load, _train_cmd  # bench/lowbit.py (the script's own folder is on sys.path)
+from _work import work_and_faces  # bench/_work.py (the script's own folder is on sys.path)
+from lowbit import RECIPE, Row, _load, _train_cmd  # bench/lowbit.py
 
 
 def _train(row: Row, data: Path, work: Path, epochs: int, threads: int, batch: int, source: Path | None,
@@ -54,17 +54,10 @@ def main() -> None:
     from cunet.commands._common import print_table
     from cunet.compile.export import export_onnx
     from cunet.compile.packing import pack
-    from cunet.data.synth import synthesize
     from cunet.evaluate.accuracy import evaluate
     from cunet.io import write_json
 
-    work = args.work or Path(tempfile.mkdtemp(prefix="cunet-bench-lowbit-face8-"))
-    work.mkdir(parents=True, exist_ok=True)
-    data = args.data
-    if data is None:
-        data = work / "faces"
-        if not (data / "train").is_dir():
-            synthesize(data, "face", n=300, seed=0)
+    work, data = work_and_faces(args.work, args.data, "lowbit-face8")
     load_start, t0 = _load(), time.perf_counter()
     rows = {"fp32": Row.parse("fp32"), "w1a8g8": Row.parse(f"w1a8g8+{RECIPE}")}
     trained = {"fp32": _train(rows["fp32"], data, work, args.epochs, args.threads, args.batch_size, None, args.device)}

@@ -25,9 +25,10 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from _work import work_and_faces  # bench/_work.py (the script's own folder is on sys.path)
 
 #: (row name, layers, refine)
 ROWS = [("L2", 2, False), ("L2+refine", 2, True), ("L4", 4, False)]
@@ -73,18 +74,11 @@ def main() -> None:
     args = ap.parse_args()
 
     from cunet.commands._common import print_table
-    from cunet.data.synth import synthesize
     from cunet.io import write_json
     from cunet.model import get_variant
     from cunet.model.summary import summarize
 
-    work = args.work or Path(tempfile.mkdtemp(prefix="cunet-bench-refine-"))
-    work.mkdir(parents=True, exist_ok=True)
-    data = args.data
-    if data is None:
-        data = work / "faces"
-        if not (data / "train").is_dir():
-            synthesize(data, "face", n=300, seed=0)
+    work, data = work_and_faces(args.work, args.data, "refine")
     seeds = [int(x) for x in args.seeds.split(",")]
     load_start, t0 = os.getloadavg(), time.perf_counter()
     trained = _train_all([(name, layers, refine, seed) for name, layers, refine in ROWS for seed in seeds], data,
