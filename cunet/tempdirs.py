@@ -130,7 +130,8 @@ def sweep_once() -> None:
 
 @contextlib.contextmanager
 def temp_dir(kind: str) -> Iterator[Path]:
-    """A fresh folder `<tempdir>/cunet-<kind>-<8 random characters>` with an owner marker, removed with its contents on exit.
+    """A fresh folder `<tempdir>/cunet-<kind>-<8 random characters>` with an owner marker, removed with its contents
+    on exit.
 
     Args:
         kind: what the folder is for (e.g. "quant"); part of its name.
